@@ -1,0 +1,16 @@
+//! GemmaKit: offline Gemma 4 inference for phones.
+//!
+//! Data flows one way: file ([`weights`]) → model graph ([`model`]) → logits. The graph is
+//! written once on burn tensors and runs on the CPU (burn-flex) or a GPU (burn-wgpu), chosen at
+//! run time ([`backend`]); the weight products go through our own kernels ([`kernels`]).
+
+pub mod backend;
+pub mod error;
+pub mod eval;
+pub mod kernels;
+pub mod model;
+pub mod weights;
+
+pub use backend::{BackendKind, ComputeDevice};
+pub use error::{GemmaError, Result};
+pub use model::{Gemma4, LogitsFor};

@@ -1,0 +1,376 @@
+//! The Gemma 4 text decoder (E2B / E4B), one forward pass per call, as in spec §2.
+//!
+//! Data flow: token ids → embeddings gathered from the mapped file → per-layer embeddings →
+//! decoder layers (sandwich norms, q/k/v norms, RoPE per layer type, KV sharing, GeGLU MLP,
+//! per-layer input gate, layer scalar) → final norm → tied LM head → softcap → host logits.
+
+use std::path::Path;
+
+use burn::tensor::Tensor;
+
+use super::attention::{attend, build_mask};
+use super::config::{AttentionKind, Gemma4Config, LayerSpec};
+use super::kv_cache::{KvCache, LayerCache, StepKv};
+use super::linear::Linear;
+use super::ops::{from_host, gelu_tanh, norm_weight, rms_norm, to_host};
+use super::rope::{RopeTables, inverse_frequencies};
+use crate::backend::ComputeDevice;
+use crate::error::{GemmaError, Result};
+use crate::weights::{self, MappedTensor, WeightStore};
+
+/// Which positions of a forward pass produce logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last position (generation). KV-shared layers then run for that row alone:
+    /// they write no cache, so the result is exact.
+    Last,
+    /// Every position (scoring, parity checks).
+    All,
+}
+
+/// Tensor-name prefixes under which checkpoints store the text model.
+const TEXT_PREFIXES: [&str; 3] = ["model.language_model.", "language_model.model.", "model."];
+
+/// Intermediate activations of one forward pass, row-major on the host.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// `[T, H]`, scaled by sqrt(H).
+    pub embeddings: Vec<f32>,
+    /// `[T, L, P]`: the per-layer input each layer receives.
+    pub per_layer_inputs: Vec<f32>,
+    /// One `[rows, H]` residual stream per layer (rows shrink to 1 at the first KV-shared
+    /// layer when only the last logits are requested).
+    pub layer_outputs: Vec<Vec<f32>>,
+    /// `[rows, H]` after the final norm.
+    pub final_norm: Vec<f32>,
+}
+
+struct KvProjection {
+    k: Linear,
+    v: Linear,
+    k_norm: Tensor<3>,
+}
+
+struct DecoderLayer {
+    spec: LayerSpec,
+    rope: usize,
+    input_norm: Tensor<2>,
+    q: Linear,
+    q_norm: Tensor<3>,
+    kv: Option<KvProjection>,
+    o: Linear,
+    post_attention_norm: Tensor<2>,
+    pre_feedforward_norm: Tensor<2>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_feedforward_norm: Tensor<2>,
+    per_layer_input_gate: Linear,
+    per_layer_projection: Linear,
+    post_per_layer_input_norm: Tensor<2>,
+    layer_scalar: f32,
+}
+
+pub struct Gemma4 {
+    config: Gemma4Config,
+    device: ComputeDevice,
+    store: WeightStore,
+    embed_tokens: MappedTensor,
+    per_layer_embed: MappedTensor,
+    lm_head: Linear,
+    per_layer_model_projection: Linear,
+    per_layer_projection_norm: Tensor<3>,
+    final_norm: Tensor<2>,
+    layers: Vec<DecoderLayer>,
+    /// Distinct inverse-frequency vectors; layers refer to them by index.
+    rope_frequencies: Vec<Vec<f32>>,
+}
+
+impl Gemma4 {
+    /// Loads a Hugging Face checkpoint directory (`config.json` + `*.safetensors`).
+    pub fn load_hf_dir(dir: &Path, device: ComputeDevice) -> Result<Self> {
+        let config = Gemma4Config::from_file(&dir.join("config.json"))?;
+        let shards = weights::safetensors::shard_paths(dir)?;
+        let store = weights::safetensors::open(&shards, &TEXT_PREFIXES)?;
+        Self::from_store(config, store, device)
+    }
+
+    pub fn from_store(config: Gemma4Config, store: WeightStore, device: ComputeDevice) -> Result<Self> {
+        let prefix = TEXT_PREFIXES
+            .iter()
+            .find(|p| store.contains(&format!("{p}embed_tokens.weight")))
+            .ok_or_else(|| GemmaError::MissingTensor("model.language_model.embed_tokens.weight".into()))?;
+        let c = &config;
+        let (h, p, n_layers) = (c.hidden_size, c.hidden_size_per_layer_input, c.num_layers());
+        let dev = &device.device;
+        let name = |suffix: &str| format!("{prefix}{suffix}");
+        let tensor = |suffix: &str, shape: &[usize]| store.get_shaped(&name(suffix), shape);
+        let vector = |suffix: &str, len: usize| -> Result<Vec<f32>> { Ok(tensor(suffix, &[len])?.to_f32_vec()) };
+        let linear = |suffix: &str, out: usize, inp: usize| -> Result<Linear> {
+            Linear::load(tensor(suffix, &[out, inp])?, &device)
+        };
+
+        let embed_tokens = tensor("embed_tokens.weight", &[c.vocab_size, h])?.clone();
+        let per_layer_embed = tensor(
+            "embed_tokens_per_layer.weight",
+            &[c.vocab_size_per_layer_input, n_layers * p],
+        )?
+        .clone();
+        let lm_head = Linear::load(&embed_tokens, &device)?;
+        let per_layer_model_projection = linear("per_layer_model_projection.weight", n_layers * p, h)?;
+        let per_layer_projection_norm = norm_weight(vector("per_layer_projection_norm.weight", p)?, dev);
+        let final_norm = norm_weight(vector("norm.weight", h)?, dev);
+
+        let mut rope_frequencies: Vec<Vec<f32>> = Vec::new();
+        let mut layers = Vec::with_capacity(n_layers);
+        for (i, spec) in c.layers.iter().enumerate() {
+            let l = |s: &str| format!("layers.{i}.{s}");
+            let d = spec.head_dim;
+            let q_out = c.num_heads * d;
+            let kv_out = spec.num_kv_heads * d;
+            let kv = if spec.kv_source.is_none() {
+                Some(KvProjection {
+                    k: linear(&l("self_attn.k_proj.weight"), kv_out, h)?,
+                    v: linear(&l("self_attn.v_proj.weight"), kv_out, h)?,
+                    k_norm: norm_weight(vector(&l("self_attn.k_norm.weight"), d)?, dev),
+                })
+            } else {
+                // Released checkpoints still carry unused k/v projections here; ignore them.
+                None
+            };
+            let freqs = inverse_frequencies(c.rope(spec.kind), d);
+            let rope = match rope_frequencies.iter().position(|f| *f == freqs) {
+                Some(idx) => idx,
+                None => {
+                    rope_frequencies.push(freqs);
+                    rope_frequencies.len() - 1
+                }
+            };
+            let scalar = tensor(&l("layer_scalar"), &[1])?.to_f32_vec()[0];
+            let inter = spec.intermediate_size;
+            layers.push(DecoderLayer {
+                spec: spec.clone(),
+                rope,
+                input_norm: norm_weight(vector(&l("input_layernorm.weight"), h)?, dev),
+                q: linear(&l("self_attn.q_proj.weight"), q_out, h)?,
+                q_norm: norm_weight(vector(&l("self_attn.q_norm.weight"), d)?, dev),
+                kv,
+                o: linear(&l("self_attn.o_proj.weight"), h, q_out)?,
+                post_attention_norm: norm_weight(vector(&l("post_attention_layernorm.weight"), h)?, dev),
+                pre_feedforward_norm: norm_weight(vector(&l("pre_feedforward_layernorm.weight"), h)?, dev),
+                gate: linear(&l("mlp.gate_proj.weight"), inter, h)?,
+                up: linear(&l("mlp.up_proj.weight"), inter, h)?,
+                down: linear(&l("mlp.down_proj.weight"), h, inter)?,
+                post_feedforward_norm: norm_weight(vector(&l("post_feedforward_layernorm.weight"), h)?, dev),
+                per_layer_input_gate: linear(&l("per_layer_input_gate.weight"), p, h)?,
+                per_layer_projection: linear(&l("per_layer_projection.weight"), h, p)?,
+                post_per_layer_input_norm: norm_weight(vector(&l("post_per_layer_input_norm.weight"), h)?, dev),
+                layer_scalar: scalar,
+            });
+        }
+
+        Ok(Gemma4 {
+            config,
+            device,
+            store,
+            embed_tokens,
+            per_layer_embed,
+            lm_head,
+            per_layer_model_projection,
+            per_layer_projection_norm,
+            final_norm,
+            layers,
+            rope_frequencies,
+        })
+    }
+
+    pub fn config(&self) -> &Gemma4Config {
+        &self.config
+    }
+
+    pub fn device(&self) -> &ComputeDevice {
+        &self.device
+    }
+
+    pub fn weights(&self) -> &WeightStore {
+        &self.store
+    }
+
+    /// A fresh cache for a sequence of at most `max_len` positions.
+    pub fn new_cache(&self, max_len: usize) -> KvCache {
+        let layers = self
+            .config
+            .layers
+            .iter()
+            .map(|spec| match (spec.kv_source, spec.kind) {
+                (Some(_), _) => None,
+                (None, AttentionKind::Full) => Some(LayerCache::growing(spec.num_kv_heads, spec.head_dim)),
+                (None, AttentionKind::Sliding) => Some(LayerCache::ring(
+                    self.config.sliding_window,
+                    spec.num_kv_heads,
+                    spec.head_dim,
+                )),
+            })
+            .collect();
+        KvCache::new(layers, max_len.min(self.config.max_position_embeddings))
+    }
+
+    /// Runs `tokens` at the positions following the cache's, appends their keys and values,
+    /// and returns logits `[rows, vocab]` (row-major) for the positions `which` selects.
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], which: LogitsFor) -> Result<Vec<f32>> {
+        self.run(cache, tokens, which, None)
+    }
+
+    /// [`forward`](Self::forward) that also returns intermediate activations, for parity
+    /// tests that must say which stage diverged.
+    pub fn forward_traced(&self, cache: &mut KvCache, tokens: &[u32], which: LogitsFor) -> Result<(Vec<f32>, Trace)> {
+        let mut trace = Trace::default();
+        let logits = self.run(cache, tokens, which, Some(&mut trace))?;
+        Ok((logits, trace))
+    }
+
+    fn run(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        which: LogitsFor,
+        mut trace: Option<&mut Trace>,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let t = tokens.len();
+        if t == 0 {
+            return Err(GemmaError::InvalidArgument("no tokens to process".into()));
+        }
+        if cache.len() + t > cache.max_len() {
+            return Err(GemmaError::ContextOverflow {
+                requested: cache.len() + t,
+                context_len: cache.max_len(),
+            });
+        }
+        let dev = &self.device.device;
+        let (h, p, n_layers) = (c.hidden_size, c.hidden_size_per_layer_input, c.num_layers());
+        let positions: Vec<usize> = (cache.len()..cache.len() + t).collect();
+
+        // Embeddings: gathered from the mapped file, scaled by sqrt(H) as f32 (HF does the
+        // same for f32 weights; for bf16 weights it rounds the scale to bf16 first).
+        let embed_scale = (h as f64).sqrt() as f32;
+        let embeds = from_host(self.embed_tokens.gather_rows_f32(tokens, embed_scale)?, [t, h], dev);
+
+        // Per-layer embeddings: token part (gathered) + context part (projected), each [T, L, P].
+        let ple_tokens = self.per_layer_embed.gather_rows_f32(tokens, (p as f64).sqrt() as f32)?;
+        let ple_tokens = from_host(ple_tokens, [t, n_layers, p], dev);
+        let ple_context = (self.per_layer_model_projection.forward(embeds.clone())? * (h as f64).powf(-0.5) as f32)
+            .reshape([t, n_layers, p]);
+        let ple_context = rms_norm(ple_context, Some(&self.per_layer_projection_norm), c.rms_norm_eps);
+        let ple = (ple_context + ple_tokens) * (2f64.powf(-0.5) as f32);
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.embeddings = to_host(embeds.clone())?;
+            trace.per_layer_inputs = to_host(ple.clone())?;
+        }
+
+        let ropes: Vec<RopeTables> = self
+            .rope_frequencies
+            .iter()
+            .map(|f| RopeTables::new(f, &positions, dev))
+            .collect();
+
+        let first_shared = c.first_kv_shared_layer();
+        let mut x = embeds;
+        let mut ple = ple;
+        let mut q_positions: &[usize] = &positions;
+        let mut step_kv: Vec<Option<StepKv>> = vec![None; n_layers];
+        let mut masks: Vec<(AttentionKind, usize, usize, Tensor<3>)> = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i == first_shared && which == LogitsFor::Last && q_positions.len() > 1 {
+                // Shared layers write no cache: only the rows whose logits we keep matter.
+                let rows = q_positions.len();
+                x = x.narrow(0, rows - 1, 1);
+                ple = ple.narrow(0, rows - 1, 1);
+                q_positions = &positions[positions.len() - 1..];
+            }
+            let rows = q_positions.len();
+            let rope = if rows == t {
+                ropes[layer.rope].clone()
+            } else {
+                ropes[layer.rope].last(rows)
+            };
+
+            let d = layer.spec.head_dim;
+            let eps = c.rms_norm_eps;
+            let a = rms_norm(x.clone(), Some(&layer.input_norm), eps);
+            let q = layer.q.forward(a.clone())?.reshape([rows, c.num_heads, d]);
+            let q = rope.apply(rms_norm(q, Some(&layer.q_norm), eps));
+
+            let kv = match (&layer.kv, layer.spec.kv_source) {
+                (Some(proj), None) => {
+                    let kvh = layer.spec.num_kv_heads;
+                    let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
+                    let k = rope.apply(rms_norm(k, Some(&proj.k_norm), eps));
+                    let v = rms_norm(proj.v.forward(a)?.reshape([rows, kvh, d]), None, eps);
+                    let cache_layer = cache.layers[i]
+                        .as_mut()
+                        .ok_or_else(|| GemmaError::InvalidArgument("cache does not match the model".into()))?;
+                    let step = cache_layer.append(k.swap_dims(0, 1), v.swap_dims(0, 1), q_positions);
+                    step_kv[i] = Some(step.clone());
+                    step
+                }
+                (_, Some(src)) => step_kv[src]
+                    .clone()
+                    .ok_or_else(|| GemmaError::InvalidArgument(format!("layer {src} produced no KV")))?,
+                (None, None) => unreachable!("a producer layer always has projections"),
+            };
+
+            let kind = layer.spec.kind;
+            let groups = c.num_heads / layer.spec.num_kv_heads;
+            let key_len = kv.key_pos.len();
+            let mask = match masks
+                .iter()
+                .find(|(k, r, kl, _)| *k == kind && *r == rows && *kl == key_len)
+            {
+                Some((_, _, _, m)) => m.clone(),
+                None => {
+                    let m = build_mask(kind, c.sliding_window, q_positions, &kv.key_pos, groups, dev);
+                    masks.push((kind, rows, key_len, m.clone()));
+                    m
+                }
+            };
+            let attn = attend(q, &kv, &mask, 1.0);
+            let o = layer.o.forward(attn)?;
+            x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);
+
+            let f = rms_norm(x.clone(), Some(&layer.pre_feedforward_norm), eps);
+            let f = gelu_tanh(layer.gate.forward(f.clone())?) * layer.up.forward(f)?;
+            let f = layer.down.forward(f)?;
+            x = x + rms_norm(f, Some(&layer.post_feedforward_norm), eps);
+
+            let ple_i = ple.clone().narrow(1, i, 1).reshape([rows, p]);
+            let g = gelu_tanh(layer.per_layer_input_gate.forward(x.clone())?) * ple_i;
+            let g = layer.per_layer_projection.forward(g)?;
+            x = x + rms_norm(g, Some(&layer.post_per_layer_input_norm), eps);
+            x = x * layer.layer_scalar;
+
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.layer_outputs.push(to_host(x.clone())?);
+            }
+        }
+        cache.advance(t);
+
+        let x = match which {
+            LogitsFor::All => x,
+            LogitsFor::Last => {
+                let rows = x.dims()[0];
+                x.narrow(0, rows - 1, 1)
+            }
+        };
+        let hidden = rms_norm(x, Some(&self.final_norm), c.rms_norm_eps);
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.final_norm = to_host(hidden.clone())?;
+        }
+        let mut logits = self.lm_head.forward_to_host(hidden)?;
+        if let Some(cap) = c.final_logit_softcapping {
+            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+        }
+        Ok(logits)
+    }
+
+}

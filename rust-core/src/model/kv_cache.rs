@@ -1,0 +1,173 @@
+//! Key/value caches. Full-attention layers keep every position (the buffer grows by doubling);
+//! sliding layers keep a ring of `window` slots; KV-shared layers own nothing and read their
+//! producer's view of the current step.
+
+use burn::tensor::{Device, Tensor, s};
+
+/// The keys and values one step attends over, with the absolute position of each key slot
+/// (`None`: an empty slot, always masked).
+#[derive(Clone)]
+pub struct StepKv {
+    /// `[kv_heads, keys, head_dim]`
+    pub k: Tensor<3>,
+    pub v: Tensor<3>,
+    pub key_pos: Vec<Option<usize>>,
+}
+
+enum Storage {
+    Growing,
+    Ring { window: usize },
+}
+
+pub struct LayerCache {
+    storage: Storage,
+    kv_heads: usize,
+    head_dim: usize,
+    k: Option<Tensor<3>>,
+    v: Option<Tensor<3>>,
+    slot_pos: Vec<Option<usize>>,
+}
+
+impl LayerCache {
+    pub fn growing(kv_heads: usize, head_dim: usize) -> Self {
+        Self::with_storage(Storage::Growing, kv_heads, head_dim)
+    }
+
+    pub fn ring(window: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self::with_storage(Storage::Ring { window }, kv_heads, head_dim)
+    }
+
+    fn with_storage(storage: Storage, kv_heads: usize, head_dim: usize) -> Self {
+        LayerCache {
+            storage,
+            kv_heads,
+            head_dim,
+            k: None,
+            v: None,
+            slot_pos: Vec::new(),
+        }
+    }
+
+    /// Adds `k`, `v` (`[kv_heads, T, head_dim]`, already normed and roped) for the consecutive
+    /// `positions`, and returns what this step's queries attend over.
+    pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
+        match self.storage {
+            Storage::Growing => self.append_growing(k, v, positions),
+            Storage::Ring { window } => self.append_ring(window, k, v, positions),
+        }
+    }
+
+    fn zeros(&self, slots: usize, device: &Device) -> Tensor<3> {
+        Tensor::zeros([self.kv_heads, slots, self.head_dim], device)
+    }
+
+    fn append_growing(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
+        let t = positions.len();
+        let len = self.slot_pos.len();
+        let needed = len + t;
+        let device = k.device();
+        let capacity = self.k.as_ref().map_or(0, |c| c.dims()[1]);
+        if capacity < needed {
+            let new_capacity = needed.max(capacity * 2).max(64);
+            let mut grown_k = self.zeros(new_capacity, &device);
+            let mut grown_v = self.zeros(new_capacity, &device);
+            if let (Some(old_k), Some(old_v)) = (self.k.take(), self.v.take()) {
+                grown_k = grown_k.slice_assign(s![.., 0..len, ..], old_k.slice(s![.., 0..len, ..]));
+                grown_v = grown_v.slice_assign(s![.., 0..len, ..], old_v.slice(s![.., 0..len, ..]));
+            }
+            self.k = Some(grown_k);
+            self.v = Some(grown_v);
+        }
+        let cache_k = self.k.take().expect("allocated above").slice_assign(s![.., len..needed, ..], k);
+        let cache_v = self.v.take().expect("allocated above").slice_assign(s![.., len..needed, ..], v);
+        self.slot_pos.extend(positions.iter().map(|&p| Some(p)));
+        let step = StepKv {
+            k: cache_k.clone().slice(s![.., 0..needed, ..]),
+            v: cache_v.clone().slice(s![.., 0..needed, ..]),
+            key_pos: self.slot_pos.clone(),
+        };
+        self.k = Some(cache_k);
+        self.v = Some(cache_v);
+        step
+    }
+
+    fn append_ring(&mut self, window: usize, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
+        let device = k.device();
+        if self.k.is_none() {
+            self.k = Some(self.zeros(window, &device));
+            self.v = Some(self.zeros(window, &device));
+            self.slot_pos = vec![None; window];
+        }
+        let t = positions.len();
+        // A single new token can overwrite its slot first: the slot held position p - window,
+        // which the window already excludes. A longer step's early queries may still need the
+        // entries its later tokens overwrite, so they attend over ring + new keys.
+        let step = if t == 1 {
+            None
+        } else {
+            let mut key_pos = self.slot_pos.clone();
+            key_pos.extend(positions.iter().map(|&p| Some(p)));
+            Some(StepKv {
+                k: Tensor::cat(vec![self.k.clone().expect("ring"), k.clone()], 1),
+                v: Tensor::cat(vec![self.v.clone().expect("ring"), v.clone()], 1),
+                key_pos,
+            })
+        };
+        let keep = t.min(window);
+        let mut ring_k = self.k.take().expect("ring");
+        let mut ring_v = self.v.take().expect("ring");
+        let mut i = t - keep;
+        while i < t {
+            // Consecutive positions map to consecutive slots until the ring wraps.
+            let slot = positions[i] % window;
+            let run = (window - slot).min(t - i);
+            ring_k = ring_k.slice_assign(s![.., slot..slot + run, ..], k.clone().slice(s![.., i..i + run, ..]));
+            ring_v = ring_v.slice_assign(s![.., slot..slot + run, ..], v.clone().slice(s![.., i..i + run, ..]));
+            for j in 0..run {
+                self.slot_pos[slot + j] = Some(positions[i + j]);
+            }
+            i += run;
+        }
+        self.k = Some(ring_k);
+        self.v = Some(ring_v);
+        step.unwrap_or_else(|| StepKv {
+            k: self.k.clone().expect("ring"),
+            v: self.v.clone().expect("ring"),
+            key_pos: self.slot_pos.clone(),
+        })
+    }
+}
+
+/// The cache of one sequence: one entry per layer (`None` for KV-shared layers).
+pub struct KvCache {
+    pub(crate) layers: Vec<Option<LayerCache>>,
+    len: usize,
+    max_len: usize,
+}
+
+impl KvCache {
+    pub(crate) fn new(layers: Vec<Option<LayerCache>>, max_len: usize) -> Self {
+        KvCache {
+            layers,
+            len: 0,
+            max_len,
+        }
+    }
+
+    /// Number of positions processed so far (the next token's position).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+}

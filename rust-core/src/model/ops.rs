@@ -1,0 +1,40 @@
+//! Small graph operations shared by the model files, written once on burn tensors.
+
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{GemmaError, Result};
+
+pub fn from_host<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t
+        .try_into_data()
+        .map_err(|e| GemmaError::Device(format!("reading a tensor back failed: {e:?}")))?;
+    data.try_into_vec_as::<f32>()
+        .map_err(|e| GemmaError::Device(format!("unexpected tensor data: {e:?}")))
+}
+
+/// `x / sqrt(mean(x²) + eps) * w` over the last axis (Gemma 4: no `1 + w`). `weight` is the
+/// scale broadcast to `x`'s rank (e.g. `[1, H]`), or `None` for the weightless value norm.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f32) -> Tensor<D> {
+    let mean_sq = (x.clone() * x.clone()).mean_dim(D - 1);
+    let normed = x * (mean_sq + eps).powf_scalar(-0.5);
+    match weight {
+        Some(w) => normed * w.clone(),
+        None => normed,
+    }
+}
+
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    gelu_approximate(x)
+}
+
+/// A norm scale `[n]` reshaped to broadcast over the last axis of a rank-`D` tensor.
+pub fn norm_weight<const D: usize>(values: Vec<f32>, device: &Device) -> Tensor<D> {
+    let mut shape = [1usize; D];
+    shape[D - 1] = values.len();
+    from_host(values, shape, device)
+}

@@ -1,0 +1,145 @@
+//! Gemma 4 text decoder vs transformers 5.24 (f32, eager) on tiny random checkpoints.
+//! Tolerances: CPU 1e-4, wgpu (lavapipe) 1e-3, max-abs over every logit.
+
+mod common;
+
+use common::*;
+use gemmakit::BackendKind;
+use gemmakit::model::LogitsFor;
+
+const CPU_TOL: f32 = 1e-4;
+const GPU_TOL: f32 = 1e-3;
+
+fn check_prompt_logits(fixture: &str, backend: BackendKind, tol: f32) {
+    let reference = Reference::load(fixture);
+    let model = load(fixture, backend);
+    let ids = reference.ids("text.input_ids");
+    let t = ids.len();
+    let h = model.config().hidden_size;
+    let mut cache = model.new_cache(t);
+    let (logits, trace) = model.forward_traced(&mut cache, &ids, LogitsFor::All).expect("forward");
+
+    assert_close("embeddings", &trace.embeddings, &reference.f32("text.inputs_embeds"), tol);
+    assert_close(
+        "per-layer inputs",
+        &trace.per_layer_inputs,
+        &reference.f32("text.per_layer_inputs"),
+        tol,
+    );
+    for (i, out) in trace.layer_outputs.iter().enumerate() {
+        assert_eq!(out.len(), t * h);
+        assert_close_scaled(&format!("layer {i} output"), out, &reference.f32(&format!("text.layer_out.{i}")), tol);
+    }
+    assert_close("final norm", &trace.final_norm, &reference.f32("text.final_norm"), tol);
+    assert_close("logits (all positions)", &logits, &reference.f32("text.logits"), tol);
+}
+
+fn check_greedy(fixture: &str, backend: BackendKind, tol: f32, prefix: &str) {
+    let reference = Reference::load(fixture);
+    let model = load(fixture, backend);
+    let prompt = reference.ids(&format!("{prefix}.prompt_ids"));
+    let expected = reference.ids(&format!("{prefix}.tokens"));
+    let expected_logits = reference.f32(&format!("{prefix}.step_logits"));
+    let (tokens, step_logits) = greedy_cached(&model, &prompt, expected.len());
+    assert_eq!(tokens, expected, "greedy tokens differ from transformers");
+    let flat: Vec<f32> = step_logits.concat();
+    assert_close("greedy step logits (KV cache)", &flat, &expected_logits, tol);
+}
+
+fn check_cached_equals_uncached(fixture: &str, backend: BackendKind) {
+    let reference = Reference::load(fixture);
+    let model = load(fixture, backend);
+    let prompt = reference.ids("long.input_ids");
+    let (cached, cached_logits) = greedy_cached(&model, &prompt, 8);
+    let (uncached, uncached_logits) = greedy_uncached(&model, &prompt, 8);
+    assert_eq!(cached, uncached, "KV-cached decode diverged from recomputation");
+    assert_eq!(cached, reference.ids("long.gen_tokens"), "long-prompt greedy differs from transformers");
+    let tol = if backend == BackendKind::Cpu { CPU_TOL } else { GPU_TOL };
+    assert_close("cached vs uncached step logits", &cached_logits.concat(), &uncached_logits.concat(), tol);
+    assert_close(
+        "long-prompt step logits vs transformers",
+        &cached_logits.concat(),
+        &reference.f32("long.gen_step_logits"),
+        tol,
+    );
+}
+
+/// The long prompt (40 tokens, window 8) scored in one pass, then fed in uneven chunks through
+/// the cache: every position's logits must match the reference either way.
+fn check_long_prompt_chunked(fixture: &str, backend: BackendKind, tol: f32) {
+    let reference = Reference::load(fixture);
+    let model = load(fixture, backend);
+    let prompt = reference.ids("long.input_ids");
+    let expected = reference.f32("long.logits");
+    let vocab = model.config().vocab_size;
+
+    let mut cache = model.new_cache(prompt.len());
+    let all = model.forward(&mut cache, &prompt, LogitsFor::All).expect("forward");
+    assert_close("long prompt, one pass", &all, &expected, tol);
+
+    let mut cache = model.new_cache(prompt.len());
+    let mut chunked = Vec::new();
+    let mut start = 0;
+    for size in [1usize, 3, 9, 2, 12, 1, 5, 7].iter().cycle() {
+        if start >= prompt.len() {
+            break;
+        }
+        let end = (start + size).min(prompt.len());
+        chunked.extend(model.forward(&mut cache, &prompt[start..end], LogitsFor::All).expect("chunk"));
+        start = end;
+    }
+    assert_eq!(chunked.len(), prompt.len() * vocab);
+    assert_close("long prompt, uneven chunks through the cache", &chunked, &expected, tol);
+}
+
+macro_rules! parity_suite {
+    ($module:ident, $fixture:literal) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn cpu_prompt_logits_and_hidden_states() {
+                check_prompt_logits($fixture, BackendKind::Cpu, CPU_TOL);
+            }
+            #[test]
+            fn cpu_greedy_matches_transformers() {
+                check_greedy($fixture, BackendKind::Cpu, CPU_TOL, "gen");
+            }
+            #[test]
+            fn cpu_cached_equals_uncached() {
+                check_cached_equals_uncached($fixture, BackendKind::Cpu);
+            }
+            #[test]
+            fn cpu_long_prompt_chunked() {
+                check_long_prompt_chunked($fixture, BackendKind::Cpu, CPU_TOL);
+            }
+            #[test]
+            fn gpu_prompt_logits_and_hidden_states() {
+                if gpu_expected() {
+                    check_prompt_logits($fixture, BackendKind::Gpu, GPU_TOL);
+                }
+            }
+            #[test]
+            fn gpu_greedy_matches_transformers() {
+                if gpu_expected() {
+                    check_greedy($fixture, BackendKind::Gpu, GPU_TOL, "gen");
+                }
+            }
+            #[test]
+            fn gpu_cached_equals_uncached() {
+                if gpu_expected() {
+                    check_cached_equals_uncached($fixture, BackendKind::Gpu);
+                }
+            }
+            #[test]
+            fn gpu_long_prompt_chunked() {
+                if gpu_expected() {
+                    check_long_prompt_chunked($fixture, BackendKind::Gpu, GPU_TOL);
+                }
+            }
+        }
+    };
+}
+
+parity_suite!(e2b, "tiny_gemma4_e2b");
+parity_suite!(e4b, "tiny_gemma4_e4b");
