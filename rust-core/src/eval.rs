@@ -9,21 +9,21 @@ use npyz::WriterBuilder;
 
 use crate::backend::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
-use crate::model::{Gemma4, LogitsFor};
+use crate::model::{GemmaModel, LogitsFor};
 
 /// Opens a model from a checkpoint directory (or a file inside one).
-pub fn load_model(path: &Path, backend: BackendKind) -> Result<Gemma4> {
+pub fn load_model(path: &Path, backend: BackendKind) -> Result<GemmaModel> {
     let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
     let dir = if meta.is_dir() {
         path
     } else {
         path.parent().unwrap_or(Path::new("."))
     };
-    Gemma4::load_hf_dir(dir, ComputeDevice::open(backend)?)
+    GemmaModel::load_hf_dir(dir, ComputeDevice::open(backend)?)
 }
 
 /// Logits `[tokens.len(), vocab]` of every position, in one uncached pass.
-pub fn all_logits(model: &Gemma4, tokens: &[u32]) -> Result<Vec<f32>> {
+pub fn all_logits(model: &GemmaModel, tokens: &[u32]) -> Result<Vec<f32>> {
     let mut cache = model.new_cache(tokens.len());
     model.forward(&mut cache, tokens, LogitsFor::All)
 }

@@ -13,4 +13,4 @@ pub mod weights;
 
 pub use backend::{BackendKind, ComputeDevice};
 pub use error::{GemmaError, Result};
-pub use model::{Gemma4, LogitsFor};
+pub use model::{GemmaModel, LogitsFor};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::*;
-use gemmakit::model::{Gemma4, Gemma4Config, LogitsFor};
+use gemmakit::model::{GemmaModel, GemmaConfig, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
@@ -47,8 +47,8 @@ fn both_config_layouts_resolve_to_the_same_layers() {
         }
     }
     tc.insert("per_layer_config".into(), per_layer.into());
-    let a = Gemma4Config::from_json(&release).unwrap();
-    let b = Gemma4Config::from_json(&value.to_string()).unwrap();
+    let a = GemmaConfig::from_json(&release).unwrap();
+    let b = GemmaConfig::from_json(&value.to_string()).unwrap();
     assert_eq!(a, b);
     // Spec §10: layers [S,S,F,S,S,F]; producers are sliding → 1, full → 2; shared layers 3..5
     // use a doubled MLP.
@@ -68,8 +68,8 @@ fn write_checkpoint(dir: &Path, config: &str, tensors: &HashMap<String, TensorVi
         .unwrap();
 }
 
-fn load_dir(dir: &Path) -> Result<Gemma4, GemmaError> {
-    Gemma4::load_hf_dir(dir, ComputeDevice::open(BackendKind::Cpu).unwrap())
+fn load_dir(dir: &Path) -> Result<GemmaModel, GemmaError> {
+    GemmaModel::load_hf_dir(dir, ComputeDevice::open(BackendKind::Cpu).unwrap())
 }
 
 fn fixture_parts() -> (String, Vec<u8>) {

@@ -18,11 +18,19 @@ pub enum AttentionKind {
     Full,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Gemma3,
+    Gemma4,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RopeParams {
     pub theta: f64,
     /// Fraction of the head's frequency pairs that rotate; the rest pass through.
     pub partial_rotary_factor: f64,
+    /// Linear position scaling (positions are divided by it); 1.0 = none.
+    pub scaling_factor: f64,
 }
 
 /// Everything one decoder layer needs to know about its own shape.
@@ -36,15 +44,24 @@ pub struct LayerSpec {
     pub kv_source: Option<usize>,
 }
 
-/// The text decoder's resolved hyper-parameters.
+/// The text decoder's resolved hyper-parameters (Gemma 3 and Gemma 4 share one graph; the
+/// Gemma 4 additions are switched off for Gemma 3 here, not special-cased in the graph).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Gemma4Config {
+pub struct GemmaConfig {
+    pub architecture: Architecture,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_heads: usize,
     pub layers: Vec<LayerSpec>,
+    /// Per-layer-embedding width (Gemma 4); 0 = no per-layer embeddings.
     pub hidden_size_per_layer_input: usize,
     pub vocab_size_per_layer_input: usize,
+    /// Multiplies q·kᵀ (Gemma 4: 1.0, q and k are normed; Gemma 3: 1/sqrt(head_dim)).
+    pub attention_scale: f32,
+    /// RMS-normalise values without a weight (Gemma 4).
+    pub value_norm: bool,
+    /// A learned scalar multiplies the residual stream after each layer (Gemma 4).
+    pub layer_scalars: bool,
     pub sliding_window: usize,
     pub final_logit_softcapping: Option<f32>,
     pub rms_norm_eps: f32,
@@ -56,7 +73,7 @@ pub struct Gemma4Config {
     pub pad_token_id: u32,
 }
 
-impl Gemma4Config {
+impl GemmaConfig {
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }
@@ -193,7 +210,7 @@ fn token_ids(value: Option<&Value>) -> Vec<u32> {
 }
 
 impl RawTextConfig {
-    fn resolve(self, root: &Value) -> Result<Gemma4Config> {
+    fn resolve(self, root: &Value) -> Result<GemmaConfig> {
         let bad = |msg: String| Err(GemmaError::InvalidConfig(msg));
         let n = self.num_hidden_layers;
         if n == 0 || n > 1024 {
@@ -324,6 +341,7 @@ impl RawTextConfig {
             Ok(RopeParams {
                 theta: r.rope_theta,
                 partial_rotary_factor: partial,
+                scaling_factor: 1.0,
             })
         };
 
@@ -334,13 +352,17 @@ impl RawTextConfig {
             }
         }
 
-        Ok(Gemma4Config {
+        Ok(GemmaConfig {
+            architecture: Architecture::Gemma4,
             vocab_size: self.vocab_size,
             hidden_size: self.hidden_size,
             num_heads: self.num_attention_heads,
             layers,
             hidden_size_per_layer_input: self.hidden_size_per_layer_input,
             vocab_size_per_layer_input: self.vocab_size_per_layer_input.unwrap_or(self.vocab_size),
+            attention_scale: 1.0,
+            value_norm: true,
+            layer_scalars: true,
             sliding_window: self.sliding_window,
             final_logit_softcapping: self.final_logit_softcapping,
             rms_norm_eps: self.rms_norm_eps,

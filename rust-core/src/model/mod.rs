@@ -2,12 +2,12 @@
 
 pub mod attention;
 pub mod config;
-pub mod gemma4;
+pub mod gemma;
 pub mod kv_cache;
 pub mod linear;
 pub mod ops;
 pub mod rope;
 
-pub use config::Gemma4Config;
-pub use gemma4::{Gemma4, LogitsFor, Trace};
+pub use config::GemmaConfig;
+pub use gemma::{GemmaModel, LogitsFor, Trace};
 pub use kv_cache::KvCache;

@@ -13,10 +13,11 @@ pub fn inverse_frequencies(params: RopeParams, head_dim: usize) -> Vec<f32> {
     let half = head_dim / 2;
     let rotated = ((params.partial_rotary_factor * head_dim as f64) as usize / 2).min(half);
     let base = params.theta as f32;
+    let scale = params.scaling_factor as f32;
     (0..half)
         .map(|j| {
             if j < rotated {
-                1.0f32 / base.powf((2 * j) as f32 / head_dim as f32)
+                1.0f32 / base.powf((2 * j) as f32 / head_dim as f32) / scale
             } else {
                 0.0
             }
@@ -81,6 +82,7 @@ mod tests {
             RopeParams {
                 theta: 1e6,
                 partial_rotary_factor: 0.25,
+                scaling_factor: 1.0,
             },
             512,
         );
@@ -97,6 +99,7 @@ mod tests {
             RopeParams {
                 theta: 1e4,
                 partial_rotary_factor: 1.0,
+                scaling_factor: 1.0,
             },
             256,
         );

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use gemmakit::model::{Gemma4, LogitsFor};
+use gemmakit::model::{GemmaModel, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice};
 use safetensors::SafeTensors;
 
@@ -83,14 +83,14 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-pub fn load(fixture: &str, backend: BackendKind) -> Gemma4 {
+pub fn load(fixture: &str, backend: BackendKind) -> GemmaModel {
     let device = ComputeDevice::open(backend).unwrap_or_else(|e| panic!("{backend} backend: {e}"));
-    Gemma4::load_hf_dir(&fixture_dir(fixture), device).expect("fixture loads")
+    GemmaModel::load_hf_dir(&fixture_dir(fixture), device).expect("fixture loads")
 }
 
 /// Greedy continuation with the KV cache: prefill, then one token per step. Returns the tokens
 /// and the logits that chose each of them.
-pub fn greedy_cached(model: &Gemma4, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+pub fn greedy_cached(model: &GemmaModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
     let mut cache = model.new_cache(prompt.len() + steps);
     let mut logits = model.forward(&mut cache, prompt, LogitsFor::Last).expect("prefill");
     let (mut tokens, mut step_logits) = (Vec::new(), Vec::new());
@@ -108,7 +108,7 @@ pub fn greedy_cached(model: &Gemma4, prompt: &[u32], steps: usize) -> (Vec<u32>,
 }
 
 /// Greedy continuation recomputing the whole sequence each step (no cache reuse).
-pub fn greedy_uncached(model: &Gemma4, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+pub fn greedy_uncached(model: &GemmaModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
     let mut seq = prompt.to_vec();
     let (mut tokens, mut step_logits) = (Vec::new(), Vec::new());
     for _ in 0..steps {

@@ -1,4 +1,6 @@
-//! The Gemma 4 text decoder (E2B / E4B), one forward pass per call, as in spec §2.
+//! The Gemma 4 text decoder (E2B / E4B, spec §2), which with its Gemma 4 additions switched
+//! off by the config (no per-layer embeddings, no value norm, no layer scalars, scaled
+//! attention, no KV sharing) is also the Gemma 3 text decoder. One forward pass per call.
 //!
 //! Data flow: token ids → embeddings gathered from the mapped file → per-layer embeddings →
 //! decoder layers (sandwich norms, q/k/v norms, RoPE per layer type, KV sharing, GeGLU MLP,
@@ -9,7 +11,7 @@ use std::path::Path;
 use burn::tensor::Tensor;
 
 use super::attention::{attend, build_mask};
-use super::config::{AttentionKind, Gemma4Config, LayerSpec};
+use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
 use super::ops::{from_host, gelu_tanh, norm_weight, rms_norm, to_host};
@@ -65,37 +67,48 @@ struct DecoderLayer {
     up: Linear,
     down: Linear,
     post_feedforward_norm: Tensor<2>,
-    per_layer_input_gate: Linear,
-    per_layer_projection: Linear,
-    post_per_layer_input_norm: Tensor<2>,
+    per_layer_input: Option<PerLayerInput>,
     layer_scalar: f32,
 }
 
-pub struct Gemma4 {
-    config: Gemma4Config,
+/// Gemma 4's per-layer-embedding input to one layer: gate, project, norm, add.
+struct PerLayerInput {
+    gate: Linear,
+    projection: Linear,
+    post_norm: Tensor<2>,
+}
+
+/// Gemma 4's per-layer-embedding tables: a token part gathered from the mapped table and a
+/// context part projected from the embeddings.
+struct PerLayerEmbedding {
+    table: MappedTensor,
+    model_projection: Linear,
+    projection_norm: Tensor<3>,
+}
+
+pub struct GemmaModel {
+    config: GemmaConfig,
     device: ComputeDevice,
     store: WeightStore,
     embed_tokens: MappedTensor,
-    per_layer_embed: MappedTensor,
+    per_layer_embedding: Option<PerLayerEmbedding>,
     lm_head: Linear,
-    per_layer_model_projection: Linear,
-    per_layer_projection_norm: Tensor<3>,
     final_norm: Tensor<2>,
     layers: Vec<DecoderLayer>,
     /// Distinct inverse-frequency vectors; layers refer to them by index.
     rope_frequencies: Vec<Vec<f32>>,
 }
 
-impl Gemma4 {
+impl GemmaModel {
     /// Loads a Hugging Face checkpoint directory (`config.json` + `*.safetensors`).
     pub fn load_hf_dir(dir: &Path, device: ComputeDevice) -> Result<Self> {
-        let config = Gemma4Config::from_file(&dir.join("config.json"))?;
+        let config = GemmaConfig::from_file(&dir.join("config.json"))?;
         let shards = weights::safetensors::shard_paths(dir)?;
         let store = weights::safetensors::open(&shards, &TEXT_PREFIXES)?;
         Self::from_store(config, store, device)
     }
 
-    pub fn from_store(config: Gemma4Config, store: WeightStore, device: ComputeDevice) -> Result<Self> {
+    pub fn from_store(config: GemmaConfig, store: WeightStore, device: ComputeDevice) -> Result<Self> {
         let prefix = TEXT_PREFIXES
             .iter()
             .find(|p| store.contains(&format!("{p}embed_tokens.weight")))
@@ -111,14 +124,20 @@ impl Gemma4 {
         };
 
         let embed_tokens = tensor("embed_tokens.weight", &[c.vocab_size, h])?.clone();
-        let per_layer_embed = tensor(
-            "embed_tokens_per_layer.weight",
-            &[c.vocab_size_per_layer_input, n_layers * p],
-        )?
-        .clone();
+        let per_layer_embedding = if p > 0 {
+            Some(PerLayerEmbedding {
+                table: tensor(
+                    "embed_tokens_per_layer.weight",
+                    &[c.vocab_size_per_layer_input, n_layers * p],
+                )?
+                .clone(),
+                model_projection: linear("per_layer_model_projection.weight", n_layers * p, h)?,
+                projection_norm: norm_weight(vector("per_layer_projection_norm.weight", p)?, dev),
+            })
+        } else {
+            None
+        };
         let lm_head = Linear::load(&embed_tokens, &device)?;
-        let per_layer_model_projection = linear("per_layer_model_projection.weight", n_layers * p, h)?;
-        let per_layer_projection_norm = norm_weight(vector("per_layer_projection_norm.weight", p)?, dev);
         let final_norm = norm_weight(vector("norm.weight", h)?, dev);
 
         let mut rope_frequencies: Vec<Vec<f32>> = Vec::new();
@@ -146,7 +165,20 @@ impl Gemma4 {
                     rope_frequencies.len() - 1
                 }
             };
-            let scalar = tensor(&l("layer_scalar"), &[1])?.to_f32_vec()[0];
+            let layer_scalar = if c.layer_scalars {
+                tensor(&l("layer_scalar"), &[1])?.to_f32_vec()[0]
+            } else {
+                1.0
+            };
+            let per_layer_input = if p > 0 {
+                Some(PerLayerInput {
+                    gate: linear(&l("per_layer_input_gate.weight"), p, h)?,
+                    projection: linear(&l("per_layer_projection.weight"), h, p)?,
+                    post_norm: norm_weight(vector(&l("post_per_layer_input_norm.weight"), h)?, dev),
+                })
+            } else {
+                None
+            };
             let inter = spec.intermediate_size;
             layers.push(DecoderLayer {
                 spec: spec.clone(),
@@ -162,29 +194,25 @@ impl Gemma4 {
                 up: linear(&l("mlp.up_proj.weight"), inter, h)?,
                 down: linear(&l("mlp.down_proj.weight"), h, inter)?,
                 post_feedforward_norm: norm_weight(vector(&l("post_feedforward_layernorm.weight"), h)?, dev),
-                per_layer_input_gate: linear(&l("per_layer_input_gate.weight"), p, h)?,
-                per_layer_projection: linear(&l("per_layer_projection.weight"), h, p)?,
-                post_per_layer_input_norm: norm_weight(vector(&l("post_per_layer_input_norm.weight"), h)?, dev),
-                layer_scalar: scalar,
+                per_layer_input,
+                layer_scalar,
             });
         }
 
-        Ok(Gemma4 {
+        Ok(GemmaModel {
             config,
             device,
             store,
             embed_tokens,
-            per_layer_embed,
+            per_layer_embedding,
             lm_head,
-            per_layer_model_projection,
-            per_layer_projection_norm,
             final_norm,
             layers,
             rope_frequencies,
         })
     }
 
-    pub fn config(&self) -> &Gemma4Config {
+    pub fn config(&self) -> &GemmaConfig {
         &self.config
     }
 
@@ -257,15 +285,22 @@ impl Gemma4 {
         let embeds = from_host(self.embed_tokens.gather_rows_f32(tokens, embed_scale)?, [t, h], dev);
 
         // Per-layer embeddings: token part (gathered) + context part (projected), each [T, L, P].
-        let ple_tokens = self.per_layer_embed.gather_rows_f32(tokens, (p as f64).sqrt() as f32)?;
-        let ple_tokens = from_host(ple_tokens, [t, n_layers, p], dev);
-        let ple_context = (self.per_layer_model_projection.forward(embeds.clone())? * (h as f64).powf(-0.5) as f32)
-            .reshape([t, n_layers, p]);
-        let ple_context = rms_norm(ple_context, Some(&self.per_layer_projection_norm), c.rms_norm_eps);
-        let ple = (ple_context + ple_tokens) * (2f64.powf(-0.5) as f32);
+        let mut ple = match &self.per_layer_embedding {
+            Some(pe) => {
+                let tok = pe.table.gather_rows_f32(tokens, (p as f64).sqrt() as f32)?;
+                let tok = from_host(tok, [t, n_layers, p], dev);
+                let ctx = (pe.model_projection.forward(embeds.clone())? * (h as f64).powf(-0.5) as f32)
+                    .reshape([t, n_layers, p]);
+                let ctx = rms_norm(ctx, Some(&pe.projection_norm), c.rms_norm_eps);
+                Some((ctx + tok) * (2f64.powf(-0.5) as f32))
+            }
+            None => None,
+        };
         if let Some(trace) = trace.as_deref_mut() {
             trace.embeddings = to_host(embeds.clone())?;
-            trace.per_layer_inputs = to_host(ple.clone())?;
+            if let Some(ple) = &ple {
+                trace.per_layer_inputs = to_host(ple.clone())?;
+            }
         }
 
         let ropes: Vec<RopeTables> = self
@@ -276,7 +311,6 @@ impl Gemma4 {
 
         let first_shared = c.first_kv_shared_layer();
         let mut x = embeds;
-        let mut ple = ple;
         let mut q_positions: &[usize] = &positions;
         let mut step_kv: Vec<Option<StepKv>> = vec![None; n_layers];
         let mut masks: Vec<(AttentionKind, usize, usize, Tensor<3>)> = Vec::new();
@@ -285,7 +319,7 @@ impl Gemma4 {
                 // Shared layers write no cache: only the rows whose logits we keep matter.
                 let rows = q_positions.len();
                 x = x.narrow(0, rows - 1, 1);
-                ple = ple.narrow(0, rows - 1, 1);
+                ple = ple.map(|ple| ple.narrow(0, rows - 1, 1));
                 q_positions = &positions[positions.len() - 1..];
             }
             let rows = q_positions.len();
@@ -306,7 +340,8 @@ impl Gemma4 {
                     let kvh = layer.spec.num_kv_heads;
                     let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
                     let k = rope.apply(rms_norm(k, Some(&proj.k_norm), eps));
-                    let v = rms_norm(proj.v.forward(a)?.reshape([rows, kvh, d]), None, eps);
+                    let v = proj.v.forward(a)?.reshape([rows, kvh, d]);
+                    let v = if c.value_norm { rms_norm(v, None, eps) } else { v };
                     let cache_layer = cache.layers[i]
                         .as_mut()
                         .ok_or_else(|| GemmaError::InvalidArgument("cache does not match the model".into()))?;
@@ -334,7 +369,7 @@ impl Gemma4 {
                     m
                 }
             };
-            let attn = attend(q, &kv, &mask, 1.0);
+            let attn = attend(q, &kv, &mask, c.attention_scale);
             let o = layer.o.forward(attn)?;
             x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);
 
@@ -343,11 +378,15 @@ impl Gemma4 {
             let f = layer.down.forward(f)?;
             x = x + rms_norm(f, Some(&layer.post_feedforward_norm), eps);
 
-            let ple_i = ple.clone().narrow(1, i, 1).reshape([rows, p]);
-            let g = gelu_tanh(layer.per_layer_input_gate.forward(x.clone())?) * ple_i;
-            let g = layer.per_layer_projection.forward(g)?;
-            x = x + rms_norm(g, Some(&layer.post_per_layer_input_norm), eps);
-            x = x * layer.layer_scalar;
+            if let (Some(pli), Some(ple)) = (&layer.per_layer_input, &ple) {
+                let ple_i = ple.clone().narrow(1, i, 1).reshape([rows, p]);
+                let g = gelu_tanh(pli.gate.forward(x.clone())?) * ple_i;
+                let g = pli.projection.forward(g)?;
+                x = x + rms_norm(g, Some(&pli.post_norm), eps);
+            }
+            if layer.layer_scalar != 1.0 {
+                x = x * layer.layer_scalar;
+            }
 
             if let Some(trace) = trace.as_deref_mut() {
                 trace.layer_outputs.push(to_host(x.clone())?);
