@@ -9,6 +9,7 @@ pub mod error;
 pub mod eval;
 pub mod kernels;
 pub mod model;
+pub mod sampling;
 pub mod weights;
 
 pub use backend::{BackendKind, ComputeDevice};

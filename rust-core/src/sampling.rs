@@ -1,0 +1,361 @@
+//! Choosing the next token from logits.
+//!
+//! Order of operations (that of Hugging Face `generate`, in which Gemma's recommended settings
+//! are given): logit bias → repetition / presence / frequency penalties over a window of recent
+//! tokens → temperature → top-k → top-p → min-p → a draw from the remaining distribution.
+//! Temperature 0 is greedy (argmax after bias and penalties). A seed makes draws reproducible
+//! (ChaCha8: the same stream on every platform).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{GemmaError, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingOptions {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probabilities sum to at least `top_p`; 1 = off.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × the most likely token's probability; 0 = off.
+    pub min_p: f32,
+    /// Divides positive (multiplies negative) logits of tokens seen in the window; 1 = off.
+    pub repetition_penalty: f32,
+    /// Subtracted once from the logit of every token seen in the window.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence in the window.
+    pub frequency_penalty: f32,
+    /// How many recent tokens the penalties look at; 0 = the whole history.
+    pub penalty_window: usize,
+    /// Added to the logits of the given tokens before anything else.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// `None` draws a seed from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingOptions {
+    fn default() -> Self {
+        SamplingOptions {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_window: 64,
+            logit_bias: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+impl SamplingOptions {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    /// Gemma's recommended sampling (generation_config.json): T 1.0, top-k 64, top-p 0.95.
+    pub fn gemma_default() -> Self {
+        SamplingOptions {
+            temperature: 1.0,
+            top_k: 64,
+            top_p: 0.95,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(GemmaError::InvalidArgument(what.to_string()));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature must be a finite number ≥ 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p must be in [0, 1]");
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad("repetition_penalty must be a finite number > 0");
+        }
+        if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
+            return bad("presence and frequency penalties must be finite");
+        }
+        if self.logit_bias.iter().any(|(_, b)| b.is_nan()) {
+            return bad("logit bias must not be NaN");
+        }
+        Ok(())
+    }
+}
+
+pub struct Sampler {
+    options: SamplingOptions,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    pub fn new(options: SamplingOptions) -> Result<Self> {
+        options.validate()?;
+        let rng = match options.seed {
+            Some(seed) => ChaCha8Rng::seed_from_u64(seed),
+            None => ChaCha8Rng::from_os_rng(),
+        };
+        Ok(Sampler { options, rng })
+    }
+
+    pub fn options(&self) -> &SamplingOptions {
+        &self.options
+    }
+
+    /// Picks the next token. `history` is every token of the sequence so far (prompt included).
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let adjusted = self.adjusted_logits(logits, history);
+        if self.options.temperature == 0.0 {
+            return argmax(&adjusted);
+        }
+        let candidates = self.truncated_distribution(&adjusted);
+        let draw: f32 = self.rng.random::<f32>();
+        let mut cumulative = 0.0;
+        for &(id, p) in &candidates {
+            cumulative += p;
+            if draw < cumulative {
+                return id;
+            }
+        }
+        candidates.last().map_or_else(|| argmax(&adjusted), |c| c.0)
+    }
+
+    /// Logits after bias and penalties.
+    pub fn adjusted_logits(&self, logits: &[f32], history: &[u32]) -> Vec<f32> {
+        let o = &self.options;
+        let mut out = logits.to_vec();
+        for &(id, bias) in &o.logit_bias {
+            if let Some(l) = out.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        let penalised = o.repetition_penalty != 1.0 || o.presence_penalty != 0.0 || o.frequency_penalty != 0.0;
+        if penalised {
+            let window = if o.penalty_window == 0 {
+                history
+            } else {
+                &history[history.len().saturating_sub(o.penalty_window)..]
+            };
+            let mut counts: Vec<(u32, u32)> = Vec::new();
+            for &id in window {
+                match counts.iter_mut().find(|(t, _)| *t == id) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((id, 1)),
+                }
+            }
+            for (id, n) in counts {
+                if let Some(l) = out.get_mut(id as usize) {
+                    *l = if *l > 0.0 { *l / o.repetition_penalty } else { *l * o.repetition_penalty };
+                    *l -= o.presence_penalty + o.frequency_penalty * n as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// The distribution a draw is made from: `(token, probability)`, most likely first,
+    /// probabilities summing to 1. Exposed so the truncation rules can be checked directly.
+    pub fn truncated_distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
+        let o = &self.options;
+        let inv_t = 1.0 / o.temperature.max(f32::MIN_POSITIVE);
+        let mut candidates: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| (i as u32, l * inv_t))
+            .collect();
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if o.top_k > 0 && o.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(o.top_k - 1, by_logit);
+            candidates.truncate(o.top_k);
+        }
+        candidates.sort_unstable_by(by_logit);
+        softmax_in_place(&mut candidates);
+        if o.top_p < 1.0 {
+            let mut cumulative = 0.0;
+            let mut keep = candidates.len();
+            for (i, &(_, p)) in candidates.iter().enumerate() {
+                cumulative += p;
+                if cumulative >= o.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            candidates.truncate(keep.max(1));
+            renormalise(&mut candidates);
+        }
+        if o.min_p > 0.0
+            && let Some(&(_, p_max)) = candidates.first()
+        {
+            let threshold = o.min_p * p_max;
+            candidates.retain(|&(_, p)| p >= threshold);
+            renormalise(&mut candidates);
+        }
+        candidates
+    }
+}
+
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] || values[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn softmax_in_place(candidates: &mut [(u32, f32)]) {
+    let max = candidates.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for c in candidates.iter_mut() {
+        c.1 = (c.1 - max).exp();
+        sum += c.1 as f64;
+    }
+    for c in candidates.iter_mut() {
+        c.1 = (c.1 as f64 / sum) as f32;
+    }
+}
+
+fn renormalise(candidates: &mut [(u32, f32)]) {
+    let sum: f64 = candidates.iter().map(|c| c.1 as f64).sum();
+    for c in candidates.iter_mut() {
+        c.1 = (c.1 as f64 / sum) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits whose softmax (at T = 1) is exactly `probs`.
+    fn logits_of(probs: &[f32]) -> Vec<f32> {
+        probs.iter().map(|p| p.ln()).collect()
+    }
+
+    fn sampler(options: SamplingOptions) -> Sampler {
+        Sampler::new(SamplingOptions {
+            seed: Some(7),
+            ..options
+        })
+        .unwrap()
+    }
+
+    fn sampled(options: SamplingOptions) -> SamplingOptions {
+        SamplingOptions {
+            temperature: 1.0,
+            ..options
+        }
+    }
+
+    #[test]
+    fn greedy_takes_the_argmax_after_bias() {
+        let mut s = sampler(SamplingOptions {
+            logit_bias: vec![(2, 10.0)],
+            ..SamplingOptions::greedy()
+        });
+        assert_eq!(s.sample(&[1.0, 5.0, 0.0], &[]), 2);
+    }
+
+    #[test]
+    fn top_k_keeps_the_k_most_likely() {
+        let s = sampler(sampled(SamplingOptions { top_k: 2, ..Default::default() }));
+        let d = s.truncated_distribution(&logits_of(&[0.1, 0.4, 0.2, 0.3]));
+        let ids: Vec<u32> = d.iter().map(|c| c.0).collect();
+        assert_eq!(ids, [1, 3]);
+        // Renormalised: 0.4 / 0.7 and 0.3 / 0.7.
+        assert!((d[0].1 - 4.0 / 7.0).abs() < 1e-6 && (d[1].1 - 3.0 / 7.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        let probs = [0.05, 0.5, 0.15, 0.3];
+        let s = sampler(sampled(SamplingOptions { top_p: 0.75, ..Default::default() }));
+        let ids: Vec<u32> = s.truncated_distribution(&logits_of(&probs)).iter().map(|c| c.0).collect();
+        assert_eq!(ids, [1, 3], "0.5 + 0.3 reaches 0.75");
+        let s = sampler(sampled(SamplingOptions { top_p: 0.81, ..Default::default() }));
+        let ids: Vec<u32> = s.truncated_distribution(&logits_of(&probs)).iter().map(|c| c.0).collect();
+        assert_eq!(ids, [1, 3, 2]);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_a_fraction_of_the_best() {
+        let s = sampler(sampled(SamplingOptions { min_p: 0.25, ..Default::default() }));
+        // Best is 0.4: threshold 0.1 keeps 0.4, 0.3, 0.2 and drops 0.1 - ε and 0.05.
+        let d = s.truncated_distribution(&logits_of(&[0.3, 0.0999, 0.4, 0.2, 0.0501]));
+        let ids: Vec<u32> = d.iter().map(|c| c.0).collect();
+        assert_eq!(ids, [2, 0, 3]);
+    }
+
+    #[test]
+    fn temperature_sharpens_the_distribution() {
+        let s = sampler(SamplingOptions { temperature: 0.5, ..Default::default() });
+        let d = s.truncated_distribution(&logits_of(&[0.25, 0.75]));
+        // p ∝ p^(1/T) = p²: 0.5625 / 0.625 = 0.9.
+        assert!((d[0].1 - 0.9).abs() < 1e-6, "{d:?}");
+    }
+
+    #[test]
+    fn draws_follow_the_distribution_and_respect_top_k() {
+        let mut s = sampler(sampled(SamplingOptions { top_k: 3, ..Default::default() }));
+        let logits = logits_of(&[0.1, 0.2, 0.3, 0.4]);
+        let mut counts = [0usize; 4];
+        for _ in 0..20_000 {
+            counts[s.sample(&logits, &[]) as usize] += 1;
+        }
+        assert_eq!(counts[0], 0, "token outside top-k was drawn");
+        for (id, expected) in [(1usize, 2.0 / 9.0), (2, 3.0 / 9.0), (3, 4.0 / 9.0)] {
+            let freq = counts[id] as f64 / 20_000.0;
+            assert!((freq - expected).abs() < 0.02, "token {id}: {freq} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_tokens_different_seed_different_tokens() {
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 37 % 11) as f32) * 0.3).collect();
+        let run = |seed| {
+            let mut s = Sampler::new(SamplingOptions { seed: Some(seed), ..SamplingOptions::gemma_default() }).unwrap();
+            (0..64).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn penalties_apply_within_the_window_only() {
+        let s = sampler(SamplingOptions {
+            repetition_penalty: 2.0,
+            presence_penalty: 0.5,
+            frequency_penalty: 0.25,
+            penalty_window: 3,
+            ..Default::default()
+        });
+        // History: token 0 long ago (outside the window), then 1, 1, 2.
+        let out = s.adjusted_logits(&[4.0, 4.0, -4.0, 4.0], &[0, 1, 1, 2]);
+        assert_eq!(out[0], 4.0);
+        assert_eq!(out[1], 4.0 / 2.0 - 0.5 - 0.25 * 2.0);
+        assert_eq!(out[2], -4.0 * 2.0 - 0.5 - 0.25);
+        assert_eq!(out[3], 4.0);
+    }
+
+    #[test]
+    fn invalid_options_are_rejected() {
+        for bad in [
+            SamplingOptions { temperature: -1.0, ..Default::default() },
+            SamplingOptions { top_p: 0.0, ..Default::default() },
+            SamplingOptions { min_p: 1.5, ..Default::default() },
+            SamplingOptions { repetition_penalty: 0.0, ..Default::default() },
+        ] {
+            assert!(Sampler::new(bad).is_err());
+        }
+    }
+}
