@@ -11,15 +11,17 @@ use crate::backend::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
 use crate::model::{GemmaModel, LogitsFor};
 
-/// Opens a model from a checkpoint directory (or a file inside one).
+/// Opens a model: a `.gguf` file, or a Hugging Face checkpoint directory (or a file in one).
 pub fn load_model(path: &Path, backend: BackendKind) -> Result<GemmaModel> {
     let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
-    let dir = if meta.is_dir() {
-        path
+    let device = ComputeDevice::open(backend)?;
+    if meta.is_dir() {
+        GemmaModel::load_hf_dir(path, device)
+    } else if path.extension().is_some_and(|e| e == "gguf") {
+        crate::model::gguf::load(path, device)
     } else {
-        path.parent().unwrap_or(Path::new("."))
-    };
-    GemmaModel::load_hf_dir(dir, ComputeDevice::open(backend)?)
+        GemmaModel::load_hf_dir(path.parent().unwrap_or(Path::new(".")), device)
+    }
 }
 
 /// Logits `[tokens.len(), vocab]` of every position, in one uncached pass.

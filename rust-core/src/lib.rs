@@ -10,6 +10,7 @@ pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod sampling;
+pub mod tokenizer;
 pub mod weights;
 
 pub use backend::{BackendKind, ComputeDevice};

@@ -25,10 +25,10 @@ fn embedding_tables_are_gathered_row_by_row_not_loaded() {
     let mut cache = model.new_cache(8);
     model.forward(&mut cache, &tokens, LogitsFor::Last).unwrap();
     let ple = model.weights().get(PLE).unwrap();
-    let row_bytes = (ple.cols() * ple.dtype().size_bytes()) as u64;
+    let row_bytes = ple.row_stride() as u64;
     assert_eq!(log.bytes_read(PLE), tokens.len() as u64 * row_bytes, "exactly one PLE row per token");
     let embed = model.weights().get(EMBED).unwrap();
-    let embed_row = (embed.cols() * embed.dtype().size_bytes()) as u64;
+    let embed_row = embed.row_stride() as u64;
     assert_eq!(log.bytes_read(EMBED), tokens.len() as u64 * embed_row, "one embedding row per token");
 }
 

@@ -2,44 +2,19 @@
 //! caller asks for it, and every copy is recorded in a [`ReadLog`] so tests (and `gemmakit info`)
 //! can prove which tensors were materialised and which were only gathered row by row.
 
+pub mod gguf;
+pub mod quant;
 pub mod safetensors;
+
+pub use gguf::GgmlType;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::error::{GemmaError, Result};
-
-/// Element encodings a mapped tensor can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElementType {
-    F32,
-    F16,
-    BF16,
-}
-
-impl ElementType {
-    pub fn size_bytes(self) -> usize {
-        match self {
-            ElementType::F32 => 4,
-            ElementType::F16 | ElementType::BF16 => 2,
-        }
-    }
-}
-
-impl fmt::Display for ElementType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            ElementType::F32 => "F32",
-            ElementType::F16 => "F16",
-            ElementType::BF16 => "BF16",
-        };
-        f.write_str(name)
-    }
-}
 
 /// Bytes copied out of the mapping, per tensor name.
 #[derive(Debug, Default)]
@@ -72,7 +47,7 @@ pub struct MappedTensor {
     map: Arc<Mmap>,
     offset: usize,
     len: usize,
-    dtype: ElementType,
+    dtype: GgmlType,
     shape: Vec<usize>,
     log: Arc<ReadLog>,
 }
@@ -88,10 +63,52 @@ impl fmt::Debug for MappedTensor {
 }
 
 impl MappedTensor {
+    /// A view of `len` bytes at `offset` in `map`, holding `shape` (row-major, rows first)
+    /// elements of `dtype`. Checks that the bytes lie in the mapping, that every row is a whole
+    /// number of blocks, and that the element type can be decoded.
+    pub(crate) fn new(
+        name: &str,
+        map: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+        dtype: GgmlType,
+        shape: Vec<usize>,
+        log: Arc<ReadLog>,
+    ) -> Result<Self> {
+        if !quant::is_supported(dtype) {
+            return Err(GemmaError::UnsupportedDtype {
+                name: name.to_string(),
+                dtype: dtype.to_string(),
+            });
+        }
+        let bad = |reason: String| GemmaError::InvalidArgument(format!("tensor `{name}`: {reason}"));
+        let cols: usize = shape.iter().skip(1).product();
+        let rows = shape.first().copied().unwrap_or(1);
+        let row_bytes = quant::encoded_len(dtype, cols).map_err(|e| bad(e.to_string()))?;
+        let expected = row_bytes
+            .checked_mul(rows)
+            .ok_or_else(|| bad("size overflows".into()))?;
+        if expected != len {
+            return Err(bad(format!("{len} bytes for shape {shape:?} of {dtype} (expected {expected})")));
+        }
+        if offset.checked_add(len).is_none_or(|end| end > map.len()) {
+            return Err(bad("data lies outside the file".into()));
+        }
+        Ok(MappedTensor {
+            name: Arc::from(name),
+            map,
+            offset,
+            len,
+            dtype,
+            shape,
+            log,
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
-    pub fn dtype(&self) -> ElementType {
+    pub fn dtype(&self) -> GgmlType {
         self.dtype
     }
     pub fn shape(&self) -> &[usize] {
@@ -114,9 +131,19 @@ impl MappedTensor {
         &self.map[self.offset..self.offset + self.len]
     }
 
+    /// Bytes of one row in the file encoding.
+    pub fn row_stride(&self) -> usize {
+        self.len / self.rows().max(1)
+    }
+
     pub fn row_bytes(&self, row: usize) -> &[u8] {
-        let width = self.cols() * self.dtype.size_bytes();
+        let width = self.row_stride();
         &self.bytes()[row * width..(row + 1) * width]
+    }
+
+    /// Decodes row `row` into `out` (`cols` values).
+    pub fn decode_row(&self, row: usize, out: &mut [f32]) {
+        decode_f32(self.row_bytes(row), self.dtype, out);
     }
 
     /// Copies the whole tensor out as f32 (recorded in the read log).
@@ -140,13 +167,12 @@ impl MappedTensor {
                     vocab: self.rows(),
                 });
             }
-            decode_f32(self.row_bytes(id), self.dtype, dst);
+            self.decode_row(id, dst);
             if scale != 1.0 {
                 dst.iter_mut().for_each(|v| *v *= scale);
             }
         }
-        self.log
-            .record(&self.name, ids.len() * cols * self.dtype.size_bytes());
+        self.log.record(&self.name, ids.len() * self.row_stride());
         Ok(out)
     }
 
@@ -163,25 +189,10 @@ impl MappedTensor {
     }
 }
 
-/// Decodes little-endian elements of `dtype` into f32. `bytes` must hold `out.len()` elements.
-pub fn decode_f32(bytes: &[u8], dtype: ElementType, out: &mut [f32]) {
-    match dtype {
-        ElementType::F32 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        ElementType::F16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-            }
-        }
-        ElementType::BF16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-            }
-        }
-    }
+/// Decodes elements of `dtype` into f32. `bytes` must be exactly the encoding of `out.len()`
+/// elements; [`MappedTensor::new`] guarantees that for its rows.
+pub fn decode_f32(bytes: &[u8], dtype: GgmlType, out: &mut [f32]) {
+    quant::dequantize_row(dtype, bytes, out).expect("row layout validated when the tensor was mapped");
 }
 
 /// All tensors of a checkpoint, by name.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensors};
 
-use super::{ElementType, MappedTensor, ReadLog, WeightStore};
+use super::{GgmlType, MappedTensor, ReadLog, WeightStore};
 use crate::error::{GemmaError, Result};
 
 /// The `*.safetensors` files of a checkpoint directory, sorted by name.
@@ -56,9 +56,9 @@ pub fn open(paths: &[PathBuf], prefixes: &[&str]) -> Result<WeightStore> {
                 continue;
             }
             let dtype = match info.dtype {
-                Dtype::F32 => ElementType::F32,
-                Dtype::F16 => ElementType::F16,
-                Dtype::BF16 => ElementType::BF16,
+                Dtype::F32 => GgmlType::F32,
+                Dtype::F16 => GgmlType::F16,
+                Dtype::BF16 => GgmlType::BF16,
                 other => {
                     return Err(GemmaError::UnsupportedDtype {
                         name,
@@ -67,22 +67,19 @@ pub fn open(paths: &[PathBuf], prefixes: &[&str]) -> Result<WeightStore> {
                 }
             };
             let (start, end) = info.data_offsets;
-            let elements: usize = info.shape.iter().product();
-            if end - start != elements * dtype.size_bytes() {
-                return Err(invalid(format!("tensor `{name}` has the wrong byte length")));
-            }
             if tensors.contains_key(&name) {
                 return Err(invalid(format!("tensor `{name}` appears in two shards")));
             }
-            let tensor = MappedTensor {
-                name: Arc::from(name.as_str()),
-                map: map.clone(),
-                offset: data_start + start,
-                len: end - start,
+            let tensor = MappedTensor::new(
+                &name,
+                map.clone(),
+                data_start + start,
+                end - start,
                 dtype,
-                shape: info.shape.clone(),
-                log: log.clone(),
-            };
+                info.shape.clone(),
+                log.clone(),
+            )
+            .map_err(|e| invalid(e.to_string()))?;
             tensors.insert(name, tensor);
         }
     }

@@ -125,3 +125,11 @@ pub fn greedy_uncached(model: &GemmaModel, prompt: &[u32], steps: usize) -> (Vec
 pub fn gpu_expected() -> bool {
     std::env::var("GEMMAKIT_SKIP_GPU_TESTS").map_or(true, |v| v != "1")
 }
+
+/// The demo model (Gemma 3 270M Q4_K_M GGUF), fetched by scripts/fetch-demo-model.sh.
+pub fn demo_model_path() -> PathBuf {
+    let home = std::env::var_os("GEMMAKIT_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gemmakit"));
+    home.join("models/gemma3-270m-q4_k_m.gguf")
+}
