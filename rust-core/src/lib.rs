@@ -5,8 +5,10 @@
 //! run time ([`backend`]); the weight products go through our own kernels ([`kernels`]).
 
 pub mod backend;
+pub mod chat;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod sampling;

@@ -14,11 +14,15 @@ pub struct StepKv {
     pub key_pos: Vec<Option<usize>>,
 }
 
+#[derive(Clone)]
 enum Storage {
     Growing,
     Ring { window: usize },
 }
 
+/// Cloning is cheap and safe: burn tensors are immutable values, so a clone and its original
+/// diverge on their next write (copy on write).
+#[derive(Clone)]
 pub struct LayerCache {
     storage: Storage,
     kv_heads: usize,
@@ -54,6 +58,27 @@ impl LayerCache {
         match self.storage {
             Storage::Growing => self.append_growing(k, v, positions),
             Storage::Ring { window } => self.append_ring(window, k, v, positions),
+        }
+    }
+
+    /// Whether the cache can go back to its first `len` positions: a ring that has wrapped
+    /// past `len` has overwritten positions the shorter sequence needs.
+    fn can_truncate(&self, current: usize, len: usize) -> bool {
+        match self.storage {
+            Storage::Growing => true,
+            Storage::Ring { window } => current.saturating_sub(window) <= len.saturating_sub(window),
+        }
+    }
+
+    /// Forgets every position ≥ `len` (check [`can_truncate`](Self::can_truncate) first).
+    fn truncate(&mut self, len: usize) {
+        match self.storage {
+            Storage::Growing => self.slot_pos.truncate(len),
+            Storage::Ring { .. } => self
+                .slot_pos
+                .iter_mut()
+                .filter(|p| p.is_some_and(|p| p >= len))
+                .for_each(|p| *p = None),
         }
     }
 
@@ -139,6 +164,7 @@ impl LayerCache {
 }
 
 /// The cache of one sequence: one entry per layer (`None` for KV-shared layers).
+#[derive(Clone)]
 pub struct KvCache {
     pub(crate) layers: Vec<Option<LayerCache>>,
     len: usize,
@@ -165,6 +191,21 @@ impl KvCache {
 
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// Rolls the sequence back to its first `len` positions, if every layer still holds what
+    /// that needs (a sliding ring that has wrapped past `len` cannot). Returns whether it did.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        if len >= self.len {
+            return len == self.len;
+        }
+        let current = self.len;
+        if !self.layers.iter().flatten().all(|l| l.can_truncate(current, len)) {
+            return false;
+        }
+        self.layers.iter_mut().flatten().for_each(|l| l.truncate(len));
+        self.len = len;
+        true
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

@@ -1,0 +1,393 @@
+//! The decode loop: prefill, then sample → stream → feed, until a stop condition.
+//!
+//! Output routing: visible text is streamed in UTF-8-safe chunks, held back while it could
+//! still turn into a stop string; Gemma 4's thought channel (`<|channel>thought\n…<channel|>`)
+//! is streamed separately; tool calls (`<|tool_call>call:NAME{…}<tool_call|>`) are parsed into
+//! structured calls. Other control tokens are never shown.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::chat::tools::{ToolCall, parse_tool_call};
+use crate::error::Result;
+use crate::model::{GemmaModel, KvCache, LogitsFor};
+use crate::sampling::{Sampler, SamplingOptions};
+use crate::tokenizer::Tokenizer;
+use crate::tokenizer::stream::StreamDecoder;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    pub sampling: SamplingOptions,
+    /// Upper bound on generated tokens.
+    pub max_tokens: usize,
+    /// Generation stops before any of these strings; they are not part of the output.
+    pub stop_strings: Vec<String>,
+    /// Extra stop ids, on top of the model's end-of-turn ids.
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            sampling: SamplingOptions::greedy(),
+            max_tokens: 256,
+            stop_strings: Vec::new(),
+            stop_token_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model ended its turn (an end-of-turn or stop token id).
+    EndOfTurn,
+    StopString,
+    MaxTokens,
+    /// The context is full; the cache is left consistent.
+    ContextFull,
+    /// `cancel()` was called.
+    Cancelled,
+    /// The event callback asked to stop.
+    CallbackStopped,
+    /// The model called a tool and waits for its result (Gemma 4: `<|tool_response>`).
+    ToolCall,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStats {
+    /// Tokens of the whole prompt (conversation so far).
+    pub prompt_tokens: usize,
+    /// Prompt tokens that were actually run (the rest came from the KV cache).
+    pub prefilled_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub time_to_first_token_ms: f64,
+    pub stop_reason: StopReason,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Visible answer text.
+    Text(String),
+    /// Text of the model's thought channel (Gemma 4 thinking).
+    Thought(String),
+    ToolCall(ToolCall),
+    Done(GenerationStats),
+}
+
+/// What the event callback wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Everything a finished generation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationOutput {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub thought: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub stats: GenerationStats,
+}
+
+/// Token ids with a routing meaning, looked up by their text in the vocabulary.
+struct Markers {
+    channel_open: Option<u32>,
+    channel_close: Option<u32>,
+    tool_call_open: Option<u32>,
+    tool_call_close: Option<u32>,
+    tool_response_open: Option<u32>,
+}
+
+impl Markers {
+    fn new(tok: &Tokenizer) -> Self {
+        Markers {
+            channel_open: tok.token_id("<|channel>"),
+            channel_close: tok.token_id("<channel|>"),
+            tool_call_open: tok.token_id("<|tool_call>"),
+            tool_call_close: tok.token_id("<tool_call|>"),
+            tool_response_open: tok.token_id("<|tool_response>"),
+        }
+    }
+}
+
+#[derive(PartialEq)]
+enum Section {
+    Answer,
+    /// Inside `<|channel>`: the channel name runs to the first newline.
+    ChannelName,
+    Thought,
+    ToolCall,
+}
+
+/// Routes decoded tokens to answer text (with stop-string hold-back), thoughts and tool calls.
+struct OutputRouter<'a> {
+    tok: &'a Tokenizer,
+    markers: Markers,
+    stop_strings: &'a [String],
+    section: Section,
+    answer_bytes: StreamDecoder,
+    side_bytes: StreamDecoder,
+    answer: String,
+    emitted: usize,
+    thought: String,
+    tool_text: String,
+    tool_calls: Vec<ToolCall>,
+    channel_name: String,
+}
+
+enum Routed {
+    Continue,
+    StopString,
+}
+
+impl<'a> OutputRouter<'a> {
+    fn new(tok: &'a Tokenizer, stop_strings: &'a [String]) -> Self {
+        OutputRouter {
+            tok,
+            markers: Markers::new(tok),
+            stop_strings,
+            section: Section::Answer,
+            answer_bytes: StreamDecoder::new(),
+            side_bytes: StreamDecoder::new(),
+            answer: String::new(),
+            emitted: 0,
+            thought: String::new(),
+            tool_text: String::new(),
+            tool_calls: Vec::new(),
+            channel_name: String::new(),
+        }
+    }
+
+    fn push(&mut self, id: u32, events: &mut Vec<Event>) -> Routed {
+        let m = &self.markers;
+        let is = |marker: Option<u32>| marker == Some(id);
+        if is(m.channel_open) {
+            self.section = Section::ChannelName;
+            self.channel_name.clear();
+            return Routed::Continue;
+        }
+        if is(m.channel_close) {
+            self.flush_side(events);
+            self.section = Section::Answer;
+            return Routed::Continue;
+        }
+        if is(m.tool_call_open) {
+            self.section = Section::ToolCall;
+            self.tool_text.clear();
+            return Routed::Continue;
+        }
+        if is(m.tool_call_close) {
+            self.tool_text.push_str(&self.side_bytes.finish());
+            match parse_tool_call(&self.tool_text) {
+                Ok(call) => {
+                    self.tool_calls.push(call.clone());
+                    events.push(Event::ToolCall(call));
+                }
+                Err(e) => log::warn!("unparseable tool call `{}`: {e}", self.tool_text),
+            }
+            self.section = Section::Answer;
+            return Routed::Continue;
+        }
+        if self.tok.is_control(id) && self.section != Section::ToolCall {
+            return Routed::Continue;
+        }
+        match self.section {
+            Section::Answer => {
+                let text = self.answer_bytes.push(self.tok, id);
+                self.answer.push_str(&text);
+                self.emit_answer(events)
+            }
+            Section::ChannelName => {
+                let text = self.side_bytes.push(self.tok, id);
+                match text.split_once('\n') {
+                    Some((name, rest)) => {
+                        self.channel_name.push_str(name);
+                        self.section = Section::Thought;
+                        self.push_thought(rest.to_string(), events);
+                    }
+                    None => self.channel_name.push_str(&text),
+                }
+                Routed::Continue
+            }
+            Section::Thought => {
+                let text = self.side_bytes.push(self.tok, id);
+                self.push_thought(text, events);
+                Routed::Continue
+            }
+            Section::ToolCall => {
+                // `<|"|>` delimits strings inside tool syntax: keep its text for the parser.
+                let text = self.side_bytes.push(self.tok, id);
+                self.tool_text.push_str(&text);
+                Routed::Continue
+            }
+        }
+    }
+
+    fn push_thought(&mut self, text: String, events: &mut Vec<Event>) {
+        if !text.is_empty() {
+            self.thought.push_str(&text);
+            events.push(Event::Thought(text));
+        }
+    }
+
+    fn flush_side(&mut self, events: &mut Vec<Event>) {
+        let rest = self.side_bytes.finish();
+        if self.section == Section::Thought {
+            self.push_thought(rest, events);
+        }
+    }
+
+    /// Emits answer text that can no longer become part of a stop string.
+    fn emit_answer(&mut self, events: &mut Vec<Event>) -> Routed {
+        let longest = self.stop_strings.iter().map(String::len).max().unwrap_or(0);
+        if longest > 0 {
+            let mut from = self.emitted.saturating_sub(longest);
+            while !self.answer.is_char_boundary(from) {
+                from -= 1;
+            }
+            let found = self
+                .stop_strings
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| self.answer[from..].find(s.as_str()).map(|p| from + p))
+                .min();
+            if let Some(at) = found {
+                if at > self.emitted {
+                    events.push(Event::Text(self.answer[self.emitted..at].to_string()));
+                }
+                self.answer.truncate(at);
+                self.emitted = at;
+                return Routed::StopString;
+            }
+        }
+        let mut safe = self.answer.len();
+        for s in self.stop_strings {
+            // Hold back the longest tail that is a proper prefix of a stop string.
+            for k in (1..s.len().min(self.answer.len() + 1)).rev() {
+                if s.is_char_boundary(k) && self.answer.ends_with(&s[..k]) {
+                    safe = safe.min(self.answer.len() - k);
+                    break;
+                }
+            }
+        }
+        if safe > self.emitted {
+            events.push(Event::Text(self.answer[self.emitted..safe].to_string()));
+            self.emitted = safe;
+        }
+        Routed::Continue
+    }
+
+    fn finish(&mut self, events: &mut Vec<Event>) {
+        let rest = self.answer_bytes.finish();
+        self.answer.push_str(&rest);
+        if self.answer.len() > self.emitted {
+            events.push(Event::Text(self.answer[self.emitted..].to_string()));
+            self.emitted = self.answer.len();
+        }
+        self.flush_side(events);
+    }
+}
+
+/// One generation over a cache. `context` holds the ids already in `cache`; `new_tokens` are
+/// prefilled first. On return `context` holds every id that was fed to the model.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn generate(
+    model: &GemmaModel,
+    tokenizer: &Tokenizer,
+    compute: &Mutex<()>,
+    cache: &mut KvCache,
+    context: &mut Vec<u32>,
+    new_tokens: &[u32],
+    end_of_turn_ids: &[u32],
+    options: &GenerateOptions,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(Event) -> Flow,
+) -> Result<GenerationOutput> {
+    let mut sampler = Sampler::new(options.sampling.clone())?;
+    let start = Instant::now();
+    let forward = |cache: &mut KvCache, tokens: &[u32]| -> Result<Vec<f32>> {
+        let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
+        model.forward(cache, tokens, LogitsFor::Last)
+    };
+
+    if new_tokens.is_empty() {
+        return Err(crate::GemmaError::InvalidArgument("nothing to prefill".into()));
+    }
+    let mut logits = forward(cache, new_tokens)?;
+    context.extend_from_slice(new_tokens);
+    let prompt_tokens = context.len();
+    let prefill_time = start.elapsed().as_secs_f64();
+
+    let mut router = OutputRouter::new(tokenizer, &options.stop_strings);
+    let mut generated = Vec::new();
+    let mut events = Vec::new();
+    let mut ttft = None;
+    let decode_start = Instant::now();
+    let stop_ids: Vec<u32> = end_of_turn_ids.iter().chain(&options.stop_token_ids).copied().collect();
+    let tool_response = router.markers.tool_response_open;
+    let stop_reason = loop {
+        if cancel.swap(false, Ordering::SeqCst) {
+            break StopReason::Cancelled;
+        }
+        if generated.len() >= options.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let next = sampler.sample(&logits, context);
+        ttft.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1e3);
+        if Some(next) == tool_response && !router.tool_calls.is_empty() {
+            break StopReason::ToolCall;
+        }
+        if stop_ids.contains(&next) {
+            break StopReason::EndOfTurn;
+        }
+        generated.push(next);
+        let routed = router.push(next, &mut events);
+        let mut flow = Flow::Continue;
+        for event in events.drain(..) {
+            if on_event(event) == Flow::Stop {
+                flow = Flow::Stop;
+            }
+        }
+        if matches!(routed, Routed::StopString) {
+            break StopReason::StopString;
+        }
+        if flow == Flow::Stop {
+            break StopReason::CallbackStopped;
+        }
+        if generated.len() >= options.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if cache.len() + 1 > cache.max_len() {
+            break StopReason::ContextFull;
+        }
+        logits = forward(cache, &[next])?;
+        context.push(next);
+    };
+    router.finish(&mut events);
+    for event in events.drain(..) {
+        on_event(event);
+    }
+    let decode_time = decode_start.elapsed().as_secs_f64();
+    let stats = GenerationStats {
+        prompt_tokens,
+        prefilled_tokens: new_tokens.len(),
+        generated_tokens: generated.len(),
+        prefill_tok_s: new_tokens.len() as f64 / prefill_time.max(1e-9),
+        decode_tok_s: generated.len().saturating_sub(1) as f64 / decode_time.max(1e-9),
+        time_to_first_token_ms: ttft.unwrap_or(0.0),
+        stop_reason,
+    };
+    on_event(Event::Done(stats.clone()));
+    Ok(GenerationOutput {
+        tokens: generated,
+        text: router.answer,
+        thought: router.thought,
+        tool_calls: router.tool_calls,
+        stats,
+    })
+}
