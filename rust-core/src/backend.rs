@@ -48,6 +48,8 @@ pub struct ComputeDevice {
     pub device: Device,
     /// Largest buffer one binding may address; weights are split to stay under it.
     pub max_binding_bytes: usize,
+    /// A GPU API implemented on the CPU (Mesa lavapipe/llvmpipe, SwiftShader).
+    pub software: bool,
     /// Human-readable adapter description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
     pub description: String,
 }
@@ -69,6 +71,7 @@ impl ComputeDevice {
                 kind,
                 device: Device::flex(),
                 max_binding_bytes: usize::MAX,
+                software: false,
                 description: format!("burn-flex CPU, {} threads", rayon::current_num_threads()),
             }),
             BackendKind::Gpu => gpu(),
@@ -90,6 +93,7 @@ fn gpu() -> Result<ComputeDevice> {
             device,
             max_binding_bytes: (limits.max_storage_buffer_binding_size as usize)
                 .min(limits.max_buffer_size as usize),
+            software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
             description: format!("{} / {:?}", info.name, info.backend),
         })
     })

@@ -48,6 +48,9 @@ pub enum GemmaError {
         context_len: usize,
     },
 
+    #[error("the model needs about {needed} bytes of memory, over the budget of {budget} bytes")]
+    MemoryBudgetExceeded { needed: u64, budget: u64 },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -59,7 +62,7 @@ pub enum GemmaError {
 }
 
 impl GemmaError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         GemmaError::Io {
             path: path.into(),
             source,

@@ -6,6 +6,8 @@
 
 pub mod backend;
 pub mod chat;
+pub mod conversation;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod generate;

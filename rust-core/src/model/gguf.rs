@@ -51,9 +51,13 @@ fn meta_error(e: GgufError) -> GemmaError {
 
 /// Loads a `gemma3` or `gemma4` GGUF.
 pub fn load(path: &Path, device: ComputeDevice) -> Result<GemmaModel> {
-    let file = GgufModelFile::open(path)?;
+    load_file(GgufModelFile::open(path)?, device)
+}
+
+/// Builds the model from an opened GGUF.
+pub fn load_file(file: GgufModelFile, device: ComputeDevice) -> Result<GemmaModel> {
     let config = config_from_gguf(&file)?;
-    let store = store_from_gguf(&file, path)?;
+    let store = store_from_gguf(&file)?;
     GemmaModel::from_store(config, store, device)
 }
 
@@ -97,7 +101,7 @@ fn hf_name(gguf_name: &str) -> Option<String> {
     Some(format!("layers.{layer}.{hf}"))
 }
 
-fn store_from_gguf(file: &GgufModelFile, path: &Path) -> Result<WeightStore> {
+fn store_from_gguf(file: &GgufModelFile) -> Result<WeightStore> {
     let log = Arc::new(ReadLog::default());
     let mut tensors = BTreeMap::new();
     for info in file.gguf.tensors() {
@@ -111,10 +115,7 @@ fn store_from_gguf(file: &GgufModelFile, path: &Path) -> Result<WeightStore> {
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| GemmaError::InvalidWeightFile {
-                path: path.to_path_buf(),
-                reason: format!("tensor `{}` is too large for this platform", info.name()),
-            })?;
+            .map_err(|_| GemmaError::Unsupported(format!("tensor `{}` is too large for this platform", info.name())))?;
         let range = info.byte_range();
         let tensor = MappedTensor::new(
             &name,

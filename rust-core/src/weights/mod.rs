@@ -131,6 +131,11 @@ impl MappedTensor {
         &self.map[self.offset..self.offset + self.len]
     }
 
+    /// Bytes of the whole tensor in the file encoding.
+    pub fn byte_len(&self) -> usize {
+        self.len
+    }
+
     /// Bytes of one row in the file encoding.
     pub fn row_stride(&self) -> usize {
         self.len / self.rows().max(1)
@@ -212,6 +217,10 @@ impl WeightStore {
 
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
+    }
+
+    pub fn tensors(&self) -> impl Iterator<Item = &MappedTensor> {
+        self.tensors.values()
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {

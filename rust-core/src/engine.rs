@@ -1,0 +1,337 @@
+//! The public entry point: load a model once, then talk to it through conversations.
+//!
+//! ```no_run
+//! use gemmakit::engine::{Engine, EngineOptions};
+//! use gemmakit::generate::{Event, Flow, GenerateOptions};
+//! let engine = Engine::load("model.gguf".as_ref(), EngineOptions::default())?;
+//! let chat = engine.conversation();
+//! chat.send("Hello!", &GenerateOptions::default(), &mut |event| {
+//!     if let Event::Text(t) = event { print!("{t}") }
+//!     Flow::Continue
+//! })?;
+//! # Ok::<(), gemmakit::GemmaError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{BackendKind, ComputeDevice};
+use crate::chat::ChatTemplate;
+use crate::conversation::Conversation;
+use crate::error::{GemmaError, Result};
+use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
+use crate::model::config::{Architecture, AttentionKind};
+use crate::model::gguf::GgufModelFile;
+use crate::model::GemmaModel;
+use crate::tokenizer::Tokenizer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// A hardware GPU when there is one, else the CPU; the reason is reported.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// Which chat format conversations use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatFormat {
+    /// The model file's template; a built-in Gemma format for instruction-tuned files without
+    /// one; none (plain continuation) for base models.
+    #[default]
+    Auto,
+    /// Never apply a template: the conversation is plain text continuation.
+    PlainText,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    pub backend: BackendChoice,
+    /// Maximum positions per conversation.
+    pub context_len: usize,
+    /// CPU worker threads (`None`: one per core). The pool is process-wide: the first engine
+    /// loaded sets it.
+    pub threads: Option<usize>,
+    /// Refuse to load when the estimated memory need exceeds this many bytes.
+    pub memory_budget: Option<u64>,
+    pub chat_format: ChatFormat,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            backend: BackendChoice::Auto,
+            context_len: 4096,
+            threads: None,
+            memory_budget: None,
+            chat_format: ChatFormat::Auto,
+        }
+    }
+}
+
+/// Which backend runs, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendReport {
+    pub backend: BackendKind,
+    pub device: String,
+    pub reason: String,
+}
+
+/// Facts about a loaded model, for `gemmakit info` and app UIs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: String,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub max_context: usize,
+    /// Tensor element types and how many bytes of weights each holds.
+    pub weight_types: BTreeMap<String, u64>,
+    pub file_bytes: u64,
+    /// Estimated resident memory at `context_len` (weights actually read + KV cache).
+    pub estimated_memory_bytes: u64,
+    pub kv_cache_bytes: u64,
+    pub chat_template: Option<String>,
+}
+
+pub(crate) struct EngineInner {
+    pub model: GemmaModel,
+    pub tokenizer: Tokenizer,
+    pub template: Option<ChatTemplate>,
+    /// Ids that end a model turn (`<eos>`, `<end_of_turn>` / `<turn|>`, …).
+    pub end_of_turn_ids: Vec<u32>,
+    pub context_len: usize,
+    /// Forward passes of all conversations take turns (one device, one thread pool).
+    pub compute: Mutex<()>,
+    pub info: ModelInfo,
+    pub backend: BackendReport,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+fn choose_backend(choice: BackendChoice) -> Result<(ComputeDevice, String)> {
+    match choice {
+        BackendChoice::Cpu => Ok((ComputeDevice::open(BackendKind::Cpu)?, "requested".into())),
+        BackendChoice::Gpu => Ok((ComputeDevice::open(BackendKind::Gpu)?, "requested".into())),
+        BackendChoice::Auto => match ComputeDevice::open(BackendKind::Gpu) {
+            Ok(gpu) if !gpu.software => Ok((gpu, "auto: a hardware GPU is available".into())),
+            Ok(gpu) => Ok((
+                ComputeDevice::open(BackendKind::Cpu)?,
+                format!("auto: the only GPU adapter ({}) is a software rasterizer", gpu.description),
+            )),
+            Err(e) => Ok((ComputeDevice::open(BackendKind::Cpu)?, format!("auto: no usable GPU ({e})"))),
+        },
+    }
+}
+
+impl Engine {
+    /// Loads a `.gguf` file or a Hugging Face checkpoint directory.
+    pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
+        if options.context_len == 0 {
+            return Err(GemmaError::InvalidArgument("context_len must be at least 1".into()));
+        }
+        if let Some(n) = options.threads
+            && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global()
+        {
+            log::warn!("thread count not applied ({e}); the process-wide pool already exists");
+        }
+        let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
+        let (device, reason) = choose_backend(options.backend)?;
+        let backend = BackendReport {
+            backend: device.kind,
+            device: device.description.clone(),
+            reason,
+        };
+        let (model, tokenizer, file_template, name, instruction_tuned, file_bytes) =
+            if meta.is_file() {
+                let file = GgufModelFile::open(path)?;
+                let tokenizer = crate::tokenizer::gguf::from_gguf(&file.gguf)?;
+                let template = file.gguf.get_str("tokenizer.chat_template").ok().map(str::to_string);
+                let name = file.gguf.get_str("general.name").unwrap_or("").to_string();
+                let finetune = file.gguf.get_str("general.finetune").unwrap_or("").to_lowercase();
+                let tuned = finetune.contains("it") || finetune.contains("instruct") || name.to_lowercase().contains("-it");
+                let model = crate::model::gguf::load_file(file, device)?;
+                (model, tokenizer, template, name, tuned, meta.len())
+            } else {
+                let model = GemmaModel::load_hf_dir(path, device)?;
+                let tokenizer = Tokenizer::from_json_file(&path.join("tokenizer.json"))?;
+                let template = hf_chat_template(path);
+                let bytes = crate::weights::safetensors::shard_paths(path)?
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                (model, tokenizer, template, name, false, bytes)
+            };
+
+        let architecture = model.config().architecture;
+        let template = match (options.chat_format, file_template) {
+            (ChatFormat::PlainText, _) => None,
+            (ChatFormat::Auto, Some(source)) => Some(ChatTemplate::Jinja {
+                source,
+                bos: tokenizer.bos_id.map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned()).unwrap_or_default(),
+                eos: tokenizer.eos_id.map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned()).unwrap_or_default(),
+            }),
+            (ChatFormat::Auto, None) if instruction_tuned => Some(match architecture {
+                Architecture::Gemma3 => ChatTemplate::BuiltinGemma3,
+                Architecture::Gemma4 => ChatTemplate::BuiltinGemma4,
+            }),
+            (ChatFormat::Auto, None) => None,
+        };
+
+        let mut end_of_turn_ids: Vec<u32> = model.config().eos_token_ids.clone();
+        for marker in ["<end_of_turn>", "<turn|>", "<eos>"] {
+            if let Some(id) = tokenizer.token_id(marker)
+                && !end_of_turn_ids.contains(&id)
+            {
+                end_of_turn_ids.push(id);
+            }
+        }
+
+        let context_len = options.context_len.min(model.config().max_position_embeddings);
+        let info = model_info(&model, name, file_bytes, context_len, template.as_ref());
+        if let Some(budget) = options.memory_budget
+            && info.estimated_memory_bytes > budget
+        {
+            return Err(GemmaError::MemoryBudgetExceeded {
+                needed: info.estimated_memory_bytes,
+                budget,
+            });
+        }
+        log::info!("backend {} ({}): {}", backend.backend, backend.device, backend.reason);
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                model,
+                tokenizer,
+                template,
+                end_of_turn_ids,
+                context_len,
+                compute: Mutex::new(()),
+                info,
+                backend,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> &BackendReport {
+        &self.inner.backend
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.inner.tokenizer
+    }
+
+    pub fn model(&self) -> &GemmaModel {
+        &self.inner.model
+    }
+
+    /// The chat template in use; `None` for a base model (plain continuation).
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.inner.template.as_ref()
+    }
+
+    pub fn context_len(&self) -> usize {
+        self.inner.context_len
+    }
+
+    /// Continues `prompt` (token ids fed as they are: no template, no BOS added) with a fresh
+    /// cache.
+    pub fn generate_from_tokens(
+        &self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<GenerationOutput> {
+        if prompt.len() >= self.inner.context_len {
+            return Err(GemmaError::ContextOverflow {
+                requested: prompt.len() + 1,
+                context_len: self.inner.context_len,
+            });
+        }
+        let mut cache = self.inner.model.new_cache(self.inner.context_len);
+        let mut context = Vec::new();
+        let never = std::sync::atomic::AtomicBool::new(false);
+        generate(
+            &self.inner.model,
+            &self.inner.tokenizer,
+            &self.inner.compute,
+            &mut cache,
+            &mut context,
+            prompt,
+            &self.inner.end_of_turn_ids,
+            options,
+            &never,
+            on_event,
+        )
+    }
+
+    /// A new, empty conversation.
+    pub fn conversation(&self) -> Conversation {
+        Conversation::new(self.inner.clone())
+    }
+}
+
+/// `chat_template.jinja`, or `chat_template` in `tokenizer_config.json`.
+fn hf_chat_template(dir: &Path) -> Option<String> {
+    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some(t);
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?).ok()?;
+    config.get("chat_template")?.as_str().map(str::to_string)
+}
+
+fn model_info(
+    model: &GemmaModel,
+    name: String,
+    file_bytes: u64,
+    context_len: usize,
+    template: Option<&ChatTemplate>,
+) -> ModelInfo {
+    let c = model.config();
+    let mut weight_types = BTreeMap::new();
+    let mut resident = 0u64;
+    for t in model.weights().tensors() {
+        *weight_types.entry(t.dtype().to_string()).or_insert(0) += t.byte_len() as u64;
+        // The per-layer-embedding table is only gathered (a few rows per token).
+        if !t.name().ends_with("embed_tokens_per_layer.weight") {
+            resident += t.byte_len() as u64;
+        }
+    }
+    let kv_cache_bytes: u64 = c
+        .layers
+        .iter()
+        .filter(|l| l.kv_source.is_none())
+        .map(|l| {
+            let positions = match l.kind {
+                AttentionKind::Full => context_len,
+                AttentionKind::Sliding => c.sliding_window.min(context_len),
+            };
+            (2 * l.num_kv_heads * l.head_dim * positions * 4) as u64
+        })
+        .sum();
+    ModelInfo {
+        architecture: format!("{:?}", c.architecture).to_lowercase(),
+        name,
+        layers: c.num_layers(),
+        hidden_size: c.hidden_size,
+        vocab_size: c.vocab_size,
+        max_context: c.max_position_embeddings,
+        weight_types,
+        file_bytes,
+        estimated_memory_bytes: resident + kv_cache_bytes,
+        kv_cache_bytes,
+        chat_template: template.map(|t| t.name().to_string()),
+    }
+}
