@@ -224,7 +224,8 @@ impl Conversation {
             if ids.len() < self.engine.context_len {
                 return Ok(ids);
             }
-            let first_turn = usize::from(s.messages.first().is_some_and(|m| m.role == Role::System));
+            let first_turn =
+                usize::from(s.messages.first().is_some_and(|m| m.role == Role::System));
             let droppable = s.messages.len().saturating_sub(first_turn + 1);
             if s.policy == ContextPolicy::Error || droppable == 0 {
                 return Err(GemmaError::ContextOverflow {
@@ -260,7 +261,12 @@ impl Conversation {
 
     /// How many leading ids of `ids` the cache can keep; rolls the cache back to that.
     fn reuse_prefix(&self, s: &mut State, ids: &[u32]) -> usize {
-        let mut common = s.context.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        let mut common = s
+            .context
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count();
         // At least one id must run to produce logits.
         common = common.min(ids.len().saturating_sub(1));
         if common < s.context.len() {

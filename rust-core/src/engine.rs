@@ -21,9 +21,9 @@ use crate::chat::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::error::{GemmaError, Result};
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
+use crate::model::GemmaModel;
 use crate::model::config::{Architecture, AttentionKind};
 use crate::model::gguf::GgufModelFile;
-use crate::model::GemmaModel;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,9 +123,15 @@ fn choose_backend(choice: BackendChoice) -> Result<(ComputeDevice, String)> {
             Ok(gpu) if !gpu.software => Ok((gpu, "auto: a hardware GPU is available".into())),
             Ok(gpu) => Ok((
                 ComputeDevice::open(BackendKind::Cpu)?,
-                format!("auto: the only GPU adapter ({}) is a software rasterizer", gpu.description),
+                format!(
+                    "auto: the only GPU adapter ({}) is a software rasterizer",
+                    gpu.description
+                ),
             )),
-            Err(e) => Ok((ComputeDevice::open(BackendKind::Cpu)?, format!("auto: no usable GPU ({e})"))),
+            Err(e) => Ok((
+                ComputeDevice::open(BackendKind::Cpu)?,
+                format!("auto: no usable GPU ({e})"),
+            )),
         },
     }
 }
@@ -134,10 +140,14 @@ impl Engine {
     /// Loads a `.gguf` file or a Hugging Face checkpoint directory.
     pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
         if options.context_len == 0 {
-            return Err(GemmaError::InvalidArgument("context_len must be at least 1".into()));
+            return Err(GemmaError::InvalidArgument(
+                "context_len must be at least 1".into(),
+            ));
         }
         if let Some(n) = options.threads
-            && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global()
+            && let Err(e) = rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build_global()
         {
             log::warn!("thread count not applied ({e}); the process-wide pool already exists");
         }
@@ -152,10 +162,20 @@ impl Engine {
             if meta.is_file() {
                 let file = GgufModelFile::open(path)?;
                 let tokenizer = crate::tokenizer::gguf::from_gguf(&file.gguf)?;
-                let template = file.gguf.get_str("tokenizer.chat_template").ok().map(str::to_string);
+                let template = file
+                    .gguf
+                    .get_str("tokenizer.chat_template")
+                    .ok()
+                    .map(str::to_string);
                 let name = file.gguf.get_str("general.name").unwrap_or("").to_string();
-                let finetune = file.gguf.get_str("general.finetune").unwrap_or("").to_lowercase();
-                let tuned = finetune.contains("it") || finetune.contains("instruct") || name.to_lowercase().contains("-it");
+                let finetune = file
+                    .gguf
+                    .get_str("general.finetune")
+                    .unwrap_or("")
+                    .to_lowercase();
+                let tuned = finetune.contains("it")
+                    || finetune.contains("instruct")
+                    || name.to_lowercase().contains("-it");
                 let model = crate::model::gguf::load_file(file, device)?;
                 (model, tokenizer, template, name, tuned, meta.len())
             } else {
@@ -167,7 +187,10 @@ impl Engine {
                     .filter_map(|p| std::fs::metadata(p).ok())
                     .map(|m| m.len())
                     .sum();
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 (model, tokenizer, template, name, false, bytes)
             };
 
@@ -176,8 +199,14 @@ impl Engine {
             (ChatFormat::PlainText, _) => None,
             (ChatFormat::Auto, Some(source)) => Some(ChatTemplate::Jinja {
                 source,
-                bos: tokenizer.bos_id.map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned()).unwrap_or_default(),
-                eos: tokenizer.eos_id.map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned()).unwrap_or_default(),
+                bos: tokenizer
+                    .bos_id
+                    .map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned())
+                    .unwrap_or_default(),
+                eos: tokenizer
+                    .eos_id
+                    .map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned())
+                    .unwrap_or_default(),
             }),
             (ChatFormat::Auto, None) if instruction_tuned => Some(match architecture {
                 Architecture::Gemma3 => ChatTemplate::BuiltinGemma3,
@@ -195,7 +224,9 @@ impl Engine {
             }
         }
 
-        let context_len = options.context_len.min(model.config().max_position_embeddings);
+        let context_len = options
+            .context_len
+            .min(model.config().max_position_embeddings);
         let info = model_info(&model, name, file_bytes, context_len, template.as_ref());
         if let Some(budget) = options.memory_budget
             && info.estimated_memory_bytes > budget
@@ -205,7 +236,12 @@ impl Engine {
                 budget,
             });
         }
-        log::info!("backend {} ({}): {}", backend.backend, backend.device, backend.reason);
+        log::info!(
+            "backend {} ({}): {}",
+            backend.backend,
+            backend.device,
+            backend.reason
+        );
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 model,
@@ -288,7 +324,8 @@ fn hf_chat_template(dir: &Path) -> Option<String> {
         return Some(t);
     }
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?).ok()?;
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?)
+            .ok()?;
     config.get("chat_template")?.as_str().map(str::to_string)
 }
 

@@ -40,7 +40,9 @@ pub fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
         .writer(BufWriter::new(file))
         .begin_nd()
         .map_err(|e| GemmaError::io(path, e))?;
-    writer.extend(values.iter().copied()).map_err(|e| GemmaError::io(path, e))?;
+    writer
+        .extend(values.iter().copied())
+        .map_err(|e| GemmaError::io(path, e))?;
     writer.finish().map_err(|e| GemmaError::io(path, e))?;
     Ok(())
 }

@@ -316,7 +316,9 @@ pub(crate) fn generate(
     };
 
     if new_tokens.is_empty() {
-        return Err(crate::GemmaError::InvalidArgument("nothing to prefill".into()));
+        return Err(crate::GemmaError::InvalidArgument(
+            "nothing to prefill".into(),
+        ));
     }
     let mut logits = forward(cache, new_tokens)?;
     context.extend_from_slice(new_tokens);
@@ -328,7 +330,11 @@ pub(crate) fn generate(
     let mut events = Vec::new();
     let mut ttft = None;
     let decode_start = Instant::now();
-    let stop_ids: Vec<u32> = end_of_turn_ids.iter().chain(&options.stop_token_ids).copied().collect();
+    let stop_ids: Vec<u32> = end_of_turn_ids
+        .iter()
+        .chain(&options.stop_token_ids)
+        .copied()
+        .collect();
     let tool_response = router.markers.tool_response_open;
     let stop_reason = loop {
         if cancel.swap(false, Ordering::SeqCst) {

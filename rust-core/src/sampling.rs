@@ -138,7 +138,8 @@ impl Sampler {
                 *l += bias;
             }
         }
-        let penalised = o.repetition_penalty != 1.0 || o.presence_penalty != 0.0 || o.frequency_penalty != 0.0;
+        let penalised =
+            o.repetition_penalty != 1.0 || o.presence_penalty != 0.0 || o.frequency_penalty != 0.0;
         if penalised {
             let window = if o.penalty_window == 0 {
                 history
@@ -154,7 +155,11 @@ impl Sampler {
             }
             for (id, n) in counts {
                 if let Some(l) = out.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / o.repetition_penalty } else { *l * o.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / o.repetition_penalty
+                    } else {
+                        *l * o.repetition_penalty
+                    };
                     *l -= o.presence_penalty + o.frequency_penalty * n as f32;
                 }
             }
@@ -215,7 +220,10 @@ pub fn argmax(values: &[f32]) -> u32 {
 }
 
 fn softmax_in_place(candidates: &mut [(u32, f32)]) {
-    let max = candidates.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let max = candidates
+        .iter()
+        .map(|c| c.1)
+        .fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for c in candidates.iter_mut() {
         c.1 = (c.1 - max).exp();
@@ -268,7 +276,10 @@ mod tests {
 
     #[test]
     fn top_k_keeps_the_k_most_likely() {
-        let s = sampler(sampled(SamplingOptions { top_k: 2, ..Default::default() }));
+        let s = sampler(sampled(SamplingOptions {
+            top_k: 2,
+            ..Default::default()
+        }));
         let d = s.truncated_distribution(&logits_of(&[0.1, 0.4, 0.2, 0.3]));
         let ids: Vec<u32> = d.iter().map(|c| c.0).collect();
         assert_eq!(ids, [1, 3]);
@@ -279,17 +290,34 @@ mod tests {
     #[test]
     fn top_p_keeps_the_smallest_set_reaching_p() {
         let probs = [0.05, 0.5, 0.15, 0.3];
-        let s = sampler(sampled(SamplingOptions { top_p: 0.75, ..Default::default() }));
-        let ids: Vec<u32> = s.truncated_distribution(&logits_of(&probs)).iter().map(|c| c.0).collect();
+        let s = sampler(sampled(SamplingOptions {
+            top_p: 0.75,
+            ..Default::default()
+        }));
+        let ids: Vec<u32> = s
+            .truncated_distribution(&logits_of(&probs))
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(ids, [1, 3], "0.5 + 0.3 reaches 0.75");
-        let s = sampler(sampled(SamplingOptions { top_p: 0.81, ..Default::default() }));
-        let ids: Vec<u32> = s.truncated_distribution(&logits_of(&probs)).iter().map(|c| c.0).collect();
+        let s = sampler(sampled(SamplingOptions {
+            top_p: 0.81,
+            ..Default::default()
+        }));
+        let ids: Vec<u32> = s
+            .truncated_distribution(&logits_of(&probs))
+            .iter()
+            .map(|c| c.0)
+            .collect();
         assert_eq!(ids, [1, 3, 2]);
     }
 
     #[test]
     fn min_p_drops_tokens_below_a_fraction_of_the_best() {
-        let s = sampler(sampled(SamplingOptions { min_p: 0.25, ..Default::default() }));
+        let s = sampler(sampled(SamplingOptions {
+            min_p: 0.25,
+            ..Default::default()
+        }));
         // Best is 0.4: threshold 0.1 keeps 0.4, 0.3, 0.2 and drops 0.1 - ε and 0.05.
         let d = s.truncated_distribution(&logits_of(&[0.3, 0.0999, 0.4, 0.2, 0.0501]));
         let ids: Vec<u32> = d.iter().map(|c| c.0).collect();
@@ -298,7 +326,10 @@ mod tests {
 
     #[test]
     fn temperature_sharpens_the_distribution() {
-        let s = sampler(SamplingOptions { temperature: 0.5, ..Default::default() });
+        let s = sampler(SamplingOptions {
+            temperature: 0.5,
+            ..Default::default()
+        });
         let d = s.truncated_distribution(&logits_of(&[0.25, 0.75]));
         // p ∝ p^(1/T) = p²: 0.5625 / 0.625 = 0.9.
         assert!((d[0].1 - 0.9).abs() < 1e-6, "{d:?}");
@@ -306,7 +337,10 @@ mod tests {
 
     #[test]
     fn draws_follow_the_distribution_and_respect_top_k() {
-        let mut s = sampler(sampled(SamplingOptions { top_k: 3, ..Default::default() }));
+        let mut s = sampler(sampled(SamplingOptions {
+            top_k: 3,
+            ..Default::default()
+        }));
         let logits = logits_of(&[0.1, 0.2, 0.3, 0.4]);
         let mut counts = [0usize; 4];
         for _ in 0..20_000 {
@@ -315,7 +349,10 @@ mod tests {
         assert_eq!(counts[0], 0, "token outside top-k was drawn");
         for (id, expected) in [(1usize, 2.0 / 9.0), (2, 3.0 / 9.0), (3, 4.0 / 9.0)] {
             let freq = counts[id] as f64 / 20_000.0;
-            assert!((freq - expected).abs() < 0.02, "token {id}: {freq} vs {expected}");
+            assert!(
+                (freq - expected).abs() < 0.02,
+                "token {id}: {freq} vs {expected}"
+            );
         }
     }
 
@@ -323,7 +360,11 @@ mod tests {
     fn same_seed_same_tokens_different_seed_different_tokens() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37 % 11) as f32) * 0.3).collect();
         let run = |seed| {
-            let mut s = Sampler::new(SamplingOptions { seed: Some(seed), ..SamplingOptions::gemma_default() }).unwrap();
+            let mut s = Sampler::new(SamplingOptions {
+                seed: Some(seed),
+                ..SamplingOptions::gemma_default()
+            })
+            .unwrap();
             (0..64).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(run(1), run(1));
@@ -350,10 +391,22 @@ mod tests {
     #[test]
     fn invalid_options_are_rejected() {
         for bad in [
-            SamplingOptions { temperature: -1.0, ..Default::default() },
-            SamplingOptions { top_p: 0.0, ..Default::default() },
-            SamplingOptions { min_p: 1.5, ..Default::default() },
-            SamplingOptions { repetition_penalty: 0.0, ..Default::default() },
+            SamplingOptions {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingOptions {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingOptions {
+                min_p: 1.5,
+                ..Default::default()
+            },
+            SamplingOptions {
+                repetition_penalty: 0.0,
+                ..Default::default()
+            },
         ] {
             assert!(Sampler::new(bad).is_err());
         }

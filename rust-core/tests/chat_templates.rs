@@ -43,10 +43,18 @@ fn jinja_templates_render_like_transformers() {
         match (case["rendered"].as_str(), ours) {
             (Some(expected), Ok(ours)) if ours == expected => {}
             (None, Err(_)) => {}
-            (expected, ours) => failures.push(format!("{template}/{name}:\n  transformers: {expected:?}\n  ours:         {ours:?}")),
+            (expected, ours) => failures.push(format!(
+                "{template}/{name}:\n  transformers: {expected:?}\n  ours:         {ours:?}"
+            )),
         }
     }
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 /// The reference message dicts as our `Message`s, for the cases the built-in renderers cover
@@ -62,7 +70,8 @@ fn messages_of(case: &Value) -> Option<Vec<Message>> {
             _ => return None,
         };
         let mut msg = Message::new(role, m["content"].as_str().unwrap_or_default());
-        if !(m["content"].is_string() || (m["content"].is_null() && m.get("tool_calls").is_some())) {
+        if !(m["content"].is_string() || (m["content"].is_null() && m.get("tool_calls").is_some()))
+        {
             return None;
         }
         for call in m["tool_calls"].as_array().into_iter().flatten() {
@@ -76,7 +85,10 @@ fn messages_of(case: &Value) -> Option<Vec<Message>> {
             });
         }
         msg.tool_name = m["name"].as_str().map(str::to_string);
-        if m.get("reasoning_content").is_some() || m.get("reasoning").is_some() || m.get("tool_call_id").is_some() && role == Role::Tool && msg.tool_name.is_none() {
+        if m.get("reasoning_content").is_some()
+            || m.get("reasoning").is_some()
+            || m.get("tool_call_id").is_some() && role == Role::Tool && msg.tool_name.is_none()
+        {
             return None;
         }
         out.push(msg);
@@ -104,7 +116,9 @@ fn builtin_renderers_match_the_official_templates() {
         if skip.contains(&name) {
             continue;
         }
-        let Some(messages) = messages_of(&case) else { continue };
+        let Some(messages) = messages_of(&case) else {
+            continue;
+        };
         let template = match case["template"].as_str().unwrap() {
             "gemma3" => ChatTemplate::BuiltinGemma3,
             _ => ChatTemplate::BuiltinGemma4,
@@ -119,10 +133,17 @@ fn builtin_renderers_match_the_official_templates() {
         match (case["rendered"].as_str(), ours) {
             (Some(expected), Ok(ours)) if ours == expected => {}
             (None, Err(_)) => {}
-            (expected, ours) => failures.push(format!("{name}:\n  transformers: {expected:?}\n  ours:         {ours:?}")),
+            (expected, ours) => failures.push(format!(
+                "{name}:\n  transformers: {expected:?}\n  ours:         {ours:?}"
+            )),
         }
     }
     eprintln!("checked {checked} cases");
     assert!(checked >= 20);
-    assert!(failures.is_empty(), "{} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -48,7 +48,11 @@ fn read_npy(name: &str) -> (Vec<u64>, Vec<f32>) {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -72,7 +76,10 @@ fn greedy_continuations_match_llama_cpp() {
             if f64_margins[step].as_f64().unwrap() < F64_TIE {
                 break;
             }
-            assert_eq!(ours[step], f64_tokens[step], "prompt {i} step {step}: differs from the float64 reference");
+            assert_eq!(
+                ours[step], f64_tokens[step],
+                "prompt {i} step {step}: differs from the float64 reference"
+            );
             f64_matched += 1;
         }
         // Identical until the first divergence, which is allowed only where llama.cpp's own
@@ -95,7 +102,11 @@ fn greedy_continuations_match_llama_cpp() {
                 ours[step],
                 expected[step]
             );
-            let rank = if ours[step] == second { "its runner-up" } else { "a token outside its top 2" };
+            let rank = if ours[step] == second {
+                "its runner-up"
+            } else {
+                "a token outside its top 2"
+            };
             verdict = format!("then {rank} at a near tie (margin {margin:.3})");
             break;
         }
@@ -121,11 +132,22 @@ fn first_step_logits_match_float64_and_are_close_to_llama_cpp() {
         let mut cache = model.new_cache(prompt.len());
         let ours = model.forward(&mut cache, &prompt, LogitsFor::Last).unwrap();
         let row = i * vocab..(i + 1) * vocab;
-        assert_close(&format!("prompt {i}: first-step logits vs float64 numpy"), &ours, &exact[row.clone()], 1e-3);
+        assert_close(
+            &format!("prompt {i}: first-step logits vs float64 numpy"),
+            &ours,
+            &exact[row.clone()],
+            1e-3,
+        );
         let err = max_abs_diff(&ours, &llama[row.clone()]);
         eprintln!("prompt {i}: first-step logits vs llama.cpp max-abs {err:.4}");
         // llama.cpp is itself 0.86–1.47 from the float64 reference on these prompts.
-        assert!(err < 2.0, "prompt {i}: first-step logits differ from llama.cpp by {err}");
-        assert_eq!(gemmakit::sampling::argmax(&ours), gemmakit::sampling::argmax(&llama[row]));
+        assert!(
+            err < 2.0,
+            "prompt {i}: first-step logits differ from llama.cpp by {err}"
+        );
+        assert_eq!(
+            gemmakit::sampling::argmax(&ours),
+            gemmakit::sampling::argmax(&llama[row])
+        );
     }
 }

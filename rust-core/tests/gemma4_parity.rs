@@ -17,9 +17,16 @@ fn check_prompt_logits(fixture: &str, backend: BackendKind, tol: f32) {
     let t = ids.len();
     let h = model.config().hidden_size;
     let mut cache = model.new_cache(t);
-    let (logits, trace) = model.forward_traced(&mut cache, &ids, LogitsFor::All).expect("forward");
+    let (logits, trace) = model
+        .forward_traced(&mut cache, &ids, LogitsFor::All)
+        .expect("forward");
 
-    assert_close("embeddings", &trace.embeddings, &reference.f32("text.inputs_embeds"), tol);
+    assert_close(
+        "embeddings",
+        &trace.embeddings,
+        &reference.f32("text.inputs_embeds"),
+        tol,
+    );
     assert_close(
         "per-layer inputs",
         &trace.per_layer_inputs,
@@ -28,10 +35,25 @@ fn check_prompt_logits(fixture: &str, backend: BackendKind, tol: f32) {
     );
     for (i, out) in trace.layer_outputs.iter().enumerate() {
         assert_eq!(out.len(), t * h);
-        assert_close_scaled(&format!("layer {i} output"), out, &reference.f32(&format!("text.layer_out.{i}")), tol);
+        assert_close_scaled(
+            &format!("layer {i} output"),
+            out,
+            &reference.f32(&format!("text.layer_out.{i}")),
+            tol,
+        );
     }
-    assert_close("final norm", &trace.final_norm, &reference.f32("text.final_norm"), tol);
-    assert_close("logits (all positions)", &logits, &reference.f32("text.logits"), tol);
+    assert_close(
+        "final norm",
+        &trace.final_norm,
+        &reference.f32("text.final_norm"),
+        tol,
+    );
+    assert_close(
+        "logits (all positions)",
+        &logits,
+        &reference.f32("text.logits"),
+        tol,
+    );
 }
 
 fn check_greedy(fixture: &str, backend: BackendKind, tol: f32, prefix: &str) {
@@ -43,7 +65,12 @@ fn check_greedy(fixture: &str, backend: BackendKind, tol: f32, prefix: &str) {
     let (tokens, step_logits) = greedy_cached(&model, &prompt, expected.len());
     assert_eq!(tokens, expected, "greedy tokens differ from transformers");
     let flat: Vec<f32> = step_logits.concat();
-    assert_close("greedy step logits (KV cache)", &flat, &expected_logits, tol);
+    assert_close(
+        "greedy step logits (KV cache)",
+        &flat,
+        &expected_logits,
+        tol,
+    );
 }
 
 fn check_cached_equals_uncached(fixture: &str, backend: BackendKind) {
@@ -52,10 +79,26 @@ fn check_cached_equals_uncached(fixture: &str, backend: BackendKind) {
     let prompt = reference.ids("long.input_ids");
     let (cached, cached_logits) = greedy_cached(&model, &prompt, 8);
     let (uncached, uncached_logits) = greedy_uncached(&model, &prompt, 8);
-    assert_eq!(cached, uncached, "KV-cached decode diverged from recomputation");
-    assert_eq!(cached, reference.ids("long.gen_tokens"), "long-prompt greedy differs from transformers");
-    let tol = if backend == BackendKind::Cpu { CPU_TOL } else { GPU_TOL };
-    assert_close("cached vs uncached step logits", &cached_logits.concat(), &uncached_logits.concat(), tol);
+    assert_eq!(
+        cached, uncached,
+        "KV-cached decode diverged from recomputation"
+    );
+    assert_eq!(
+        cached,
+        reference.ids("long.gen_tokens"),
+        "long-prompt greedy differs from transformers"
+    );
+    let tol = if backend == BackendKind::Cpu {
+        CPU_TOL
+    } else {
+        GPU_TOL
+    };
+    assert_close(
+        "cached vs uncached step logits",
+        &cached_logits.concat(),
+        &uncached_logits.concat(),
+        tol,
+    );
     assert_close(
         "long-prompt step logits vs transformers",
         &cached_logits.concat(),
@@ -74,22 +117,35 @@ fn check_long_prompt_chunked(fixture: &str, backend: BackendKind, tol: f32) {
     let vocab = model.config().vocab_size;
 
     let mut cache = model.new_cache(prompt.len());
-    let all = model.forward(&mut cache, &prompt, LogitsFor::All).expect("forward");
+    let all = model
+        .forward(&mut cache, &prompt, LogitsFor::All)
+        .expect("forward");
     assert_close("long prompt, one pass", &all, &expected, tol);
 
-    let mut cache = model.new_cache(prompt.len());
-    let mut chunked = Vec::new();
-    let mut start = 0;
-    for size in [1usize, 3, 9, 2, 12, 1, 5, 7].iter().cycle() {
-        if start >= prompt.len() {
-            break;
+    for slack in [0, 3, 128] {
+        let mut cache = model.new_cache_with_slack(prompt.len(), slack);
+        let mut chunked = Vec::new();
+        let mut start = 0;
+        for size in [1usize, 3, 9, 2, 12, 1, 5, 7].iter().cycle() {
+            if start >= prompt.len() {
+                break;
+            }
+            let end = (start + size).min(prompt.len());
+            chunked.extend(
+                model
+                    .forward(&mut cache, &prompt[start..end], LogitsFor::All)
+                    .expect("chunk"),
+            );
+            start = end;
         }
-        let end = (start + size).min(prompt.len());
-        chunked.extend(model.forward(&mut cache, &prompt[start..end], LogitsFor::All).expect("chunk"));
-        start = end;
+        assert_eq!(chunked.len(), prompt.len() * vocab);
+        assert_close(
+            &format!("long prompt, uneven chunks through the cache (ring slack {slack})"),
+            &chunked,
+            &expected,
+            tol,
+        );
     }
-    assert_eq!(chunked.len(), prompt.len() * vocab);
-    assert_close("long prompt, uneven chunks through the cache", &chunked, &expected, tol);
 }
 
 macro_rules! parity_suite {
@@ -143,3 +199,22 @@ macro_rules! parity_suite {
 
 parity_suite!(e2b, "tiny_gemma4_e2b");
 parity_suite!(e4b, "tiny_gemma4_e4b");
+
+/// Rolling the cache back (a conversation whose last tokens changed) and re-feeding gives the
+/// reference logits again; a ring refuses to roll back further than its slack.
+#[test]
+fn cache_rollback_within_the_ring_slack_is_exact() {
+    let reference = Reference::load("tiny_gemma4_e2b");
+    let model = load("tiny_gemma4_e2b", BackendKind::Cpu);
+    let prompt = reference.ids("long.input_ids");
+    let expected = reference.f32("long.logits");
+    let vocab = model.config().vocab_size;
+    let mut cache = model.new_cache_with_slack(prompt.len(), 12);
+    model.forward(&mut cache, &prompt, LogitsFor::Last).unwrap();
+    assert!(!cache.truncate(prompt.len() - 13), "13 back exceeds a slack of 12");
+    assert_eq!(cache.len(), prompt.len());
+    assert!(cache.truncate(prompt.len() - 12));
+    let tail = &prompt[prompt.len() - 12..];
+    let logits = model.forward(&mut cache, tail, LogitsFor::All).unwrap();
+    assert_close("logits after rolling back 12 tokens", &logits, &expected[(prompt.len() - 12) * vocab..], CPU_TOL);
+}

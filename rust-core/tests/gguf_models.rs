@@ -23,7 +23,10 @@ fn check_variant(fixture: &str) {
     let ids = reference.ids("long.input_ids");
     let expected = reference.f32("long.logits");
     let safetensors = all_logits(&load(fixture, BackendKind::Cpu), &ids);
-    let f32_gguf = all_logits(&load_gguf(&fixture_dir(fixture).join("model-f32.gguf")).unwrap(), &ids);
+    let f32_gguf = all_logits(
+        &load_gguf(&fixture_dir(fixture).join("model-f32.gguf")).unwrap(),
+        &ids,
+    );
     assert_close("F32 GGUF vs safetensors", &f32_gguf, &safetensors, 1e-5);
     assert_close("F32 GGUF vs transformers", &f32_gguf, &expected, 1e-4);
 
@@ -33,7 +36,12 @@ fn check_variant(fixture: &str) {
     // and 1.58 (E4B) max-abs on this 40-token prompt; llama.cpp on the same Q8_0 files is
     // 1.7–1.8 away from transformers. The dequantizers themselves are bit-exact (weights::quant
     // tests); this checks the mixed Q8_0/F16/F32 plumbing end to end.
-    assert_close("Q8_0 GGUF vs transformers (f32)", &q8_logits, &expected, 2.0);
+    assert_close(
+        "Q8_0 GGUF vs transformers (f32)",
+        &q8_logits,
+        &expected,
+        2.0,
+    );
     // Q8_0 must also be consistent with itself through the KV cache.
     let (cached, _) = greedy_cached(&q8, &ids, 6);
     let (uncached, _) = greedy_uncached(&q8, &ids, 6);
@@ -59,7 +67,10 @@ fn scratch(name: &str) -> PathBuf {
 /// Offset of the first tensor-info record (its name's length prefix) in a GGUF.
 fn first_tensor_info(bytes: &[u8], name: &str) -> usize {
     let needle = name.as_bytes();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("tensor name in header");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("tensor name in header");
     at - 8
 }
 
@@ -85,7 +96,11 @@ fn hostile_gguf_files_are_typed_errors() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let cut = if i < 5 { [0, 3, 8, 23, 100][i] } else { (state % good.len() as u64) as usize };
+        let cut = if i < 5 {
+            [0, 3, 8, 23, 100][i]
+        } else {
+            (state % good.len() as u64) as usize
+        };
         let err = match load_gguf(&{
             let p = scratch(&format!("trunc{i}.gguf"));
             std::fs::write(&p, &good[..cut]).unwrap();
@@ -94,7 +109,10 @@ fn hostile_gguf_files_are_typed_errors() {
             Err(e) => e,
             Ok(_) => panic!("truncated at {cut} loaded"),
         };
-        assert!(matches!(err, GemmaError::InvalidWeightFile { .. }), "cut at {cut}: {err}");
+        assert!(
+            matches!(err, GemmaError::InvalidWeightFile { .. }),
+            "cut at {cut}: {err}"
+        );
     }
 
     let mut bad = good.clone();
@@ -117,7 +135,8 @@ fn hostile_gguf_files_are_typed_errors() {
     let name = "token_embd.weight";
     let info = first_tensor_info(&good, name);
     let dims_at = info + 8 + name.len() + 4;
-    let n_dims = u32::from_le_bytes(good[info + 8 + name.len()..dims_at].try_into().unwrap()) as usize;
+    let n_dims =
+        u32::from_le_bytes(good[info + 8 + name.len()..dims_at].try_into().unwrap()) as usize;
     let type_at = dims_at + 8 * n_dims;
     let offset_at = type_at + 4;
 

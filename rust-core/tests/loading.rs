@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::*;
-use gemmakit::model::{GemmaModel, GemmaConfig, LogitsFor};
+use gemmakit::model::{GemmaConfig, GemmaModel, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
@@ -18,24 +18,41 @@ const EMBED: &str = "model.language_model.embed_tokens.weight";
 fn embedding_tables_are_gathered_row_by_row_not_loaded() {
     let model = load("tiny_gemma4_e2b", BackendKind::Cpu);
     let log = model.weights().read_log();
-    assert_eq!(log.bytes_read(PLE), 0, "loading must not copy the per-layer embedding table");
-    assert_eq!(log.bytes_read(EMBED), 0, "loading must not copy the token embedding");
+    assert_eq!(
+        log.bytes_read(PLE),
+        0,
+        "loading must not copy the per-layer embedding table"
+    );
+    assert_eq!(
+        log.bytes_read(EMBED),
+        0,
+        "loading must not copy the token embedding"
+    );
 
     let tokens = [2u32, 17, 301, 5];
     let mut cache = model.new_cache(8);
     model.forward(&mut cache, &tokens, LogitsFor::Last).unwrap();
     let ple = model.weights().get(PLE).unwrap();
     let row_bytes = ple.row_stride() as u64;
-    assert_eq!(log.bytes_read(PLE), tokens.len() as u64 * row_bytes, "exactly one PLE row per token");
+    assert_eq!(
+        log.bytes_read(PLE),
+        tokens.len() as u64 * row_bytes,
+        "exactly one PLE row per token"
+    );
     let embed = model.weights().get(EMBED).unwrap();
     let embed_row = embed.row_stride() as u64;
-    assert_eq!(log.bytes_read(EMBED), tokens.len() as u64 * embed_row, "one embedding row per token");
+    assert_eq!(
+        log.bytes_read(EMBED),
+        tokens.len() as u64 * embed_row,
+        "one embedding row per token"
+    );
 }
 
 #[test]
 fn both_config_layouts_resolve_to_the_same_layers() {
     // Release layout (global_head_dim) vs transformers ≥ 5.2x layout (per_layer_config).
-    let release = std::fs::read_to_string(fixture_dir("tiny_gemma4_e2b").join("config.json")).unwrap();
+    let release =
+        std::fs::read_to_string(fixture_dir("tiny_gemma4_e2b").join("config.json")).unwrap();
     let mut value: serde_json::Value = serde_json::from_str(&release).unwrap();
     let tc = value["text_config"].as_object_mut().unwrap();
     let global = tc.remove("global_head_dim").unwrap();
@@ -64,8 +81,12 @@ fn both_config_layouts_resolve_to_the_same_layers() {
 fn write_checkpoint(dir: &Path, config: &str, tensors: &HashMap<String, TensorView<'_>>) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), config).unwrap();
-    safetensors::serialize_to_file(tensors.iter().map(|(k, v)| (k.clone(), v.clone())), None, &dir.join("model.safetensors"))
-        .unwrap();
+    safetensors::serialize_to_file(
+        tensors.iter().map(|(k, v)| (k.clone(), v.clone())),
+        None,
+        &dir.join("model.safetensors"),
+    )
+    .unwrap();
 }
 
 fn load_dir(dir: &Path) -> Result<GemmaModel, GemmaError> {
@@ -91,7 +112,11 @@ fn missing_tensor_is_named() {
     let (config, bytes) = fixture_parts();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let missing = "model.language_model.layers.2.self_attn.k_norm.weight";
-    let tensors: HashMap<_, _> = st.tensors().into_iter().filter(|(n, _)| n != missing).collect();
+    let tensors: HashMap<_, _> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != missing)
+        .collect();
     let dir = scratch("missing");
     write_checkpoint(&dir, &config, &tensors);
     match load_dir(&dir) {
@@ -107,7 +132,10 @@ fn unused_kv_tensors_on_shared_layers_are_tolerated() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: HashMap<_, _> = st.tensors().into_iter().collect();
     let k = tensors["model.language_model.layers.0.self_attn.k_proj.weight"].clone();
-    tensors.insert("model.language_model.layers.3.self_attn.k_proj.weight".into(), k);
+    tensors.insert(
+        "model.language_model.layers.3.self_attn.k_proj.weight".into(),
+        k,
+    );
     let dir = scratch("extra");
     write_checkpoint(&dir, &config, &tensors);
     load_dir(&dir).expect("extra unused tensors load");
@@ -126,7 +154,11 @@ fn wrong_shape_names_tensor_expected_and_found() {
     let dir = scratch("shape");
     write_checkpoint(&dir, &config, &tensors);
     match load_dir(&dir) {
-        Err(GemmaError::ShapeMismatch { name, expected, found }) => {
+        Err(GemmaError::ShapeMismatch {
+            name,
+            expected,
+            found,
+        }) => {
             assert_eq!(name, target);
             assert_eq!(expected, vec![128, 64]);
             assert_eq!(found, vec![64, 128]);
@@ -140,7 +172,11 @@ fn unknown_model_type_is_rejected() {
     let (config, bytes) = fixture_parts();
     let dir = scratch("arch");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), config.replace("\"model_type\": \"gemma4\"", "\"model_type\": \"llama\"")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"model_type\": \"gemma4\"", "\"model_type\": \"llama\""),
+    )
+    .unwrap();
     std::fs::write(dir.join("model.safetensors"), &bytes).unwrap();
     match load_dir(&dir) {
         Err(GemmaError::UnknownArchitecture(arch)) => assert_eq!(arch, "llama"),
@@ -157,8 +193,13 @@ fn truncated_weight_file_is_a_typed_error() {
         std::fs::write(dir.join("config.json"), &config).unwrap();
         std::fs::write(dir.join("model.safetensors"), &bytes[..cut]).unwrap();
         match load_dir(&dir) {
-            Err(GemmaError::InvalidWeightFile { reason, .. }) => eprintln!("cut at {cut}: {reason}"),
-            other => panic!("cut at {cut}: expected InvalidWeightFile, got {:?}", other.err()),
+            Err(GemmaError::InvalidWeightFile { reason, .. }) => {
+                eprintln!("cut at {cut}: {reason}")
+            }
+            other => panic!(
+                "cut at {cut}: expected InvalidWeightFile, got {:?}",
+                other.err()
+            ),
         }
     }
 }
@@ -181,7 +222,10 @@ fn out_of_vocabulary_token_and_context_overflow_are_errors() {
     ));
     assert!(matches!(
         model.forward(&mut cache, &[2, 3, 4, 5, 6], LogitsFor::Last),
-        Err(GemmaError::ContextOverflow { requested: 5, context_len: 4 })
+        Err(GemmaError::ContextOverflow {
+            requested: 5,
+            context_len: 4
+        })
     ));
     // A failed call leaves the cache untouched and usable.
     assert_eq!(cache.len(), 0);

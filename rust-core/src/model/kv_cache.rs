@@ -17,8 +17,18 @@ pub struct StepKv {
 #[derive(Clone)]
 enum Storage {
     Growing,
-    Ring { window: usize },
+    /// `capacity` = window + rollback slack: the extra slots keep positions that have left the
+    /// window, so a conversation can roll back a few tokens (a re-tokenized answer) without
+    /// rebuilding the cache.
+    Ring {
+        window: usize,
+        capacity: usize,
+    },
 }
+
+/// Positions a sliding-layer ring keeps beyond its window, so the cache can be rolled back by
+/// up to this many tokens.
+pub const ROLLBACK_SLACK: usize = 128;
 
 /// Cloning is cheap and safe: burn tensors are immutable values, so a clone and its original
 /// diverge on their next write (copy on write).
@@ -37,8 +47,9 @@ impl LayerCache {
         Self::with_storage(Storage::Growing, kv_heads, head_dim)
     }
 
-    pub fn ring(window: usize, kv_heads: usize, head_dim: usize) -> Self {
-        Self::with_storage(Storage::Ring { window }, kv_heads, head_dim)
+    pub fn ring(window: usize, slack: usize, kv_heads: usize, head_dim: usize) -> Self {
+        let capacity = window + slack;
+        Self::with_storage(Storage::Ring { window, capacity }, kv_heads, head_dim)
     }
 
     fn with_storage(storage: Storage, kv_heads: usize, head_dim: usize) -> Self {
@@ -57,7 +68,7 @@ impl LayerCache {
     pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
         match self.storage {
             Storage::Growing => self.append_growing(k, v, positions),
-            Storage::Ring { window } => self.append_ring(window, k, v, positions),
+            Storage::Ring { capacity, .. } => self.append_ring(capacity, k, v, positions),
         }
     }
 
@@ -66,7 +77,9 @@ impl LayerCache {
     fn can_truncate(&self, current: usize, len: usize) -> bool {
         match self.storage {
             Storage::Growing => true,
-            Storage::Ring { window } => current.saturating_sub(window) <= len.saturating_sub(window),
+            Storage::Ring { window, capacity } => {
+                current.saturating_sub(capacity) <= len.saturating_sub(window)
+            }
         }
     }
 
@@ -103,8 +116,16 @@ impl LayerCache {
             self.k = Some(grown_k);
             self.v = Some(grown_v);
         }
-        let cache_k = self.k.take().expect("allocated above").slice_assign(s![.., len..needed, ..], k);
-        let cache_v = self.v.take().expect("allocated above").slice_assign(s![.., len..needed, ..], v);
+        let cache_k = self
+            .k
+            .take()
+            .expect("allocated above")
+            .slice_assign(s![.., len..needed, ..], k);
+        let cache_v = self
+            .v
+            .take()
+            .expect("allocated above")
+            .slice_assign(s![.., len..needed, ..], v);
         self.slot_pos.extend(positions.iter().map(|&p| Some(p)));
         let step = StepKv {
             k: cache_k.clone().slice(s![.., 0..needed, ..]),
@@ -116,7 +137,15 @@ impl LayerCache {
         step
     }
 
-    fn append_ring(&mut self, window: usize, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
+    /// `window` here is the ring's capacity (window + slack); the attention mask enforces the
+    /// real window.
+    fn append_ring(
+        &mut self,
+        window: usize,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        positions: &[usize],
+    ) -> StepKv {
         let device = k.device();
         if self.k.is_none() {
             self.k = Some(self.zeros(window, &device));
@@ -146,8 +175,14 @@ impl LayerCache {
             // Consecutive positions map to consecutive slots until the ring wraps.
             let slot = positions[i] % window;
             let run = (window - slot).min(t - i);
-            ring_k = ring_k.slice_assign(s![.., slot..slot + run, ..], k.clone().slice(s![.., i..i + run, ..]));
-            ring_v = ring_v.slice_assign(s![.., slot..slot + run, ..], v.clone().slice(s![.., i..i + run, ..]));
+            ring_k = ring_k.slice_assign(
+                s![.., slot..slot + run, ..],
+                k.clone().slice(s![.., i..i + run, ..]),
+            );
+            ring_v = ring_v.slice_assign(
+                s![.., slot..slot + run, ..],
+                v.clone().slice(s![.., i..i + run, ..]),
+            );
             for j in 0..run {
                 self.slot_pos[slot + j] = Some(positions[i + j]);
             }
@@ -200,10 +235,18 @@ impl KvCache {
             return len == self.len;
         }
         let current = self.len;
-        if !self.layers.iter().flatten().all(|l| l.can_truncate(current, len)) {
+        if !self
+            .layers
+            .iter()
+            .flatten()
+            .all(|l| l.can_truncate(current, len))
+        {
             return false;
         }
-        self.layers.iter_mut().flatten().for_each(|l| l.truncate(len));
+        self.layers
+            .iter_mut()
+            .flatten()
+            .for_each(|l| l.truncate(len));
         self.len = len;
         true
     }

@@ -28,7 +28,8 @@ impl Linear {
             BackendKind::Gpu => {
                 let (out_features, in_features) = (weight.rows(), weight.cols());
                 let row_bytes = in_features * std::mem::size_of::<f32>();
-                let rows_per_chunk = (device.max_binding_bytes / row_bytes.max(1)).clamp(1, out_features.max(1));
+                let rows_per_chunk =
+                    (device.max_binding_bytes / row_bytes.max(1)).clamp(1, out_features.max(1));
                 let mut chunks = Vec::new();
                 let mut start = 0;
                 while start < out_features {
@@ -72,7 +73,8 @@ impl Linear {
                 Ok(from_host(y, [tokens, w.rows()], &device))
             }
             Linear::Device { chunks, .. } => {
-                let parts: Vec<Tensor<2>> = chunks.iter().map(|w| x.clone().matmul(w.clone())).collect();
+                let parts: Vec<Tensor<2>> =
+                    chunks.iter().map(|w| x.clone().matmul(w.clone())).collect();
                 Ok(if parts.len() == 1 {
                     parts.into_iter().next().expect("one chunk")
                 } else {

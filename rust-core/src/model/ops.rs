@@ -5,7 +5,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{GemmaError, Result};
 
-pub fn from_host<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+pub fn from_host<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 

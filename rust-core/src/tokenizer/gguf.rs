@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 
+use tokenizers::Tokenizer as HfTokenizer;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence;
 use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::replace::Replace;
-use tokenizers::Tokenizer as HfTokenizer;
 use tokenizers::{DecoderWrapper, NormalizerWrapper};
 
 use super::{TokenKind, Tokenizer};
@@ -25,14 +25,22 @@ fn invalid(msg: impl Into<String>) -> GemmaError {
 }
 
 pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
-    let model = gguf.get_str("tokenizer.ggml.model").map_err(|e| invalid(e.to_string()))?;
+    let model = gguf
+        .get_str("tokenizer.ggml.model")
+        .map_err(|e| invalid(e.to_string()))?;
     if model != "llama" && model != "gemma4" {
-        return Err(GemmaError::Unsupported(format!("GGUF tokenizer model `{model}`")));
+        return Err(GemmaError::Unsupported(format!(
+            "GGUF tokenizer model `{model}`"
+        )));
     }
-    let pieces = gguf.get_str_array("tokenizer.ggml.tokens").map_err(|e| invalid(e.to_string()))?;
+    let pieces = gguf
+        .get_str_array("tokenizer.ggml.tokens")
+        .map_err(|e| invalid(e.to_string()))?;
     let scores = gguf.get_f32_array("tokenizer.ggml.scores").ok();
     let types = gguf.get_i32_array("tokenizer.ggml.token_type").ok();
-    if scores.is_some_and(|s| s.len() != pieces.len()) || types.is_some_and(|t| t.len() != pieces.len()) {
+    if scores.is_some_and(|s| s.len() != pieces.len())
+        || types.is_some_and(|t| t.len() != pieces.len())
+    {
         return Err(invalid("scores / token types do not match the token count"));
     }
     let kinds: Vec<TokenKind> = (0..pieces.len())
@@ -80,9 +88,13 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     let bpe = builder.build().map_err(|e| invalid(e.to_string()))?;
 
     let mut hf = HfTokenizer::new(bpe);
-    let add_space_prefix = gguf.get_bool("tokenizer.ggml.add_space_prefix").unwrap_or(false);
+    let add_space_prefix = gguf
+        .get_bool("tokenizer.ggml.add_space_prefix")
+        .unwrap_or(false);
     if add_space_prefix {
-        return Err(GemmaError::Unsupported("tokenizer.ggml.add_space_prefix = true".into()));
+        return Err(GemmaError::Unsupported(
+            "tokenizer.ggml.add_space_prefix = true".into(),
+        ));
     }
     let space = Replace::new(" ", "\u{2581}").map_err(|e| invalid(e.to_string()))?;
     hf.with_normalizer(Some(NormalizerWrapper::Replace(space)))
@@ -95,7 +107,9 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     ]))));
 
     let id = |key: &str| gguf.get_uint(key).ok().map(|v| v as u32);
-    let add_bos = gguf.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(true);
+    let add_bos = gguf
+        .get_bool("tokenizer.ggml.add_bos_token")
+        .unwrap_or(true);
     Tokenizer::from_parts(
         hf,
         pieces,
@@ -108,8 +122,16 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
 
 /// Every split of every mergeable piece into two pieces of the vocabulary, ordered by the
 /// joined piece's score (highest first; ties by id, as SentencePiece breaks them).
-fn merges_from_scores(pieces: &[String], scores: &[f32], kinds: &[TokenKind]) -> Vec<(String, String)> {
-    let index: HashMap<&str, usize> = pieces.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
+fn merges_from_scores(
+    pieces: &[String],
+    scores: &[f32],
+    kinds: &[TokenKind],
+) -> Vec<(String, String)> {
+    let index: HashMap<&str, usize> = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
     let mut ranked: Vec<(f32, usize, usize, usize)> = Vec::new();
     for (id, piece) in pieces.iter().enumerate() {
         if kinds[id] != TokenKind::Normal && kinds[id] != TokenKind::UserDefined {

@@ -58,7 +58,9 @@ impl Tokenizer {
             .zip(&kinds)
             .filter_map(|(piece, kind)| match kind {
                 TokenKind::Control => Some(AddedToken::from(piece.clone(), true).normalized(false)),
-                TokenKind::UserDefined => Some(AddedToken::from(piece.clone(), false).normalized(false)),
+                TokenKind::UserDefined => {
+                    Some(AddedToken::from(piece.clone(), false).normalized(false))
+                }
                 _ => None,
             })
             .collect();
@@ -80,7 +82,8 @@ impl Tokenizer {
 
     /// Loads a Hugging Face `tokenizer.json`.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let hf = HfTokenizer::from_file(path).map_err(|e| GemmaError::InvalidConfig(format!("{}: {e}", path.display())))?;
+        let hf = HfTokenizer::from_file(path)
+            .map_err(|e| GemmaError::InvalidConfig(format!("{}: {e}", path.display())))?;
         let size = hf.get_vocab_size(true);
         let mut pieces = vec![String::new(); size];
         let mut kinds = vec![TokenKind::Normal; size];
@@ -91,7 +94,11 @@ impl Tokenizer {
         }
         for (id, added) in hf.get_added_tokens_decoder() {
             if let Some(kind) = kinds.get_mut(id as usize) {
-                *kind = if added.special { TokenKind::Control } else { TokenKind::UserDefined };
+                *kind = if added.special {
+                    TokenKind::Control
+                } else {
+                    TokenKind::UserDefined
+                };
             }
         }
         for (piece, kind) in pieces.iter().zip(kinds.iter_mut()) {
@@ -127,7 +134,11 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let tk = if parse_special { &self.with_special } else { &self.without_special };
+        let tk = if parse_special {
+            &self.with_special
+        } else {
+            &self.without_special
+        };
         let enc = tk
             .encode(text, false)
             .map_err(|e| GemmaError::InvalidArgument(format!("tokenization failed: {e}")))?;

@@ -58,7 +58,9 @@ pub enum GgufError {
     BadMagic { found: [u8; 4] },
     #[error("unsupported GGUF version {version}: only versions 2 and 3 are read{hint}")]
     UnsupportedVersion { version: u32, hint: &'static str },
-    #[error("truncated GGUF: {what} needs {needed} bytes at offset {offset}, but only {available} remain")]
+    #[error(
+        "truncated GGUF: {what} needs {needed} bytes at offset {offset}, but only {available} remain"
+    )]
     Truncated {
         what: String,
         offset: usize,
@@ -91,10 +93,16 @@ pub enum GgufError {
     #[error("tensor '{tensor}' has {n_dims} dimensions; GGUF allows at most 4")]
     TooManyDims { tensor: String, n_dims: u32 },
     #[error("tensor '{tensor}': dimension {dim} is {value}, larger than i64::MAX")]
-    DimTooLarge { tensor: String, dim: usize, value: u64 },
+    DimTooLarge {
+        tensor: String,
+        dim: usize,
+        value: u64,
+    },
     #[error("tensor '{tensor}' has unknown ggml type id {type_id}")]
     UnknownGgmlType { tensor: String, type_id: u32 },
-    #[error("tensor '{tensor}': row length {row_len} is not a multiple of the {ty} block size {block_size}")]
+    #[error(
+        "tensor '{tensor}': row length {row_len} is not a multiple of the {ty} block size {block_size}"
+    )]
     NotBlockMultiple {
         tensor: String,
         ty: GgmlType,
@@ -103,7 +111,9 @@ pub enum GgufError {
     },
     #[error("arithmetic overflow computing {what}")]
     Overflow { what: String },
-    #[error("tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor '{tensor}': data offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     Misaligned {
         tensor: String,
         offset: u64,
@@ -128,7 +138,9 @@ pub enum GgufError {
     },
     #[error("no tensor named '{0}'")]
     MissingTensor(String),
-    #[error("tensor '{tensor}': bytes {start}..{end} are outside the {len}-byte buffer given (not the parsed file?)")]
+    #[error(
+        "tensor '{tensor}': bytes {start}..{end} are outside the {len}-byte buffer given (not the parsed file?)"
+    )]
     BufferMismatch {
         tensor: String,
         start: usize,
@@ -541,12 +553,13 @@ impl TensorInfo {
     /// The tensor's bytes in `file`, which should be the slice that was parsed. Fails (rather
     /// than panicking) if `file` is shorter than the parsed one.
     pub fn data<'a>(&self, file: &'a [u8]) -> Result<&'a [u8]> {
-        file.get(self.range.clone()).ok_or_else(|| GgufError::BufferMismatch {
-            tensor: self.name.clone(),
-            start: self.range.start,
-            end: self.range.end,
-            len: file.len(),
-        })
+        file.get(self.range.clone())
+            .ok_or_else(|| GgufError::BufferMismatch {
+                tensor: self.name.clone(),
+                start: self.range.start,
+                end: self.range.end,
+                len: file.len(),
+            })
     }
 }
 
@@ -622,7 +635,9 @@ impl GgufFile {
         let kv_count = r.u64(|| "metadata key count".into())?;
         // Early, coarse bounds so an absurd header fails at once with a clear message.
         r.check_count(kv_count, MIN_KV_BYTES, || "metadata key/value pairs".into())?;
-        r.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, || "tensor infos".into())?;
+        r.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, || {
+            "tensor infos".into()
+        })?;
 
         let mut metadata = BTreeMap::new();
         for index in 0..kv_count {
@@ -634,10 +649,11 @@ impl GgufFile {
                 return Err(GgufError::DuplicateKey(key));
             }
             let type_id = r.u32(|| format!("value type of key '{key}'"))?;
-            let ty = GgufValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-                key: key.clone(),
-                type_id,
-            })?;
+            let ty =
+                GgufValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+                    key: key.clone(),
+                    type_id,
+                })?;
             let value = read_value(&mut r, &key, ty)?;
             metadata.insert(key, value);
         }
@@ -656,7 +672,9 @@ impl GgufFile {
         }
 
         // Now the exact bound: every remaining tensor info needs at least its minimum size.
-        let n_tensors = r.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, || "tensor infos".into())?;
+        let n_tensors = r.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, || {
+            "tensor infos".into()
+        })?;
         let file_len = bytes.len();
         let mut raw = Vec::with_capacity(n_tensors);
         let mut by_name = BTreeMap::new();
@@ -674,8 +692,10 @@ impl GgufFile {
         let data_offset = if n_tensors == 0 {
             end_of_infos
         } else {
-            let aligned = align_up(end_of_infos as u64, alignment.into()).ok_or_else(|| GgufError::Overflow {
-                what: "start of the tensor data section".into(),
+            let aligned = align_up(end_of_infos as u64, alignment.into()).ok_or_else(|| {
+                GgufError::Overflow {
+                    what: "start of the tensor data section".into(),
+                }
             })?;
             if aligned > file_len as u64 {
                 return Err(GgufError::Truncated {
@@ -861,7 +881,12 @@ impl<'a> Reader<'a> {
 
     /// Checks that `count` items of at least `min_size` bytes each could fit in what is left,
     /// and returns the count as a usize that is then safe to reserve capacity for.
-    fn check_count(&self, count: u64, min_size: u64, what: impl FnOnce() -> String) -> Result<usize> {
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        what: impl FnOnce() -> String,
+    ) -> Result<usize> {
         let available = self.remaining();
         let max = available as u64 / min_size;
         if count > max {
@@ -911,7 +936,9 @@ fn read_array(r: &mut Reader<'_>, key: &str, depth: usize) -> Result<MetaArray> 
         type_id,
     })?;
     let count = r.u64(|| format!("array length of key '{key}'"))?;
-    let n = r.check_count(count, elem.min_encoded_len(), || format!("elements in array '{key}'"))?;
+    let n = r.check_count(count, elem.min_encoded_len(), || {
+        format!("elements in array '{key}'")
+    })?;
     let what = || format!("elements of array '{key}'");
 
     Ok(match elem {
@@ -925,7 +952,9 @@ fn read_array(r: &mut Reader<'_>, key: &str, depth: usize) -> Result<MetaArray> 
         GgufValueType::U64 => MetaArray::U64(le_vec(r, n, what, u64::from_le_bytes)?),
         GgufValueType::I64 => MetaArray::I64(le_vec(r, n, what, i64::from_le_bytes)?),
         GgufValueType::F64 => MetaArray::F64(le_vec(r, n, what, f64::from_le_bytes)?),
-        GgufValueType::Bool => MetaArray::Bool(r.take(count, what)?.iter().map(|&b| b != 0).collect()),
+        GgufValueType::Bool => {
+            MetaArray::Bool(r.take(count, what)?.iter().map(|&b| b != 0).collect())
+        }
         GgufValueType::String => {
             let mut v = Vec::with_capacity(n);
             for i in 0..n {
@@ -974,7 +1003,10 @@ struct RawTensor {
 fn read_tensor_info(r: &mut Reader<'_>, name: String) -> Result<RawTensor> {
     let n_dims = r.u32(|| format!("n_dims of tensor '{name}'"))?;
     if n_dims as usize > GGUF_MAX_DIMS {
-        return Err(GgufError::TooManyDims { tensor: name, n_dims });
+        return Err(GgufError::TooManyDims {
+            tensor: name,
+            n_dims,
+        });
     }
     let mut shape = Vec::with_capacity(n_dims as usize);
     for dim in 0..n_dims as usize {
@@ -1046,9 +1078,11 @@ impl RawTensor {
             .ok_or_else(|| GgufError::Overflow {
                 what: format!("the data start of tensor '{}'", self.name),
             })?;
-        let end = start.checked_add(self.n_bytes).ok_or_else(|| GgufError::Overflow {
-            what: format!("the data end of tensor '{}'", self.name),
-        })?;
+        let end = start
+            .checked_add(self.n_bytes)
+            .ok_or_else(|| GgufError::Overflow {
+                what: format!("the data end of tensor '{}'", self.name),
+            })?;
         if end > file_len as u64 {
             return Err(GgufError::OutOfBounds {
                 tensor: self.name,
@@ -1114,7 +1148,11 @@ impl GgufWriter {
 
     /// Adds a metadata pair. Keys must be non-empty and unique; `general.alignment` must be a
     /// u32 power of two (it sets the alignment used for the data section).
-    pub fn add_metadata(&mut self, key: impl Into<String>, value: MetaValue) -> Result<&mut GgufWriter> {
+    pub fn add_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: MetaValue,
+    ) -> Result<&mut GgufWriter> {
         let key = key.into();
         if key.is_empty() {
             return Err(GgufError::Writer("empty metadata key".into()));
@@ -1369,17 +1407,36 @@ mod tests {
             ("arr.i8", MetaValue::Array(MetaArray::I8(vec![-1, 1]))),
             ("arr.u16", MetaValue::Array(MetaArray::U16(vec![9]))),
             ("arr.i16", MetaValue::Array(MetaArray::I16(vec![-9, 9]))),
-            ("arr.u32", MetaValue::Array(MetaArray::U32(vec![1, 1 << 31]))),
+            (
+                "arr.u32",
+                MetaValue::Array(MetaArray::U32(vec![1, 1 << 31])),
+            ),
             ("arr.i32", MetaValue::Array(MetaArray::I32(vec![0, -1, 2]))),
-            ("arr.f32", MetaValue::Array(MetaArray::F32(vec![0.5, f32::INFINITY]))),
-            ("arr.bool", MetaValue::Array(MetaArray::Bool(vec![true, false, true]))),
+            (
+                "arr.f32",
+                MetaValue::Array(MetaArray::F32(vec![0.5, f32::INFINITY])),
+            ),
+            (
+                "arr.bool",
+                MetaValue::Array(MetaArray::Bool(vec![true, false, true])),
+            ),
             (
                 "arr.str",
-                MetaValue::Array(MetaArray::String(vec!["<pad>".into(), "".into(), "▁the".into()])),
+                MetaValue::Array(MetaArray::String(vec![
+                    "<pad>".into(),
+                    "".into(),
+                    "▁the".into(),
+                ])),
             ),
             ("arr.u64", MetaValue::Array(MetaArray::U64(vec![u64::MAX]))),
-            ("arr.i64", MetaValue::Array(MetaArray::I64(vec![i64::MIN, 3]))),
-            ("arr.f64", MetaValue::Array(MetaArray::F64(vec![1e300, -2.5]))),
+            (
+                "arr.i64",
+                MetaValue::Array(MetaArray::I64(vec![i64::MIN, 3])),
+            ),
+            (
+                "arr.f64",
+                MetaValue::Array(MetaArray::F64(vec![1e300, -2.5])),
+            ),
             ("arr.empty", MetaValue::Array(MetaArray::F32(vec![]))),
             (
                 "arr.nested",
@@ -1390,7 +1447,9 @@ mod tests {
                 ])),
             ),
         ];
-        v.into_iter().map(|(k, v)| (format!("test.{k}"), v)).collect()
+        v.into_iter()
+            .map(|(k, v)| (format!("test.{k}"), v))
+            .collect()
     }
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -1420,8 +1479,13 @@ mod tests {
             (0..136).map(|i| i as u8).collect::<Vec<_>>(),
         )
         .unwrap();
-        w.add_tensor("q4k.scalar_rows", &[256, 1, 1, 2], GgmlType::Q4_K, vec![7u8; 288])
-            .unwrap();
+        w.add_tensor(
+            "q4k.scalar_rows",
+            &[256, 1, 1, 2],
+            GgmlType::Q4_K,
+            vec![7u8; 288],
+        )
+        .unwrap();
         w
     }
 
@@ -1438,17 +1502,26 @@ mod tests {
         assert_eq!(f.metadata(), &want);
 
         let names: Vec<&str> = f.tensors().iter().map(|t| t.name()).collect();
-        assert_eq!(names, ["f32.weight", "f16.bias", "q8.weight", "q4k.scalar_rows"]);
+        assert_eq!(
+            names,
+            ["f32.weight", "f16.bias", "q8.weight", "q4k.scalar_rows"]
+        );
         for (t, p) in f.tensors().iter().zip(&w.tensors) {
             assert_eq!(t.shape(), p.shape.as_slice());
             assert_eq!(t.ggml_type(), p.ty);
             assert_eq!(t.data(&bytes).unwrap(), p.data.as_slice());
             assert_eq!(t.relative_offset() % 32, 0);
-            assert_eq!(t.byte_range().start, f.data_offset() + t.relative_offset() as usize);
+            assert_eq!(
+                t.byte_range().start,
+                f.data_offset() + t.relative_offset() as usize
+            );
         }
         let t = f.tensor("f32.weight").unwrap();
         assert_eq!(t.shape_row_major(), vec![3, 8]);
-        assert_eq!((t.row_len(), t.n_rows(), t.n_elements(), t.row_bytes()), (8, 3, 24, 32));
+        assert_eq!(
+            (t.row_len(), t.n_rows(), t.n_elements(), t.row_bytes()),
+            (8, 3, 24, 32)
+        );
         let t = f.require_tensor("q4k.scalar_rows").unwrap();
         assert_eq!(t.shape_row_major(), vec![2, 1, 1, 256]);
         assert_eq!((t.n_rows(), t.row_bytes(), t.byte_len()), (2, 144, 288));
@@ -1482,32 +1555,52 @@ mod tests {
         assert_eq!(f.get_i32("test.i32").unwrap(), -5);
         assert_eq!(f.get_u64("test.u64").unwrap(), u64::MAX);
         assert_eq!(f.get_i64("test.i64").unwrap(), i64::MIN);
-        assert_eq!(f.get_f32("test.f32").unwrap().to_bits(), (-0.0f32).to_bits());
+        assert_eq!(
+            f.get_f32("test.f32").unwrap().to_bits(),
+            (-0.0f32).to_bits()
+        );
         assert_eq!(f.get_f64("test.f64").unwrap(), std::f64::consts::PI);
         assert!(f.get_bool("test.bool.t").unwrap() && !f.get_bool("test.bool.f").unwrap());
         assert_eq!(f.get_str("test.str").unwrap(), "Gemma ✓");
-        assert_eq!(f.get_str_array("test.arr.str").unwrap(), ["<pad>", "", "▁the"]);
-        assert_eq!(f.get_f32_array("test.arr.f32").unwrap(), [0.5, f32::INFINITY]);
+        assert_eq!(
+            f.get_str_array("test.arr.str").unwrap(),
+            ["<pad>", "", "▁the"]
+        );
+        assert_eq!(
+            f.get_f32_array("test.arr.f32").unwrap(),
+            [0.5, f32::INFINITY]
+        );
         assert_eq!(f.get_i32_array("test.arr.i32").unwrap(), [0, -1, 2]);
         assert_eq!(f.get_u32_array("test.arr.u32").unwrap(), [1, 1 << 31]);
         assert_eq!(f.get_array("test.arr.nested").unwrap().len(), 3);
         assert_eq!(f.get_uint("test.u8").unwrap(), 250);
         assert_eq!(f.get_uint("test.u32").unwrap(), 4_000_000_000);
-        assert!(matches!(f.get_uint("test.i32"), Err(GgufError::WrongType { .. })));
+        assert!(matches!(
+            f.get_uint("test.i32"),
+            Err(GgufError::WrongType { .. })
+        ));
 
         let e = f.get_u32("test.str").unwrap_err();
         assert!(
             matches!(&e, GgufError::WrongType { key, expected: "u32", found } if key == "test.str" && found == "str")
         );
-        assert_eq!(e.to_string(), "metadata key 'test.str' is str, expected u32");
+        assert_eq!(
+            e.to_string(),
+            "metadata key 'test.str' is str, expected u32"
+        );
         let e = f.get_str_array("test.arr.i32").unwrap_err();
         assert_eq!(
             e.to_string(),
             "metadata key 'test.arr.i32' is arr[i32], expected arr[str]"
         );
         let e = f.get_f32("gemma3.rope.freq_base").unwrap_err();
-        assert_eq!(e.to_string(), "metadata key 'gemma3.rope.freq_base' is missing");
-        assert!(matches!(f.require_tensor("nope"), Err(GgufError::MissingTensor(n)) if n == "nope"));
+        assert_eq!(
+            e.to_string(),
+            "metadata key 'gemma3.rope.freq_base' is missing"
+        );
+        assert!(
+            matches!(f.require_tensor("nope"), Err(GgufError::MissingTensor(n)) if n == "nope")
+        );
         assert!(f.tensor("nope").is_none() && f.get("nope").is_none());
     }
 
@@ -1526,9 +1619,14 @@ mod tests {
 
         let mut w = GgufWriter::new();
         w.add_metadata("a", MetaValue::U8(7)).unwrap();
-        w.add_tensor("t", &[2, 3], GgmlType::F32, data.clone()).unwrap();
+        w.add_tensor("t", &[2, 3], GgmlType::F32, data.clone())
+            .unwrap();
         let written = w.to_bytes();
-        assert_eq!(written.len(), 128, "the last tensor is padded to the alignment too");
+        assert_eq!(
+            written.len(),
+            128,
+            "the last tensor is padded to the alignment too"
+        );
         assert_eq!(&written[..120], r.0.as_slice());
         assert!(written[120..].iter().all(|&b| b == 0));
 
@@ -1626,7 +1724,10 @@ mod tests {
         let mut bytes = sample_writer().to_bytes();
         bytes[..4].copy_from_slice(b"GGML");
         assert!(matches!(parse_err(&bytes), GgufError::BadMagic { found } if &found == b"GGML"));
-        assert!(matches!(parse_err(b"\x89PNG\r\n\x1a\n"), GgufError::BadMagic { .. }));
+        assert!(matches!(
+            parse_err(b"\x89PNG\r\n\x1a\n"),
+            GgufError::BadMagic { .. }
+        ));
 
         for version in [0u32, 1, 4, u32::MAX, 0x0300_0000] {
             let e = parse_err(&Raw::header(version, 0, 0).0);
@@ -1643,7 +1744,12 @@ mod tests {
     fn truncated_at_every_length() {
         let bytes = sample_writer().to_bytes();
         let full = GgufFile::parse(&bytes).unwrap();
-        let data_end = full.tensors().iter().map(|t| t.byte_range().end).max().unwrap();
+        let data_end = full
+            .tensors()
+            .iter()
+            .map(|t| t.byte_range().end)
+            .max()
+            .unwrap();
         for len in 0..bytes.len() {
             let res = GgufFile::parse(&bytes[..len]);
             if len < data_end {
@@ -1651,7 +1757,9 @@ mod tests {
                 assert!(
                     matches!(
                         e,
-                        GgufError::Truncated { .. } | GgufError::CountTooLarge { .. } | GgufError::OutOfBounds { .. }
+                        GgufError::Truncated { .. }
+                            | GgufError::CountTooLarge { .. }
+                            | GgufError::OutOfBounds { .. }
                     ),
                     "len {len}: {e}"
                 );
@@ -1671,15 +1779,37 @@ mod tests {
     #[test]
     fn absurd_counts() {
         let e = parse_err(&Raw::header(3, u64::MAX, 0).0);
-        assert!(matches!(e, GgufError::CountTooLarge { count: u64::MAX, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                GgufError::CountTooLarge {
+                    count: u64::MAX,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = parse_err(&Raw::header(3, 0, u64::MAX).0);
-        assert!(matches!(e, GgufError::CountTooLarge { count: u64::MAX, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                GgufError::CountTooLarge {
+                    count: u64::MAX,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // More tensors than the bytes left after the metadata could describe.
         let mut r = Raw::header(3, 2, 0);
         r.tensor("a", &[1], 0, 0);
         assert!(matches!(
             parse_err(&r.0),
-            GgufError::CountTooLarge { count: 2, max: 1, .. }
+            GgufError::CountTooLarge {
+                count: 2,
+                max: 1,
+                ..
+            }
         ));
 
         for (elem, count) in [
@@ -1694,7 +1824,10 @@ mod tests {
                 .u64(count)
                 .zeros(16);
             let e = parse_err(&r.0);
-            assert!(matches!(e, GgufError::CountTooLarge { .. }), "{elem:?}: {e}");
+            assert!(
+                matches!(e, GgufError::CountTooLarge { .. }),
+                "{elem:?}: {e}"
+            );
             assert!(e.to_string().contains("tokenizer.ggml.tokens"), "{e}");
         }
         // Enough bytes for the length prefixes, but the strings themselves run off the end.
@@ -1717,7 +1850,10 @@ mod tests {
             let mut r = Raw::header(3, 0, 1);
             r.u64(len).bytes(b"general.name");
             let e = parse_err(&r.0);
-            assert!(matches!(e, GgufError::Truncated { needed, .. } if needed == len), "{e}");
+            assert!(
+                matches!(e, GgufError::Truncated { needed, .. } if needed == len),
+                "{e}"
+            );
         }
         let mut r = Raw::header(3, 0, 1);
         r.str("general.name")
@@ -1732,7 +1868,9 @@ mod tests {
 
         let mut r = Raw::header(3, 1, 0);
         r.u64(1 << 62).bytes(b"blk.0").zeros(32);
-        assert!(matches!(parse_err(&r.0), GgufError::Truncated { what, .. } if what == "name of tensor #0"));
+        assert!(
+            matches!(parse_err(&r.0), GgufError::Truncated { what, .. } if what == "name of tensor #0")
+        );
     }
 
     #[test]
@@ -1757,7 +1895,10 @@ mod tests {
         r.kv_u32("", 1);
         assert!(matches!(parse_err(&r.0), GgufError::EmptyKey { index: 0 }));
         let mut r = Raw::header(3, 0, 1);
-        r.u64(2).bytes(&[0xC3, 0x28]).u32(GgufValueType::U8.id()).bytes(&[0]);
+        r.u64(2)
+            .bytes(&[0xC3, 0x28])
+            .u32(GgufValueType::U8.id())
+            .bytes(&[0]);
         assert!(matches!(parse_err(&r.0), GgufError::InvalidUtf8 { .. }));
 
         // Arrays of arrays, one level deeper than allowed.
@@ -1805,8 +1946,12 @@ mod tests {
         }
         // A huge alignment whose padding runs past the end of the file.
         let mut r = Raw::header(3, 1, 1);
-        r.kv_u32(ALIGNMENT_KEY, 1 << 31).tensor("t", &[1], 0, 0).zeros(4);
-        assert!(matches!(parse_err(&r.0), GgufError::Truncated { what, .. } if what.contains("padding")));
+        r.kv_u32(ALIGNMENT_KEY, 1 << 31)
+            .tensor("t", &[1], 0, 0)
+            .zeros(4);
+        assert!(
+            matches!(parse_err(&r.0), GgufError::Truncated { what, .. } if what.contains("padding"))
+        );
         // No tensors: no padding required.
         let mut r = Raw::header(3, 0, 1);
         r.kv_u32("k", 1);
@@ -1818,7 +1963,10 @@ mod tests {
     fn tensor_info_rules() {
         let name = "blk.0.attn_q.weight";
         let e = parse_err(&one_tensor(&[1, 1, 1, 1, 1], 0, 0, 4));
-        assert!(matches!(&e, GgufError::TooManyDims { n_dims: 5, .. }), "{e}");
+        assert!(
+            matches!(&e, GgufError::TooManyDims { n_dims: 5, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains(name), "{e}");
 
         for id in [4u32, 5, 31, 36, 38, 42, 1000, u32::MAX] {
@@ -1893,20 +2041,32 @@ mod tests {
         assert_eq!((t.n_elements(), t.byte_len(), t.n_rows()), (0, 0, 0));
         let f = GgufFile::parse(&one_tensor(&[1 << 62, 0], 0, 0, 0)).unwrap();
         let t = f.tensor(name).unwrap();
-        assert_eq!((t.n_elements(), t.row_len(), t.row_bytes()), (0, 1 << 62, usize::MAX));
+        assert_eq!(
+            (t.n_elements(), t.row_len(), t.row_bytes()),
+            (0, 1 << 62, usize::MAX)
+        );
         // A 0-dimensional tensor is one element.
         let f = GgufFile::parse(&one_tensor(&[], 0, 0, 4)).unwrap();
-        assert_eq!((f.tensors()[0].n_elements(), f.tensors()[0].byte_len()), (1, 4));
+        assert_eq!(
+            (f.tensors()[0].n_elements(), f.tensors()[0].byte_len()),
+            (1, 4)
+        );
     }
 
     #[test]
     fn duplicate_and_overlapping_tensors() {
         let mut r = Raw::header(3, 2, 0);
-        r.tensor("t", &[4], 0, 0).tensor("t", &[4], 0, 32).pad(32).zeros(64);
+        r.tensor("t", &[4], 0, 0)
+            .tensor("t", &[4], 0, 32)
+            .pad(32)
+            .zeros(64);
         assert!(matches!(parse_err(&r.0), GgufError::DuplicateTensor(n) if n == "t"));
 
         let mut r = Raw::header(3, 2, 0);
-        r.tensor("a", &[16], 0, 0).tensor("b", &[4], 0, 32).pad(32).zeros(64);
+        r.tensor("a", &[16], 0, 0)
+            .tensor("b", &[4], 0, 32)
+            .pad(32)
+            .zeros(64);
         let e = parse_err(&r.0);
         assert!(
             matches!(&e, GgufError::Overlap { first, second } if first == "a" && second == "b"),
@@ -1915,21 +2075,35 @@ mod tests {
 
         // Out of order but disjoint is fine (ggml itself insists on packed order).
         let mut r = Raw::header(3, 2, 0);
-        r.tensor("a", &[4], 0, 32).tensor("b", &[4], 0, 0).pad(32).zeros(64);
+        r.tensor("a", &[4], 0, 32)
+            .tensor("b", &[4], 0, 0)
+            .pad(32)
+            .zeros(64);
         let f = GgufFile::parse(&r.0).unwrap();
-        assert!(f.tensor("a").unwrap().byte_range().start > f.tensor("b").unwrap().byte_range().start);
+        assert!(
+            f.tensor("a").unwrap().byte_range().start > f.tensor("b").unwrap().byte_range().start
+        );
     }
 
     #[test]
     fn writer_rejects_inconsistent_tensors() {
         let mut w = GgufWriter::new();
-        assert!(w.add_tensor("t", &[4], GgmlType::F32, vec![0u8; 15]).is_err());
-        assert!(w.add_tensor("t", &[16], GgmlType::Q4_0, vec![0u8; 9]).is_err());
+        assert!(
+            w.add_tensor("t", &[4], GgmlType::F32, vec![0u8; 15])
+                .is_err()
+        );
+        assert!(
+            w.add_tensor("t", &[16], GgmlType::Q4_0, vec![0u8; 9])
+                .is_err()
+        );
         assert!(
             w.add_tensor("t", &[1, 1, 1, 1, 1], GgmlType::F32, vec![0u8; 4])
                 .is_err()
         );
-        assert!(w.add_tensor("t", &[u64::MAX, 2], GgmlType::F32, vec![]).is_err());
+        assert!(
+            w.add_tensor("t", &[u64::MAX, 2], GgmlType::F32, vec![])
+                .is_err()
+        );
         assert!(matches!(
             w.add_tensor("t", &[1 << 63, 0], GgmlType::F32, vec![]),
             Err(GgufError::DimTooLarge { .. })
@@ -1937,8 +2111,12 @@ mod tests {
         // Accepted by the writer means accepted by the reader, whatever the file length.
         w.add_tensor("empty", &[(1 << 63) - 1, 0], GgmlType::F32, vec![])
             .unwrap();
-        w.add_tensor("t", &[4], GgmlType::F32, vec![0u8; 16]).unwrap();
-        assert!(w.add_tensor("t", &[4], GgmlType::F32, vec![0u8; 16]).is_err());
+        w.add_tensor("t", &[4], GgmlType::F32, vec![0u8; 16])
+            .unwrap();
+        assert!(
+            w.add_tensor("t", &[4], GgmlType::F32, vec![0u8; 16])
+                .is_err()
+        );
         let f = GgufFile::parse(&w.to_bytes()).unwrap();
         assert_eq!(f.tensor("empty").unwrap().shape(), [(1 << 63) - 1, 0]);
     }
@@ -1958,7 +2136,12 @@ mod tests {
             values.add_metadata(k, v).unwrap();
         }
         values
-            .add_tensor("v", &[2, 2], GgmlType::F32, f32_bytes(&[1.0, -1.0, 0.5, 2.0]))
+            .add_tensor(
+                "v",
+                &[2, 2],
+                GgmlType::F32,
+                f32_bytes(&[1.0, -1.0, 0.5, 2.0]),
+            )
             .unwrap();
 
         let mut blocks = GgufWriter::new();
@@ -1988,7 +2171,9 @@ mod tests {
 
         let mut gemma = GgufWriter::new();
         gemma.set_alignment(64).unwrap();
-        let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "▁the", "▁a", "<0x0A>", "é"];
+        let tokens = [
+            "<pad>", "<eos>", "<bos>", "<unk>", "▁the", "▁a", "<0x0A>", "é",
+        ];
         gemma
             .add_metadata("general.architecture", MetaValue::String("gemma3".into()))
             .unwrap()
@@ -1996,18 +2181,25 @@ mod tests {
             .unwrap()
             .add_metadata("gemma3.embedding_length", MetaValue::U32(64))
             .unwrap()
-            .add_metadata("gemma3.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-6))
+            .add_metadata(
+                "gemma3.attention.layer_norm_rms_epsilon",
+                MetaValue::F32(1e-6),
+            )
             .unwrap()
             .add_metadata("tokenizer.ggml.model", MetaValue::String("llama".into()))
             .unwrap()
             .add_metadata(
                 "tokenizer.ggml.tokens",
-                MetaValue::Array(MetaArray::String(tokens.iter().map(|t| t.to_string()).collect())),
+                MetaValue::Array(MetaArray::String(
+                    tokens.iter().map(|t| t.to_string()).collect(),
+                )),
             )
             .unwrap()
             .add_metadata(
                 "tokenizer.ggml.scores",
-                MetaValue::Array(MetaArray::F32(vec![0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -3.0, -4.0])),
+                MetaValue::Array(MetaArray::F32(vec![
+                    0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -3.0, -4.0,
+                ])),
             )
             .unwrap()
             .add_metadata(
@@ -2018,11 +2210,26 @@ mod tests {
             .add_metadata("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))
             .unwrap();
         gemma
-            .add_tensor("token_embd.weight", &[64, 8], GgmlType::Q8_0, pattern(8 * 2 * 34))
+            .add_tensor(
+                "token_embd.weight",
+                &[64, 8],
+                GgmlType::Q8_0,
+                pattern(8 * 2 * 34),
+            )
             .unwrap()
-            .add_tensor("blk.0.attn_norm.weight", &[64], GgmlType::F32, f32_bytes(&[1.0; 64]))
+            .add_tensor(
+                "blk.0.attn_norm.weight",
+                &[64],
+                GgmlType::F32,
+                f32_bytes(&[1.0; 64]),
+            )
             .unwrap()
-            .add_tensor("blk.0.ffn_down.weight", &[256, 2], GgmlType::Q4_K, pattern(2 * 144))
+            .add_tensor(
+                "blk.0.ffn_down.weight",
+                &[256, 2],
+                GgmlType::Q4_K,
+                pattern(2 * 144),
+            )
             .unwrap();
 
         vec![
@@ -2035,7 +2242,10 @@ mod tests {
 
     #[test]
     fn fuzz_seed_corpus_is_current() {
-        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/gguf_parse"));
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/gguf_parse"
+        ));
         let write = std::env::var_os("GGUF_WRITE_FUZZ_SEEDS").is_some();
         for (name, bytes) in fuzz_seeds() {
             assert!(bytes.len() < 10 * 1024, "{name} is {} bytes", bytes.len());
@@ -2044,8 +2254,12 @@ mod tests {
             if write {
                 std::fs::write(&path, &bytes).unwrap();
             }
-            let on_disk = std::fs::read(&path)
-                .unwrap_or_else(|e| panic!("{}: {e} (regenerate with GGUF_WRITE_FUZZ_SEEDS=1)", path.display()));
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (regenerate with GGUF_WRITE_FUZZ_SEEDS=1)",
+                    path.display()
+                )
+            });
             assert!(
                 on_disk == bytes,
                 "{} is stale (regenerate with GGUF_WRITE_FUZZ_SEEDS=1)",
@@ -2058,7 +2272,10 @@ mod tests {
     fn ggml_type_table() {
         for &t in GgmlType::ALL {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
-            assert!(t.block_size().is_power_of_two() && t.block_bytes() > 0, "{t}");
+            assert!(
+                t.block_size().is_power_of_two() && t.block_bytes() > 0,
+                "{t}"
+            );
         }
         let spot = [
             (GgmlType::F32, 0, 1, 4),
@@ -2078,7 +2295,11 @@ mod tests {
             (GgmlType::BF16, 30, 1, 2),
         ];
         for (t, id, block, bytes) in spot {
-            assert_eq!((t.id(), t.block_size(), t.block_bytes()), (id, block, bytes), "{t}");
+            assert_eq!(
+                (t.id(), t.block_size(), t.block_bytes()),
+                (id, block, bytes),
+                "{t}"
+            );
         }
         assert_eq!(GgmlType::Q4_K.bytes_for(512), Some(288));
         assert_eq!(GgmlType::Q4_K.bytes_for(100), None);

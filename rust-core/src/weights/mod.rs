@@ -81,7 +81,8 @@ impl MappedTensor {
                 dtype: dtype.to_string(),
             });
         }
-        let bad = |reason: String| GemmaError::InvalidArgument(format!("tensor `{name}`: {reason}"));
+        let bad =
+            |reason: String| GemmaError::InvalidArgument(format!("tensor `{name}`: {reason}"));
         let cols: usize = shape.iter().skip(1).product();
         let rows = shape.first().copied().unwrap_or(1);
         let row_bytes = quant::encoded_len(dtype, cols).map_err(|e| bad(e.to_string()))?;
@@ -89,7 +90,9 @@ impl MappedTensor {
             .checked_mul(rows)
             .ok_or_else(|| bad("size overflows".into()))?;
         if expected != len {
-            return Err(bad(format!("{len} bytes for shape {shape:?} of {dtype} (expected {expected})")));
+            return Err(bad(format!(
+                "{len} bytes for shape {shape:?} of {dtype} (expected {expected})"
+            )));
         }
         if offset.checked_add(len).is_none_or(|end| end > map.len()) {
             return Err(bad("data lies outside the file".into()));
@@ -197,7 +200,8 @@ impl MappedTensor {
 /// Decodes elements of `dtype` into f32. `bytes` must be exactly the encoding of `out.len()`
 /// elements; [`MappedTensor::new`] guarantees that for its rows.
 pub fn decode_f32(bytes: &[u8], dtype: GgmlType, out: &mut [f32]) {
-    quant::dequantize_row(dtype, bytes, out).expect("row layout validated when the tensor was mapped");
+    quant::dequantize_row(dtype, bytes, out)
+        .expect("row layout validated when the tensor was mapped");
 }
 
 /// All tensors of a checkpoint, by name.

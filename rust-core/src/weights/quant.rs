@@ -96,7 +96,9 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
         });
     }
     match ty {
-        GgmlType::F32 => each_block(src, dst, |b: &[u8; 4], y: &mut [f32; 1]| y[0] = f32::from_le_bytes(*b)),
+        GgmlType::F32 => each_block(src, dst, |b: &[u8; 4], y: &mut [f32; 1]| {
+            y[0] = f32::from_le_bytes(*b)
+        }),
         // A signalling NaN comes out quiet (as from every ggml conversion path); numpy keeps it
         // signalling. No other value differs.
         GgmlType::F16 => each_block(src, dst, |b: &[u8; 2], y: &mut [f32; 1]| {
@@ -138,7 +140,11 @@ pub fn dequantize(ty: GgmlType, src: &[u8]) -> Result<Vec<f32>> {
 
 /// Runs `f` over matching (block bytes, block output) pairs. Lengths were checked by the caller,
 /// so both sides split into the same number of whole blocks.
-fn each_block<const B: usize, const N: usize>(src: &[u8], dst: &mut [f32], f: impl Fn(&[u8; B], &mut [f32; N])) {
+fn each_block<const B: usize, const N: usize>(
+    src: &[u8],
+    dst: &mut [f32],
+    f: impl Fn(&[u8; B], &mut [f32; N]),
+) {
     let (blocks, _) = src.as_chunks::<B>();
     let (outs, _) = dst.as_chunks_mut::<N>();
     for (b, y) in blocks.iter().zip(outs) {
@@ -241,7 +247,11 @@ fn block_q3_k(b: &[u8; 110], y: &mut [f32; 256]) {
 
     let mut scales = [0i8; 16];
     for (j, s) in scales.iter_mut().enumerate() {
-        let low = if j < 8 { packed[j] & 0x0F } else { packed[j - 8] >> 4 };
+        let low = if j < 8 {
+            packed[j] & 0x0F
+        } else {
+            packed[j - 8] >> 4
+        };
         let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
         *s = (low | (high << 4)) as i8 - 32;
     }
@@ -367,9 +377,10 @@ pub fn quantize_row_q8_0(src: &[f32]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(src.len() / 32 * 34);
     for x in src.as_chunks::<32>().0 {
         // ggml's MAX(amax, fabsf(v)); written out so NaN inputs behave the same way.
-        let amax = x
-            .iter()
-            .fold(0.0f32, |amax, v| if amax > v.abs() { amax } else { v.abs() });
+        let amax = x.iter().fold(
+            0.0f32,
+            |amax, v| if amax > v.abs() { amax } else { v.abs() },
+        );
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
@@ -427,7 +438,10 @@ mod tests {
         let halves: [u16; 6] = [0x3C00, 0xC000, 0x7C00, 0x0001, 0x7BFF, 0x8000];
         let src: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
         let got = decode(GgmlType::F16, &src);
-        assert_eq!(got[..5], [1.0, -2.0, f32::INFINITY, 2f32.powi(-24), 65504.0]);
+        assert_eq!(
+            got[..5],
+            [1.0, -2.0, f32::INFINITY, 2f32.powi(-24), 65504.0]
+        );
         assert_eq!(got[5].to_bits(), 0x8000_0000, "-0.0 keeps its sign");
 
         let bf: [u16; 4] = [0x3F80, 0xC040, 0x7F80, 0x0001];
@@ -610,7 +624,10 @@ mod tests {
         ));
         assert!(matches!(
             dequantize_row(GgmlType::Q4_K, &[0u8; 144], &mut out),
-            Err(QuantError::PartialBlock { block_size: 256, .. })
+            Err(QuantError::PartialBlock {
+                block_size: 256,
+                ..
+            })
         ));
         for ty in [
             GgmlType::Q8_K,
@@ -619,7 +636,9 @@ mod tests {
             GgmlType::I8,
             GgmlType::MXFP4,
         ] {
-            assert!(matches!(dequantize_row(ty, &[], &mut []), Err(QuantError::Unsupported(t)) if t == ty));
+            assert!(
+                matches!(dequantize_row(ty, &[], &mut []), Err(QuantError::Unsupported(t)) if t == ty)
+            );
         }
         assert!(matches!(
             dequantize(GgmlType::Q4_0, &[0u8; 19]),
@@ -634,7 +653,9 @@ mod tests {
 
     #[test]
     fn quantizers_round_trip() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) * 0.013).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 64) as f32 - 31.5) * 0.013)
+            .collect();
         let q8 = quantize_row_q8_0(&x).unwrap();
         assert_eq!(q8.len(), 2 * 34);
         let y = dequantize(GgmlType::Q8_0, &q8).unwrap();
@@ -643,7 +664,10 @@ mod tests {
         for (blk, (xs, ys)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
             let d = f16_at(&q8, 34 * blk);
             for (a, b) in xs.iter().zip(ys) {
-                assert!((a - b).abs() <= d * (0.5 + 127.0 / 2048.0), "q8_0: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= d * (0.5 + 127.0 / 2048.0),
+                    "q8_0: {a} vs {b}"
+                );
             }
         }
         let q4 = quantize_row_q4_0(&x).unwrap();
@@ -654,7 +678,10 @@ mod tests {
             // Q4_0's range is [-8, 7] steps with the extreme at -8, so a value of the opposite
             // sign near the same magnitude clips at +7: up to one full step of error there.
             for (a, b) in xs.iter().zip(ys) {
-                assert!((a - b).abs() <= d * (1.0 + 8.0 / 2048.0), "q4_0: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= d * (1.0 + 8.0 / 2048.0),
+                    "q4_0: {a} vs {b}"
+                );
             }
         }
         // The extreme value maps to −8 exactly.
@@ -699,8 +726,9 @@ mod tests {
     }
 
     fn load_fixture() -> serde_json::Value {
-        let text = std::fs::read_to_string(FIXTURE)
-            .unwrap_or_else(|e| panic!("{FIXTURE}: {e} (regenerate with scripts/reference/gguf_dequant_ref.py)"));
+        let text = std::fs::read_to_string(FIXTURE).unwrap_or_else(|e| {
+            panic!("{FIXTURE}: {e} (regenerate with scripts/reference/gguf_dequant_ref.py)")
+        });
         serde_json::from_str(&text).unwrap()
     }
 
@@ -725,7 +753,8 @@ mod tests {
                 // One known, deliberate difference: numpy widens a *signalling* f16 NaN keeping
                 // it signalling, while half (like every ggml path: F16C, ARM FCVT, and the
                 // software fallback, which multiplies) sets the quiet bit. Same payload otherwise.
-                let quieted = ty == GgmlType::F16 && w.is_nan() && g.to_bits() == w.to_bits() | QUIET_BIT;
+                let quieted =
+                    ty == GgmlType::F16 && w.is_nan() && g.to_bits() == w.to_bits() | QUIET_BIT;
                 assert!(
                     g.to_bits() == w.to_bits() || quieted,
                     "{ty} element {i}: got {g:e} ({:#010x}), gguf-py {w:e} ({:#010x})",
@@ -765,9 +794,14 @@ mod tests {
         let table = doc["type_sizes"].as_array().unwrap();
         for row in table {
             let id = row["id"].as_u64().unwrap() as u32;
-            let ty = GgmlType::from_id(id).unwrap_or_else(|| panic!("gguf-py type id {id} unknown here"));
+            let ty = GgmlType::from_id(id)
+                .unwrap_or_else(|| panic!("gguf-py type id {id} unknown here"));
             assert_eq!(ty.name(), row["name"].as_str().unwrap());
-            assert_eq!(ty.block_size() as u64, row["block_size"].as_u64().unwrap(), "{ty}");
+            assert_eq!(
+                ty.block_size() as u64,
+                row["block_size"].as_u64().unwrap(),
+                "{ty}"
+            );
             let py_bytes = row["type_size"].as_u64().unwrap();
             if ty == GgmlType::Q8_1 {
                 // gguf-py 0.19 still lists Q8_1 as 4 + 4 + 32 = 40 bytes (its d and s were once
@@ -779,6 +813,10 @@ mod tests {
             }
             assert_eq!(ty.block_bytes() as u64, py_bytes, "{ty}");
         }
-        assert_eq!(table.len(), GgmlType::ALL.len(), "types known here but not to gguf-py");
+        assert_eq!(
+            table.len(),
+            GgmlType::ALL.len(),
+            "types known here but not to gguf-py"
+        );
     }
 }

@@ -9,7 +9,9 @@ use gemmakit::{BackendKind, ComputeDevice};
 use safetensors::SafeTensors;
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
 /// Reference tensors written by transformers (`reference_outputs.safetensors`).
@@ -25,7 +27,12 @@ impl Reference {
         let tensors = st
             .tensors()
             .into_iter()
-            .map(|(name, view)| (name, (view.shape().to_vec(), view.data().to_vec(), view.dtype())))
+            .map(|(name, view)| {
+                (
+                    name,
+                    (view.shape().to_vec(), view.data().to_vec(), view.dtype()),
+                )
+            })
             .collect();
         Reference { tensors }
     }
@@ -39,13 +46,22 @@ impl Reference {
     }
 
     pub fn f32(&self, name: &str) -> Vec<f32> {
-        let (_, bytes, dtype) = self.tensors.get(name).unwrap_or_else(|| panic!("no reference `{name}`"));
+        let (_, bytes, dtype) = self
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("no reference `{name}`"));
         assert_eq!(*dtype, safetensors::Dtype::F32, "{name}");
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 
     pub fn ids(&self, name: &str) -> Vec<u32> {
-        let (_, bytes, dtype) = self.tensors.get(name).unwrap_or_else(|| panic!("no reference `{name}`"));
+        let (_, bytes, dtype) = self
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("no reference `{name}`"));
         assert_eq!(*dtype, safetensors::Dtype::I64, "{name}");
         bytes
             .chunks_exact(8)
@@ -56,7 +72,10 @@ impl Reference {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn assert_close(what: &str, ours: &[f32], reference: &[f32], tol: f32) {
@@ -70,7 +89,12 @@ pub fn assert_close(what: &str, ours: &[f32], reference: &[f32], tol: f32) {
 /// of the residual sum grows with it), never tighter than `tol` itself.
 pub fn assert_close_scaled(what: &str, ours: &[f32], reference: &[f32], tol: f32) {
     let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    assert_close(&format!("{what} (scale {scale:.1})"), ours, reference, tol * scale);
+    assert_close(
+        &format!("{what} (scale {scale:.1})"),
+        ours,
+        reference,
+        tol * scale,
+    );
 }
 
 pub fn argmax(row: &[f32]) -> u32 {
@@ -90,16 +114,25 @@ pub fn load(fixture: &str, backend: BackendKind) -> GemmaModel {
 
 /// Greedy continuation with the KV cache: prefill, then one token per step. Returns the tokens
 /// and the logits that chose each of them.
-pub fn greedy_cached(model: &GemmaModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut cache = model.new_cache(prompt.len() + steps);
-    let mut logits = model.forward(&mut cache, prompt, LogitsFor::Last).expect("prefill");
+pub fn greedy_cached(
+    model: &GemmaModel,
+    prompt: &[u32],
+    steps: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    // No rollback slack: the sliding rings wrap as early as possible.
+    let mut cache = model.new_cache_with_slack(prompt.len() + steps, 0);
+    let mut logits = model
+        .forward(&mut cache, prompt, LogitsFor::Last)
+        .expect("prefill");
     let (mut tokens, mut step_logits) = (Vec::new(), Vec::new());
     for step in 0..steps {
         let next = argmax(&logits);
         tokens.push(next);
         step_logits.push(logits);
         if step + 1 < steps {
-            logits = model.forward(&mut cache, &[next], LogitsFor::Last).expect("decode");
+            logits = model
+                .forward(&mut cache, &[next], LogitsFor::Last)
+                .expect("decode");
         } else {
             break;
         }
@@ -108,12 +141,18 @@ pub fn greedy_cached(model: &GemmaModel, prompt: &[u32], steps: usize) -> (Vec<u
 }
 
 /// Greedy continuation recomputing the whole sequence each step (no cache reuse).
-pub fn greedy_uncached(model: &GemmaModel, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+pub fn greedy_uncached(
+    model: &GemmaModel,
+    prompt: &[u32],
+    steps: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
     let mut seq = prompt.to_vec();
     let (mut tokens, mut step_logits) = (Vec::new(), Vec::new());
     for _ in 0..steps {
         let mut cache = model.new_cache(seq.len());
-        let logits = model.forward(&mut cache, &seq, LogitsFor::Last).expect("forward");
+        let logits = model
+            .forward(&mut cache, &seq, LogitsFor::Last)
+            .expect("forward");
         let next = argmax(&logits);
         tokens.push(next);
         seq.push(next);
@@ -130,6 +169,8 @@ pub fn gpu_expected() -> bool {
 pub fn demo_model_path() -> PathBuf {
     let home = std::env::var_os("GEMMAKIT_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gemmakit"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/gemmakit")
+        });
     home.join("models/gemma3-270m-q4_k_m.gguf")
 }
