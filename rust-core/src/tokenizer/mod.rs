@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod stream;
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
@@ -29,10 +30,9 @@ pub enum TokenKind {
 }
 
 pub struct Tokenizer {
-    /// Matches control tokens in text.
-    with_special: HfTokenizer,
-    /// Treats control tokens' text as plain text.
-    without_special: HfTokenizer,
+    /// One instance (a 262k vocabulary with its merges is ~100 MB): whether control-token text
+    /// is matched is a flag on it, set per call under the lock.
+    inner: Mutex<HfTokenizer>,
     /// The bytes each id stands for when decoded (control tokens: their text).
     token_bytes: Vec<Vec<u8>>,
     kinds: Vec<TokenKind>,
@@ -66,12 +66,9 @@ impl Tokenizer {
             .collect();
         base.add_tokens(added)
             .map_err(|e| GemmaError::InvalidConfig(format!("special tokens: {e}")))?;
-        let mut without_special = base.clone();
-        without_special.set_encode_special_tokens(true);
         let token_bytes = pieces.iter().map(|p| piece_bytes(p)).collect();
         Ok(Tokenizer {
-            with_special: base,
-            without_special,
+            inner: Mutex::new(base),
             token_bytes,
             kinds,
             bos_id,
@@ -111,6 +108,10 @@ impl Tokenizer {
         Self::from_parts(hf, &pieces, kinds, bos, eos, false)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HfTokenizer> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.token_bytes.len()
     }
@@ -125,7 +126,7 @@ impl Tokenizer {
 
     /// The id of a token given by its exact text (e.g. `"<start_of_turn>"`).
     pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.with_special.token_to_id(piece)
+        self.lock().token_to_id(piece)
     }
 
     /// Encodes `text` without adding BOS. With `parse_special`, control-token text such as
@@ -134,11 +135,8 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        let tk = if parse_special {
-            &self.with_special
-        } else {
-            &self.without_special
-        };
+        let mut tk = self.lock();
+        tk.set_encode_special_tokens(!parse_special);
         let enc = tk
             .encode(text, false)
             .map_err(|e| GemmaError::InvalidArgument(format!("tokenization failed: {e}")))?;
