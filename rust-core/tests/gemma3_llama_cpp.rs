@@ -47,14 +47,6 @@ fn read_npy(name: &str) -> (Vec<u64>, Vec<f32>) {
     (shape, npy.into_vec().unwrap())
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn greedy_continuations_match_llama_cpp() {
     let model = model();
@@ -64,12 +56,12 @@ fn greedy_continuations_match_llama_cpp() {
     let exact = f64_reference();
     let mut report = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
-        let prompt = ids(&p["prompt_ids"]);
-        let expected = ids(&p["tokens"]);
+        let prompt = common::json_ids(&p["prompt_ids"]);
+        let expected = common::json_ids(&p["tokens"]);
         let top2 = p["top2"].as_array().unwrap();
         let (ours, _) = greedy_cached(&model, &prompt, expected.len());
 
-        let f64_tokens = ids(&exact["prompts"][i]["tokens"]);
+        let f64_tokens = common::json_ids(&exact["prompts"][i]["tokens"]);
         let f64_margins = exact["prompts"][i]["top2_margins"].as_array().unwrap();
         let mut f64_matched = 0;
         for step in 0..f64_tokens.len() {
@@ -128,7 +120,7 @@ fn first_step_logits_match_float64_and_are_close_to_llama_cpp() {
     let (_, exact) = read_npy("numpy_f64_first_step_logits.npy");
     let vocab = shape[1] as usize;
     for i in 0..shape[0] as usize {
-        let prompt = ids(&reference["prompts"][i]["prompt_ids"]);
+        let prompt = common::json_ids(&reference["prompts"][i]["prompt_ids"]);
         let mut cache = model.new_cache(prompt.len());
         let ours = model.forward(&mut cache, &prompt, LogitsFor::Last).unwrap();
         let row = i * vocab..(i + 1) * vocab;

@@ -22,14 +22,6 @@ fn cases() -> Vec<Value> {
     json["cases"].as_array().unwrap().clone()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn token_ids_match_llama_cpp() {
     let tok = tokenizer();
@@ -39,7 +31,7 @@ fn token_ids_match_llama_cpp() {
     for case in &cases {
         let text = case["text"].as_str().unwrap();
         for (key, special) in [("ids_special", true), ("ids_no_special", false)] {
-            let expected = ids(&case[key]);
+            let expected = common::json_ids(&case[key]);
             let ours = tok.encode(text, special).unwrap();
             if ours != expected {
                 failures.push(format!(
@@ -61,7 +53,7 @@ fn token_ids_match_llama_cpp() {
 fn streamed_text_equals_full_decode() {
     let tok = tokenizer();
     for case in cases() {
-        let ids = ids(&case["ids_special"]);
+        let ids = common::json_ids(&case["ids_special"]);
         let mut stream = StreamDecoder::new();
         let mut streamed = String::new();
         for &id in &ids {

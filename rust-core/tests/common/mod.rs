@@ -174,3 +174,12 @@ pub fn demo_model_path() -> PathBuf {
         });
     home.join("models/gemma3-270m-q4_k_m.gguf")
 }
+
+/// A JSON array of token ids.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
