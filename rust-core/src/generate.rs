@@ -397,3 +397,92 @@ pub(crate) fn generate(
         stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::tools::ToolCall;
+
+    /// A word-level vocabulary with Gemma 4's routing tokens as special tokens.
+    fn tokenizer() -> Tokenizer {
+        let words = [
+            "<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|\"|>", "<turn|>", "thought", "\n",
+            "Let", "\u{2581}me", "\u{2581}think", "The", "\u{2581}answer", "\u{2581}is", "\u{2581}42", "call:f{x:",
+            "Paris", "}", "\u{2581}STOP", "<0xF0>", "<0x9F>", "<0x99>", "<0x82>",
+        ];
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+        let added: Vec<serde_json::Value> = words[..6]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| serde_json::json!({"id": i, "content": w, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true}))
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "Let"}
+        });
+        Tokenizer::from_json_str(&json.to_string()).unwrap()
+    }
+
+    fn route(tok: &Tokenizer, ids: &[u32], stops: &[String]) -> (Vec<Event>, String, String, Vec<ToolCall>, bool) {
+        let mut router = OutputRouter::new(tok, stops);
+        let mut events = Vec::new();
+        let mut stopped = false;
+        for &id in ids {
+            if let Routed::StopString = router.push(id, &mut events) {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            router.finish(&mut events);
+        }
+        (events, router.answer.clone(), router.thought.clone(), router.tool_calls.clone(), stopped)
+    }
+
+    #[test]
+    fn thoughts_and_answer_are_separated() {
+        let tok = tokenizer();
+        // <|channel>thought\nLet me think<channel|>The answer is 42
+        let (events, answer, thought, _, _) = route(&tok, &[0, 6, 7, 8, 9, 10, 1, 11, 12, 13, 14], &[]);
+        assert_eq!(thought, "Let me think");
+        assert_eq!(answer, "The answer is 42");
+        let streamed: String = events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        assert_eq!(streamed, answer);
+        assert!(events.iter().any(|e| matches!(e, Event::Thought(_))));
+    }
+
+    #[test]
+    fn tool_calls_are_parsed_from_the_token_stream() {
+        let tok = tokenizer();
+        // <|tool_call>call:f{x:<|"|>Paris<|"|>}<tool_call|>
+        let (events, answer, _, calls, _) = route(&tok, &[2, 15, 4, 16, 4, 17, 3], &[]);
+        assert_eq!(answer, "");
+        assert_eq!(calls, vec![ToolCall { name: "f".into(), arguments: serde_json::json!({"x": "Paris"}) }]);
+        assert!(events.iter().any(|e| matches!(e, Event::ToolCall(_))));
+    }
+
+    #[test]
+    fn stop_strings_are_held_back_and_cut() {
+        let tok = tokenizer();
+        let stops = vec![" is 4".to_string()];
+        // "The answer is 42": " is" is held back (a prefix of the stop string), then cut.
+        let (events, answer, _, _, stopped) = route(&tok, &[11, 12, 13, 14], &stops);
+        assert!(stopped);
+        assert_eq!(answer, "The answer");
+        let streamed: String = events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        assert_eq!(streamed, "The answer");
+    }
+
+    #[test]
+    fn a_character_split_over_byte_tokens_is_emitted_whole() {
+        let tok = tokenizer();
+        // U+1F642 as four byte-fallback tokens.
+        let (events, answer, _, _, _) = route(&tok, &[19, 20, 21, 22], &[]);
+        assert_eq!(answer, "\u{1F642}");
+        let texts: Vec<&str> = events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        assert_eq!(texts, ["\u{1F642}"]);
+    }
+}

@@ -81,6 +81,18 @@ impl Tokenizer {
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let hf = HfTokenizer::from_file(path)
             .map_err(|e| GemmaError::InvalidConfig(format!("{}: {e}", path.display())))?;
+        Self::from_hf(hf)
+    }
+
+    /// Parses the contents of a `tokenizer.json`.
+    pub fn from_json_str(json: &str) -> Result<Self> {
+        let hf: HfTokenizer = json
+            .parse()
+            .map_err(|e| GemmaError::InvalidConfig(format!("tokenizer.json: {e}")))?;
+        Self::from_hf(hf)
+    }
+
+    fn from_hf(hf: HfTokenizer) -> Result<Self> {
         let size = hf.get_vocab_size(true);
         let mut pieces = vec![String::new(); size];
         let mut kinds = vec![TokenKind::Normal; size];
