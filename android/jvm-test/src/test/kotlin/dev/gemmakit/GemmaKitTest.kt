@@ -1,0 +1,329 @@
+package dev.gemmakit
+
+import dev.gemmakit.ffi.BackendChoice
+import dev.gemmakit.ffi.BackendKind
+import dev.gemmakit.ffi.Chunk
+import dev.gemmakit.ffi.EngineOptions
+import dev.gemmakit.ffi.GemmaKitException
+import dev.gemmakit.ffi.GenerateOptions
+import dev.gemmakit.ffi.GenerationSink
+import dev.gemmakit.ffi.GenerationStats
+import dev.gemmakit.ffi.LogitBias
+import dev.gemmakit.ffi.Role
+import dev.gemmakit.ffi.SamplingOptions
+import dev.gemmakit.ffi.SinkFlow
+import dev.gemmakit.ffi.StopReason
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.awaitAll
+import kotlinx.coroutines.flow.filterIsInstance
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.TestInstance
+import org.junit.jupiter.api.assertThrows
+import org.junit.jupiter.api.io.TempDir
+import java.io.File
+import java.nio.file.Path
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
+import kotlin.concurrent.thread
+
+/**
+ * The Kotlin wrapper and the generated bindings against the host library and the tiny random
+ * Gemma 4 fixture (vocab 512, a tiny chat template): its text is noise, so the tests check
+ * structure (streams, stop reasons, token counts, transcripts), not content.
+ */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+class GemmaKitTest {
+    private val fixtures = File(System.getProperty("gemmakit.fixtures") ?: "../../tests/fixtures")
+    private val modelPath = File(fixtures, "tiny_gemma4_e2b/model-f32.gguf").absolutePath
+
+    /** CPU: deterministic and fast; `Auto` would probe for a GPU first. */
+    private val engineOptions = EngineOptions(backend = BackendChoice.CPU, contextLen = 4096u)
+
+    /** The tiny model's only end-of-turn id is `<eos>` (1): biasing it away gives long runs. */
+    private val noEos = listOf(LogitBias(tokenId = 1u, bias = -1.0e9f))
+
+    private fun greedy(maxTokens: Int) = GenerateOptions(maxTokens = maxTokens.toUInt())
+
+    private fun long(maxTokens: Int) =
+        GenerateOptions(sampling = SamplingOptions(logitBias = noEos), maxTokens = maxTokens.toUInt())
+
+    private lateinit var engine: GemmaEngine
+
+    @BeforeAll
+    fun loadEngine() = runBlocking {
+        engine = GemmaEngine.load(modelPath, engineOptions)
+    }
+
+    @AfterAll
+    fun closeEngine() = engine.close()
+
+    @Test
+    fun `load reports the model and the backend`() {
+        val info = engine.info
+        assertEquals("gemma4", info.architecture)
+        assertEquals(512u, info.vocabSize)
+        assertEquals(6u, info.layers)
+        assertTrue(info.fileBytes > 0u)
+        assertTrue(info.weightTypes.containsKey("F32"), "${info.weightTypes}")
+        assertTrue(info.chatTemplate != null, "the fixture has a chat template")
+        val backend = engine.backend
+        assertEquals(BackendKind.CPU, backend.backend)
+        assertEquals("requested", backend.reason)
+        assertEquals(4096, engine.contextLen)
+        assertTrue(GemmaKit.version.isNotEmpty())
+    }
+
+    @Test
+    fun `record defaults are the engine's defaults`() {
+        GemmaKit.ensureLoaded()
+        assertEquals(dev.gemmakit.ffi.defaultGenerateOptions(), GenerateOptions())
+        val core = dev.gemmakit.ffi.defaultEngineOptions()
+        val mine = EngineOptions()
+        assertEquals(core.contextLen, mine.contextLen)
+        assertEquals(core.threads, mine.threads)
+        assertEquals(core.memoryBudget, mine.memoryBudget)
+        assertEquals(BackendChoice.AUTO, core.backend, "null backend means the engine default")
+        val recommended = SamplingOptions.gemmaRecommended()
+        assertEquals(64u, recommended.topK)
+        assertEquals(1.0f, recommended.temperature)
+    }
+
+    @Test
+    fun `generate streams text and the flow completes`() = runBlocking {
+        engine.conversation().use { chat ->
+            val chunks = chat.generate("Hello there", greedy(24)).toList()
+            assertTrue(chunks.isNotEmpty(), "no chunk streamed")
+            assertTrue(chunks.all { it.isNotEmpty() })
+            val messages = chat.messages
+            assertEquals(listOf(Role.USER, Role.ASSISTANT), messages.map { it.role })
+            assertEquals("Hello there", messages[0].content)
+            assertEquals(chunks.joinToString(""), messages[1].content)
+        }
+    }
+
+    @Test
+    fun `streamed chunks concatenate to the non-streamed result`() = runBlocking {
+        val options = long(64)
+        val streamed = engine.conversation().use { it.generate("Tell me a story", options).toList() }
+        val events = engine.conversation().use { it.events("Tell me a story", options).toList() }
+        val finished = events.filterIsInstance<GenerationEvent.Finished>().single().result
+        val whole = engine.conversation().use { it.send("Tell me a story", options) }
+        assertEquals(whole.text, streamed.joinToString(""))
+        assertEquals(whole.text, events.filterIsInstance<GenerationEvent.Text>().joinToString("") { it.text })
+        assertEquals(whole.text, finished.text)
+        assertEquals(whole.tokenIds, finished.tokenIds)
+        assertEquals(64u, whole.stats.generatedTokens)
+        assertEquals(StopReason.MAX_TOKENS, whole.stats.stopReason)
+        assertTrue(events.last() is GenerationEvent.Finished)
+    }
+
+    @Test
+    fun `cancelling the collector stops generation promptly and the engine stays usable`() = runBlocking {
+        engine.conversation().use { chat ->
+            val started = System.nanoTime()
+            val firstThree = withTimeout(30_000) { chat.generate("Go on forever", long(3000)).take(3).toList() }
+            val elapsedMs = (System.nanoTime() - started) / 1e6
+            assertEquals(3, firstThree.size)
+            // The turn stopped within the channel's buffer (64) plus one token of the 3,000 asked.
+            val answer = chat.messages.last()
+            assertEquals(Role.ASSISTANT, answer.role)
+            val promptTokens = engine.conversation().use { it.send("Go on forever", greedy(1)).stats.promptTokens }
+            val generated = chat.cachedTokens - promptTokens.toInt()
+            println("cancel after 3 chunks: $generated tokens in the cache after the prompt, ${"%.1f".format(elapsedMs)} ms")
+            assertTrue(generated in 2..100, "generated $generated tokens after cancellation")
+            assertTrue(elapsedMs < 10_000, "took $elapsedMs ms")
+            // The same conversation, and the engine, go on.
+            val next = chat.send("And now?", long(8))
+            assertEquals(8u, next.stats.generatedTokens)
+            assertEquals(4, chat.messages.size)
+        }
+        engine.conversation().use { assertTrue(it.send("Hi", greedy(4)).stats.generatedTokens > 0u) }
+    }
+
+    @Test
+    fun `cancelling a suspended send stops generation`() = runBlocking {
+        engine.conversation().use { chat ->
+            val started = System.nanoTime()
+            assertThrows<kotlinx.coroutines.TimeoutCancellationException> {
+                runBlocking { withTimeout(50) { chat.send("Go on forever", long(4000)) } }
+            }
+            val elapsedMs = (System.nanoTime() - started) / 1e6
+            println("send cancelled by a 50 ms timeout: ${chat.cachedTokens} tokens in the cache, ${"%.1f".format(elapsedMs)} ms")
+            assertTrue(chat.cachedTokens < 2000, "${chat.cachedTokens} tokens: generation was not cancelled")
+            assertTrue(chat.send("Again", long(4)).stats.generatedTokens == 4u)
+        }
+    }
+
+    @Test
+    fun `cancel from another thread stops a blocking send`() {
+        engine.conversation().use { chat ->
+            val ffi = conversationHandle(chat)
+            val firstChunk = CountDownLatch(1)
+            val chunks = AtomicInteger()
+            val sink = object : GenerationSink {
+                override fun onChunk(chunk: Chunk): SinkFlow {
+                    chunks.incrementAndGet()
+                    firstChunk.countDown()
+                    Thread.sleep(1) // slow consumer: the canceller gets in
+                    return SinkFlow.CONTINUE
+                }
+
+                override fun onDone(stats: GenerationStats) = Unit
+            }
+            val canceller = thread {
+                firstChunk.await(30, TimeUnit.SECONDS)
+                ffi.cancel()
+            }
+            val result = ffi.send("Go on forever", long(3000), sink)
+            canceller.join()
+            assertEquals(StopReason.CANCELLED, result.stats.stopReason)
+            assertTrue(result.stats.generatedTokens < 3000u)
+        }
+    }
+
+    @Test
+    fun `a throwing sink becomes a typed exception`() {
+        engine.conversation().use { chat ->
+            val sink = object : GenerationSink {
+                override fun onChunk(chunk: Chunk): SinkFlow = throw IllegalStateException("sink broke")
+                override fun onDone(stats: GenerationStats) = Unit
+            }
+            val e = assertThrows<GemmaKitException.Callback> {
+                conversationHandle(chat).send("Hello", long(16), sink)
+            }
+            assertTrue(e.reason.contains("sink broke"), e.reason)
+            // Still usable.
+            assertTrue(runBlocking { chat.send("Hello", greedy(4)) }.stats.generatedTokens > 0u)
+        }
+    }
+
+    @Test
+    fun `multi-turn conversation reuses the cache`() = runBlocking {
+        engine.conversation().use { chat ->
+            chat.setSystemPrompt("You are terse.")
+            val first = chat.send("What is the capital of France?", greedy(16))
+            val second = chat.send("And of Italy?", greedy(16))
+            assertEquals(
+                listOf(Role.SYSTEM, Role.USER, Role.ASSISTANT, Role.USER, Role.ASSISTANT),
+                chat.messages.map { it.role },
+            )
+            assertTrue(second.stats.promptTokens > first.stats.promptTokens)
+            assertTrue(
+                second.stats.prefilledTokens < second.stats.promptTokens,
+                "second turn prefilled ${second.stats.prefilledTokens} of ${second.stats.promptTokens}",
+            )
+            // A fork continues independently.
+            chat.fork().use { fork ->
+                assertEquals(chat.messages, fork.messages)
+                fork.send("Bye", greedy(4))
+                assertEquals(7, fork.messages.size)
+                assertEquals(5, chat.messages.size)
+            }
+            // A tool result turn, and tool declarations as JSON.
+            chat.setTools(listOf("""{"type":"function","function":{"name":"now","parameters":{"type":"object"}}}"""))
+            chat.sendToolResult("now", "12:00", greedy(4))
+            assertEquals(Role.TOOL, chat.messages[5].role)
+            assertEquals("now", chat.messages[5].toolName)
+            assertThrows<GemmaKitException.InvalidArgument> { chat.setTools(listOf("{not json")) }
+            chat.reset()
+            assertEquals(0, chat.messages.size)
+            assertEquals(0, chat.cachedTokens)
+        }
+    }
+
+    @Test
+    fun `two conversations generate from two coroutines`() = runBlocking {
+        val options = long(48)
+        val expected = engine.conversation().use { it.send("Same prompt", options).text }
+        val results = (0 until 2).map {
+            async(Dispatchers.Default) {
+                engine.conversation().use { chat -> chat.generate("Same prompt", options).toList().joinToString("") }
+            }
+        }.awaitAll()
+        assertEquals(listOf(expected, expected), results)
+    }
+
+    @Test
+    fun `a missing file throws a typed exception naming the path`() {
+        val missing = File(fixtures, "does-not-exist.gguf").absolutePath
+        val e = assertThrows<GemmaKitException.Io> { runBlocking { GemmaEngine.load(missing, engineOptions) } }
+        assertEquals(missing, e.path)
+        assertTrue(e.message.contains(missing), e.message)
+        assertTrue(e.toString().startsWith("cannot read $missing: "), e.toString())
+    }
+
+    @Test
+    fun `a corrupt file throws a typed exception with the reason`(@TempDir dir: Path) {
+        val corrupt = dir.resolve("corrupt.gguf").toFile()
+        corrupt.writeBytes(ByteArray(4096) { (it * 31 + 7).toByte() })
+        val e = assertThrows<GemmaKitException.InvalidWeightFile> {
+            runBlocking { GemmaEngine.load(corrupt.absolutePath, engineOptions) }
+        }
+        assertEquals(corrupt.absolutePath, e.path)
+        assertTrue(e.reason.isNotBlank())
+        // A truncated copy of the real model too.
+        val truncated = dir.resolve("truncated.gguf").toFile()
+        truncated.writeBytes(File(modelPath).readBytes().copyOf(100_000))
+        val t = assertThrows<GemmaKitException> { runBlocking { GemmaEngine.load(truncated.absolutePath, engineOptions) } }
+        assertTrue(t.toString().contains(truncated.absolutePath), t.toString())
+    }
+
+    @Test
+    fun `closing the engine twice is harmless and closes its conversations`() = runBlocking {
+        val local = GemmaEngine.load(modelPath, engineOptions)
+        val chat = local.conversation()
+        chat.send("Hi", greedy(2))
+        local.close()
+        local.close()
+        assertTrue(local.isClosed && chat.isClosed)
+        chat.close()
+        assertThrows<IllegalStateException> { local.info }
+        assertThrows<IllegalStateException> { chat.messages }
+        Unit
+    }
+
+    @Test
+    fun `1000 streamed tokens leak no JVM threads`() = runBlocking {
+        // Warm up the IO dispatcher and the JNA callback machinery.
+        engine.conversation().use { it.generate("warm up", long(16)).toList() }
+        val before = liveThreads()
+        var streamedTokens = 0u
+        var chunks = 0
+        engine.conversation().use { chat ->
+            repeat(5) { turn ->
+                val events = chat.events("Turn $turn: keep going", long(200)).toList()
+                chunks += events.count { it is GenerationEvent.Text }
+                streamedTokens += events.filterIsInstance<GenerationEvent.Finished>().single().result.stats.generatedTokens
+            }
+        }
+        assertTrue(streamedTokens >= 1000u, "streamed $streamedTokens tokens")
+        assertTrue(chunks > 500, "only $chunks chunks")
+        val after = liveThreads()
+        println("streamed $streamedTokens tokens in $chunks chunks; JVM threads before ${before.size}, after ${after.size}")
+        assertTrue(
+            after.size <= before.size + 2,
+            "threads before ${before.size}, after ${after.size}: new ${after - before.toSet()}",
+        )
+    }
+
+    private fun liveThreads(): List<String> =
+        Thread.getAllStackTraces().keys.filter { it.isAlive }.map { it.name }.sorted()
+
+    /** The generated object behind a wrapper conversation, for the low-level sink tests. */
+    private fun conversationHandle(chat: GemmaConversation): dev.gemmakit.ffi.Conversation {
+        val field = GemmaConversation::class.java.getDeclaredField("inner")
+        field.isAccessible = true
+        return field.get(chat) as dev.gemmakit.ffi.Conversation
+    }
+}

@@ -1,0 +1,523 @@
+//! Records and enums crossing the FFI, and their conversions to and from the engine's types.
+//! Sizes and counts (`usize` in the engine) are `u32`/`u64` here; JSON values are JSON text.
+//!
+//! Field defaults repeat the engine's `Default` impls (uniffi needs literals); the JVM tests
+//! check them against `default_generate_options()` / `default_engine_options()`, which convert
+//! the engine's own defaults.
+
+use std::collections::HashMap;
+
+use gemmakit::BackendKind as CoreBackendKind;
+use gemmakit::chat::tools::ToolCall as CoreToolCall;
+use gemmakit::chat::{Message, Role as CoreRole};
+use gemmakit::conversation::ContextPolicy as CoreContextPolicy;
+use gemmakit::engine::{self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat};
+use gemmakit::generate::{self, StopReason as CoreStopReason};
+use gemmakit::sampling;
+
+use crate::error::GemmaKitError;
+
+// ---------------------------------------------------------------- engine options
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum BackendChoice {
+    /// A hardware GPU when there is one, else the CPU; the reason is reported.
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ChatFormat {
+    /// The model file's template; a built-in Gemma format for instruction-tuned files without
+    /// one; plain continuation for base models.
+    Auto,
+    /// Never apply a template: the conversation is plain text continuation.
+    PlainText,
+}
+
+/// How to load a model. Every field has a default: `EngineOptions()` in Kotlin and Swift.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct EngineOptions {
+    /// `null`/`nil`: the engine's default (`Auto`).
+    #[uniffi(default = None)]
+    pub backend: Option<BackendChoice>,
+    /// Maximum positions per conversation.
+    #[uniffi(default = 4096)]
+    pub context_len: u32,
+    /// CPU worker threads (`null`: one per core). Process-wide: the first engine loaded sets it.
+    #[uniffi(default = None)]
+    pub threads: Option<u32>,
+    /// Refuse to load when the estimated memory need exceeds this many bytes.
+    #[uniffi(default = None)]
+    pub memory_budget: Option<u64>,
+    /// `null`/`nil`: the engine's default (`Auto`).
+    #[uniffi(default = None)]
+    pub chat_format: Option<ChatFormat>,
+}
+
+impl From<BackendChoice> for CoreBackendChoice {
+    fn from(b: BackendChoice) -> Self {
+        match b {
+            BackendChoice::Auto => CoreBackendChoice::Auto,
+            BackendChoice::Cpu => CoreBackendChoice::Cpu,
+            BackendChoice::Gpu => CoreBackendChoice::Gpu,
+        }
+    }
+}
+
+impl From<CoreBackendChoice> for BackendChoice {
+    fn from(b: CoreBackendChoice) -> Self {
+        match b {
+            CoreBackendChoice::Auto => BackendChoice::Auto,
+            CoreBackendChoice::Cpu => BackendChoice::Cpu,
+            CoreBackendChoice::Gpu => BackendChoice::Gpu,
+        }
+    }
+}
+
+impl From<ChatFormat> for CoreChatFormat {
+    fn from(f: ChatFormat) -> Self {
+        match f {
+            ChatFormat::Auto => CoreChatFormat::Auto,
+            ChatFormat::PlainText => CoreChatFormat::PlainText,
+        }
+    }
+}
+
+impl From<CoreChatFormat> for ChatFormat {
+    fn from(f: CoreChatFormat) -> Self {
+        match f {
+            CoreChatFormat::Auto => ChatFormat::Auto,
+            CoreChatFormat::PlainText => ChatFormat::PlainText,
+        }
+    }
+}
+
+impl From<EngineOptions> for engine::EngineOptions {
+    fn from(o: EngineOptions) -> Self {
+        let d = engine::EngineOptions::default();
+        engine::EngineOptions {
+            backend: o.backend.map_or(d.backend, Into::into),
+            context_len: o.context_len as usize,
+            threads: o.threads.map(|t| t as usize),
+            memory_budget: o.memory_budget,
+            chat_format: o.chat_format.map_or(d.chat_format, Into::into),
+        }
+    }
+}
+
+impl From<engine::EngineOptions> for EngineOptions {
+    fn from(o: engine::EngineOptions) -> Self {
+        EngineOptions {
+            backend: Some(o.backend.into()),
+            context_len: saturating_u32(o.context_len),
+            threads: o.threads.map(saturating_u32),
+            memory_budget: o.memory_budget,
+            chat_format: Some(o.chat_format.into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- engine facts
+
+/// The backend that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum BackendKind {
+    /// burn-flex on the CPU.
+    Cpu,
+    /// burn-wgpu (Vulkan, Metal).
+    Gpu,
+}
+
+/// Which backend runs, and why.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct BackendReport {
+    pub backend: BackendKind,
+    pub device: String,
+    pub reason: String,
+}
+
+impl From<&engine::BackendReport> for BackendReport {
+    fn from(r: &engine::BackendReport) -> Self {
+        BackendReport {
+            backend: match r.backend {
+                CoreBackendKind::Cpu => BackendKind::Cpu,
+                CoreBackendKind::Gpu => BackendKind::Gpu,
+            },
+            device: r.device.clone(),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: String,
+    pub layers: u32,
+    pub hidden_size: u32,
+    pub vocab_size: u32,
+    pub max_context: u64,
+    /// Tensor element type → bytes of weights of that type.
+    pub weight_types: HashMap<String, u64>,
+    pub file_bytes: u64,
+    /// Estimated resident memory at the engine's context length (weights read + KV cache).
+    pub estimated_memory_bytes: u64,
+    pub kv_cache_bytes: u64,
+    /// Which chat format conversations use; `null`/`nil`: plain continuation.
+    pub chat_template: Option<String>,
+}
+
+impl From<&engine::ModelInfo> for ModelInfo {
+    fn from(i: &engine::ModelInfo) -> Self {
+        ModelInfo {
+            architecture: i.architecture.clone(),
+            name: i.name.clone(),
+            layers: saturating_u32(i.layers),
+            hidden_size: saturating_u32(i.hidden_size),
+            vocab_size: saturating_u32(i.vocab_size),
+            max_context: i.max_context as u64,
+            weight_types: i
+                .weight_types
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            file_bytes: i.file_bytes,
+            estimated_memory_bytes: i.estimated_memory_bytes,
+            kv_cache_bytes: i.kv_cache_bytes,
+            chat_template: i.chat_template.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- generation options
+
+/// A logit bias: added to `token_id`'s logit before anything else.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct LogitBias {
+    pub token_id: u32,
+    pub bias: f32,
+}
+
+/// How the next token is chosen. The defaults are greedy decoding; see
+/// `gemma_recommended_sampling()` for Gemma's own settings.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct SamplingOptions {
+    /// 0 = greedy.
+    #[uniffi(default = 0.0)]
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens; 0 = off.
+    #[uniffi(default = 0)]
+    pub top_k: u32,
+    /// Keep the smallest set of tokens whose probabilities sum to at least `top_p`; 1 = off.
+    #[uniffi(default = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × the most likely token's probability; 0 = off.
+    #[uniffi(default = 0.0)]
+    pub min_p: f32,
+    /// Divides positive (multiplies negative) logits of tokens seen in the window; 1 = off.
+    #[uniffi(default = 1.0)]
+    pub repetition_penalty: f32,
+    #[uniffi(default = 0.0)]
+    pub presence_penalty: f32,
+    #[uniffi(default = 0.0)]
+    pub frequency_penalty: f32,
+    /// How many recent tokens the penalties look at; 0 = the whole history.
+    #[uniffi(default = 64)]
+    pub penalty_window: u32,
+    #[uniffi(default)]
+    pub logit_bias: Vec<LogitBias>,
+    /// `null`/`nil` draws a seed from the OS.
+    #[uniffi(default = None)]
+    pub seed: Option<u64>,
+}
+
+impl From<SamplingOptions> for sampling::SamplingOptions {
+    fn from(o: SamplingOptions) -> Self {
+        sampling::SamplingOptions {
+            temperature: o.temperature,
+            top_k: o.top_k as usize,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repetition_penalty: o.repetition_penalty,
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
+            penalty_window: o.penalty_window as usize,
+            logit_bias: o
+                .logit_bias
+                .into_iter()
+                .map(|b| (b.token_id, b.bias))
+                .collect(),
+            seed: o.seed,
+        }
+    }
+}
+
+impl From<sampling::SamplingOptions> for SamplingOptions {
+    fn from(o: sampling::SamplingOptions) -> Self {
+        SamplingOptions {
+            temperature: o.temperature,
+            top_k: saturating_u32(o.top_k),
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repetition_penalty: o.repetition_penalty,
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
+            penalty_window: saturating_u32(o.penalty_window),
+            logit_bias: o
+                .logit_bias
+                .into_iter()
+                .map(|(token_id, bias)| LogitBias { token_id, bias })
+                .collect(),
+            seed: o.seed,
+        }
+    }
+}
+
+/// One generation's settings. `GenerateOptions()` in Kotlin and Swift: greedy, 256 tokens.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GenerateOptions {
+    #[uniffi(default)]
+    pub sampling: SamplingOptions,
+    /// Upper bound on generated tokens.
+    #[uniffi(default = 256)]
+    pub max_tokens: u32,
+    /// Generation stops before any of these strings; they are not part of the output.
+    #[uniffi(default)]
+    pub stop_strings: Vec<String>,
+    /// Extra stop ids, on top of the model's end-of-turn ids.
+    #[uniffi(default)]
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl From<GenerateOptions> for generate::GenerateOptions {
+    fn from(o: GenerateOptions) -> Self {
+        generate::GenerateOptions {
+            sampling: o.sampling.into(),
+            max_tokens: o.max_tokens as usize,
+            stop_strings: o.stop_strings,
+            stop_token_ids: o.stop_token_ids,
+        }
+    }
+}
+
+impl From<generate::GenerateOptions> for GenerateOptions {
+    fn from(o: generate::GenerateOptions) -> Self {
+        GenerateOptions {
+            sampling: o.sampling.into(),
+            max_tokens: saturating_u32(o.max_tokens),
+            stop_strings: o.stop_strings,
+            stop_token_ids: o.stop_token_ids,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- generation results
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum StopReason {
+    /// The model ended its turn (an end-of-turn or stop token id).
+    EndOfTurn,
+    StopString,
+    MaxTokens,
+    /// The context is full; the conversation stays consistent.
+    ContextFull,
+    /// `cancel()` was called.
+    Cancelled,
+    /// The sink returned `Stop`.
+    CallbackStopped,
+    /// The model called a tool and waits for its result (`send_tool_result`).
+    ToolCall,
+}
+
+impl From<CoreStopReason> for StopReason {
+    fn from(r: CoreStopReason) -> Self {
+        match r {
+            CoreStopReason::EndOfTurn => StopReason::EndOfTurn,
+            CoreStopReason::StopString => StopReason::StopString,
+            CoreStopReason::MaxTokens => StopReason::MaxTokens,
+            CoreStopReason::ContextFull => StopReason::ContextFull,
+            CoreStopReason::Cancelled => StopReason::Cancelled,
+            CoreStopReason::CallbackStopped => StopReason::CallbackStopped,
+            CoreStopReason::ToolCall => StopReason::ToolCall,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GenerationStats {
+    /// Tokens of the whole prompt (conversation so far).
+    pub prompt_tokens: u32,
+    /// Prompt tokens actually run (the rest came from the KV cache).
+    pub prefilled_tokens: u32,
+    pub generated_tokens: u32,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub time_to_first_token_ms: f64,
+    pub stop_reason: StopReason,
+}
+
+impl From<generate::GenerationStats> for GenerationStats {
+    fn from(s: generate::GenerationStats) -> Self {
+        GenerationStats {
+            prompt_tokens: saturating_u32(s.prompt_tokens),
+            prefilled_tokens: saturating_u32(s.prefilled_tokens),
+            generated_tokens: saturating_u32(s.generated_tokens),
+            prefill_tok_s: s.prefill_tok_s,
+            decode_tok_s: s.decode_tok_s,
+            time_to_first_token_ms: s.time_to_first_token_ms,
+            stop_reason: s.stop_reason.into(),
+        }
+    }
+}
+
+/// A tool call made by the model.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ToolCall {
+    pub name: String,
+    /// The arguments, a JSON object, as JSON text.
+    pub arguments_json: String,
+}
+
+impl From<CoreToolCall> for ToolCall {
+    fn from(c: CoreToolCall) -> Self {
+        ToolCall {
+            name: c.name,
+            arguments_json: c.arguments.to_string(),
+        }
+    }
+}
+
+/// Everything a finished turn produced.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GenerationResult {
+    /// The visible answer.
+    pub text: String,
+    /// The thought channel (Gemma 4 thinking).
+    pub thought: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// Every generated token id.
+    pub token_ids: Vec<u32>,
+    pub stats: GenerationStats,
+}
+
+impl From<generate::GenerationOutput> for GenerationResult {
+    fn from(o: generate::GenerationOutput) -> Self {
+        GenerationResult {
+            text: o.text,
+            thought: o.thought,
+            tool_calls: o.tool_calls.into_iter().map(Into::into).collect(),
+            token_ids: o.tokens,
+            stats: o.stats.into(),
+        }
+    }
+}
+
+/// A piece of streamed output.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum Chunk {
+    /// Visible answer text (whole UTF-8 characters; concatenated, the result's `text`).
+    Text { text: String },
+    /// Text of the thought channel.
+    Thought { text: String },
+    /// A complete tool call.
+    Tool { call: ToolCall },
+}
+
+/// What the sink wants after a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SinkFlow {
+    Continue,
+    Stop,
+}
+
+impl From<SinkFlow> for generate::Flow {
+    fn from(f: SinkFlow) -> Self {
+        match f {
+            SinkFlow::Continue => generate::Flow::Continue,
+            SinkFlow::Stop => generate::Flow::Stop,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- conversations
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    /// The result of a tool call.
+    Tool,
+}
+
+impl From<CoreRole> for Role {
+    fn from(r: CoreRole) -> Self {
+        match r {
+            CoreRole::System => Role::System,
+            CoreRole::User => Role::User,
+            CoreRole::Assistant => Role::Assistant,
+            CoreRole::Tool => Role::Tool,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+    /// Calls made by an assistant message.
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role.TOOL`: which tool produced `content`.
+    pub tool_name: Option<String>,
+}
+
+impl From<Message> for ChatMessage {
+    fn from(m: Message) -> Self {
+        ChatMessage {
+            role: m.role.into(),
+            content: m.content,
+            tool_calls: m.tool_calls.into_iter().map(Into::into).collect(),
+            tool_name: m.tool_name,
+        }
+    }
+}
+
+/// What happens when a conversation no longer fits in the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ContextPolicy {
+    /// Fail the turn with `ContextOverflow`; the conversation is unchanged.
+    Error,
+    /// Drop the oldest user/model exchanges (never the system prompt) until the prompt fits.
+    DropOldestTurns,
+}
+
+impl From<ContextPolicy> for CoreContextPolicy {
+    fn from(p: ContextPolicy) -> Self {
+        match p {
+            ContextPolicy::Error => CoreContextPolicy::Error,
+            ContextPolicy::DropOldestTurns => CoreContextPolicy::DropOldestTurns,
+        }
+    }
+}
+
+/// Tool declarations arrive as JSON text (OpenAI function format).
+pub(crate) fn parse_tool_declarations(
+    tools: Vec<String>,
+) -> Result<Vec<serde_json::Value>, GemmaKitError> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::from_str(t).map_err(|e| GemmaKitError::InvalidArgument {
+                reason: format!("tool declaration {i} is not valid JSON: {e}"),
+            })
+        })
+        .collect()
+}
+
+fn saturating_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
