@@ -119,15 +119,6 @@ impl ChatTemplate {
         }
     }
 
-    /// The ids-as-text that end a model turn in this format.
-    pub fn end_of_turn_markers(&self) -> &'static [&'static str] {
-        match self {
-            ChatTemplate::BuiltinGemma3 => &["<end_of_turn>"],
-            ChatTemplate::BuiltinGemma4 => &["<turn|>"],
-            ChatTemplate::Jinja { source, .. } if source.contains("<turn|>") => &["<turn|>"],
-            ChatTemplate::Jinja { .. } => &["<end_of_turn>"],
-        }
-    }
 }
 
 fn template_error(e: JinjaError) -> GemmaError {

@@ -49,19 +49,6 @@ impl Linear {
         }
     }
 
-    pub fn out_features(&self) -> usize {
-        match self {
-            Linear::Mapped(w) => w.rows(),
-            Linear::Device { out_features, .. } => *out_features,
-        }
-    }
-
-    pub fn in_features(&self) -> usize {
-        match self {
-            Linear::Mapped(w) => w.cols(),
-            Linear::Device { in_features, .. } => *in_features,
-        }
-    }
 
     /// `x`: `[tokens, in]` → `[tokens, out]` on `x`'s device.
     pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {

@@ -227,9 +227,6 @@ impl WeightStore {
         self.tensors.values()
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
-    }
 
     pub fn get(&self, name: &str) -> Result<&MappedTensor> {
         self.tensors
@@ -244,12 +241,4 @@ impl WeightStore {
         Ok(t)
     }
 
-    /// Total bytes of all tensors whose name starts with `prefix`.
-    pub fn bytes_with_prefix(&self, prefix: &str) -> u64 {
-        self.tensors
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, t)| t.len as u64)
-            .sum()
-    }
 }
