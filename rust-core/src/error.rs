@@ -51,6 +51,15 @@ pub enum GemmaError {
     #[error("the model needs about {needed} bytes of memory, over the budget of {budget} bytes")]
     MemoryBudgetExceeded { needed: u64, budget: u64 },
 
+    #[error("invalid image: {0}")]
+    InvalidImage(String),
+
+    #[error("invalid audio: {0}")]
+    InvalidAudio(String),
+
+    #[error("media do not match the prompt: {0}")]
+    MediaMismatch(String),
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 

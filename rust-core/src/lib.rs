@@ -5,13 +5,16 @@
 //! run time ([`backend`]); the weight products go through our own kernels ([`kernels`]).
 
 pub mod backend;
+pub mod bench;
 pub mod chat;
 pub mod conversation;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod kernels;
+pub mod media;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;

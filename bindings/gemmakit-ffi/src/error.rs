@@ -38,6 +38,12 @@ pub enum GemmaKitError {
     ContextOverflow { requested: u64, context_len: u64 },
     #[error("the model needs about {needed} bytes of memory, over the budget of {budget} bytes")]
     MemoryBudgetExceeded { needed: u64, budget: u64 },
+    #[error("invalid image: {reason}")]
+    InvalidImage { reason: String },
+    #[error("invalid audio: {reason}")]
+    InvalidAudio { reason: String },
+    #[error("media do not match the prompt: {reason}")]
+    MediaMismatch { reason: String },
     #[error("invalid argument: {reason}")]
     InvalidArgument { reason: String },
     #[error("backend `{backend}` is unavailable: {reason}")]
@@ -95,6 +101,9 @@ impl From<GemmaError> for GemmaKitError {
             GemmaError::MemoryBudgetExceeded { needed, budget } => {
                 K::MemoryBudgetExceeded { needed, budget }
             }
+            GemmaError::InvalidImage(reason) => K::InvalidImage { reason },
+            GemmaError::InvalidAudio(reason) => K::InvalidAudio { reason },
+            GemmaError::MediaMismatch(reason) => K::MediaMismatch { reason },
             GemmaError::InvalidArgument(reason) => K::InvalidArgument { reason },
             GemmaError::BackendUnavailable { backend, reason } => {
                 K::BackendUnavailable { backend, reason }

@@ -5,3 +5,4 @@
 //!   (no f32 copy of the weights), parallel over output rows.
 
 pub mod cpu;
+pub mod gpu;

@@ -1,6 +1,7 @@
 //! Model graphs (one file per architecture) and the pieces they share.
 
 pub mod attention;
+pub mod audio;
 pub mod config;
 pub mod gemma;
 pub mod gguf;
@@ -8,6 +9,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod ops;
 pub mod rope;
+pub mod vision;
 
 pub use config::GemmaConfig;
 pub use gemma::{GemmaModel, LogitsFor, Trace};

@@ -1,0 +1,1 @@
+//! `gemmakit bench`: llama-bench-style measurements.

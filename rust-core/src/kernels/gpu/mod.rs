@@ -1,0 +1,1 @@
+//! GPU kernels (CubeCL on burn-wgpu).

@@ -1,0 +1,1 @@
+//! Image decoding and preprocessing (filled in by the vision work).
