@@ -15,7 +15,7 @@ use crate::chat::{Message, RenderOptions, Role};
 use crate::engine::EngineInner;
 use crate::error::{GemmaError, Result};
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
-use crate::model::KvCache;
+use crate::model::{KvCache, SoftTokens};
 
 /// What happens when a conversation no longer fits in the context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,6 +194,7 @@ impl Conversation {
             &mut s.cache,
             &mut s.context,
             &ids[reuse..],
+            SoftTokens::NONE,
             &self.engine.end_of_turn_ids,
             options,
             &self.cancel,

@@ -21,7 +21,7 @@ use crate::chat::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::error::{GemmaError, Result};
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
-use crate::model::GemmaModel;
+use crate::model::{GemmaModel, SoftTokens};
 use crate::model::config::{Architecture, AttentionKind};
 use crate::model::gguf::GgufModelFile;
 use crate::tokenizer::Tokenizer;
@@ -305,6 +305,7 @@ impl Engine {
             &mut cache,
             &mut context,
             prompt,
+            SoftTokens::NONE,
             &self.inner.end_of_turn_ids,
             options,
             &never,

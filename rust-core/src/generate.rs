@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::chat::tools::{ToolCall, parse_tool_call};
 use crate::error::Result;
-use crate::model::{GemmaModel, KvCache, LogitsFor};
+use crate::model::{GemmaModel, KvCache, LogitsFor, SoftTokens};
 use crate::sampling::{Sampler, SamplingOptions};
 use crate::tokenizer::Tokenizer;
 use crate::tokenizer::stream::StreamDecoder;
@@ -303,6 +303,7 @@ pub(crate) fn generate(
     cache: &mut KvCache,
     context: &mut Vec<u32>,
     new_tokens: &[u32],
+    soft_tokens: SoftTokens<'_>,
     end_of_turn_ids: &[u32],
     options: &GenerateOptions,
     cancel: &AtomicBool,
@@ -310,9 +311,9 @@ pub(crate) fn generate(
 ) -> Result<GenerationOutput> {
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let start = Instant::now();
-    let forward = |cache: &mut KvCache, tokens: &[u32]| -> Result<Vec<f32>> {
+    let forward = |cache: &mut KvCache, tokens: &[u32], soft: SoftTokens<'_>| -> Result<Vec<f32>> {
         let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
-        model.forward(cache, tokens, LogitsFor::Last)
+        model.forward_with_soft_tokens(cache, tokens, soft, LogitsFor::Last)
     };
 
     if new_tokens.is_empty() {
@@ -320,7 +321,7 @@ pub(crate) fn generate(
             "nothing to prefill".into(),
         ));
     }
-    let mut logits = forward(cache, new_tokens)?;
+    let mut logits = forward(cache, new_tokens, soft_tokens)?;
     context.extend_from_slice(new_tokens);
     let prompt_tokens = context.len();
     let prefill_time = start.elapsed().as_secs_f64();
@@ -371,7 +372,7 @@ pub(crate) fn generate(
         if cache.len() + 1 > cache.max_len() {
             break StopReason::ContextFull;
         }
-        logits = forward(cache, &[next])?;
+        logits = forward(cache, &[next], SoftTokens::NONE)?;
         context.push(next);
     };
     router.finish(&mut events);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{GemmaError, Result};
+use crate::media::input::Media;
 use tools::{ToolCall, to_gemma_syntax};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,10 +25,20 @@ pub enum Role {
     Tool,
 }
 
+/// A piece of a multimodal message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    Media(Media),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub role: Role,
+    /// The text (for a multimodal message: its text parts joined).
     pub content: String,
+    /// A multimodal message's parts in order; empty for a text-only message.
+    pub parts: Vec<Part>,
     /// Calls made by an assistant message.
     pub tool_calls: Vec<ToolCall>,
     /// For `Role::Tool`: which tool produced `content`.
@@ -39,6 +50,7 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            parts: Vec::new(),
             tool_calls: Vec::new(),
             tool_name: None,
         }
@@ -52,6 +64,44 @@ impl Message {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new(Role::Assistant, content)
     }
+    /// A user message of text and media in order.
+    pub fn user_parts(parts: Vec<Part>) -> Self {
+        let content = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                Part::Media(_) => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Message {
+            parts,
+            ..Self::new(Role::User, content)
+        }
+    }
+
+    /// The media of this message, in order.
+    pub fn media(&self) -> impl Iterator<Item = &Media> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Media(m) => Some(m),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The message as prompt text, media as their markers (for renderers without a template).
+    pub fn text_with_markers(&self) -> String {
+        if self.parts.is_empty() {
+            return self.content.clone();
+        }
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.trim(),
+                Part::Media(m) => m.kind().marker(),
+            })
+            .collect()
+    }
+
     pub fn tool_result(name: impl Into<String>, content: impl Into<String>) -> Self {
         Message {
             tool_name: Some(name.into()),
@@ -62,6 +112,19 @@ impl Message {
     /// The transformers message dict a chat template expects.
     pub fn to_template_value(&self) -> Value {
         let mut m = json!({ "role": self.role, "content": self.content });
+        if !self.parts.is_empty() {
+            // transformers' content-list form: the template writes a marker per media part.
+            m["content"] = self
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => json!({"type": "text", "text": t}),
+                    Part::Media(media) => {
+                        json!({"type": format!("{:?}", media.kind()).to_lowercase()})
+                    }
+                })
+                .collect();
+        }
         if !self.tool_calls.is_empty() {
             m["tool_calls"] = self
                 .tool_calls
@@ -399,7 +462,10 @@ fn render_gemma4(messages: &[Message], options: &RenderOptions) -> Result<String
                 } else {
                     "system"
                 };
-                out.push_str(&format!("<|turn>{role}\n{}<turn|>\n", m.content.trim()));
+                out.push_str(&format!(
+                    "<|turn>{role}\n{}<turn|>\n",
+                    m.text_with_markers().trim()
+                ));
                 model_turn_open = false;
             }
             Role::Assistant => {

@@ -30,6 +30,25 @@ pub enum LogitsFor {
     All,
 }
 
+/// Projected image/audio/video features that replace the embeddings of placeholder positions
+/// in one forward call (spec §2.1, §3): the placeholders are looked up as the pad token (for
+/// the embedding and the per-layer-embedding token part) and their embedding rows are then
+/// overwritten by these values, which are not scaled by sqrt(H).
+#[derive(Debug, Clone, Copy)]
+pub struct SoftTokens<'a> {
+    /// Offsets into the call's `tokens`, strictly ascending.
+    pub positions: &'a [usize],
+    /// `[positions.len(), H]` row-major.
+    pub values: &'a [f32],
+}
+
+impl SoftTokens<'_> {
+    pub const NONE: SoftTokens<'static> = SoftTokens {
+        positions: &[],
+        values: &[],
+    };
+}
+
 /// Tensor-name prefixes under which checkpoints store the text model.
 const TEXT_PREFIXES: [&str; 3] = ["model.language_model.", "language_model.model.", "model."];
 
@@ -278,7 +297,18 @@ impl GemmaModel {
         tokens: &[u32],
         which: LogitsFor,
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, which, None)
+        self.run(cache, tokens, SoftTokens::NONE, which, None)
+    }
+
+    /// [`forward`](Self::forward) with image/audio/video soft tokens in placeholder positions.
+    pub fn forward_with_soft_tokens(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        soft: SoftTokens<'_>,
+        which: LogitsFor,
+    ) -> Result<Vec<f32>> {
+        self.run(cache, tokens, soft, which, None)
     }
 
     /// [`forward`](Self::forward) that also returns intermediate activations, for parity
@@ -290,19 +320,51 @@ impl GemmaModel {
         which: LogitsFor,
     ) -> Result<(Vec<f32>, Trace)> {
         let mut trace = Trace::default();
-        let logits = self.run(cache, tokens, which, Some(&mut trace))?;
+        let logits = self.run(cache, tokens, SoftTokens::NONE, which, Some(&mut trace))?;
         Ok((logits, trace))
+    }
+
+    fn check_soft_tokens(&self, t: usize, soft: &SoftTokens<'_>) -> Result<()> {
+        let h = self.config.hidden_size;
+        if soft.values.len() != soft.positions.len() * h {
+            return Err(GemmaError::MediaMismatch(format!(
+                "{} soft-token values for {} positions of width {h}",
+                soft.values.len(),
+                soft.positions.len()
+            )));
+        }
+        if soft.positions.windows(2).any(|w| w[0] >= w[1])
+            || soft.positions.last().is_some_and(|&p| p >= t)
+        {
+            return Err(GemmaError::MediaMismatch(
+                "soft-token positions must be ascending offsets into the tokens".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn run(
         &self,
         cache: &mut KvCache,
         tokens: &[u32],
+        soft: SoftTokens<'_>,
         which: LogitsFor,
         mut trace: Option<&mut Trace>,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
         let t = tokens.len();
+        self.check_soft_tokens(t, &soft)?;
+        let pad_ids: Vec<u32>;
+        let tokens = if soft.positions.is_empty() {
+            tokens
+        } else {
+            let mut ids = tokens.to_vec();
+            for &p in soft.positions {
+                ids[p] = c.pad_token_id;
+            }
+            pad_ids = ids;
+            &pad_ids
+        };
         if t == 0 {
             return Err(GemmaError::InvalidArgument("no tokens to process".into()));
         }
@@ -319,11 +381,11 @@ impl GemmaModel {
         // Embeddings: gathered from the mapped file, scaled by sqrt(H) as f32 (HF does the
         // same for f32 weights; for bf16 weights it rounds the scale to bf16 first).
         let embed_scale = (h as f64).sqrt() as f32;
-        let embeds = from_host(
-            self.embed_tokens.gather_rows_f32(tokens, embed_scale)?,
-            [t, h],
-            dev,
-        );
+        let mut embeds_host = self.embed_tokens.gather_rows_f32(tokens, embed_scale)?;
+        for (row, &p) in soft.values.chunks_exact(h).zip(soft.positions) {
+            embeds_host[p * h..(p + 1) * h].copy_from_slice(row);
+        }
+        let embeds = from_host(embeds_host, [t, h], dev);
 
         // Per-layer embeddings: token part (gathered) + context part (projected), each [T, L, P].
         let mut ple = match &self.per_layer_embedding {

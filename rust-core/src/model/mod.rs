@@ -12,5 +12,5 @@ pub mod rope;
 pub mod vision;
 
 pub use config::GemmaConfig;
-pub use gemma::{GemmaModel, LogitsFor, Trace};
+pub use gemma::{GemmaModel, LogitsFor, SoftTokens, Trace};
 pub use kv_cache::KvCache;
