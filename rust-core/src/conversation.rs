@@ -11,10 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::chat::{Message, RenderOptions, Role};
+use crate::chat::{Message, Part, RenderOptions, Role};
 use crate::engine::EngineInner;
 use crate::error::{GemmaError, Result};
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
+use crate::media::Media;
+use crate::media::layout::{self, SegmentCounts};
 use crate::model::{KvCache, SoftTokens};
 
 /// What happens when a conversation no longer fits in the context.
@@ -34,6 +36,26 @@ struct State {
     cache: KvCache,
     /// The ids held by `cache`, in order.
     context: Vec<u32>,
+    /// Placeholder positions of `context` and the key of the media whose soft token is there:
+    /// equal ids with different media behind them are not a reusable prefix.
+    context_media: Vec<(usize, u64)>,
+}
+
+/// A rendered, tokenized transcript and the media behind its placeholders.
+struct Prompt {
+    ids: Vec<u32>,
+    media: Vec<Media>,
+    /// Per placeholder position: (position, media index, row of that media's soft tokens).
+    slots: Vec<(usize, usize, usize)>,
+}
+
+impl Prompt {
+    fn media_keys(&self) -> Vec<(usize, u64)> {
+        self.slots
+            .iter()
+            .map(|&(pos, m, _)| (pos, self.media[m].key()))
+            .collect()
+    }
 }
 
 pub struct Conversation {
@@ -63,6 +85,7 @@ impl Conversation {
                 policy: ContextPolicy::Error,
                 cache,
                 context: Vec::new(),
+                context_media: Vec::new(),
             }),
             cancel: Arc::new(AtomicBool::new(false)),
         }
@@ -125,6 +148,7 @@ impl Conversation {
         let mut s = self.lock();
         s.messages.clear();
         s.context.clear();
+        s.context_media.clear();
         s.cache = self.engine.model.new_cache(self.engine.context_len);
     }
 
@@ -140,6 +164,7 @@ impl Conversation {
                 policy: s.policy,
                 cache: s.cache.clone(),
                 context: s.context.clone(),
+                context_media: s.context_media.clone(),
             }),
             cancel: Arc::new(AtomicBool::new(false)),
         }
@@ -155,6 +180,20 @@ impl Conversation {
         on_event: &mut dyn FnMut(Event) -> Flow,
     ) -> Result<GenerationOutput> {
         self.turn(Message::user(text), options, on_event)
+    }
+
+    /// Adds a user message of text and media (images, audio, video) in order and generates
+    /// the model's answer. Media are encoded by the model's towers, loaded on first use.
+    pub fn send_parts(
+        &self,
+        parts: Vec<Part>,
+        options: &GenerateOptions,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<GenerationOutput> {
+        if parts.is_empty() {
+            return Err(GemmaError::InvalidArgument("a message needs at least one part".into()));
+        }
+        self.turn(Message::user_parts(parts), options, on_event)
     }
 
     /// Answers the model's tool call with its result and lets the model continue.
@@ -178,14 +217,22 @@ impl Conversation {
         let s = &mut *guard;
         let saved_messages = s.messages.clone();
         s.messages.push(message);
-        let ids = match self.fit_prompt(s) {
-            Ok(ids) => ids,
+        let prompt = match self.fit_prompt(s) {
+            Ok(prompt) => prompt,
             Err(e) => {
                 s.messages = saved_messages;
                 return Err(e);
             }
         };
-        let reuse = self.reuse_prefix(s, &ids);
+        let reuse = self.reuse_prefix(s, &prompt);
+        let (soft_positions, soft_values) = match self.soft_tokens(&prompt, reuse) {
+            Ok(soft) => soft,
+            Err(e) => {
+                s.messages = saved_messages;
+                return Err(e);
+            }
+        };
+        let ids = &prompt.ids;
         self.cancel.store(false, Ordering::SeqCst);
         let result = generate(
             &self.engine.model,
@@ -194,7 +241,10 @@ impl Conversation {
             &mut s.cache,
             &mut s.context,
             &ids[reuse..],
-            SoftTokens::NONE,
+            SoftTokens {
+                positions: &soft_positions,
+                values: &soft_values,
+            },
             &self.engine.end_of_turn_ids,
             options,
             &self.cancel,
@@ -202,6 +252,7 @@ impl Conversation {
         );
         match result {
             Ok(output) => {
+                s.context_media = prompt.media_keys();
                 let mut answer = Message::assistant(output.text.clone());
                 answer.tool_calls = output.tool_calls.clone();
                 s.messages.push(answer);
@@ -212,18 +263,20 @@ impl Conversation {
                 s.messages = saved_messages;
                 s.cache = self.engine.model.new_cache(self.engine.context_len);
                 s.context.clear();
+                s.context_media.clear();
                 Err(e)
             }
         }
     }
 
     /// The prompt ids for the current messages, dropping old turns if the policy allows.
-    fn fit_prompt(&self, s: &mut State) -> Result<Vec<u32>> {
+    fn fit_prompt(&self, s: &mut State) -> Result<Prompt> {
         loop {
-            let ids = self.prompt_ids(s)?;
+            let prompt = self.prompt(s)?;
+            let ids = &prompt.ids;
             // Leave room for at least one generated token.
             if ids.len() < self.engine.context_len {
-                return Ok(ids);
+                return Ok(prompt);
             }
             let first_turn =
                 usize::from(s.messages.first().is_some_and(|m| m.role == Role::System));
@@ -242,40 +295,88 @@ impl Conversation {
         }
     }
 
-    fn prompt_ids(&self, s: &State) -> Result<Vec<u32>> {
+    fn prompt(&self, s: &State) -> Result<Prompt> {
         let tok = &self.engine.tokenizer;
-        match &self.engine.template {
+        let media: Vec<Media> = s.messages.iter().flat_map(|m| m.media().cloned()).collect();
+        let text = match &self.engine.template {
             Some(template) => {
                 let options = RenderOptions {
                     add_generation_prompt: s.messages.last().is_some_and(|m| m.role != Role::Tool),
                     ..s.render.clone()
                 };
-                let text = template.render(&s.messages, &options)?;
-                tok.encode(&text, true)
+                template.render(&s.messages, &options)?
             }
-            None => {
-                let text: String = s.messages.iter().map(|m| m.content.as_str()).collect();
-                tok.encode_prompt(&text, false)
-            }
+            None => s.messages.iter().map(Message::text_with_markers).collect(),
+        };
+        if media.is_empty() {
+            let ids = match &self.engine.template {
+                Some(_) => tok.encode(&text, true)?,
+                None => tok.encode_prompt(&text, false)?,
+            };
+            return Ok(Prompt {
+                ids,
+                media,
+                slots: Vec::new(),
+            });
         }
+        let (encoder, placeholders) = self.engine.media_support()?;
+        let counts: Vec<SegmentCounts> = media
+            .iter()
+            .map(|m| encoder.segment_counts(m))
+            .collect::<Result<_>>()?;
+        let expanded = layout::expand_markers(&text, &media, &counts)?;
+        let ids = match &self.engine.template {
+            Some(_) => tok.encode(&expanded, true)?,
+            None => tok.encode_prompt(&expanded, false)?,
+        };
+        layout::check_placeholders(&ids, placeholders, &media, &counts)?;
+        let slots = layout::assign_slots(&ids, placeholders, &media, &counts);
+        Ok(Prompt { ids, media, slots })
     }
 
-    /// How many leading ids of `ids` the cache can keep; rolls the cache back to that.
-    fn reuse_prefix(&self, s: &mut State, ids: &[u32]) -> usize {
+    /// The soft tokens of the placeholders from `reuse` on, positions relative to `reuse`.
+    fn soft_tokens(&self, prompt: &Prompt, reuse: usize) -> Result<(Vec<usize>, Vec<f32>)> {
+        if prompt.slots.iter().all(|(pos, _, _)| *pos < reuse) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (encoder, _) = self.engine.media_support()?;
+        encoder.soft_tokens(
+            &prompt.media,
+            &prompt.slots,
+            reuse,
+            self.engine.model.config().hidden_size,
+        )
+    }
+
+    /// How many leading ids of the prompt the cache can keep; rolls the cache back to that.
+    fn reuse_prefix(&self, s: &mut State, prompt: &Prompt) -> usize {
+        let ids = &prompt.ids;
         let mut common = s
             .context
             .iter()
             .zip(ids)
             .take_while(|(a, b)| a == b)
             .count();
+        // A placeholder is the same token whatever media it stands for: compare the media too.
+        let new_keys = prompt.media_keys();
+        if let Some(&(pos, _)) = s
+            .context_media
+            .iter()
+            .filter(|(pos, _)| *pos < common)
+            .find(|old| !new_keys.contains(old))
+        {
+            common = pos;
+        }
         // At least one id must run to produce logits.
         common = common.min(ids.len().saturating_sub(1));
         if common < s.context.len() {
             if s.cache.truncate(common) {
                 s.context.truncate(common);
+                s.context_media.retain(|(pos, _)| *pos < common);
             } else {
                 s.cache = self.engine.model.new_cache(self.engine.context_len);
                 s.context.clear();
+                s.context_media.clear();
                 common = 0;
             }
         }

@@ -13,14 +13,19 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{BackendKind, ComputeDevice};
 use crate::chat::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::error::{GemmaError, Result};
+use crate::chat::Part;
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
+use crate::media::encoder::MediaEncoder;
+use crate::media::layout::PlaceholderIds;
+use crate::media::{AudioInput, ImageInput, Media};
+use crate::model::audio::AttentionWindow;
 use crate::model::{GemmaModel, SoftTokens};
 use crate::model::config::{Architecture, AttentionKind};
 use crate::model::gguf::GgufModelFile;
@@ -57,6 +62,12 @@ pub struct EngineOptions {
     /// Refuse to load when the estimated memory need exceeds this many bytes.
     pub memory_budget: Option<u64>,
     pub chat_format: ChatFormat,
+    /// llama.cpp's vision/audio GGUF for a GGUF text model (default: an `mmproj*.gguf` next to
+    /// the model file). Checkpoint directories carry their towers.
+    pub mmproj: Option<PathBuf>,
+    /// Which keys the audio tower's local attention sees (transformers' 12, the default, or
+    /// Google's JAX reference's 13).
+    pub audio_window: AttentionWindow,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +78,8 @@ impl Default for EngineOptions {
             threads: None,
             memory_budget: None,
             chat_format: ChatFormat::Auto,
+            mmproj: None,
+            audio_window: AttentionWindow::default(),
         }
     }
 }
@@ -108,6 +121,18 @@ pub(crate) struct EngineInner {
     pub compute: Mutex<()>,
     pub info: ModelInfo,
     pub backend: BackendReport,
+    /// Image/audio/video support: the towers (loaded on first use) and the placeholder ids;
+    /// `Err` says why the model has none.
+    pub media: std::result::Result<(MediaEncoder, PlaceholderIds), String>,
+}
+
+impl EngineInner {
+    pub(crate) fn media_support(&self) -> Result<(&MediaEncoder, &PlaceholderIds)> {
+        match &self.media {
+            Ok((encoder, ids)) => Ok((encoder, ids)),
+            Err(why) => Err(GemmaError::Unsupported(format!("media input: {why}"))),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -236,6 +261,18 @@ impl Engine {
                 budget,
             });
         }
+        let media = match (architecture, PlaceholderIds::from_tokenizer(&tokenizer)) {
+            (Architecture::Gemma3, _) => Err("Gemma 3 models are text-only here".to_string()),
+            (_, None) => Err("the vocabulary has no <|image|>/<|audio|>/<|video|> tokens".into()),
+            (_, Some(ids)) => MediaEncoder::for_model(
+                path,
+                options.mmproj.as_deref(),
+                model.device().clone(),
+                options.audio_window,
+            )
+            .map(|encoder| (encoder, ids))
+            .map_err(|e| e.to_string()),
+        };
         log::info!(
             "backend {} ({}): {}",
             backend.backend,
@@ -252,6 +289,7 @@ impl Engine {
                 compute: Mutex::new(()),
                 info,
                 backend,
+                media,
             }),
         })
     }
@@ -313,10 +351,81 @@ impl Engine {
         )
     }
 
+    /// Where image/audio input would be encoded, or why this model takes none.
+    pub fn media_support(&self) -> std::result::Result<String, String> {
+        match &self.inner.media {
+            Ok((encoder, _)) => Ok(encoder.describe()),
+            Err(why) => Err(why.clone()),
+        }
+    }
+
+    /// Describes an image with Google's captioning prompt, in a fresh conversation.
+    pub fn caption(
+        &self,
+        image: ImageInput,
+        options: &GenerateOptions,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<GenerationOutput> {
+        self.conversation().send_parts(
+            vec![
+                Part::Media(Media::Image(image)),
+                Part::Text(CAPTION_PROMPT.into()),
+            ],
+            options,
+            on_event,
+        )
+    }
+
+    /// Transcribes speech in `language` (e.g. "English") with Google's recommended ASR prompt,
+    /// each 30-second clip in its own fresh conversation; returns the clips' texts joined by
+    /// spaces (one [`GenerationOutput`] per clip).
+    pub fn transcribe(
+        &self,
+        audio: AudioInput,
+        language: &str,
+        options: &GenerateOptions,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<(String, Vec<GenerationOutput>)> {
+        let clips = audio.clip_inputs()?;
+        let mut outputs = Vec::with_capacity(clips.len());
+        for clip in clips {
+            let output = self.conversation().send_parts(
+                vec![
+                    Part::Text(transcription_prompt(language)),
+                    Part::Media(Media::Audio(clip)),
+                ],
+                options,
+                on_event,
+            )?;
+            outputs.push(output);
+        }
+        let text = outputs
+            .iter()
+            .map(|o| o.text.trim())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok((text, outputs))
+    }
+
     /// A new, empty conversation.
     pub fn conversation(&self) -> Conversation {
         Conversation::new(self.inner.clone())
     }
+}
+
+/// Google's captioning request (Gemma image-understanding docs).
+pub const CAPTION_PROMPT: &str = "Describe this image.";
+
+/// Google's ASR prompt for Gemma 3n/4 audio (Gemma audio-understanding docs).
+pub fn transcription_prompt(language: &str) -> String {
+    format!(
+        "Transcribe the following speech segment in {language} into {language} text.\n\n\
+         Follow these specific instructions for formatting the answer:\n\
+         * Only output the transcription, with no newlines.\n\
+         * When transcribing numbers, write the digits, i.e. write 1.7 and not one point \
+         seven, and write 3 instead of three."
+    )
 }
 
 /// `chat_template.jinja`, or `chat_template` in `tokenizer_config.json`.

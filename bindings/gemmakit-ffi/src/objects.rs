@@ -7,11 +7,12 @@ use std::sync::Arc;
 use gemmakit::conversation::Conversation as CoreConversation;
 use gemmakit::engine::Engine as CoreEngine;
 use gemmakit::generate::{Event, Flow, GenerationOutput};
+use gemmakit::media::{AudioInput, ImageInput};
 
 use crate::error::{GemmaKitError, guard};
 use crate::types::{
     BackendReport, ChatMessage, Chunk, ContextPolicy, EngineOptions, GenerateOptions,
-    GenerationResult, GenerationStats, ModelInfo, SinkFlow, parse_tool_declarations,
+    GenerationResult, GenerationStats, MessagePart, ModelInfo, SinkFlow, parse_tool_declarations,
 };
 
 /// Receives a generation as it is produced. Called synchronously on the thread that called
@@ -57,6 +58,38 @@ impl Engine {
     }
 
     /// A new, empty conversation. It keeps the model alive until it is closed too.
+    /// Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt.
+    pub fn caption(
+        &self,
+        image: Vec<u8>,
+        options: GenerateOptions,
+        sink: Option<Arc<dyn GenerationSink>>,
+    ) -> Result<GenerationResult, GemmaKitError> {
+        let options = options.into();
+        guard(|| {
+            let image = ImageInput::from_bytes(&image)?;
+            run_turn(sink, |on_event| self.inner.caption(image, &options, on_event))
+        })
+    }
+
+    /// Transcribes a WAV file's speech in `language` (e.g. "English"); audio longer than 30 s
+    /// is transcribed clip by clip and the texts joined.
+    pub fn transcribe_wav(
+        &self,
+        wav: Vec<u8>,
+        language: String,
+        options: GenerateOptions,
+    ) -> Result<String, GemmaKitError> {
+        let options = options.into();
+        guard(|| {
+            let audio = AudioInput::from_wav_bytes(&wav)?;
+            let (text, _) =
+                self.inner
+                    .transcribe(audio, &language, &options, &mut |_| Flow::Continue)?;
+            Ok(text)
+        })
+    }
+
     pub fn conversation(&self) -> Result<Arc<Conversation>, GemmaKitError> {
         guard(|| {
             Ok(Arc::new(Conversation {
@@ -85,6 +118,24 @@ impl Conversation {
     ) -> Result<GenerationResult, GemmaKitError> {
         let options = options.into();
         guard(|| run_turn(sink, |on_event| self.inner.send(&text, &options, on_event)))
+    }
+
+    /// Adds a user message of text and media parts in order (images, audio, video frames) and
+    /// generates the answer. The model's vision/audio towers load on first use.
+    pub fn send_parts(
+        &self,
+        parts: Vec<MessagePart>,
+        options: GenerateOptions,
+        sink: Option<Arc<dyn GenerationSink>>,
+    ) -> Result<GenerationResult, GemmaKitError> {
+        let options = options.into();
+        guard(|| {
+            let parts = parts
+                .into_iter()
+                .map(MessagePart::into_core)
+                .collect::<gemmakit::Result<Vec<_>>>()?;
+            run_turn(sink, |on_event| self.inner.send_parts(parts, &options, on_event))
+        })
     }
 
     /// Answers the model's tool call with its result and lets the model continue.

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 
 use gemmakit::BackendKind as CoreBackendKind;
 use gemmakit::chat::tools::ToolCall as CoreToolCall;
-use gemmakit::chat::{Message, Role as CoreRole};
+use gemmakit::chat::{Message, Part, Role as CoreRole};
+use gemmakit::media::{AudioInput, ImageInput, Media, VideoFrame, VideoInput};
+use gemmakit::model::audio::AttentionWindow;
 use gemmakit::conversation::ContextPolicy as CoreContextPolicy;
 use gemmakit::engine::{self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat};
 use gemmakit::generate::{self, StopReason as CoreStopReason};
@@ -54,6 +56,12 @@ pub struct EngineOptions {
     /// `null`/`nil`: the engine's default (`Auto`).
     #[uniffi(default = None)]
     pub chat_format: Option<ChatFormat>,
+    /// llama.cpp's vision/audio GGUF for a GGUF model (`null`: an `mmproj*.gguf` next to it).
+    #[uniffi(default = None)]
+    pub mmproj_path: Option<String>,
+    /// Audio attention window: `false` = transformers' 12 keys (default), `true` = JAX's 13.
+    #[uniffi(default = false)]
+    pub audio_jax_window: bool,
 }
 
 impl From<BackendChoice> for CoreBackendChoice {
@@ -103,6 +111,12 @@ impl From<EngineOptions> for engine::EngineOptions {
             threads: o.threads.map(|t| t as usize),
             memory_budget: o.memory_budget,
             chat_format: o.chat_format.map_or(d.chat_format, Into::into),
+            mmproj: o.mmproj_path.map(Into::into),
+            audio_window: if o.audio_jax_window {
+                AttentionWindow::Jax
+            } else {
+                AttentionWindow::Transformers
+            },
         }
     }
 }
@@ -115,7 +129,100 @@ impl From<engine::EngineOptions> for EngineOptions {
             threads: o.threads.map(saturating_u32),
             memory_budget: o.memory_budget,
             chat_format: Some(o.chat_format.into()),
+            mmproj_path: o.mmproj.map(|p| p.display().to_string()),
+            audio_jax_window: o.audio_window == AttentionWindow::Jax,
         }
+    }
+}
+
+// ---------------------------------------------------------------- media
+
+/// A piece of a multimodal user message. Media are decoded when the message is sent; a bad
+/// file fails that call with `InvalidImage` / `InvalidAudio`.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum MessagePart {
+    Text {
+        text: String,
+    },
+    /// JPEG, PNG or WebP bytes (EXIF orientation applied). `max_soft_tokens`: 70, 140, 280
+    /// (default), 560 or 1120.
+    Image {
+        bytes: Vec<u8>,
+        max_soft_tokens: Option<u32>,
+    },
+    /// A WAV file's bytes (16/24/32-bit PCM or float, any rate and channel count).
+    AudioWav {
+        bytes: Vec<u8>,
+    },
+    /// Interleaved float samples in [-1, 1] (e.g. from AudioRecord / AVAudioEngine).
+    AudioPcm {
+        samples: Vec<f32>,
+        sample_rate: u32,
+        channels: u16,
+    },
+    /// Video frames (JPEG/PNG/WebP bytes each) with their timestamps in seconds.
+    Video {
+        frames: Vec<Vec<u8>>,
+        timestamps_secs: Vec<f64>,
+        max_soft_tokens_per_frame: Option<u32>,
+    },
+}
+
+impl MessagePart {
+    pub(crate) fn into_core(self) -> gemmakit::Result<Part> {
+        Ok(match self {
+            MessagePart::Text { text } => Part::Text(text),
+            MessagePart::Image {
+                bytes,
+                max_soft_tokens,
+            } => {
+                let mut image = ImageInput::from_bytes(&bytes)?;
+                if let Some(n) = max_soft_tokens {
+                    image = image.with_max_soft_tokens(n as usize)?;
+                }
+                Part::Media(Media::Image(image))
+            }
+            MessagePart::AudioWav { bytes } => {
+                Part::Media(Media::Audio(AudioInput::from_wav_bytes(&bytes)?))
+            }
+            MessagePart::AudioPcm {
+                samples,
+                sample_rate,
+                channels,
+            } => Part::Media(Media::Audio(AudioInput::from_pcm_f32(
+                &samples,
+                sample_rate,
+                channels,
+            )?)),
+            MessagePart::Video {
+                frames,
+                timestamps_secs,
+                max_soft_tokens_per_frame,
+            } => {
+                if frames.len() != timestamps_secs.len() {
+                    return Err(gemmakit::GemmaError::InvalidArgument(format!(
+                        "{} frames but {} timestamps",
+                        frames.len(),
+                        timestamps_secs.len()
+                    )));
+                }
+                let frames = frames
+                    .iter()
+                    .zip(timestamps_secs)
+                    .map(|(bytes, t)| {
+                        Ok(VideoFrame {
+                            image: ImageInput::from_bytes(bytes)?,
+                            timestamp_secs: t,
+                        })
+                    })
+                    .collect::<gemmakit::Result<Vec<_>>>()?;
+                let mut video = VideoInput::from_frames(frames)?;
+                if let Some(n) = max_soft_tokens_per_frame {
+                    video = video.with_max_soft_tokens_per_frame(n as usize)?;
+                }
+                Part::Media(Media::Video(video))
+            }
+        })
     }
 }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use gemmakit::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
-use gemmakit::eval::{all_logits, load_model, parse_token_list, write_npy};
+use gemmakit::chat::Part;
+use gemmakit::eval::{all_logits_with_media, load_model, parse_token_list, write_npy};
+use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
+use gemmakit::model::audio::AttentionWindow;
 use gemmakit::generate::{Event, Flow, GenerateOptions, GenerationOutput, StopReason};
 use gemmakit::sampling::SamplingOptions;
 use gemmakit::{BackendKind, GemmaError, Result};
@@ -34,6 +37,79 @@ struct ModelArgs {
     /// CPU threads (default: one per core).
     #[arg(long, short = 't')]
     threads: Option<usize>,
+    /// llama.cpp's vision/audio GGUF for a GGUF model (default: mmproj*.gguf next to it).
+    #[arg(long)]
+    mmproj: Option<PathBuf>,
+    /// Audio tower attention window: transformers (12 keys) or jax (13).
+    #[arg(long, default_value = "transformers")]
+    audio_window: AudioWindowArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AudioWindowArg {
+    Transformers,
+    Jax,
+}
+
+impl From<AudioWindowArg> for AttentionWindow {
+    fn from(w: AudioWindowArg) -> Self {
+        match w {
+            AudioWindowArg::Transformers => AttentionWindow::Transformers,
+            AudioWindowArg::Jax => AttentionWindow::Jax,
+        }
+    }
+}
+
+/// Images, audio and video frames given on the command line.
+#[derive(Args, Clone, Default)]
+struct MediaArgs {
+    /// An image (JPEG, PNG, WebP); repeatable, placed in order before the prompt text.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Soft tokens per image: 70, 140, 280, 560 or 1120.
+    #[arg(long, default_value_t = 280)]
+    image_tokens: usize,
+    /// A WAV file; repeatable, placed after the images.
+    #[arg(long = "audio")]
+    audios: Vec<PathBuf>,
+    /// A video frame image; repeatable, in order: together they form one video.
+    #[arg(long = "frame")]
+    frames: Vec<PathBuf>,
+    /// Frame rate of --frame images (frame i is at i/fps seconds).
+    #[arg(long, default_value_t = 1.0)]
+    fps: f64,
+}
+
+impl MediaArgs {
+    fn load(&self) -> Result<Vec<Media>> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| GemmaError::io(p, e));
+        let mut media = Vec::new();
+        for p in &self.images {
+            let image = ImageInput::from_bytes(&read(p)?)?.with_max_soft_tokens(self.image_tokens)?;
+            media.push(Media::Image(image));
+        }
+        for p in &self.audios {
+            let audio = AudioInput::from_wav_bytes(&read(p)?)?;
+            if audio.clips().was_split() {
+                eprintln!(
+                    "gemmakit: {} is {:.1} s: encoded as {} clips of at most 30 s",
+                    p.display(),
+                    audio.duration_secs(),
+                    audio.clips().clips.len()
+                );
+            }
+            media.push(Media::Audio(audio));
+        }
+        if !self.frames.is_empty() {
+            let frames = self
+                .frames
+                .iter()
+                .map(|p| ImageInput::from_bytes(&read(p)?))
+                .collect::<Result<Vec<_>>>()?;
+            media.push(Media::Video(VideoInput::from_frames_at_fps(frames, self.fps)?));
+        }
+        Ok(media)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -97,6 +173,8 @@ enum Command {
         #[arg(long)]
         think: bool,
         #[command(flatten)]
+        media: MediaArgs,
+        #[command(flatten)]
         sampling: SamplingArgs,
         /// Print one JSON object with `tokens`, `text` and `stats` instead of streaming.
         #[arg(long)]
@@ -135,13 +213,20 @@ enum Command {
     Eval {
         #[arg(long)]
         model: PathBuf,
-        /// Comma-separated token ids, e.g. 2,17,301.
+        /// Comma-separated token ids, e.g. 2,17,301. Placeholder runs (image, audio, video
+        /// ids) are filled with the soft tokens of --image/--audio/--frame media in order.
         #[arg(long)]
         tokens: String,
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        media: MediaArgs,
+        #[arg(long)]
+        mmproj: Option<PathBuf>,
+        #[arg(long, default_value = "transformers")]
+        audio_window: AudioWindowArg,
     },
 }
 
@@ -207,6 +292,8 @@ fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result
             threads: args.threads,
             memory_budget: None,
             chat_format,
+            mmproj: args.mmproj.clone(),
+            audio_window: args.audio_window.into(),
         },
     );
     bar.finish_and_clear();
@@ -258,9 +345,11 @@ fn run(
     raw: bool,
     system: Option<String>,
     think: bool,
+    media: &MediaArgs,
     sampling: &SamplingArgs,
     json: bool,
 ) -> Result<()> {
+    let media = media.load()?;
     let format = if raw || prompt_tokens.is_some() {
         ChatFormat::PlainText
     } else {
@@ -276,6 +365,11 @@ fn run(
         }
     };
     let output = match (prompt, prompt_tokens) {
+        (_, Some(_)) if !media.is_empty() => {
+            return Err(GemmaError::InvalidArgument(
+                "media go with --prompt (use `gemmakit eval` to fill placeholder ids)".into(),
+            ));
+        }
         (_, Some(tokens)) => {
             engine.generate_from_tokens(&parse_token_list(&tokens)?, &options, &mut on_event)?
         }
@@ -289,7 +383,13 @@ fn run(
                     "gemmakit: this model has no chat template (a base model): continuing the prompt as plain text"
                 );
             }
-            chat.send(&prompt, &options, &mut on_event)?
+            if media.is_empty() {
+                chat.send(&prompt, &options, &mut on_event)?
+            } else {
+                let mut parts: Vec<Part> = media.into_iter().map(Part::Media).collect();
+                parts.push(Part::Text(prompt));
+                chat.send_parts(parts, &options, &mut on_event)?
+            }
         }
         (None, None) => {
             return Err(GemmaError::InvalidArgument(
@@ -453,10 +553,19 @@ fn tokenize(model: &ModelArgs, text: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn eval(model: &Path, tokens: &str, backend: BackendKind, out: &Path) -> Result<()> {
+fn eval(
+    model_path: &Path,
+    tokens: &str,
+    backend: BackendKind,
+    out: &Path,
+    media: &MediaArgs,
+    mmproj: Option<&Path>,
+    window: AttentionWindow,
+) -> Result<()> {
     let tokens = parse_token_list(tokens)?;
-    let model = load_model(model, backend)?;
-    let logits = all_logits(&model, &tokens)?;
+    let media = media.load()?;
+    let model = load_model(model_path, backend)?;
+    let logits = all_logits_with_media(&model, model_path, mmproj, window, &tokens, &media)?;
     write_npy(out, &logits, &[tokens.len(), model.config().vocab_size])?;
     eprintln!(
         "wrote logits [{}, {}] to {} ({})",
@@ -479,6 +588,7 @@ fn main() -> ExitCode {
             raw,
             system,
             think,
+            media,
             sampling,
             json,
         } => run(
@@ -488,6 +598,7 @@ fn main() -> ExitCode {
             raw,
             system,
             think,
+            &media,
             &sampling,
             json,
         ),
@@ -504,7 +615,18 @@ fn main() -> ExitCode {
             tokens,
             backend,
             out,
-        } => eval(&model, &tokens, backend, &out),
+            media,
+            mmproj,
+            audio_window,
+        } => eval(
+            &model,
+            &tokens,
+            backend,
+            &out,
+            &media,
+            mmproj.as_deref(),
+            audio_window.into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

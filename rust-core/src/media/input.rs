@@ -134,6 +134,29 @@ impl AudioInput {
     pub fn clips(&self) -> AudioClips {
         self.audio.clips()
     }
+
+    /// One input per 30-second clip (silent clips left out), for tasks that handle clips
+    /// separately, such as transcription.
+    pub fn clip_inputs(&self) -> Result<Vec<AudioInput>> {
+        let clips = self.clips();
+        if clips.clips.len() <= 1 {
+            return Ok(vec![self.clone()]);
+        }
+        let mut out = Vec::new();
+        for clip in &clips.clips {
+            match Audio::from_pcm_f32(self.audio.clip_samples(clip), super::audio::SAMPLE_RATE, 1) {
+                Ok(a) => out.push(Self::new(a)),
+                Err(GemmaError::InvalidAudio(why)) => {
+                    log::info!("audio clip {} left out: {why}", clip.index)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if out.is_empty() {
+            return Err(GemmaError::InvalidAudio("every clip is silent".into()));
+        }
+        Ok(out)
+    }
 }
 
 /// One video frame and when it was shown.

@@ -162,6 +162,46 @@ pub fn check_placeholders(
     Ok(())
 }
 
+/// For each placeholder of `ids` (after [`check_placeholders`] passed): its position, the
+/// index of the media item it belongs to and the row of that item's soft tokens.
+pub fn assign_slots(
+    ids: &[u32],
+    placeholders: &PlaceholderIds,
+    media: &[Media],
+    counts: &[SegmentCounts],
+) -> Vec<(usize, usize, usize)> {
+    // One queue per kind: the media of that kind in order, each with its token count.
+    let queue = |kind: MediaKind| -> Vec<(usize, usize)> {
+        media
+            .iter()
+            .zip(counts)
+            .enumerate()
+            .filter(|(_, (m, _))| m.kind() == kind)
+            .map(|(i, (_, c))| (i, c.iter().sum()))
+            .collect()
+    };
+    let mut queues = [
+        (MediaKind::Image, queue(MediaKind::Image), 0usize, 0usize),
+        (MediaKind::Audio, queue(MediaKind::Audio), 0, 0),
+        (MediaKind::Video, queue(MediaKind::Video), 0, 0),
+    ];
+    let mut slots = Vec::new();
+    for (pos, kind) in placeholder_positions(ids, placeholders) {
+        let Some((_, items, item, row)) = queues.iter_mut().find(|(k, ..)| *k == kind) else {
+            continue;
+        };
+        while *item < items.len() && *row >= items[*item].1 {
+            *item += 1;
+            *row = 0;
+        }
+        if let Some(&(media_index, _)) = items.get(*item) {
+            slots.push((pos, media_index, *row));
+            *row += 1;
+        }
+    }
+    slots
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
