@@ -87,8 +87,14 @@ fn check_fixture_preprocessing(fixture: &str) {
     let ours_pos: Vec<i64> = ours.position_ids.iter().flatten().copied().collect();
     assert_eq!(ours_pos, pos, "position ids");
     assert_eq!(ours.resized, (72, 120));
-    assert_eq!(ours.num_soft_tokens, reference.shape("vision.soft_tokens")[0]);
-    assert_eq!(soft_token_count(64, 40, &tiny_params()).unwrap(), ours.num_soft_tokens);
+    assert_eq!(
+        ours.num_soft_tokens,
+        reference.shape("vision.soft_tokens")[0]
+    );
+    assert_eq!(
+        soft_token_count(64, 40, &tiny_params()).unwrap(),
+        ours.num_soft_tokens
+    );
 }
 
 #[test]
@@ -208,7 +214,11 @@ fn max_pixel_diff(a: &[u8], b: &[u8]) -> (u8, usize) {
 /// The processor's pixel values for a resized uint8 image: float32(float64(u8)·(1/255)) in
 /// patch order — the mapping the tiny-fixture tests check bit for bit against transformers.
 fn expected_pixel_values(resized: &image::RgbImage, p: &ImageParams) -> Vec<f32> {
-    let (w, h, ps) = (resized.width() as usize, resized.height() as usize, p.patch_size);
+    let (w, h, ps) = (
+        resized.width() as usize,
+        resized.height() as usize,
+        p.patch_size,
+    );
     let (rows, cols) = (h / ps, w / ps);
     let mut out = vec![0.0f32; p.max_patches() * p.patch_len()];
     let raw = resized.as_raw();
@@ -240,7 +250,10 @@ fn encoded_images_preprocess_like_transformers() {
         let p = ImageParams::for_budget(budget).unwrap();
         let hw = |key: &str| -> (usize, usize) {
             let a = case[key].as_array().unwrap();
-            (a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize)
+            (
+                a[0].as_u64().unwrap() as usize,
+                a[1].as_u64().unwrap() as usize,
+            )
         };
         let (ih, iw) = hw("input_hw");
         let (rh, rw) = hw("resized_hw");
@@ -275,15 +288,28 @@ fn encoded_images_preprocess_like_transformers() {
         };
         let resized = resize_bicubic(source.as_raw(), iw, ih, rw, rh);
         let (max, count) = max_pixel_diff(&resized, reference_resized.as_raw());
-        eprintln!("{name}: {iw}×{ih} → {rw}×{rh}: resize differs from Pillow in {count} values (max {max})");
+        eprintln!(
+            "{name}: {iw}×{ih} → {rw}×{rh}: resize differs from Pillow in {count} values (max {max})"
+        );
         if count != 0 {
-            failures.push(format!("{name}: resize differs in {count} values, max {max}"));
+            failures.push(format!(
+                "{name}: resize differs in {count} values, max {max}"
+            ));
         }
         let out = preprocess(&source, &p).unwrap();
         assert_eq!(out.resized, (rh, rw), "{name}");
-        assert_eq!(out.num_patches, case["num_patches"].as_u64().unwrap() as usize);
-        assert_eq!(out.num_soft_tokens, case["num_soft_tokens"].as_u64().unwrap() as usize);
-        assert_eq!(out.max_patches(), case["max_patches"].as_u64().unwrap() as usize);
+        assert_eq!(
+            out.num_patches,
+            case["num_patches"].as_u64().unwrap() as usize
+        );
+        assert_eq!(
+            out.num_soft_tokens,
+            case["num_soft_tokens"].as_u64().unwrap() as usize
+        );
+        assert_eq!(
+            out.max_patches(),
+            case["max_patches"].as_u64().unwrap() as usize
+        );
         let expected = expected_pixel_values(&reference_resized, &p);
         if out.pixel_values != expected {
             failures.push(format!("{name}: pixel values differ"));
@@ -291,7 +317,10 @@ fn encoded_images_preprocess_like_transformers() {
         // End to end from the encoded bytes (the decoder's rounding included for JPEG).
         let end_to_end = preprocess(&decoded, &p).unwrap();
         let err = max_abs_diff(&end_to_end.pixel_values, &expected);
-        eprintln!("{name}: end to end from the file: max abs {err:.4} ({:.1}/255)", err * 255.0);
+        eprintln!(
+            "{name}: end to end from the file: max abs {err:.4} ({:.1}/255)",
+            err * 255.0
+        );
         if case["decoded_png"].is_null() && err != 0.0 {
             failures.push(format!("{name}: end-to-end pixel values differ by {err}"));
         }
@@ -306,11 +335,17 @@ fn a_resized_image_runs_through_the_tower_at_the_fixture_geometry() {
     let pre = preprocess(&img, &tiny_params()).unwrap();
     let tower = load_tower("tiny_gemma4_e2b", Source::SafeTensors, BackendKind::Cpu);
     let out = tower.encode(&pre).unwrap();
-    assert_eq!(out.len(), pre.num_soft_tokens * tower.config().text_hidden_size);
+    assert_eq!(
+        out.len(),
+        pre.num_soft_tokens * tower.config().text_hidden_size
+    );
     assert!(out.iter().all(|v| v.is_finite()));
     // A tower refuses an image preprocessed for another patch size.
     let wrong = preprocess(&img, &ImageParams::video_frame()).unwrap();
-    assert!(matches!(tower.encode(&wrong), Err(GemmaError::InvalidImage(_))));
+    assert!(matches!(
+        tower.encode(&wrong),
+        Err(GemmaError::InvalidImage(_))
+    ));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -322,7 +357,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -352,7 +391,10 @@ fn assert_invalid(what: &str, bytes: &[u8]) {
 fn bad_images_are_invalid_image_errors() {
     assert_invalid("empty", &[]);
     assert_invalid("text", b"this is not an image, just some bytes");
-    assert_invalid("GIF (unsupported format)", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
+    assert_invalid(
+        "GIF (unsupported format)",
+        b"GIF89a\x01\x00\x01\x00\x00\x00\x00;",
+    );
     let png = read("grey.png");
     assert_invalid("truncated PNG", &png[..png.len() / 2]);
     assert_invalid("PNG header only", &png[..40]);
@@ -362,7 +404,13 @@ fn bad_images_are_invalid_image_errors() {
     assert_invalid("100000×100000 PNG", &png_with_size(100_000, 100_000));
     assert_invalid("16385×1 PNG", &png_with_size(16_385, 1));
     let jpg = read("frame_420.jpg");
-    assert_invalid("truncated JPEG", &jpg[..jpg.len() / 3]);
+    assert_invalid("truncated JPEG (a third)", &jpg[..jpg.len() / 3]);
+    assert_invalid("truncated JPEG (last 10 bytes cut)", &jpg[..jpg.len() - 10]);
+    assert_invalid("JPEG headers only", &jpg[..200]);
+    // Bytes after the end-of-image marker (some cameras append data) are harmless.
+    let mut trailing = jpg.clone();
+    trailing.extend_from_slice(b"appended by a camera");
+    assert_eq!(decode_image(&trailing).unwrap().dimensions(), (160, 90));
     // The fixture PNG itself decodes, so the failures above are about the damage.
     assert_eq!(decode_image(&png).unwrap().dimensions(), (50, 50));
     // Zero-size images cannot be preprocessed either.

@@ -134,6 +134,12 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
         }
         None => return Err(invalid("not a JPEG, PNG or WebP image".into())),
     }
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // zune-jpeg fills a cut-off scan with grey; Pillow refuses such files by default.
+        return Err(invalid(
+            "the JPEG data is truncated (no end-of-image marker)".into(),
+        ));
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -158,6 +164,40 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
         .map_err(|e| invalid(format!("cannot decode the image: {e}")))?;
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// Whether a JPEG stream has an end-of-image marker after its first scan. The header segments
+/// are skipped by their lengths (an EXIF thumbnail carries its own markers), then the
+/// entropy-coded data is searched: there `FF D9` can only be the end marker (data bytes `FF`
+/// are stuffed as `FF 00`).
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut pos = 2; // after SOI
+    loop {
+        // Markers may be preceded by fill bytes 0xFF.
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return false;
+        };
+        match marker {
+            0xD9 => return false, // end of image before any scan
+            0x01 | 0xD0..=0xD7 => pos += 2,
+            _ => {
+                let Some(len) = bytes.get(pos + 2..pos + 4) else {
+                    return false;
+                };
+                let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                if marker == 0xDA {
+                    let scan = pos + 2 + len;
+                    return bytes
+                        .get(scan..)
+                        .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]));
+                }
+                pos += 2 + len;
+            }
+        }
+    }
 }
 
 /// Target size `(height, width)` of the aspect-preserving resize (transformers'
@@ -411,7 +451,10 @@ mod tests {
         assert_eq!(target_size(1080, 1920, &params(280)).unwrap(), (576, 1056));
         assert_eq!(soft_token_count(1920, 1080, &params(280)).unwrap(), 264);
         assert_eq!(soft_token_count(1024, 768, &params(280)).unwrap(), 266);
-        assert_eq!(soft_token_count(1920, 1080, &ImageParams::video_frame()).unwrap(), 66);
+        assert_eq!(
+            soft_token_count(1920, 1080, &ImageParams::video_frame()).unwrap(),
+            66
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use serde_json::Value;
 
 use super::config::RopeParams;
@@ -91,7 +91,9 @@ impl VisionConfig {
             .and_then(Value::as_str)
             && kind != "axial"
         {
-            return Err(GemmaError::Unsupported(format!("vision RoPE type `{kind}`")));
+            return Err(GemmaError::Unsupported(format!(
+                "vision RoPE type `{kind}`"
+            )));
         }
         let cfg = VisionConfig {
             hidden_size,
@@ -104,12 +106,18 @@ impl VisionConfig {
             pooling_kernel: uint(v, "pooling_kernel_size").unwrap_or(3),
             position_embedding_size: uint(v, "position_embedding_size").unwrap_or(10240),
             rope_theta,
-            rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6) as f32,
+            rms_norm_eps: v
+                .get("rms_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-6) as f32,
             use_clipped_linears: v
                 .get("use_clipped_linears")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            standardize: v.get("standardize").and_then(Value::as_bool).unwrap_or(false),
+            standardize: v
+                .get("standardize")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             text_hidden_size,
         };
         cfg.validate()?;
@@ -285,7 +293,11 @@ impl VisionTower {
 
     /// Builds the tower from a store holding the Hugging Face names (`model.vision_tower.*`,
     /// `model.embed_vision.*`); other tensors in the store are ignored.
-    pub fn load(store: &WeightStore, config: &VisionConfig, device: &ComputeDevice) -> Result<Self> {
+    pub fn load(
+        store: &WeightStore,
+        config: &VisionConfig,
+        device: &ComputeDevice,
+    ) -> Result<Self> {
         Self::build(store, config, device, PatchLayout::RowColChannel)
     }
 
@@ -311,10 +323,10 @@ impl VisionTower {
         let (d, ffn, p) = (c.hidden_size, c.intermediate_size, c.patch_size);
         let q_out = c.num_heads * c.head_dim;
         let kv_out = c.num_kv_heads * c.head_dim;
-        let tensor = |name: &str, shape: &[usize]| store.get_shaped(&format!("{TOWER}{name}"), shape);
-        let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
-            Ok(tensor(name, &[len])?.to_f32_vec())
-        };
+        let tensor =
+            |name: &str, shape: &[usize]| store.get_shaped(&format!("{TOWER}{name}"), shape);
+        let vector =
+            |name: &str, len: usize| -> Result<Vec<f32>> { Ok(tensor(name, &[len])?.to_f32_vec()) };
         let scalar = |name: &str| -> Result<f32> {
             let full = format!("{TOWER}{name}");
             let t = store.get(&full)?;
@@ -328,11 +340,20 @@ impl VisionTower {
             Ok(t.to_f32_vec()[0])
         };
         let clipped = |name: &str, out: usize, inp: usize| -> Result<ClippedLinear> {
-            let linear = Linear::load(tensor(&format!("{name}.linear.weight"), &[out, inp])?, device)?;
+            let linear = Linear::load(
+                tensor(&format!("{name}.linear.weight"), &[out, inp])?,
+                device,
+            )?;
             let (input, output) = if c.use_clipped_linears {
                 (
-                    (scalar(&format!("{name}.input_min"))?, scalar(&format!("{name}.input_max"))?),
-                    (scalar(&format!("{name}.output_min"))?, scalar(&format!("{name}.output_max"))?),
+                    (
+                        scalar(&format!("{name}.input_min"))?,
+                        scalar(&format!("{name}.input_max"))?,
+                    ),
+                    (
+                        scalar(&format!("{name}.output_min"))?,
+                        scalar(&format!("{name}.output_max"))?,
+                    ),
                 )
             } else {
                 let open = (f32::NEG_INFINITY, f32::INFINITY);
@@ -347,8 +368,12 @@ impl VisionTower {
 
         let patch_len = 3 * p * p;
         let w = match layout {
-            PatchLayout::RowColChannel => tensor("patch_embedder.input_proj.weight", &[d, patch_len])?,
-            PatchLayout::ChannelRowCol => tensor("patch_embedder.input_proj.weight", &[d, 3, p, p])?,
+            PatchLayout::RowColChannel => {
+                tensor("patch_embedder.input_proj.weight", &[d, patch_len])?
+            }
+            PatchLayout::ChannelRowCol => {
+                tensor("patch_embedder.input_proj.weight", &[d, 3, p, p])?
+            }
         }
         .to_f32_vec();
         // To [in, out] with `in` in the processor's (row, col, channel) order.
@@ -394,12 +419,21 @@ impl VisionTower {
                 o: clipped(&l("self_attn.o_proj"), d, q_out)?,
                 q_norm: norm_weight(vector(&l("self_attn.q_norm.weight"), c.head_dim)?, dev),
                 k_norm: norm_weight(vector(&l("self_attn.k_norm.weight"), c.head_dim)?, dev),
-                post_attention_norm: norm_weight(vector(&l("post_attention_layernorm.weight"), d)?, dev),
-                pre_feedforward_norm: norm_weight(vector(&l("pre_feedforward_layernorm.weight"), d)?, dev),
+                post_attention_norm: norm_weight(
+                    vector(&l("post_attention_layernorm.weight"), d)?,
+                    dev,
+                ),
+                pre_feedforward_norm: norm_weight(
+                    vector(&l("pre_feedforward_layernorm.weight"), d)?,
+                    dev,
+                ),
                 gate: clipped(&l("mlp.gate_proj"), ffn, d)?,
                 up: clipped(&l("mlp.up_proj"), ffn, d)?,
                 down: clipped(&l("mlp.down_proj"), d, ffn)?,
-                post_feedforward_norm: norm_weight(vector(&l("post_feedforward_layernorm.weight"), d)?, dev),
+                post_feedforward_norm: norm_weight(
+                    vector(&l("post_feedforward_layernorm.weight"), d)?,
+                    dev,
+                ),
             });
         }
         let standardize = if c.standardize {
@@ -442,7 +476,7 @@ impl VisionTower {
     /// Soft tokens `[num_soft_tokens, text_hidden]`, row-major, ready to replace the image
     /// placeholders of the prompt.
     pub fn encode(&self, img: &PreprocessedImage) -> Result<Vec<f32>> {
-        Ok(self.run(img, None)?)
+        self.run(img, None)
     }
 
     /// [`encode`](Self::encode) that also returns the encoder output and the pooled tower
@@ -494,14 +528,20 @@ impl VisionTower {
         let mut out = Vec::with_capacity(n);
         for (i, &[x, y]) in img.position_ids[..n].iter().enumerate() {
             if x != (i % cols) as i64 || y != (i / cols) as i64 {
-                return bad(format!("patch {i} has position ({x}, {y}), not raster order"));
+                return bad(format!(
+                    "patch {i} has position ({x}, {y}), not raster order"
+                ));
             }
             out.push((x as usize, y as usize));
         }
         Ok(out)
     }
 
-    fn run(&self, img: &PreprocessedImage, mut trace: Option<&mut VisionTrace>) -> Result<Vec<f32>> {
+    fn run(
+        &self,
+        img: &PreprocessedImage,
+        mut trace: Option<&mut VisionTrace>,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let dev = &self.device.device;
         let positions = self.positions(img)?;
@@ -511,7 +551,11 @@ impl VisionTower {
         let eps = c.rms_norm_eps;
 
         // Patch embedding: pixels to [−1, 1], project, add the x and y position rows.
-        let pixels = from_host(img.pixel_values[..n * patch_len].to_vec(), [n, patch_len], dev);
+        let pixels = from_host(
+            img.pixel_values[..n * patch_len].to_vec(),
+            [n, patch_len],
+            dev,
+        );
         let pixels = (pixels - 0.5) * 2.0;
         let mut h = pixels.matmul(self.patch_embedding.clone());
         h = h + from_host(self.position_rows(&positions)?, [n, d], dev);
@@ -529,9 +573,15 @@ impl VisionTower {
 
         for layer in &self.layers {
             let a = rms_norm(h.clone(), Some(&layer.input_norm), eps);
-            let q = layer.q.forward(a.clone())?.reshape([n, c.num_heads, c.head_dim]);
+            let q = layer
+                .q
+                .forward(a.clone())?
+                .reshape([n, c.num_heads, c.head_dim]);
             let q = rope(rms_norm(q, Some(&layer.q_norm), eps));
-            let k = layer.k.forward(a.clone())?.reshape([n, c.num_kv_heads, c.head_dim]);
+            let k = layer
+                .k
+                .forward(a.clone())?
+                .reshape([n, c.num_kv_heads, c.head_dim]);
             let k = rope(rms_norm(k, Some(&layer.k_norm), eps));
             let v = layer.v.forward(a)?.reshape([n, c.num_kv_heads, c.head_dim]);
             let v = rms_norm(v, None, eps);
@@ -563,8 +613,7 @@ impl VisionTower {
         if let Some(trace) = trace.as_deref_mut() {
             trace.tower_out = to_host(pooled.clone())?;
         }
-        self.projection
-            .forward_to_host(rms_norm(pooled, None, eps))
+        self.projection.forward_to_host(rms_norm(pooled, None, eps))
     }
 
     /// `pos_table[0][x] + pos_table[1][y]` per patch, `[n, d]`, read from the mapped table.
@@ -610,11 +659,11 @@ impl VisionTower {
         while start < n {
             let rows = block.min(n - start);
             // [rows, H, hd] → [H, rows, hd] → [kvh, G·rows, hd]: heads kv·G.. share KV head kv.
-            let qb = q
-                .clone()
-                .narrow(0, start, rows)
-                .swap_dims(0, 1)
-                .reshape([kv_heads, groups * rows, hd]);
+            let qb = q.clone().narrow(0, start, rows).swap_dims(0, 1).reshape([
+                kv_heads,
+                groups * rows,
+                hd,
+            ]);
             let probs = softmax(qb.matmul(k_t.clone()), 2);
             let ob = probs
                 .matmul(v.clone())
@@ -631,8 +680,8 @@ impl VisionTower {
         }
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device.device
+    pub fn device(&self) -> &ComputeDevice {
+        &self.device
     }
 }
 
@@ -667,7 +716,9 @@ fn hf_vision_name(gguf_name: &str) -> Option<String> {
     };
     let hf = match (linear, suffix) {
         (Some(l), "weight") => format!("{l}.linear.weight"),
-        (Some(l), "input_min" | "input_max" | "output_min" | "output_max") => format!("{l}.{suffix}"),
+        (Some(l), "input_min" | "input_max" | "output_min" | "output_max") => {
+            format!("{l}.{suffix}")
+        }
         (Some(_), _) => return None,
         (None, "weight") => match module {
             "attn_q_norm" => "self_attn.q_norm.weight".into(),
