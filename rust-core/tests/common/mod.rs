@@ -57,6 +57,15 @@ impl Reference {
             .collect()
     }
 
+    pub fn u8(&self, name: &str) -> Vec<u8> {
+        let (_, bytes, dtype) = self
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("no reference `{name}`"));
+        assert_eq!(*dtype, safetensors::Dtype::U8, "{name}");
+        bytes.clone()
+    }
+
     pub fn ids(&self, name: &str) -> Vec<u32> {
         let (_, bytes, dtype) = self
             .tensors
