@@ -1,1 +1,424 @@
-//! `gemmakit bench`: llama-bench-style measurements.
+//! `gemmakit bench`: llama-bench-style measurements through the public engine API.
+//!
+//! For every (prompt length p, generation length n, depth d) it measures, over `r`
+//! repetitions after one warm-up:
+//! - prefill: a fresh cache filled with d tokens (untimed), then p tokens in one forward pass
+//!   (llama-bench's `pp` at depth d). Time to first token = that pass plus the argmax.
+//! - decode: a fresh cache filled with d tokens (untimed), then n single-token passes
+//!   (llama-bench's `tg` at depth d).
+//!
+//! Load time is measured once per run: warm (the file already in the page cache) and, on
+//! Linux where GNU `dd` can ask the kernel to drop the file's cached pages
+//! (`iflag=nocache count=0`, i.e. posix_fadvise DONTNEED), cold. Peak RSS is the process's
+//! high-water mark (`VmHWM`), so it covers everything the run touched.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
+use crate::error::{GemmaError, Result};
+use crate::model::{GemmaModel, LogitsFor};
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F32,
+    F16,
+}
+
+impl FromStr for KvType {
+    type Err = GemmaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(KvType::F32),
+            "f16" => Ok(KvType::F16),
+            other => Err(GemmaError::InvalidArgument(format!(
+                "unknown KV cache type `{other}` (f32, f16)"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    pub model: PathBuf,
+    pub n_prompt: Vec<usize>,
+    pub n_gen: Vec<usize>,
+    pub depths: Vec<usize>,
+    pub threads: Option<usize>,
+    pub repetitions: usize,
+    pub backend: BackendChoice,
+    pub kv_type: KvType,
+    /// Also measure a cold load (drops the file from the page cache first).
+    pub cold_load: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            model: PathBuf::new(),
+            n_prompt: vec![512],
+            n_gen: vec![128],
+            depths: vec![0],
+            threads: None,
+            repetitions: 3,
+            backend: BackendChoice::Auto,
+            kv_type: KvType::F32,
+            cold_load: true,
+        }
+    }
+}
+
+/// Median and spread of repeated measurements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub stddev: f64,
+}
+
+impl Spread {
+    pub fn of(samples: &[f64]) -> Spread {
+        if samples.is_empty() {
+            return Spread {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+                stddev: 0.0,
+            };
+        }
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        let mean = s.iter().sum::<f64>() / n as f64;
+        let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        Spread {
+            median,
+            min: s[0],
+            max: s[n - 1],
+            stddev: var.sqrt(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"median": self.median, "min": self.min, "max": self.max, "stddev": self.stddev})
+    }
+}
+
+/// One configuration's results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    pub model: String,
+    pub model_bytes: u64,
+    pub backend: String,
+    pub device: String,
+    pub backend_reason: String,
+    pub threads: usize,
+    pub kv_type: KvType,
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub depth: usize,
+    pub repetitions: usize,
+    pub prefill_tok_s: Spread,
+    pub decode_tok_s: Spread,
+    pub ttft_ms: Spread,
+    /// Prompt tokens run in timed prefill passes, all repetitions together.
+    pub prefill_tokens_run: usize,
+    /// Tokens run in timed decode passes, all repetitions together.
+    pub decode_tokens_run: usize,
+    pub load_ms: f64,
+    pub load_cold_ms: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl BenchResult {
+    /// One flat JSON object; the `*_tok_s`, `ttft_ms` keys hold medians, `*_spread` the rest.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "model": self.model,
+            "model_bytes": self.model_bytes,
+            "backend": self.backend,
+            "device": self.device,
+            "backend_reason": self.backend_reason,
+            "threads": self.threads,
+            "kv_type": match self.kv_type { KvType::F32 => "f32", KvType::F16 => "f16" },
+            "n_prompt": self.n_prompt,
+            "n_gen": self.n_gen,
+            "depth": self.depth,
+            "repetitions": self.repetitions,
+            "prefill_tok_s": self.prefill_tok_s.median,
+            "decode_tok_s": self.decode_tok_s.median,
+            "ttft_ms": self.ttft_ms.median,
+            "prefill_tok_s_spread": self.prefill_tok_s.json(),
+            "decode_tok_s_spread": self.decode_tok_s.json(),
+            "ttft_ms_spread": self.ttft_ms.json(),
+            "prefill_tokens_run": self.prefill_tokens_run,
+            "decode_tokens_run": self.decode_tokens_run,
+            "load_ms": self.load_ms,
+            "load_cold_ms": self.load_cold_ms,
+            "peak_rss_bytes": self.peak_rss_bytes,
+        })
+    }
+}
+
+/// The process's peak resident set size (`VmHWM`), where the platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Asks the kernel to drop `path` from the page cache. Returns whether that was done.
+pub fn drop_from_page_cache(path: &Path) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Deterministic token ids that avoid the special tokens at the start of the vocabulary.
+fn bench_tokens(vocab: usize, n: usize, salt: usize) -> Vec<u32> {
+    let (lo, hi) = if vocab > 2000 {
+        (1000, vocab - 1000)
+    } else {
+        (vocab.min(10), vocab)
+    };
+    let span = (hi - lo).max(1);
+    (0..n)
+        .map(|i| (lo + (i.wrapping_mul(7919).wrapping_add(salt * 104_729)) % span) as u32)
+        .collect()
+}
+
+fn fill_cache(model: &GemmaModel, cache: &mut crate::model::kv_cache::KvCache, depth: usize) -> Result<()> {
+    let tokens = bench_tokens(model.config().vocab_size, depth, 1);
+    for chunk in tokens.chunks(512) {
+        model.forward(cache, chunk, LogitsFor::Last)?;
+    }
+    Ok(())
+}
+
+/// Seconds for one prefill of `n_prompt` tokens at `depth` (and the argmax of its logits).
+fn time_prefill(model: &GemmaModel, ctx: usize, depth: usize, n_prompt: usize) -> Result<f64> {
+    let mut cache = model.new_cache(ctx);
+    fill_cache(model, &mut cache, depth)?;
+    let tokens = bench_tokens(model.config().vocab_size, n_prompt, 2);
+    let start = Instant::now();
+    let logits = model.forward(&mut cache, &tokens, LogitsFor::Last)?;
+    let first = crate::sampling::argmax(&logits);
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box(first);
+    Ok(secs)
+}
+
+/// Seconds for `n_gen` single-token passes at `depth`.
+fn time_decode(model: &GemmaModel, ctx: usize, depth: usize, n_gen: usize) -> Result<f64> {
+    let mut cache = model.new_cache(ctx);
+    fill_cache(model, &mut cache, depth)?;
+    let tokens = bench_tokens(model.config().vocab_size, n_gen, 3);
+    let start = Instant::now();
+    for &t in &tokens {
+        std::hint::black_box(model.forward(&mut cache, &[t], LogitsFor::Last)?);
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn validate(options: &BenchOptions) -> Result<()> {
+    if options.kv_type != KvType::F32 {
+        return Err(GemmaError::Unsupported(
+            "KV cache type f16: the KV cache is f32 only".into(),
+        ));
+    }
+    let bad = |m: &str| Err(GemmaError::InvalidArgument(m.into()));
+    if options.repetitions == 0 {
+        return bad("repetitions must be at least 1");
+    }
+    if options.n_prompt.is_empty() || options.n_gen.is_empty() || options.depths.is_empty() {
+        return bad("give at least one prompt length, generation length and depth");
+    }
+    if options.n_prompt.contains(&0) || options.n_gen.contains(&0) {
+        return bad("prompt and generation lengths must be at least 1");
+    }
+    Ok(())
+}
+
+/// Runs every configuration; `on_result` sees each as soon as it is measured.
+pub fn run_bench(
+    options: &BenchOptions,
+    on_result: &mut dyn FnMut(&BenchResult),
+) -> Result<Vec<BenchResult>> {
+    validate(options)?;
+    let longest = options.depths.iter().max().copied().unwrap_or(0)
+        + options
+            .n_prompt
+            .iter()
+            .chain(&options.n_gen)
+            .max()
+            .copied()
+            .unwrap_or(0);
+    let engine_options = EngineOptions {
+        backend: options.backend,
+        context_len: longest + 1,
+        threads: options.threads,
+        memory_budget: None,
+        chat_format: ChatFormat::PlainText,
+        ..EngineOptions::default()
+    };
+    let model_bytes = std::fs::metadata(&options.model)
+        .map_err(|e| GemmaError::io(&options.model, e))?
+        .len();
+
+    let load_cold_ms = if options.cold_load && drop_from_page_cache(&options.model) {
+        let start = Instant::now();
+        drop(Engine::load(&options.model, engine_options.clone())?);
+        Some(start.elapsed().as_secs_f64() * 1e3)
+    } else {
+        None
+    };
+    if load_cold_ms.is_none() {
+        // Warm the page cache so the measured load is a warm one.
+        drop(Engine::load(&options.model, engine_options.clone())?);
+    }
+    let start = Instant::now();
+    let engine = Engine::load(&options.model, engine_options)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    if engine.context_len() < longest + 1 {
+        return Err(GemmaError::ContextOverflow {
+            requested: longest + 1,
+            context_len: engine.context_len(),
+        });
+    }
+    let model = engine.model();
+    let ctx = engine.context_len();
+
+    let mut decode_memo: Vec<((usize, usize), Vec<f64>)> = Vec::new();
+    let mut results = Vec::new();
+    for &depth in &options.depths {
+        for &n_prompt in &options.n_prompt {
+            for &n_gen in &options.n_gen {
+                // Warm-up (not counted): a short prefill and one decode step at this depth.
+                time_prefill(model, ctx, 0, n_prompt.min(8))?;
+                time_decode(model, ctx, 0, 1)?;
+                let mut prefill = Vec::new();
+                let mut ttft = Vec::new();
+                for _ in 0..options.repetitions {
+                    let secs = time_prefill(model, ctx, depth, n_prompt)?;
+                    prefill.push(n_prompt as f64 / secs);
+                    ttft.push(secs * 1e3);
+                }
+                let decode = match decode_memo.iter().find(|(k, _)| *k == (n_gen, depth)) {
+                    Some((_, v)) => v.clone(),
+                    None => {
+                        let mut v = Vec::new();
+                        for _ in 0..options.repetitions {
+                            v.push(n_gen as f64 / time_decode(model, ctx, depth, n_gen)?);
+                        }
+                        decode_memo.push(((n_gen, depth), v.clone()));
+                        v
+                    }
+                };
+                let result = BenchResult {
+                    model: options.model.display().to_string(),
+                    model_bytes,
+                    backend: engine.backend().backend.to_string(),
+                    device: engine.backend().device.clone(),
+                    backend_reason: engine.backend().reason.clone(),
+                    threads: rayon::current_num_threads(),
+                    kv_type: options.kv_type,
+                    n_prompt,
+                    n_gen,
+                    depth,
+                    repetitions: options.repetitions,
+                    prefill_tok_s: Spread::of(&prefill),
+                    decode_tok_s: Spread::of(&decode),
+                    ttft_ms: Spread::of(&ttft),
+                    prefill_tokens_run: n_prompt * options.repetitions,
+                    decode_tokens_run: n_gen * options.repetitions,
+                    load_ms,
+                    load_cold_ms,
+                    peak_rss_bytes: peak_rss_bytes(),
+                };
+                on_result(&result);
+                results.push(result);
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// A markdown table in the spirit of llama-bench's.
+pub fn format_table(results: &[BenchResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| model | size | backend | threads | test | prefill t/s | decode t/s | ttft ms | load ms (warm / cold) | peak RSS |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---|---:|---:|---:|---:|---:|");
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    for r in results {
+        let name = Path::new(&r.model)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| r.model.clone());
+        let sp = |x: &Spread| format!("{:.2} ± {:.2}", x.median, x.stddev);
+        let _ = writeln!(
+            s,
+            "| {name} | {:.2} GiB | {} | {} | pp{} tg{} @ d{} | {} | {} | {:.1} | {:.0} / {} | {} |",
+            gib(r.model_bytes),
+            r.backend,
+            r.threads,
+            r.n_prompt,
+            r.n_gen,
+            r.depth,
+            sp(&r.prefill_tok_s),
+            sp(&r.decode_tok_s),
+            r.ttft_ms.median,
+            r.load_ms,
+            r.load_cold_ms
+                .map(|c| format!("{c:.0}"))
+                .unwrap_or_else(|| "n/a".into()),
+            r.peak_rss_bytes
+                .map(|b| format!("{:.2} GiB", gib(b)))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_of_samples() {
+        let s = Spread::of(&[3.0, 1.0, 2.0, 10.0]);
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
+        assert!((s.stddev - 3.5355).abs() < 1e-3);
+    }
+
+    #[test]
+    fn f16_kv_cache_is_a_typed_error() {
+        let options = BenchOptions {
+            kv_type: KvType::F16,
+            ..BenchOptions::default()
+        };
+        assert!(matches!(
+            run_bench(&options, &mut |_| {}),
+            Err(GemmaError::Unsupported(_))
+        ));
+    }
+}

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{BackendKind, ComputeDevice};
+use crate::backend::{AutoPolicy, BackendKind, ComputeDevice};
 use crate::chat::ChatTemplate;
 use crate::conversation::Conversation;
 use crate::error::{GemmaError, Result};
@@ -33,7 +33,8 @@ use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// A hardware GPU when there is one, else the CPU; the reason is reported.
+    /// The faster of CPU and GPU by a short measured decode (cached per model file and
+    /// device); the CPU when there is no GPU or only a software one. The reason is reported.
     #[default]
     Auto,
     Cpu,
@@ -140,24 +141,18 @@ pub struct Engine {
     pub(crate) inner: Arc<EngineInner>,
 }
 
-fn choose_backend(choice: BackendChoice) -> Result<(ComputeDevice, String)> {
+/// The device to load on, why, and (Auto, after measuring) the model already loaded there.
+fn choose_backend(
+    choice: BackendChoice,
+    path: &Path,
+) -> Result<(ComputeDevice, String, Option<GemmaModel>)> {
     match choice {
-        BackendChoice::Cpu => Ok((ComputeDevice::open(BackendKind::Cpu)?, "requested".into())),
-        BackendChoice::Gpu => Ok((ComputeDevice::open(BackendKind::Gpu)?, "requested".into())),
-        BackendChoice::Auto => match ComputeDevice::open(BackendKind::Gpu) {
-            Ok(gpu) if !gpu.software => Ok((gpu, "auto: a hardware GPU is available".into())),
-            Ok(gpu) => Ok((
-                ComputeDevice::open(BackendKind::Cpu)?,
-                format!(
-                    "auto: the only GPU adapter ({}) is a software rasterizer",
-                    gpu.description
-                ),
-            )),
-            Err(e) => Ok((
-                ComputeDevice::open(BackendKind::Cpu)?,
-                format!("auto: no usable GPU ({e})"),
-            )),
-        },
+        BackendChoice::Cpu => Ok((ComputeDevice::open(BackendKind::Cpu)?, "requested".into(), None)),
+        BackendChoice::Gpu => Ok((ComputeDevice::open(BackendKind::Gpu)?, "requested".into(), None)),
+        BackendChoice::Auto => {
+            let auto = crate::backend::choose_auto(path, &AutoPolicy::from_env())?;
+            Ok((auto.device, auto.reason, auto.model))
+        }
     }
 }
 
@@ -177,7 +172,7 @@ impl Engine {
             log::warn!("thread count not applied ({e}); the process-wide pool already exists");
         }
         let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
-        let (device, reason) = choose_backend(options.backend)?;
+        let (device, reason, preloaded) = choose_backend(options.backend, path)?;
         let backend = BackendReport {
             backend: device.kind,
             device: device.description.clone(),
@@ -201,10 +196,16 @@ impl Engine {
                 let tuned = finetune.contains("it")
                     || finetune.contains("instruct")
                     || name.to_lowercase().contains("-it");
-                let model = crate::model::gguf::load_file(file, device)?;
+                let model = match preloaded {
+                    Some(model) => model,
+                    None => crate::model::gguf::load_file(file, device)?,
+                };
                 (model, tokenizer, template, name, tuned, meta.len())
             } else {
-                let model = GemmaModel::load_hf_dir(path, device)?;
+                let model = match preloaded {
+                    Some(model) => model,
+                    None => GemmaModel::load_hf_dir(path, device)?,
+                };
                 let tokenizer = Tokenizer::from_json_file(&path.join("tokenizer.json"))?;
                 let template = hf_chat_template(path);
                 let bytes = crate::weights::safetensors::shard_paths(path)?

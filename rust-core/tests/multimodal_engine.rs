@@ -240,9 +240,13 @@ fn conversation_lays_out_media_like_transformers() {
     let second = chat
         .send("And now?", &options, &mut |_| gemmakit::generate::Flow::Continue)
         .expect("follow-up turn");
+    // Re-rendering rewrites the end of the first turn (the generation prompt's empty thought
+    // channel is not part of the stored answer), so the cache rolls back a few tokens: never
+    // into the media, which sit well before that.
+    let reused = second.stats.prompt_tokens - second.stats.prefilled_tokens;
     assert!(
-        second.stats.prefilled_tokens + expanded <= second.stats.prompt_tokens + 8,
-        "{:?}",
+        reused + 40 >= expanded && reused > 60 + 31 + 4,
+        "reused {reused} of the first prompt's {expanded}: {:?}",
         second.stats
     );
     let _ = std::fs::remove_dir_all(&tmp);

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use gemmakit::bench::{BenchOptions, KvType, format_table, run_bench};
+use gemmakit::convert::QuantPlan;
 use gemmakit::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
 use gemmakit::chat::Part;
 use gemmakit::eval::{all_logits_with_media, load_model, parse_token_list, write_npy};
@@ -227,6 +229,58 @@ enum Command {
         mmproj: Option<PathBuf>,
         #[arg(long, default_value = "transformers")]
         audio_window: AudioWindowArg,
+    },
+    /// Writes a GGUF in llama.cpp's `gemma4` layout: a Hugging Face Gemma 4 checkpoint's text
+    /// model (--hf DIR), or full-size random weights for benchmarks (--random e2b|e4b).
+    Convert {
+        #[arg(long, conflicts_with = "random", required_unless_present = "random")]
+        hf: Option<PathBuf>,
+        #[arg(long)]
+        random: Option<String>,
+        /// f32, f16, q8_0 or q4_0 for the matrices (norms and 1-D tensors stay f32).
+        #[arg(long, default_value = "f16")]
+        quant: String,
+        /// Type of token_embd (also the tied output matrix); default: --quant.
+        #[arg(long)]
+        embed_quant: Option<String>,
+        /// Type of the per-layer-embedding table; default: --quant.
+        #[arg(long)]
+        ple_quant: Option<String>,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// llama-bench-style measurements: prefill and decode tok/s at depths, time to first
+    /// token, load time, peak RSS.
+    Bench {
+        #[arg(short = 'm', long)]
+        model: PathBuf,
+        /// Prompt lengths, comma-separated.
+        #[arg(short = 'p', long = "n-prompt", default_value = "512")]
+        n_prompt: String,
+        /// Generation lengths, comma-separated.
+        #[arg(short = 'n', long = "n-gen", default_value = "128")]
+        n_gen: String,
+        /// Tokens already in the cache before each test, comma-separated.
+        #[arg(short = 'd', long = "n-depth", default_value = "0")]
+        depth: String,
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+        repetitions: usize,
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// KV cache element type (only f32 is implemented).
+        #[arg(long, default_value = "f32")]
+        kv_type: String,
+        /// Skip the cold-load measurement.
+        #[arg(long)]
+        no_cold: bool,
+        /// One JSON object per configuration (one per line) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -577,6 +631,93 @@ fn eval(
     Ok(())
 }
 
+fn parse_list(what: &str, text: &str) -> Result<Vec<usize>> {
+    text.split(',')
+        .map(|t| {
+            t.trim().parse().map_err(|_| {
+                GemmaError::InvalidArgument(format!("{what}: `{t}` is not a whole number"))
+            })
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn convert(
+    hf: Option<PathBuf>,
+    random: Option<String>,
+    quant: &str,
+    embed_quant: Option<String>,
+    ple_quant: Option<String>,
+    seed: u64,
+    out: &Path,
+) -> Result<()> {
+    let plan = QuantPlan {
+        weights: quant.parse()?,
+        embeddings: embed_quant.as_deref().map(str::parse).transpose()?,
+        per_layer_embeddings: ple_quant.as_deref().map(str::parse).transpose()?,
+    };
+    let summary = match (hf, random) {
+        (Some(dir), _) => gemmakit::convert::convert_hf(&dir, &plan, out)?,
+        (None, Some(variant)) => {
+            gemmakit::convert::write_random(variant.parse()?, &plan, seed, out)?
+        }
+        (None, None) => {
+            return Err(GemmaError::InvalidArgument(
+                "give --hf DIR or --random e2b|e4b".into(),
+            ));
+        }
+    };
+    eprintln!(
+        "wrote {} ({} tensors, {:.3} B parameters, {} bytes)",
+        out.display(),
+        summary.tensors,
+        summary.parameters as f64 / 1e9,
+        summary.file_bytes
+    );
+    for note in &summary.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    model: PathBuf,
+    n_prompt: &str,
+    n_gen: &str,
+    depth: &str,
+    threads: Option<usize>,
+    repetitions: usize,
+    backend: &str,
+    kv_type: &str,
+    no_cold: bool,
+    json: bool,
+) -> Result<()> {
+    let options = BenchOptions {
+        model,
+        n_prompt: parse_list("-p", n_prompt)?,
+        n_gen: parse_list("-n", n_gen)?,
+        depths: parse_list("-d", depth)?,
+        threads,
+        repetitions,
+        backend: backend_choice(backend)?,
+        kv_type: kv_type.parse::<KvType>()?,
+        cold_load: !no_cold,
+    };
+    let results = run_bench(&options, &mut |r| {
+        if json {
+            println!("{}", r.to_json());
+        }
+    })?;
+    if !json {
+        print!("{}", format_table(&results));
+        if let Some(r) = results.first() {
+            println!("\nbackend: {} ({}; {})", r.backend, r.device, r.backend_reason);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -626,6 +767,38 @@ fn main() -> ExitCode {
             &media,
             mmproj.as_deref(),
             audio_window.into(),
+        ),
+        Command::Convert {
+            hf,
+            random,
+            quant,
+            embed_quant,
+            ple_quant,
+            seed,
+            out,
+        } => convert(hf, random, &quant, embed_quant, ple_quant, seed, &out),
+        Command::Bench {
+            model,
+            n_prompt,
+            n_gen,
+            depth,
+            threads,
+            repetitions,
+            backend,
+            kv_type,
+            no_cold,
+            json,
+        } => bench(
+            model,
+            &n_prompt,
+            &n_gen,
+            &depth,
+            threads,
+            repetitions,
+            &backend,
+            &kv_type,
+            no_cold,
+            json,
         ),
     };
     match result {

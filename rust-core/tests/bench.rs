@@ -1,0 +1,165 @@
+//! `gemmakit bench` on the tiny fixture (sanity of the numbers and the JSON, no speed
+//! thresholds), and the measured Auto backend choice.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::fixture_dir;
+use gemmakit::backend::{AutoPolicy, choose_auto};
+use gemmakit::bench::{BenchOptions, KvType, run_bench};
+use gemmakit::engine::BackendChoice;
+use gemmakit::{BackendKind, GemmaError};
+
+fn tiny_gguf() -> PathBuf {
+    fixture_dir("tiny_gemma4_e2b").join("model-f32.gguf")
+}
+
+fn positive(v: &serde_json::Value, key: &str) -> f64 {
+    let x = v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` missing or not a number in {v}"));
+    assert!(x.is_finite() && x > 0.0, "`{key}` = {x}");
+    x
+}
+
+#[test]
+fn bench_reports_sane_numbers_for_every_configuration() {
+    let options = BenchOptions {
+        model: tiny_gguf(),
+        n_prompt: vec![4, 9],
+        n_gen: vec![3],
+        depths: vec![0, 10],
+        threads: None,
+        repetitions: 2,
+        backend: BackendChoice::Cpu,
+        kv_type: KvType::F32,
+        cold_load: true,
+    };
+    let mut seen = 0;
+    let results = run_bench(&options, &mut |_| seen += 1).unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(seen, 4);
+    let configs: Vec<(usize, usize)> = results.iter().map(|r| (r.depth, r.n_prompt)).collect();
+    assert_eq!(configs, vec![(0, 4), (0, 9), (10, 4), (10, 9)]);
+    for r in &results {
+        let v = r.to_json();
+        let prefill = positive(&v, "prefill_tok_s");
+        positive(&v, "decode_tok_s");
+        let ttft = positive(&v, "ttft_ms");
+        positive(&v, "load_ms");
+        // Prefill rate and time to first token describe the same passes.
+        let spread = &v["prefill_tok_s_spread"];
+        assert!(spread["min"].as_f64().unwrap() <= prefill && prefill <= spread["max"].as_f64().unwrap());
+        let implied = r.n_prompt as f64 / (ttft / 1e3);
+        assert!(implied >= spread["min"].as_f64().unwrap() * 0.999 && implied <= spread["max"].as_f64().unwrap() * 1.001,
+            "ttft {ttft} ms vs prefill {prefill} tok/s");
+        assert_eq!(v["prefill_tokens_run"], r.n_prompt * 2);
+        assert_eq!(v["decode_tokens_run"], 3 * 2);
+        assert_eq!(v["repetitions"], 2);
+        assert_eq!(v["backend"], "cpu");
+        if cfg!(target_os = "linux") {
+            assert!(positive(&v, "peak_rss_bytes") > 1e6);
+        }
+    }
+    // Decode at a depth is measured once and shared by the prompt lengths.
+    assert_eq!(results[0].decode_tok_s, results[1].decode_tok_s);
+}
+
+#[test]
+fn bench_command_line_prints_one_json_object_per_configuration() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gemmakit"))
+        .args(["bench", "-m"])
+        .arg(tiny_gguf())
+        .args(["-p", "5", "-n", "2,4", "-r", "2", "-t", "1", "--backend", "cpu", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (v, n_gen) in lines.iter().zip([2, 4]) {
+        for key in ["prefill_tok_s", "decode_tok_s", "ttft_ms", "load_ms"] {
+            positive(v, key);
+        }
+        assert!(v.get("peak_rss_bytes").is_some());
+        assert_eq!(v["n_prompt"], 5);
+        assert_eq!(v["n_gen"], n_gen);
+        assert_eq!(v["decode_tokens_run"], n_gen * 2);
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gemmakit"))
+        .args(["bench", "-m"])
+        .arg(tiny_gguf())
+        .args(["-p", "5", "-n", "2", "--kv-type", "f16", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("f32 only"));
+}
+
+#[test]
+fn bench_rejects_bad_options() {
+    let base = BenchOptions {
+        model: tiny_gguf(),
+        backend: BackendChoice::Cpu,
+        ..BenchOptions::default()
+    };
+    for options in [
+        BenchOptions { kv_type: KvType::F16, ..base.clone() },
+        BenchOptions { repetitions: 0, ..base.clone() },
+        BenchOptions { n_prompt: vec![0], ..base.clone() },
+        BenchOptions { model: PathBuf::from("/nonexistent.gguf"), ..base.clone() },
+    ] {
+        let err = run_bench(&options, &mut |_| {}).unwrap_err();
+        assert!(matches!(
+            err,
+            GemmaError::Unsupported(_) | GemmaError::InvalidArgument(_) | GemmaError::Io { .. }
+        ), "{err}");
+    }
+}
+
+/// Auto measures both backends when a GPU may compete, remembers the result, and reports
+/// why; a software adapter competes only when allowed. Runs on lavapipe in CI.
+#[test]
+fn auto_backend_is_chosen_by_measurement_and_cached() {
+    std::fs::create_dir_all("/tmp/xdg").ok();
+    let cache = std::env::temp_dir().join(format!("gemmakit-auto-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&cache);
+    let model = tiny_gguf();
+    let policy = AutoPolicy { allow_software_gpu: true, cache_file: Some(cache.clone()) };
+    let first = choose_auto(&model, &policy).unwrap();
+    if first.reason.contains("no usable GPU") {
+        eprintln!("no GPU here: {}", first.reason);
+        assert_eq!(first.device.kind, BackendKind::Cpu);
+        return;
+    }
+    eprintln!("first: {} — {}", first.device.kind, first.reason);
+    assert!(first.reason.contains("measured decode"), "{}", first.reason);
+    assert!(first.model.is_some(), "the measured model is handed over, not reloaded");
+    let stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let entry = stored.as_object().unwrap().values().next().unwrap();
+    let (cpu, gpu) = (entry["cpu_tok_s"].as_f64().unwrap(), entry["gpu_tok_s"].as_f64().unwrap());
+    assert!(cpu > 0.0 && gpu > 0.0);
+    let faster = if gpu > cpu { BackendKind::Gpu } else { BackendKind::Cpu };
+    assert_eq!(first.device.kind, faster);
+
+    let second = choose_auto(&model, &policy).unwrap();
+    assert_eq!(second.device.kind, faster);
+    assert!(second.reason.contains("cached"), "{}", second.reason);
+    assert!(second.model.is_none());
+
+    let gpu_device = gemmakit::ComputeDevice::open(BackendKind::Gpu).unwrap();
+    if gpu_device.software {
+        let strict = AutoPolicy { allow_software_gpu: false, cache_file: None };
+        let third = choose_auto(&model, &strict).unwrap();
+        assert_eq!(third.device.kind, BackendKind::Cpu);
+        assert!(third.reason.contains("software rasterizer"), "{}", third.reason);
+    }
+    let _ = std::fs::remove_file(&cache);
+}
