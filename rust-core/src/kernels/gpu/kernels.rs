@@ -14,12 +14,14 @@ use cubecl::prelude::*;
 fn reduce_tiles(partial: &mut Shared<[f32]>, #[comptime] tile: usize, #[comptime] cube_size: usize) {
     sync_cube();
     let unit = UNIT_POS as usize;
-    let mut stride = cube_size / 2;
+    // CUBE_DIM == cube_size; a builtin keeps the loop a runtime (uniform) loop.
+    let mut stride = CUBE_DIM / 2;
     while stride > 0 {
-        if unit < stride {
+        let half = stride as usize;
+        if unit < half {
             #[unroll]
             for t in 0..tile {
-                let other = partial[t * cube_size + unit + stride];
+                let other = partial[t * cube_size + unit + half];
                 partial[t * cube_size + unit] += other;
             }
         }
@@ -67,7 +69,7 @@ pub fn packed_matmul<N: Size>(
         let word = words[idx as usize];
         let block = idx / words_per_block;
         let scale = scales[block as usize];
-        let mut shift = scale * f32::cast_from(offset);
+        let mut shift = scale * f32::new(comptime!(offset as f32));
         if comptime!(has_min) {
             shift += mins[block as usize];
         }
@@ -85,8 +87,8 @@ pub fn packed_matmul<N: Size>(
         for t in 0..tile {
             let tok = tok0 + t as u32;
             if tok < tokens {
-                let mut dot = 0.0f32;
-                let mut sum = 0.0f32;
+                let mut dot = f32::new(0.0);
+                let mut sum = f32::new(0.0);
                 #[unroll]
                 for v in 0..vecs {
                     let xv = x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
@@ -144,7 +146,7 @@ pub fn dense_matmul<N: Size>(
             let tok = tok0 + t as u32;
             if tok < tokens {
                 let prod = wv * x[(tok * vecs_per_row + v) as usize];
-                let mut dot = 0.0f32;
+                let mut dot = f32::new(0.0);
                 #[unroll]
                 for l in 0..N::value() {
                     dot += prod.extract(l);
@@ -175,16 +177,16 @@ fn cube_reduce(
     scratch: &mut Shared<[f32]>,
     value: f32,
     #[comptime] is_max: bool,
-    #[comptime] cube_size: usize,
 ) -> f32 {
     let unit = UNIT_POS as usize;
     scratch[unit] = value;
     sync_cube();
-    let mut stride = cube_size / 2;
+    let mut stride = CUBE_DIM / 2;
     while stride > 0 {
-        if unit < stride {
+        let half = stride as usize;
+        if unit < half {
             let a = scratch[unit];
-            let b = scratch[unit + stride];
+            let b = scratch[unit + half];
             if comptime!(is_max) {
                 scratch[unit] = select(b > a, b, a);
             } else {
@@ -238,13 +240,13 @@ pub fn decode_attention(
     let mut scratch = Shared::<[f32]>::new_slice(cube_size);
 
     // Pass 1: scores of this unit's slots, and their max.
-    let mut local_max = -1.0e30f32;
+    let mut local_max = f32::new(-1.0e30);
     let mut s = unit;
     while s < slots {
-        let mut score = -1.0e30f32;
+        let mut score = f32::new(-1.0e30);
         if visible[s as usize] > 0.5 {
             let row = (k_base + s * k_slot_stride) as usize;
-            let mut dot = 0.0f32;
+            let mut dot = f32::new(0.0);
             for i in 0..head_dim {
                 dot += q[q_base + i] * k[row + i];
             }
@@ -254,10 +256,10 @@ pub fn decode_attention(
         scores[(s_base + s) as usize] = score;
         s += CUBE_DIM;
     }
-    let max = cube_reduce(&mut scratch, local_max, true, cube_size);
+    let max = cube_reduce(&mut scratch, local_max, true);
 
     // Pass 2: the softmax denominator.
-    let mut local_sum = 0.0f32;
+    let mut local_sum = f32::new(0.0);
     let mut s = unit;
     while s < slots {
         if visible[s as usize] > 0.5 {
@@ -265,7 +267,7 @@ pub fn decode_attention(
         }
         s += CUBE_DIM;
     }
-    let total = cube_reduce(&mut scratch, local_sum, false, cube_size);
+    let total = cube_reduce(&mut scratch, local_sum, false);
 
     // Pass 3: probabilities of one tile of slots in shared memory, then every unit adds the
     // weighted values of its output elements.
@@ -274,7 +276,7 @@ pub fn decode_attention(
     let mut start = 0u32;
     while start < slots {
         let s = start + unit;
-        let mut p = 0.0f32;
+        let mut p = f32::new(0.0);
         if s < slots {
             if visible[s as usize] > 0.5 {
                 p = (scores[(s_base + s) as usize] - max).exp();

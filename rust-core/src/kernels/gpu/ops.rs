@@ -80,11 +80,12 @@ fn bindable(tensor: CubeTensor) -> CubeTensor {
 fn copy_contiguous(tensor: CubeTensor) -> CubeTensor {
     let shape = tensor.meta.shape().clone();
     let out = empty_f32(&tensor, shape);
+    let client = tensor.client.clone();
     cubecl::std::tensor::copy_into(
-        &tensor.client,
+        &client,
         tensor.binding(),
         out.clone().binding(),
-        f32::as_type_native_unchecked().elem_type(),
+        f32::elem_type_native(),
     );
     out
 }
