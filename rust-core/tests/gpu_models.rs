@@ -1,9 +1,9 @@
 //! Whole models on the GPU path (packed-weight kernels, fused decode attention) against the CPU
 //! path (the f32 reference kernels) on the same file: prompt logits, then greedy decode steps
 //! through the KV cache (each decode step runs the fused attention kernel).
-//! Tolerances (max-abs over every logit): tiny Gemma 4 fixtures 1e-3; Gemma 3 270M Q4_K_M 2e-2
-//! (logits of magnitude ~30 summed in a different order over 640–2048-wide rows) with the same
-//! greedy tokens. Set GEMMAKIT_SKIP_GPU_TESTS=1 to skip.
+//! Tolerance (max-abs over every logit): 1e-3, for the tiny Gemma 4 fixtures (f32 and Q8_0
+//! GGUF) and for Gemma 3 270M Q4_K_M (measured on lavapipe: ≤ 3e-5 for all of them), with the
+//! same greedy tokens. Set GEMMAKIT_SKIP_GPU_TESTS=1 to skip.
 
 mod common;
 
@@ -99,5 +99,5 @@ fn gemma3_270m_q4_k_m_gpu_matches_cpu() {
             .expect("prefill");
         eprintln!("270M GPU first token ({label}): {:.2} s", start.elapsed().as_secs_f64());
     }
-    compare_loaded(&path, &gpu, &prompt, 2, false, 2e-2);
+    compare_loaded(&path, &gpu, &prompt, 2, false, 1e-3);
 }
