@@ -40,16 +40,27 @@ fn compare_loaded(
                 .expect("forward")
         };
         let (c, g) = (run(&cpu), run(gpu));
-        eprintln!("{name}: prompt logits max |gpu - cpu| = {:.2e}", max_abs_diff(&g, &c));
+        eprintln!(
+            "{name}: prompt logits max |gpu - cpu| = {:.2e}",
+            max_abs_diff(&g, &c)
+        );
         assert_close(&format!("{name}: prompt logits"), &g, &c, tol);
     }
     let (ct, cl) = greedy_cached(&cpu, prompt, steps);
     let (gt, gl) = greedy_cached(gpu, prompt, steps);
     for (step, (c, g)) in cl.iter().zip(&gl).enumerate() {
-        eprintln!("{name}: step {step} logits max |gpu - cpu| = {:.2e}", max_abs_diff(g, c));
+        eprintln!(
+            "{name}: step {step} logits max |gpu - cpu| = {:.2e}",
+            max_abs_diff(g, c)
+        );
     }
     assert_eq!(gt, ct, "{name}: greedy tokens differ");
-    assert_close(&format!("{name}: step logits"), &gl.concat(), &cl.concat(), tol);
+    assert_close(
+        &format!("{name}: step logits"),
+        &gl.concat(),
+        &cl.concat(),
+        tol,
+    );
 }
 
 fn fixture_file(fixture: &str, file: &str) -> PathBuf {
@@ -76,9 +87,17 @@ macro_rules! tiny_suite {
     };
 }
 
-tiny_suite!(e2b_q8_0_gpu_matches_cpu, "tiny_gemma4_e2b", "model-q8_0.gguf");
+tiny_suite!(
+    e2b_q8_0_gpu_matches_cpu,
+    "tiny_gemma4_e2b",
+    "model-q8_0.gguf"
+);
 tiny_suite!(e2b_f32_gpu_matches_cpu, "tiny_gemma4_e2b", "model-f32.gguf");
-tiny_suite!(e4b_q8_0_gpu_matches_cpu, "tiny_gemma4_e4b", "model-q8_0.gguf");
+tiny_suite!(
+    e4b_q8_0_gpu_matches_cpu,
+    "tiny_gemma4_e4b",
+    "model-q8_0.gguf"
+);
 tiny_suite!(e4b_f32_gpu_matches_cpu, "tiny_gemma4_e4b", "model-f32.gguf");
 
 #[test]
@@ -97,7 +116,10 @@ fn gemma3_270m_q4_k_m_gpu_matches_cpu() {
         let start = std::time::Instant::now();
         gpu.forward(&mut gpu.new_cache(prompt.len()), &prompt, LogitsFor::Last)
             .expect("prefill");
-        eprintln!("270M GPU first token ({label}): {:.2} s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "270M GPU first token ({label}): {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
     }
     compare_loaded(&path, &gpu, &prompt, 2, false, 1e-3);
 }

@@ -408,13 +408,8 @@ impl GemmaModel {
             // One query token on the GPU: the fused kernel (kernels/gpu); prefill keeps burn's
             // ops as the reference path.
             let attn = if rows == 1 && self.device.kind == BackendKind::Gpu {
-                let visible = build_visibility(
-                    kind,
-                    c.sliding_window,
-                    q_positions[0],
-                    &kv.key_pos,
-                    dev,
-                );
+                let visible =
+                    build_visibility(kind, c.sliding_window, q_positions[0], &kv.key_pos, dev);
                 attend_one_gpu(q, &kv, &visible, c.attention_scale)
             } else {
                 let mask = match masks

@@ -11,7 +11,11 @@ use cubecl::prelude::*;
 /// Sums `tile` partial values per unit (`partial[t · cube_size + unit]`) over the cube; the
 /// result for token `t` ends in `partial[t · cube_size]`.
 #[cube]
-fn reduce_tiles(partial: &mut Shared<[f32]>, #[comptime] tile: usize, #[comptime] cube_size: usize) {
+fn reduce_tiles(
+    partial: &mut Shared<[f32]>,
+    #[comptime] tile: usize,
+    #[comptime] cube_size: usize,
+) {
     sync_cube();
     let unit = UNIT_POS as usize;
     // CUBE_DIM == cube_size; a builtin keeps the loop a runtime (uniform) loop.
@@ -114,7 +118,8 @@ pub fn packed_matmul<N: Size>(
     if (UNIT_POS as usize) < tile {
         let tok = tok0 + UNIT_POS;
         if tok < tokens && row < rows {
-            out[(tok * out_stride + out_col + row) as usize] = partial[UNIT_POS as usize * cube_size];
+            out[(tok * out_stride + out_col + row) as usize] =
+                partial[UNIT_POS as usize * cube_size];
         }
     }
 }
@@ -166,18 +171,15 @@ pub fn dense_matmul<N: Size>(
     if (UNIT_POS as usize) < tile {
         let tok = tok0 + UNIT_POS;
         if tok < tokens && row < rows {
-            out[(tok * out_stride + out_col + row) as usize] = partial[UNIT_POS as usize * cube_size];
+            out[(tok * out_stride + out_col + row) as usize] =
+                partial[UNIT_POS as usize * cube_size];
         }
     }
 }
 
 /// Max (`is_max`) or sum over the cube of one value per unit; every unit gets the result.
 #[cube]
-fn cube_reduce(
-    scratch: &mut Shared<[f32]>,
-    value: f32,
-    #[comptime] is_max: bool,
-) -> f32 {
+fn cube_reduce(scratch: &mut Shared<[f32]>, value: f32, #[comptime] is_max: bool) -> f32 {
     let unit = UNIT_POS as usize;
     scratch[unit] = value;
     sync_cube();
@@ -284,7 +286,11 @@ pub fn decode_attention(
         }
         scratch[unit as usize] = p;
         sync_cube();
-        let count = select(slots - start < cube_size as u32, slots - start, cube_size as u32);
+        let count = select(
+            slots - start < cube_size as u32,
+            slots - start,
+            cube_size as u32,
+        );
         for j in 0..count {
             let pj = scratch[j as usize];
             let row = (v_base + (start + j) * v_slot_stride) as usize;

@@ -36,7 +36,11 @@ pub struct GpuLinear {
 impl GpuLinear {
     /// Packs `weight` (`[out, in]`) in the layout its type maps to and uploads it in chunks of
     /// at most `max_binding_bytes` of words.
-    pub fn upload(weight: &MappedTensor, max_binding_bytes: usize, device: &Device) -> Result<Self> {
+    pub fn upload(
+        weight: &MappedTensor,
+        max_binding_bytes: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let layout = pack::layout_for(weight.dtype(), weight.cols());
         Self::upload_as(weight, layout, max_binding_bytes, device)
     }

@@ -118,7 +118,12 @@ fn tile_for(tokens: usize) -> usize {
 }
 
 fn check_f32(name: &str, t: &CubeTensor) {
-    assert_eq!(t.dtype.size(), 4, "{name}: expected 32-bit elements, got {:?}", t.dtype);
+    assert_eq!(
+        t.dtype.size(),
+        4,
+        "{name}: expected 32-bit elements, got {:?}",
+        t.dtype
+    );
 }
 
 impl GpuKernelOps for CubeBackend {
@@ -212,8 +217,16 @@ impl GpuKernelOps for CubeBackend {
             let aligned = t.handle.offset_start.unwrap_or(0) % OFFSET_ALIGN == 0;
             s[2] == 1 && aligned
         };
-        let k = if unit_stride(&k) { k } else { copy_contiguous(k) };
-        let v = if unit_stride(&v) { v } else { copy_contiguous(v) };
+        let k = if unit_stride(&k) {
+            k
+        } else {
+            copy_contiguous(k)
+        };
+        let v = if unit_stride(&v) {
+            v
+        } else {
+            copy_contiguous(v)
+        };
         let (ks, vs) = (k.meta.strides().clone(), v.meta.strides().clone());
         let visible = bindable(visible);
         let out = empty_f32(&q, Shape::new([heads, head_dim]));
@@ -265,7 +278,12 @@ pub fn quant_matmul_into(
 }
 
 /// [`GpuKernelOps::dense_matmul_into`] on tensors.
-pub fn dense_matmul_into(out: Tensor<2>, x: Tensor<2>, weight: &Tensor<1>, call: ChunkCall) -> Tensor<2> {
+pub fn dense_matmul_into(
+    out: Tensor<2>,
+    x: Tensor<2>,
+    weight: &Tensor<1>,
+    call: ChunkCall,
+) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as GpuKernelOps>::dense_matmul_into(
         out.into_dispatch(),
         x.into_dispatch(),

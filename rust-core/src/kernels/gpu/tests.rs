@@ -27,7 +27,12 @@ const EXACT: [GgmlType; 9] = [
     GgmlType::Q8_0,
     GgmlType::F32,
 ];
-const REQUANTIZED: [GgmlType; 4] = [GgmlType::F16, GgmlType::BF16, GgmlType::Q2_K, GgmlType::Q3_K];
+const REQUANTIZED: [GgmlType; 4] = [
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+];
 
 fn mapped(dtype: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> MappedTensor {
     let mut m = memmap2::MmapMut::map_anon(bytes.len()).expect("anonymous map");
@@ -53,7 +58,9 @@ fn random_weight(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> Mapped
             .collect(),
         _ => {
             let bb = dtype.block_bytes();
-            let mut bytes: Vec<u8> = (0..n / dtype.block_size() * bb).map(|_| rng.random()).collect();
+            let mut bytes: Vec<u8> = (0..n / dtype.block_size() * bb)
+                .map(|_| rng.random())
+                .collect();
             let fields: &[usize] = match dtype {
                 GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
                 GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
@@ -150,12 +157,17 @@ fn gpu() -> Option<ComputeDevice> {
     if std::env::var("GEMMAKIT_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
         return None;
     }
-    Some(ComputeDevice::open(BackendKind::Gpu).expect("a wgpu adapter (set GEMMAKIT_SKIP_GPU_TESTS=1 to skip)"))
+    Some(
+        ComputeDevice::open(BackendKind::Gpu)
+            .expect("a wgpu adapter (set GEMMAKIT_SKIP_GPU_TESTS=1 to skip)"),
+    )
 }
 
 fn random_x(tokens: usize, cols: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..tokens * cols).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    (0..tokens * cols)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect()
 }
 
 /// Checks `y` against f64 dots of `x` with `weights` (`[rows, cols]`), relative to Σ|x·w|.
@@ -173,7 +185,11 @@ fn check_product(label: &str, y: &[f32], x: &[f32], weights: &[f64], rows: usize
             }
             let err = (f64::from(y[t * rows + r]) - dot).abs() / mag.max(1e-12);
             worst = worst.max(err);
-            assert!(err <= 2e-6, "{label}: token {t} row {r}: {} vs {dot}", y[t * rows + r]);
+            assert!(
+                err <= 2e-6,
+                "{label}: token {t} row {r}: {} vs {dot}",
+                y[t * rows + r]
+            );
         }
     }
     eprintln!("{label}: worst error / Σ|x·w| = {worst:.1e}");
@@ -205,7 +221,8 @@ fn gpu_products_match_f64_reference_for_every_type() {
             .collect();
         for tokens in [1, 3, 11] {
             let x = random_x(tokens, cols, tokens as u64);
-            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device);
+            let xt =
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device);
             let label = format!("{dtype} [{rows}x{cols}] x {tokens} tokens");
             let y = to_host(lin.forward(xt.clone())).expect("read back");
             check_product(&label, &y, &x, &weights, rows, cols);
@@ -232,7 +249,14 @@ fn gpu_product_reads_a_row_offset_activation() {
     let weights: Vec<f64> = (0..rows)
         .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
         .collect();
-    check_product("offset activation", &y, &x[cols..2 * cols], &weights, rows, cols);
+    check_product(
+        "offset activation",
+        &y,
+        &x[cols..2 * cols],
+        &weights,
+        rows,
+        cols,
+    );
 }
 
 /// f64 attention of one query per head over visible slots.
@@ -314,8 +338,11 @@ fn gpu_decode_attention_matches_f64_reference() {
             f64::from(scale),
         );
         let t3 = |v: Vec<f32>| {
-            Tensor::<3>::from_data(TensorData::new(v, [kv_heads, capacity, d]), dev)
-                .slice(s![.., 0..slots, ..])
+            Tensor::<3>::from_data(TensorData::new(v, [kv_heads, capacity, d]), dev).slice(s![
+                ..,
+                0..slots,
+                ..
+            ])
         };
         let out = decode_attention(
             Tensor::<2>::from_data(TensorData::new(q, [heads, d]), dev),
@@ -334,6 +361,9 @@ fn gpu_decode_attention_matches_f64_reference() {
             .map(|(g, e)| (f64::from(*g) - e).abs())
             .fold(0.0, f64::max);
         eprintln!("attention heads {heads}/{kv_heads} d {d} slots {slots}: max error {worst:.1e}");
-        assert!(worst < 1e-5, "attention heads {heads} d {d} slots {slots}: {worst}");
+        assert!(
+            worst < 1e-5,
+            "attention heads {heads} d {d} slots {slots}: {worst}"
+        );
     }
 }
