@@ -61,3 +61,36 @@ pub fn attend(q: Tensor<3>, kv: &StepKv, mask: &Tensor<3>, scale: f32) -> Tensor
         .swap_dims(0, 1)
         .reshape([tq, heads * d])
 }
+
+/// `[keys]`: 1 where a query at `q` may see the key slot, 0 elsewhere (empty slots included).
+pub fn build_visibility(
+    kind: AttentionKind,
+    window: usize,
+    q: usize,
+    key_pos: &[Option<usize>],
+    device: &Device,
+) -> Tensor<1> {
+    let flags = key_pos
+        .iter()
+        .map(|k| match k {
+            Some(k) if visible(kind, window, q, *k) => 1.0,
+            _ => 0.0,
+        })
+        .collect::<Vec<f32>>();
+    from_host(flags, [key_pos.len()], device)
+}
+
+/// [`attend`] for one query token with the fused GPU kernel (wgpu only): `q` `[1, heads, d]`
+/// → `[1, heads·d]`.
+pub fn attend_one_gpu(q: Tensor<3>, kv: &StepKv, visible: &Tensor<1>, scale: f32) -> Tensor<2> {
+    let [_, heads, d] = q.dims();
+    let groups = heads / kv.k.dims()[0];
+    let out = crate::kernels::gpu::decode_attention(
+        q.reshape([heads, d]),
+        kv.k.clone(),
+        kv.v.clone(),
+        visible.clone(),
+        crate::kernels::gpu::AttentionCall { groups, scale },
+    );
+    out.reshape([1, heads * d])
+}

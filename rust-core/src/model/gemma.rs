@@ -10,13 +10,13 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 
-use super::attention::{attend, build_mask};
+use super::attention::{attend, attend_one_gpu, build_mask, build_visibility};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
 use super::ops::{from_host, gelu_tanh, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
-use crate::backend::ComputeDevice;
+use crate::backend::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
 use crate::weights::{self, MappedTensor, WeightStore};
 
@@ -467,25 +467,33 @@ impl GemmaModel {
             let kind = layer.spec.kind;
             let groups = c.num_heads / layer.spec.num_kv_heads;
             let key_len = kv.key_pos.len();
-            let mask = match masks
-                .iter()
-                .find(|(k, r, kl, _)| *k == kind && *r == rows && *kl == key_len)
-            {
-                Some((_, _, _, m)) => m.clone(),
-                None => {
-                    let m = build_mask(
-                        kind,
-                        c.sliding_window,
-                        q_positions,
-                        &kv.key_pos,
-                        groups,
-                        dev,
-                    );
-                    masks.push((kind, rows, key_len, m.clone()));
-                    m
-                }
+            // One query token on the GPU: the fused kernel (kernels/gpu); prefill keeps burn's
+            // ops as the reference path.
+            let attn = if rows == 1 && self.device.kind == BackendKind::Gpu {
+                let visible =
+                    build_visibility(kind, c.sliding_window, q_positions[0], &kv.key_pos, dev);
+                attend_one_gpu(q, &kv, &visible, c.attention_scale)
+            } else {
+                let mask = match masks
+                    .iter()
+                    .find(|(k, r, kl, _)| *k == kind && *r == rows && *kl == key_len)
+                {
+                    Some((_, _, _, m)) => m.clone(),
+                    None => {
+                        let m = build_mask(
+                            kind,
+                            c.sliding_window,
+                            q_positions,
+                            &kv.key_pos,
+                            groups,
+                            dev,
+                        );
+                        masks.push((kind, rows, key_len, m.clone()));
+                        m
+                    }
+                };
+                attend(q, &kv, &mask, c.attention_scale)
             };
-            let attn = attend(q, &kv, &mask, c.attention_scale);
             let o = layer.o.forward(attn)?;
             x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);
 

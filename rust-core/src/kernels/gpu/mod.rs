@@ -1,1 +1,25 @@
-//! GPU kernels (CubeCL on burn-wgpu).
+//! GPU kernels (CubeCL on burn-wgpu): weight products over packed quantized weights and
+//! single-token attention over the KV cache.
+//!
+//! - `pack`: GGUF blocks → GPU words (u32) + f32 block scales, once at load.
+//! - `kernels`: the `#[cube]` kernels (matrix-vector and token-tiled matrix-matrix products,
+//!   decode attention), shared-memory reductions only.
+//! - `ops`: the kernels as a burn backend extension, callable on ordinary `Tensor`s.
+//! - `linear`: [`GpuLinear`], a weight uploaded once and split under the binding limit.
+//!
+//! Pipelines are compiled by cubecl on first use and cached for the life of the process. They
+//! are not persisted across runs: cubecl 0.11 persists compiled kernels only for its SPIR-V
+//! compiler (burn's `vulkan` feature, which crashes lavapipe) and only with its `persistence`
+//! feature (an embedded database dependency); the WGSL path hands shaders to the driver on
+//! every run, and the driver's own shader cache (Mesa, NVIDIA, Adreno, Mali) is what persists.
+
+pub mod kernels;
+pub mod linear;
+pub mod ops;
+pub mod pack;
+
+pub use linear::GpuLinear;
+pub use ops::{AttentionCall, decode_attention};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+//! The CubeCL kernels. Each cube (workgroup) of `cube_size` units computes one output row for a
+//! tile of tokens: units stride over the row's words, keep per-token partial sums in registers,
+//! and reduce them through shared memory (no subgroup operations, which CPU adapters and many
+//! Android drivers lack). Activation loads are vectors of 4 f32 (wgpu's widest).
+//!
+//! No unit leaves early: every unit of a cube reaches every barrier (out-of-range rows and
+//! tokens only skip their loads and stores).
+
+use cubecl::prelude::*;
+
+/// Sums `tile` partial values per unit (`partial[t · cube_size + unit]`) over the cube; the
+/// result for token `t` ends in `partial[t · cube_size]`.
+#[cube]
+fn reduce_tiles(
+    partial: &mut Shared<[f32]>,
+    #[comptime] tile: usize,
+    #[comptime] cube_size: usize,
+) {
+    sync_cube();
+    let unit = UNIT_POS as usize;
+    // CUBE_DIM == cube_size; a builtin keeps the loop a runtime (uniform) loop.
+    let mut stride = CUBE_DIM / 2;
+    while stride > 0 {
+        let half = stride as usize;
+        if unit < half {
+            #[unroll]
+            for t in 0..tile {
+                let other = partial[t * cube_size + unit + half];
+                partial[t * cube_size + unit] += other;
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+}
+
+/// `out[tok, out_col + row] = Σ_k x[tok, k] · W[row, k]` with `W` in integer words (see
+/// `pack.rs`): `w = scale · (q − offset) − min` per block of `words_per_block` words.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn packed_matmul<N: Size>(
+    x: &[Vector<f32, N>],
+    words: &[u32],
+    scales: &[f32],
+    mins: &[f32],
+    out: &mut [f32],
+    rows: u32,
+    tokens: u32,
+    words_per_row: u32,
+    out_stride: u32,
+    out_col: u32,
+    #[comptime] bits: u32,
+    #[comptime] words_per_block: u32,
+    #[comptime] offset: u32,
+    #[comptime] has_min: bool,
+    #[comptime] tile: usize,
+    #[comptime] cube_size: usize,
+) {
+    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let tok0 = CUBE_POS_Z * tile as u32;
+    let elems = comptime!((32 / bits) as usize);
+    let vecs = comptime!(elems / 4);
+    let mask = comptime!((1u32 << bits) - 1);
+    let x_row_vecs = words_per_row * vecs as u32;
+
+    let mut acc = Array::<f32>::new(tile);
+    let mut q = Array::<f32>::new(elems);
+    // Rows past the end (the grid is rounded up) run no iterations.
+    let limit = select(row < rows, words_per_row, 0u32);
+    let mut w = UNIT_POS;
+    while w < limit {
+        let idx = row * words_per_row + w;
+        let word = words[idx as usize];
+        let block = idx / words_per_block;
+        let scale = scales[block as usize];
+        let mut shift = scale * f32::new(comptime!(offset as f32));
+        if comptime!(has_min) {
+            shift += mins[block as usize];
+        }
+        #[unroll]
+        for e in 0..elems {
+            let raw = (word >> (e as u32 * bits)) & mask;
+            if comptime!(bits == 8) {
+                // Sign-extend the byte.
+                q[e] = f32::cast_from(raw) - f32::cast_from((raw >> 7) * 256u32);
+            } else {
+                q[e] = f32::cast_from(raw);
+            }
+        }
+        #[unroll]
+        for t in 0..tile {
+            let tok = tok0 + t as u32;
+            if tok < tokens {
+                let mut dot = f32::new(0.0);
+                let mut sum = f32::new(0.0);
+                #[unroll]
+                for v in 0..vecs {
+                    let xv = x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
+                    #[unroll]
+                    for l in 0..4usize {
+                        let xl = xv.extract(l);
+                        dot += q[v * 4 + l] * xl;
+                        sum += xl;
+                    }
+                }
+                acc[t] += scale * dot - shift * sum;
+            }
+        }
+        w += CUBE_DIM;
+    }
+
+    let mut partial = Shared::<[f32]>::new_slice(tile * cube_size);
+    #[unroll]
+    for t in 0..tile {
+        partial[t * cube_size + UNIT_POS as usize] = acc[t];
+    }
+    reduce_tiles(&mut partial, tile, cube_size);
+    if (UNIT_POS as usize) < tile {
+        let tok = tok0 + UNIT_POS;
+        if tok < tokens && row < rows {
+            out[(tok * out_stride + out_col + row) as usize] =
+                partial[UNIT_POS as usize * cube_size];
+        }
+    }
+}
+
+/// `out[tok, out_col + row] = Σ_k x[tok, k] · W[row, k]` with `W` dense f32 `[rows, k]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn dense_matmul<N: Size>(
+    x: &[Vector<f32, N>],
+    weight: &[Vector<f32, N>],
+    out: &mut [f32],
+    rows: u32,
+    tokens: u32,
+    vecs_per_row: u32,
+    out_stride: u32,
+    out_col: u32,
+    #[comptime] tile: usize,
+    #[comptime] cube_size: usize,
+) {
+    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let tok0 = CUBE_POS_Z * tile as u32;
+    let mut acc = Array::<f32>::new(tile);
+    let limit = select(row < rows, vecs_per_row, 0u32);
+    let mut v = UNIT_POS;
+    while v < limit {
+        let wv = weight[(row * vecs_per_row + v) as usize];
+        #[unroll]
+        for t in 0..tile {
+            let tok = tok0 + t as u32;
+            if tok < tokens {
+                let prod = wv * x[(tok * vecs_per_row + v) as usize];
+                let mut dot = f32::new(0.0);
+                #[unroll]
+                for l in 0..N::value() {
+                    dot += prod.extract(l);
+                }
+                acc[t] += dot;
+            }
+        }
+        v += CUBE_DIM;
+    }
+
+    let mut partial = Shared::<[f32]>::new_slice(tile * cube_size);
+    #[unroll]
+    for t in 0..tile {
+        partial[t * cube_size + UNIT_POS as usize] = acc[t];
+    }
+    reduce_tiles(&mut partial, tile, cube_size);
+    if (UNIT_POS as usize) < tile {
+        let tok = tok0 + UNIT_POS;
+        if tok < tokens && row < rows {
+            out[(tok * out_stride + out_col + row) as usize] =
+                partial[UNIT_POS as usize * cube_size];
+        }
+    }
+}
+
+/// Max (`is_max`) or sum over the cube of one value per unit; every unit gets the result.
+#[cube]
+fn cube_reduce(scratch: &mut Shared<[f32]>, value: f32, #[comptime] is_max: bool) -> f32 {
+    let unit = UNIT_POS as usize;
+    scratch[unit] = value;
+    sync_cube();
+    let mut stride = CUBE_DIM / 2;
+    while stride > 0 {
+        let half = stride as usize;
+        if unit < half {
+            let a = scratch[unit];
+            let b = scratch[unit + half];
+            if comptime!(is_max) {
+                scratch[unit] = select(b > a, b, a);
+            } else {
+                scratch[unit] = a + b;
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    let result = scratch[0];
+    sync_cube();
+    result
+}
+
+/// Attention of one query token over a KV cache, one cube per query head.
+///
+/// `q`: `[heads, head_dim]`; `k`, `v`: `[kv_heads, slots, head_dim]` with the given head and
+/// slot strides (element stride 1); `visible[s]` is 1 for a key the query may see, else 0;
+/// `scores`: `[heads, slots]` scratch. Query head `h` reads KV head `h / groups`. Softmax over
+/// the visible keys of `scale · q·k`, in f32, max-subtracted.
+///
+/// Each unit owns the slots `unit, unit + cube_size, …` for the scores (so it only reads back
+/// the scores it wrote), and `head_dim / cube_size` output elements for the weighted sum of
+/// values, which goes through shared memory one tile of `cube_size` slots at a time.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn decode_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    visible: &[f32],
+    scores: &mut [f32],
+    out: &mut [f32],
+    slots: u32,
+    groups: u32,
+    k_head_stride: u32,
+    k_slot_stride: u32,
+    v_head_stride: u32,
+    v_slot_stride: u32,
+    scale: f32,
+    #[comptime] head_dim: usize,
+    #[comptime] cube_size: usize,
+) {
+    let head = CUBE_POS_X;
+    let kv_head = head / groups;
+    let unit = UNIT_POS;
+    let q_base = head as usize * head_dim;
+    let k_base = kv_head * k_head_stride;
+    let v_base = kv_head * v_head_stride;
+    let s_base = head * slots;
+    let mut scratch = Shared::<[f32]>::new_slice(cube_size);
+
+    // Pass 1: scores of this unit's slots, and their max.
+    let mut local_max = f32::new(-1.0e30);
+    let mut s = unit;
+    while s < slots {
+        let mut score = f32::new(-1.0e30);
+        if visible[s as usize] > 0.5 {
+            let row = (k_base + s * k_slot_stride) as usize;
+            let mut dot = f32::new(0.0);
+            for i in 0..head_dim {
+                dot += q[q_base + i] * k[row + i];
+            }
+            score = dot * scale;
+            local_max = select(score > local_max, score, local_max);
+        }
+        scores[(s_base + s) as usize] = score;
+        s += CUBE_DIM;
+    }
+    let max = cube_reduce(&mut scratch, local_max, true);
+
+    // Pass 2: the softmax denominator.
+    let mut local_sum = f32::new(0.0);
+    let mut s = unit;
+    while s < slots {
+        if visible[s as usize] > 0.5 {
+            local_sum += (scores[(s_base + s) as usize] - max).exp();
+        }
+        s += CUBE_DIM;
+    }
+    let total = cube_reduce(&mut scratch, local_sum, false);
+
+    // Pass 3: probabilities of one tile of slots in shared memory, then every unit adds the
+    // weighted values of its output elements.
+    let per_unit = comptime!(head_dim.div_ceil(cube_size));
+    let mut acc = Array::<f32>::new(per_unit);
+    let mut start = 0u32;
+    while start < slots {
+        let s = start + unit;
+        let mut p = f32::new(0.0);
+        if s < slots {
+            if visible[s as usize] > 0.5 {
+                p = (scores[(s_base + s) as usize] - max).exp();
+            }
+        }
+        scratch[unit as usize] = p;
+        sync_cube();
+        let count = select(
+            slots - start < cube_size as u32,
+            slots - start,
+            cube_size as u32,
+        );
+        for j in 0..count {
+            let pj = scratch[j as usize];
+            let row = (v_base + (start + j) * v_slot_stride) as usize;
+            #[unroll]
+            for e in 0..per_unit {
+                let i = e * cube_size + unit as usize;
+                if i < head_dim {
+                    acc[e] += pj * v[row + i];
+                }
+            }
+        }
+        sync_cube();
+        start += cube_size as u32;
+    }
+    let inv = 1.0f32 / total;
+    #[unroll]
+    for e in 0..per_unit {
+        let i = e * cube_size + unit as usize;
+        if i < head_dim {
+            out[q_base + i] = acc[e] * inv;
+        }
+    }
+}

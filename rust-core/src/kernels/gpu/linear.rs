@@ -1,0 +1,185 @@
+//! A weight product on the GPU over packed weights uploaded once: `y = x · Wᵀ`, split by output
+//! rows into chunks whose largest binding (the words) stays under the device's limit.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::ops::{self, ChunkCall};
+use super::pack::{self, Layout};
+use crate::error::{GemmaError, Result};
+use crate::model::ops::to_host;
+use crate::weights::MappedTensor;
+
+enum ChunkWeights {
+    Dense(Tensor<1>),
+    Quant {
+        words: Tensor<1, Int>,
+        scales: Tensor<1>,
+        /// A one-element placeholder when the layout has no mins (a kernel binding is needed).
+        mins: Tensor<1>,
+    },
+}
+
+struct Chunk {
+    rows: usize,
+    first_row: usize,
+    weights: ChunkWeights,
+}
+
+pub struct GpuLinear {
+    layout: Layout,
+    in_features: usize,
+    out_features: usize,
+    chunks: Vec<Chunk>,
+    device_bytes: usize,
+}
+
+impl GpuLinear {
+    /// Packs `weight` (`[out, in]`) in the layout its type maps to and uploads it in chunks of
+    /// at most `max_binding_bytes` of words.
+    pub fn upload(
+        weight: &MappedTensor,
+        max_binding_bytes: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let layout = pack::layout_for(weight.dtype(), weight.cols());
+        Self::upload_as(weight, layout, max_binding_bytes, device)
+    }
+
+    pub fn upload_as(
+        weight: &MappedTensor,
+        layout: Layout,
+        max_binding_bytes: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let (out_features, in_features) = (weight.rows(), weight.cols());
+        let row_bytes = pack::word_bytes_per_row(layout, in_features).max(1);
+        if row_bytes > max_binding_bytes {
+            return Err(GemmaError::Unsupported(format!(
+                "`{}`: one row ({row_bytes} bytes) exceeds the GPU's binding limit",
+                weight.name()
+            )));
+        }
+        let rows_per_chunk = (max_binding_bytes / row_bytes).clamp(1, out_features.max(1));
+        let mut chunks = Vec::new();
+        let mut device_bytes = 0;
+        let mut first_row = 0;
+        while first_row < out_features {
+            let rows = rows_per_chunk.min(out_features - first_row);
+            let packed = pack::pack_rows(weight, layout, first_row, rows);
+            device_bytes += (packed.words.len() + packed.scales.len() + packed.mins.len()) * 4;
+            let floats = |v: Vec<f32>| {
+                let n = v.len();
+                Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+            };
+            let weights = match layout {
+                Layout::Dense => ChunkWeights::Dense(floats(
+                    packed.words.into_iter().map(f32::from_bits).collect(),
+                )),
+                Layout::Quant(_) => {
+                    let n = packed.words.len();
+                    let words: Vec<i32> = bytemuck::cast_vec(packed.words);
+                    let mins = if packed.mins.is_empty() {
+                        vec![0.0]
+                    } else {
+                        packed.mins
+                    };
+                    ChunkWeights::Quant {
+                        words: Tensor::<1, Int>::from_data(TensorData::new(words, [n]), device),
+                        scales: floats(packed.scales),
+                        mins: floats(mins),
+                    }
+                }
+            };
+            chunks.push(Chunk {
+                rows,
+                first_row,
+                weights,
+            });
+            first_row += rows;
+        }
+        Ok(GpuLinear {
+            layout,
+            in_features,
+            out_features,
+            chunks,
+            device_bytes,
+        })
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Bytes of weights held on the device (words, scales, mins).
+    pub fn device_bytes(&self) -> usize {
+        self.device_bytes
+    }
+
+    /// Number of separately bound chunks.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn run_chunk(&self, chunk: &Chunk, out: Tensor<2>, x: Tensor<2>, call: ChunkCall) -> Tensor<2> {
+        match &chunk.weights {
+            ChunkWeights::Dense(w) => ops::dense_matmul_into(out, x, w, call),
+            ChunkWeights::Quant {
+                words,
+                scales,
+                mins,
+            } => {
+                let Layout::Quant(layout) = self.layout else {
+                    unreachable!("quantized chunk of a dense weight")
+                };
+                ops::quant_matmul_into(out, x, words, scales, mins, layout, call)
+            }
+        }
+    }
+
+    /// `x`: `[tokens, in]` → `[tokens, out]` on the device (one output buffer, every chunk
+    /// writing its columns).
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [tokens, _] = x.dims();
+        let mut out = Tensor::<2>::empty([tokens, self.out_features], &x.device());
+        for chunk in &self.chunks {
+            let call = ChunkCall {
+                rows: chunk.rows,
+                out_col: chunk.first_row,
+                out_stride: self.out_features,
+            };
+            out = self.run_chunk(chunk, out, x.clone(), call);
+        }
+        out
+    }
+
+    /// Like [`forward`](Self::forward) but read back chunk by chunk, so a 262144-row LM head
+    /// never needs one device buffer for all logits.
+    pub fn forward_to_host(&self, x: Tensor<2>) -> Result<Vec<f32>> {
+        let [tokens, _] = x.dims();
+        let device = x.device();
+        let mut host = vec![0.0f32; tokens * self.out_features];
+        for chunk in &self.chunks {
+            let call = ChunkCall {
+                rows: chunk.rows,
+                out_col: 0,
+                out_stride: chunk.rows,
+            };
+            let out = Tensor::<2>::empty([tokens, chunk.rows], &device);
+            let part = to_host(self.run_chunk(chunk, out, x.clone(), call))?;
+            for t in 0..tokens {
+                let dst = t * self.out_features + chunk.first_row;
+                host[dst..dst + chunk.rows]
+                    .copy_from_slice(&part[t * chunk.rows..(t + 1) * chunk.rows]);
+            }
+        }
+        Ok(host)
+    }
+}

@@ -1,0 +1,369 @@
+//! Kernel tests: repacking against the CPU decoders (which are checked against gguf-py), and
+//! the GPU kernels against f64 dot products of the decoded weights, on odd shapes and with a
+//! small binding limit so that every weight is split into many chunks. GPU tests run on any
+//! wgpu adapter (lavapipe in CI); set GEMMAKIT_SKIP_GPU_TESTS=1 to skip them.
+
+use std::sync::Arc;
+
+use burn::tensor::{Tensor, TensorData, s};
+use half::{bf16, f16};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::pack::{self, Layout};
+use super::{AttentionCall, GpuLinear, decode_attention};
+use crate::backend::{BackendKind, ComputeDevice};
+use crate::model::ops::to_host;
+use crate::weights::{GgmlType, MappedTensor, ReadLog};
+
+const EXACT: [GgmlType; 9] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_0,
+    GgmlType::F32,
+];
+const REQUANTIZED: [GgmlType; 4] = [
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+];
+
+fn mapped(dtype: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> MappedTensor {
+    let mut m = memmap2::MmapMut::map_anon(bytes.len()).expect("anonymous map");
+    m.copy_from_slice(bytes);
+    let map = Arc::new(m.make_read_only().expect("read-only"));
+    let log = Arc::new(ReadLog::default());
+    MappedTensor::new("w", map, 0, bytes.len(), dtype, vec![rows, cols], log).expect("valid tensor")
+}
+
+/// Random but valid encodings: random quant bits, sane f16 scale fields.
+fn random_weight(dtype: GgmlType, rows: usize, cols: usize, seed: u64) -> MappedTensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = rows * cols;
+    let bytes: Vec<u8> = match dtype {
+        GgmlType::F32 => (0..n)
+            .flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes())
+            .collect(),
+        GgmlType::F16 => (0..n)
+            .flat_map(|_| f16::from_f32(rng.random_range(-1.0f32..1.0)).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..n)
+            .flat_map(|_| bf16::from_f32(rng.random_range(-1.0f32..1.0)).to_le_bytes())
+            .collect(),
+        _ => {
+            let bb = dtype.block_bytes();
+            let mut bytes: Vec<u8> = (0..n / dtype.block_size() * bb)
+                .map(|_| rng.random())
+                .collect();
+            let fields: &[usize] = match dtype {
+                GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+                GgmlType::Q6_K => &[208],
+                GgmlType::Q2_K => &[80, 82],
+                GgmlType::Q3_K => &[108],
+                other => panic!("no generator for {other}"),
+            };
+            for block in bytes.chunks_exact_mut(bb) {
+                for &at in fields {
+                    let v = f16::from_f32(rng.random_range(0.002f32..0.05));
+                    block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            bytes
+        }
+    };
+    mapped(dtype, rows, cols, &bytes)
+}
+
+fn decoded(w: &MappedTensor) -> Vec<f32> {
+    let mut out = vec![0.0f32; w.rows() * w.cols()];
+    for (r, row) in out.chunks_exact_mut(w.cols()).enumerate() {
+        w.decode_row(r, row);
+    }
+    out
+}
+
+#[test]
+fn exact_layouts_reproduce_the_cpu_decoder() {
+    for dtype in EXACT {
+        let (rows, cols) = (5, 512);
+        let w = random_weight(dtype, rows, cols, 7);
+        let layout = pack::layout_for(dtype, cols);
+        if let Layout::Quant(q) = layout {
+            assert!(q.exact, "{dtype}");
+        }
+        let packed = pack::pack_rows(&w, layout, 0, rows);
+        let reference = decoded(&w);
+        for r in 0..rows {
+            let got = pack::unpack_row_f64(layout, &packed, r, cols);
+            for (c, (g, e)) in got.iter().zip(&reference[r * cols..]).enumerate() {
+                let e = f64::from(*e);
+                // Same integers and scales; only the rounding of scale·q − min may differ.
+                assert!(
+                    (g - e).abs() <= 1e-6 * e.abs().max(1e-3),
+                    "{dtype} row {r} col {c}: packed {g} vs decoder {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn requantized_layouts_stay_within_half_a_step() {
+    for dtype in REQUANTIZED {
+        let (rows, cols) = (4, 512);
+        let w = random_weight(dtype, rows, cols, 11);
+        let layout = pack::layout_for(dtype, cols);
+        let Layout::Quant(q) = layout else {
+            panic!("{dtype} should requantize")
+        };
+        assert!(!q.exact && q.bits == 8 && q.block == 32);
+        let packed = pack::pack_rows(&w, layout, 0, rows);
+        let reference = decoded(&w);
+        let (mut err2, mut ref2) = (0.0f64, 0.0f64);
+        for r in 0..rows {
+            let got = pack::unpack_row_f64(layout, &packed, r, cols);
+            for (block, (g, e)) in got
+                .chunks_exact(32)
+                .zip(reference[r * cols..(r + 1) * cols].chunks_exact(32))
+                .enumerate()
+            {
+                let amax = e.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+                for (g, e) in g.iter().zip(e) {
+                    let d = g - f64::from(*e);
+                    assert!(
+                        d.abs() <= amax / 254.0 * 1.0001 + 1e-12,
+                        "{dtype} row {r} block {block}: error {d} over half a step of {amax}/127"
+                    );
+                    err2 += d * d;
+                    ref2 += f64::from(*e) * f64::from(*e);
+                }
+            }
+        }
+        eprintln!(
+            "{dtype} → Q8 (f32 scale per 32): relative RMS weight error {:.2e}",
+            (err2 / ref2).sqrt()
+        );
+    }
+}
+
+fn gpu() -> Option<ComputeDevice> {
+    if std::env::var("GEMMAKIT_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        return None;
+    }
+    Some(
+        ComputeDevice::open(BackendKind::Gpu)
+            .expect("a wgpu adapter (set GEMMAKIT_SKIP_GPU_TESTS=1 to skip)"),
+    )
+}
+
+fn random_x(tokens: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..tokens * cols)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect()
+}
+
+/// Checks `y` against f64 dots of `x` with `weights` (`[rows, cols]`), relative to Σ|x·w|.
+fn check_product(label: &str, y: &[f32], x: &[f32], weights: &[f64], rows: usize, cols: usize) {
+    let tokens = x.len() / cols;
+    assert_eq!(y.len(), tokens * rows, "{label}: output size");
+    let mut worst = 0.0f64;
+    for t in 0..tokens {
+        for r in 0..rows {
+            let (mut dot, mut mag) = (0.0f64, 0.0f64);
+            for c in 0..cols {
+                let p = f64::from(x[t * cols + c]) * weights[r * cols + c];
+                dot += p;
+                mag += p.abs();
+            }
+            let err = (f64::from(y[t * rows + r]) - dot).abs() / mag.max(1e-12);
+            worst = worst.max(err);
+            assert!(
+                err <= 2e-6,
+                "{label}: token {t} row {r}: {} vs {dot}",
+                y[t * rows + r]
+            );
+        }
+    }
+    eprintln!("{label}: worst error / Σ|x·w| = {worst:.1e}");
+}
+
+#[test]
+fn gpu_products_match_f64_reference_for_every_type() {
+    let Some(device) = gpu() else { return };
+    // Odd row counts, several token tiles (1, a partial tile, more than one tile) and a
+    // binding limit of a few rows so each weight is split into many chunks.
+    let cases: Vec<(GgmlType, usize)> = EXACT
+        .iter()
+        .chain(&REQUANTIZED)
+        .map(|&t| (t, if t.block_size() == 256 { 512 } else { 96 }))
+        .chain([(GgmlType::F32, 18), (GgmlType::F16, 40)])
+        .collect();
+    for (dtype, cols) in cases {
+        let rows = 37;
+        let w = random_weight(dtype, rows, cols, 3);
+        let layout = pack::layout_for(dtype, cols);
+        let row_bytes = pack::word_bytes_per_row(layout, cols);
+        let lin = GpuLinear::upload(&w, 5 * row_bytes + 3, &device.device).expect("upload");
+        assert_eq!(lin.chunk_count(), rows.div_ceil(5), "{dtype}: chunks");
+        // The kernels' weights, decoded in f64 (equal to the CPU decoder's for exact layouts,
+        // checked above).
+        let packed = pack::pack_rows(&w, layout, 0, rows);
+        let weights: Vec<f64> = (0..rows)
+            .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
+            .collect();
+        for tokens in [1, 3, 11] {
+            let x = random_x(tokens, cols, tokens as u64);
+            let xt =
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device);
+            let label = format!("{dtype} [{rows}x{cols}] x {tokens} tokens");
+            let y = to_host(lin.forward(xt.clone())).expect("read back");
+            check_product(&label, &y, &x, &weights, rows, cols);
+            let y_host = lin.forward_to_host(xt).expect("read back by chunk");
+            assert_eq!(y, y_host, "{label}: forward vs forward_to_host");
+        }
+    }
+}
+
+#[test]
+fn gpu_product_reads_a_row_offset_activation() {
+    let Some(device) = gpu() else { return };
+    // Row 1 of a [3, 32] activation starts at byte 128, not a multiple of 256: the kernel
+    // must see the view, not the start of the buffer.
+    let (rows, cols) = (9, 32);
+    let w = random_weight(GgmlType::Q8_0, rows, cols, 5);
+    let x = random_x(3, cols, 9);
+    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [3, cols]), &device.device);
+    let middle = xt.slice(s![1..2, ..]);
+    let lin = GpuLinear::upload(&w, 1 << 20, &device.device).expect("upload");
+    let y = to_host(lin.forward(middle)).expect("read back");
+    let layout = pack::layout_for(GgmlType::Q8_0, cols);
+    let packed = pack::pack_rows(&w, layout, 0, rows);
+    let weights: Vec<f64> = (0..rows)
+        .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
+        .collect();
+    check_product(
+        "offset activation",
+        &y,
+        &x[cols..2 * cols],
+        &weights,
+        rows,
+        cols,
+    );
+}
+
+/// f64 attention of one query per head over visible slots.
+fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    visible: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    slots: usize,
+    d: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let groups = heads / kv_heads;
+    let mut out = vec![0.0f64; heads * d];
+    for h in 0..heads {
+        let kvh = h / groups;
+        let scores: Vec<Option<f64>> = (0..slots)
+            .map(|s| {
+                (visible[s] > 0.5).then(|| {
+                    (0..d)
+                        .map(|i| f64::from(q[h * d + i]) * f64::from(k[(kvh * slots + s) * d + i]))
+                        .sum::<f64>()
+                        * scale
+                })
+            })
+            .collect();
+        let max = scores.iter().flatten().fold(f64::MIN, |m, &s| m.max(s));
+        let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
+        for (s, score) in scores.iter().enumerate() {
+            if let Some(score) = score {
+                let p = (score - max).exp() / total;
+                for i in 0..d {
+                    out[h * d + i] += p * f64::from(v[(kvh * slots + s) * d + i]);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gpu_decode_attention_matches_f64_reference() {
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    // (heads, kv_heads, head_dim, slots used, slots allocated): GQA, Gemma 4's head sizes,
+    // slot counts around the cube size, and a cache view narrower than its buffer.
+    for (heads, kv_heads, d, slots, capacity, scale) in [
+        (8, 1, 256, 37, 64, 1.0f32),
+        (8, 2, 512, 130, 130, 1.0),
+        (4, 4, 16, 1, 8, 0.25),
+        (6, 2, 96, 65, 100, 0.125),
+    ] {
+        let mut values = |n: usize, amp: f32| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(-amp..amp)).collect()
+        };
+        let q = values(heads * d, 0.3);
+        let k_full = values(kv_heads * capacity * d, 0.3);
+        let v_full = values(kv_heads * capacity * d, 1.0);
+        let visible: Vec<f32> = (0..slots)
+            .map(|s| if s == 0 || s % 5 != 3 { 1.0 } else { 0.0 })
+            .collect();
+        let view = |full: &[f32]| -> Vec<f32> {
+            (0..kv_heads)
+                .flat_map(|h| full[h * capacity * d..(h * capacity + slots) * d].to_vec())
+                .collect()
+        };
+        let expected = attention_reference(
+            &q,
+            &view(&k_full),
+            &view(&v_full),
+            &visible,
+            heads,
+            kv_heads,
+            slots,
+            d,
+            f64::from(scale),
+        );
+        let t3 = |v: Vec<f32>| {
+            Tensor::<3>::from_data(TensorData::new(v, [kv_heads, capacity, d]), dev).slice(s![
+                ..,
+                0..slots,
+                ..
+            ])
+        };
+        let out = decode_attention(
+            Tensor::<2>::from_data(TensorData::new(q, [heads, d]), dev),
+            t3(k_full),
+            t3(v_full),
+            Tensor::<1>::from_data(TensorData::new(visible, [slots]), dev),
+            AttentionCall {
+                groups: heads / kv_heads,
+                scale,
+            },
+        );
+        let got = to_host(out).expect("read back");
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(g, e)| (f64::from(*g) - e).abs())
+            .fold(0.0, f64::max);
+        eprintln!("attention heads {heads}/{kv_heads} d {d} slots {slots}: max error {worst:.1e}");
+        assert!(
+            worst < 1e-5,
+            "attention heads {heads} d {d} slots {slots}: {worst}"
+        );
+    }
+}
