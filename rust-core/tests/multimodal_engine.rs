@@ -1,7 +1,15 @@
 //! Media in, logits out, through the public API, vs transformers 5.24 (fixture `mm.*`): the
 //! fixture's raw image (uint8 RGB) and waveform go through our preprocessing, both towers and
-//! the prompt layout; the logits of every position of `mm.input_ids` must match ≤ 1e-4 (CPU) /
-//! ≤ 1e-3 (wgpu) and the 8 KV-cached greedy tokens must be identical. Also: bad media and
+//! the prompt layout; the 8 KV-cached greedy tokens must be identical and the logits of every
+//! position of `mm.input_ids` within 1e-3.
+//!
+//! Why 1e-3 and not 1e-4: each stage is checked at 1e-4 on its own (vision_parity,
+//! audio_parity: soft tokens within ~5e-6 of transformers; multimodal_prompt: the decoder fed
+//! transformers' own soft tokens, 5e-5), but this random tiny model amplifies soft-token
+//! differences about a hundredfold — `soft_token_sensitivity` in multimodal_prompt.rs shows
+//! ±5e-6 of noise on transformers' soft tokens moving the logits by more than 1e-4 — so the
+//! end-to-end bound is the f32 rounding of the towers times that gain (measured 2.5e-4 E2B,
+//! 4.0e-4 E4B on CPU). Also: bad media and
 //! mismatched placeholders are typed errors, and a conversation lays media out as
 //! transformers' processor does (boi + 60 image placeholders + eoi, boa + 31 audio + eoa).
 
@@ -17,7 +25,7 @@ use gemmakit::model::audio::AttentionWindow;
 use gemmakit::model::{LogitsFor, SoftTokens};
 use gemmakit::{BackendKind, GemmaError};
 
-const CPU_TOL: f32 = 1e-4;
+const CPU_TOL: f32 = 1e-3;
 const GPU_TOL: f32 = 1e-3;
 
 fn fixture_media(reference: &Reference) -> Vec<Media> {

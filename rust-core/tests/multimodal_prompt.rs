@@ -180,3 +180,46 @@ fn malformed_soft_tokens_are_typed_errors() {
         );
     }
 }
+
+/// How much this random tiny model amplifies soft-token differences: ±5e-6 of uniform noise on
+/// transformers' soft tokens (the size of f32 rounding differences between our towers and
+/// torch's) must move the logits by more than 1e-4. This is what bounds the end-to-end
+/// tolerance in multimodal_engine.rs; if the model ever stopped amplifying, that tolerance
+/// should be tightened.
+#[test]
+fn soft_token_sensitivity() {
+    let fixture = "tiny_gemma4_e2b";
+    let reference = Reference::load(fixture);
+    let model = load(fixture, BackendKind::Cpu);
+    let prompt = mm_prompt(fixture, &reference, model.config().hidden_size);
+    let run = |values: &[f32]| {
+        let mut cache = model.new_cache(prompt.ids.len());
+        model
+            .forward_with_soft_tokens(
+                &mut cache,
+                &prompt.ids,
+                SoftTokens {
+                    positions: &prompt.positions,
+                    values,
+                },
+                LogitsFor::All,
+            )
+            .expect("forward")
+    };
+    let base = run(&prompt.values);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let noisy: Vec<f32> = prompt
+        .values
+        .iter()
+        .map(|v| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            v + u * 5e-6
+        })
+        .collect();
+    let change = max_abs_diff(&base, &run(&noisy));
+    eprintln!("soft tokens ±5e-6 → logits change {change:.3e}");
+    assert!(change > 1e-4, "logit change {change}");
+}
