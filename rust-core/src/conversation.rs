@@ -304,7 +304,23 @@ impl Conversation {
                     add_generation_prompt: s.messages.last().is_some_and(|m| m.role != Role::Tool),
                     ..s.render.clone()
                 };
-                template.render(&s.messages, &options)?
+                let text = template.render(&s.messages, &options)?;
+                if media.is_empty() || layout::count_markers(&text) == media.len() {
+                    text
+                } else {
+                    // A template that only knows string content (no `{"type": "image"}`
+                    // parts): give it the text with the markers inline instead.
+                    let inline: Vec<Message> = s
+                        .messages
+                        .iter()
+                        .map(|m| Message {
+                            content: m.text_with_markers(),
+                            parts: Vec::new(),
+                            ..m.clone()
+                        })
+                        .collect();
+                    template.render(&inline, &options)?
+                }
             }
             None => s.messages.iter().map(Message::text_with_markers).collect(),
         };
@@ -324,11 +340,16 @@ impl Conversation {
             .iter()
             .map(|m| encoder.segment_counts(m))
             .collect::<Result<_>>()?;
-        let expanded = layout::expand_markers(&text, &media, &counts)?;
-        let ids = match &self.engine.template {
-            Some(_) => tok.encode(&expanded, true)?,
-            None => tok.encode_prompt(&expanded, false)?,
-        };
+        let mut first = true;
+        let ids = layout::tokenize_with_media(&text, &media, &counts, placeholders, |run| {
+            let ids = match &self.engine.template {
+                Some(_) => tok.encode(run, true),
+                None if first => tok.encode_prompt(run, false),
+                None => tok.encode(run, false),
+            };
+            first = false;
+            ids
+        })?;
         layout::check_placeholders(&ids, placeholders, &media, &counts)?;
         let slots = layout::assign_slots(&ids, placeholders, &media, &counts);
         Ok(Prompt { ids, media, slots })

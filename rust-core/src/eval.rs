@@ -53,6 +53,10 @@ pub fn placeholder_ids(path: &Path) -> Result<PlaceholderIds> {
             image: id("image_token_id")?,
             audio: id("audio_token_id")?,
             video: id("video_token_id")?,
+            boi: id("boi_token_id")?,
+            eoi: id("eoi_token_id")?,
+            boa: id("boa_token_id")?,
+            eoa: id("eoa_token_id")?,
         })
     } else {
         let file = GgufModelFile::open(path)?;

@@ -259,3 +259,75 @@ fn conversation_lays_out_media_like_transformers() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// The GGUF route: llama.cpp's converter wrote the text model and the `mmproj` file with both
+/// towers; the engine finds `mmproj-f32.gguf` next to the model by itself.
+#[test]
+fn gguf_with_mmproj_matches_transformers() {
+    let fixture = "tiny_gemma4_e2b";
+    let reference = Reference::load(fixture);
+    let path = fixture_dir(fixture).join("model-f32.gguf");
+    let model = gemmakit::eval::load_model(&path, BackendKind::Cpu).unwrap();
+    let media = fixture_media(&reference);
+    let logits = all_logits_with_media(
+        &model,
+        &path,
+        None,
+        AttentionWindow::Transformers,
+        &reference.ids("mm.input_ids"),
+        &media,
+    )
+    .expect("GGUF + mmproj");
+    assert_close("mm logits, GGUF + mmproj", &logits, &reference.f32("mm.logits"), CPU_TOL);
+
+    // Through a conversation: the file's template only knows string content, so the markers
+    // are passed inline.
+    let engine = gemmakit::engine::Engine::load(
+        &path,
+        gemmakit::engine::EngineOptions {
+            backend: gemmakit::engine::BackendChoice::Cpu,
+            context_len: 512,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let source = engine.media_support().expect("towers found");
+    assert!(source.contains("mmproj-f32.gguf"), "{source}");
+    let mut parts: Vec<Part> = media.into_iter().map(Part::Media).collect();
+    parts.push(Part::Text("Describe.".into()));
+    let out = engine
+        .conversation()
+        .send_parts(
+            parts,
+            &gemmakit::generate::GenerateOptions {
+                max_tokens: 2,
+                ..Default::default()
+            },
+            &mut |_| gemmakit::generate::Flow::Continue,
+        )
+        .expect("multimodal turn on the GGUF");
+    assert!(out.stats.prompt_tokens > 60 + 31 + 4);
+
+    // Without towers (no mmproj next to the file): a typed error naming the reason.
+    let tmp = std::env::temp_dir().join(format!("gemmakit-no-mmproj-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::copy(&path, tmp.join("model.gguf")).unwrap();
+    let engine = gemmakit::engine::Engine::load(
+        &tmp.join("model.gguf"),
+        gemmakit::engine::EngineOptions {
+            backend: gemmakit::engine::BackendChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = engine
+        .conversation()
+        .send_parts(
+            fixture_media(&reference).into_iter().map(Part::Media).collect(),
+            &Default::default(),
+            &mut |_| gemmakit::generate::Flow::Continue,
+        )
+        .expect_err("no towers");
+    assert!(matches!(err, GemmaError::Unsupported(_)), "{err:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

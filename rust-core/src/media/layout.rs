@@ -1,7 +1,8 @@
 //! Where media go in a prompt (spec §3): a chat template writes one marker per media item
-//! (`<|image|>`, `<|audio|>`, `<|video|>`); each marker is expanded to begin/end tokens around
-//! one placeholder per soft token, and the soft tokens are later scattered into those
-//! placeholder positions in order.
+//! (`<|image|>`, `<|audio|>`, `<|video|>`); each marker becomes begin/end ids around one
+//! placeholder id per soft token, and the soft tokens are later scattered into those
+//! placeholder positions in order. The ids are inserted directly rather than spelled out as
+//! text, so the layout does not depend on the vocabulary marking them as special tokens.
 
 use super::input::{Media, MediaKind};
 use crate::error::{GemmaError, Result};
@@ -12,12 +13,18 @@ const EOI: &str = "<image|>";
 const BOA: &str = "<|audio>";
 const EOA: &str = "<audio|>";
 
-/// The vocabulary ids of the placeholder tokens.
+/// The vocabulary ids of the placeholders and of the begin/end tokens around them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlaceholderIds {
     pub image: u32,
     pub audio: u32,
     pub video: u32,
+    /// `<|image>` / `<image|>` (also around video frames).
+    pub boi: u32,
+    pub eoi: u32,
+    /// `<|audio>` / `<audio|>`.
+    pub boa: u32,
+    pub eoa: u32,
 }
 
 impl PlaceholderIds {
@@ -27,6 +34,10 @@ impl PlaceholderIds {
             image: tokenizer.token_id(MediaKind::Image.marker())?,
             audio: tokenizer.token_id(MediaKind::Audio.marker())?,
             video: tokenizer.token_id(MediaKind::Video.marker())?,
+            boi: tokenizer.token_id(BOI)?,
+            eoi: tokenizer.token_id(EOI)?,
+            boa: tokenizer.token_id(BOA)?,
+            eoa: tokenizer.token_id(EOA)?,
         })
     }
 
@@ -53,39 +64,35 @@ pub fn timestamp(seconds: f64) -> String {
     format!("{:02}:{:02}", (s / 60.0) as u64, (s % 60.0) as u64)
 }
 
-/// The prompt text one media item's marker expands to.
-pub fn expansion(media: &Media, counts: &[usize]) -> String {
-    let run = |marker: &str, n: usize| marker.repeat(n);
-    match media {
-        Media::Image(_) => counts
-            .iter()
-            .map(|&n| format!("{BOI}{}{EOI}", run(MediaKind::Image.marker(), n)))
-            .collect(),
-        Media::Audio(_) => counts
-            .iter()
-            .map(|&n| format!("{BOA}{}{EOA}", run(MediaKind::Audio.marker(), n)))
-            .collect(),
-        Media::Video(v) => v
-            .frames()
-            .iter()
-            .zip(counts)
-            .map(|(frame, &n)| {
-                format!(
-                    "{} {BOI}{}{EOI}",
-                    timestamp(frame.timestamp_secs),
-                    run(MediaKind::Video.marker(), n)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-    }
-}
-
-/// Replaces the markers of `rendered`, in order, by the expansions of `media`. The markers
-/// must match the media one for one and kind for kind.
-pub fn expand_markers(rendered: &str, media: &[Media], counts: &[SegmentCounts]) -> Result<String> {
+/// Tokenizes `rendered`, replacing its markers, in order, by the ids of `media`: begin id,
+/// one placeholder per soft token, end id (per image; per 30-second audio clip; per video
+/// frame, each preceded by its `MM:SS ` stamp and frames joined by a space, as transformers'
+/// processor writes them). The markers must match the media one for one and kind for kind.
+/// `encode` tokenizes a run of text (the text between markers is tokenized whole, so the
+/// result equals tokenizing transformers' expanded string wherever the vocabulary treats the
+/// begin/end tokens as special, as Gemma 4's does).
+pub fn tokenize_with_media(
+    rendered: &str,
+    media: &[Media],
+    counts: &[SegmentCounts],
+    ids: &PlaceholderIds,
+    mut encode: impl FnMut(&str) -> Result<Vec<u32>>,
+) -> Result<Vec<u32>> {
     let markers = [MediaKind::Image, MediaKind::Audio, MediaKind::Video];
-    let mut out = String::with_capacity(rendered.len());
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut flush = |text: &mut String, out: &mut Vec<u32>| -> Result<()> {
+        if !text.is_empty() {
+            out.extend(encode(text)?);
+            text.clear();
+        }
+        Ok(())
+    };
+    let run = |out: &mut Vec<u32>, begin: u32, placeholder: u32, n: usize, end: u32| {
+        out.push(begin);
+        out.extend(std::iter::repeat_n(placeholder, n));
+        out.push(end);
+    };
     let mut rest = rendered;
     let mut items = media.iter().zip(counts);
     let mut placed = 0;
@@ -110,8 +117,32 @@ pub fn expand_markers(rendered: &str, media: &[Media], counts: &[SegmentCounts])
                 kind.marker()
             )));
         }
-        out.push_str(&rest[..at]);
-        out.push_str(&expansion(item, item_counts));
+        text.push_str(&rest[..at]);
+        match item {
+            Media::Image(_) => {
+                flush(&mut text, &mut out)?;
+                for &n in item_counts {
+                    run(&mut out, ids.boi, ids.image, n, ids.eoi);
+                }
+            }
+            Media::Audio(_) => {
+                flush(&mut text, &mut out)?;
+                for &n in item_counts {
+                    run(&mut out, ids.boa, ids.audio, n, ids.eoa);
+                }
+            }
+            Media::Video(v) => {
+                for (i, (frame, &n)) in v.frames().iter().zip(item_counts).enumerate() {
+                    if i > 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(&timestamp(frame.timestamp_secs));
+                    text.push(' ');
+                    flush(&mut text, &mut out)?;
+                    run(&mut out, ids.boi, ids.video, n, ids.eoi);
+                }
+            }
+        }
         rest = &rest[at + kind.marker().len()..];
         placed += 1;
     }
@@ -121,7 +152,8 @@ pub fn expand_markers(rendered: &str, media: &[Media], counts: &[SegmentCounts])
             media.len()
         )));
     }
-    out.push_str(rest);
+    text.push_str(rest);
+    flush(&mut text, &mut out)?;
     Ok(out)
 }
 
@@ -205,6 +237,42 @@ pub fn assign_slots(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// transformers' processor: `a` + `<|image>` + 2 × `<|image|>` + `<image|>` + `b`, then the
+    /// video as "00:00 <|image><|video|><image|> 01:01 <|image><|video|><image|>", then `c`.
+    #[test]
+    fn markers_become_the_processors_layout() {
+        let ids = PlaceholderIds {
+            image: 90,
+            audio: 91,
+            video: 92,
+            boi: 80,
+            eoi: 81,
+            boa: 82,
+            eoa: 83,
+        };
+        let frame = || crate::media::ImageInput::from_rgb8(2, 2, vec![0; 12]).unwrap();
+        let video = crate::media::VideoInput::from_frames(vec![
+            crate::media::VideoFrame { image: frame(), timestamp_secs: 0.0 },
+            crate::media::VideoFrame { image: frame(), timestamp_secs: 61.5 },
+        ])
+        .unwrap();
+        let media = [Media::Image(frame()), Media::Video(video)];
+        let counts = [vec![2], vec![1, 1]];
+        let mut runs = Vec::new();
+        let out = tokenize_with_media("a<|image|>b<|video|>c", &media, &counts, &ids, |t| {
+            runs.push(t.to_string());
+            Ok(vec![1000 + runs.len() as u32])
+        })
+        .unwrap();
+        assert_eq!(runs, ["a", "b00:00 ", " 01:01 ", "c"]);
+        assert_eq!(out, [1001, 80, 90, 90, 81, 1002, 80, 92, 81, 1003, 80, 92, 81, 1004]);
+        // Markers and media must pair up.
+        let err = tokenize_with_media("<|audio|>", &media[..1], &counts[..1], &ids, |_| Ok(vec![]));
+        assert!(matches!(err, Err(GemmaError::MediaMismatch(_))));
+        let err = tokenize_with_media("none", &media[..1], &counts[..1], &ids, |_| Ok(vec![]));
+        assert!(matches!(err, Err(GemmaError::MediaMismatch(_))));
+    }
 
     #[test]
     fn timestamps_are_minutes_and_seconds() {
