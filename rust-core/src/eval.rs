@@ -43,8 +43,11 @@ pub fn placeholder_ids(path: &Path) -> Result<PlaceholderIds> {
         let text = std::fs::read_to_string(&config).map_err(|e| GemmaError::io(&config, e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| GemmaError::InvalidConfig(format!("config.json: {e}")))?;
+        // transformers writes `eoa_token_index` in some releases and `eoa_token_id` in others.
         let id = |key: &str| -> Result<u32> {
+            let alias = key.replace("_id", "_index");
             v.get(key)
+                .or_else(|| v.get(&alias))
                 .and_then(serde_json::Value::as_u64)
                 .map(|x| x as u32)
                 .ok_or_else(|| GemmaError::Unsupported(format!("config.json has no {key}")))

@@ -157,6 +157,14 @@ pub fn tokenize_with_media(
     Ok(out)
 }
 
+/// How many media markers `text` holds.
+pub fn count_markers(text: &str) -> usize {
+    [MediaKind::Image, MediaKind::Audio, MediaKind::Video]
+        .iter()
+        .map(|k| text.matches(k.marker()).count())
+        .sum()
+}
+
 /// Offsets of the placeholder ids in `ids`, with the kind of each.
 pub fn placeholder_positions(ids: &[u32], placeholders: &PlaceholderIds) -> Vec<(usize, MediaKind)> {
     ids.iter()
