@@ -205,6 +205,25 @@ fn check_padded_clip(backend: BackendKind, tol: f32) {
         CPU_TOL,
     );
 
+    if backend == BackendKind::Cpu {
+        for (key, htk) in [("preemphasis_htk", true), ("preemphasis_plain", false)] {
+            let fe = FeatureExtractor::new(FeatureExtractorConfig {
+                preemphasis: 0.97,
+                preemphasis_htk_flavor: htk,
+                ..FeatureExtractorConfig::default()
+            })
+            .unwrap();
+            let pre = fe.extract(&reference.f32("waveform")).unwrap();
+            let expected = reference.f32(&format!("{key}.input_features"));
+            assert_close(
+                &format!("log-mel features ({key})"),
+                &pre.features,
+                &expected,
+                CPU_TOL,
+            );
+        }
+    }
+
     let tower = load_tower("tiny_gemma4_e2b", Source::Safetensors, backend);
     let trace = tower
         .encode_traced(&ours, AttentionWindow::Transformers)

@@ -5,7 +5,9 @@ Writes tests/fixtures/audio/:
   feature_ref.safetensors  waveform [5279] (f32, seeded noise + tone), input_features [1, F, 128],
                            input_features_mask [1, F] (u8) - a clip whose padding masks a frame;
                            e2b.tower_out / tower_mask / soft_tokens: the tiny E2B fixture's audio
-                           tower (transformers, f32 eager) on those features (last row masked)
+                           tower (transformers, f32 eager) on those features (last row masked);
+                           preemphasis_{htk,plain}.input_features: the same clip with
+                           preemphasis 0.97 (HTK flavour and plain)
   token_counts.json        per length: mel frames, valid frames, and the soft-token count the
                            processor inserts (replace_audio_token on the extractor's mask, and
                            _compute_audio_num_tokens)
@@ -80,6 +82,12 @@ save_file(
         "waveform": wave,
         "input_features": out["input_features"].astype(np.float32),
         "input_features_mask": out["input_features_mask"].astype(np.uint8),
+        "preemphasis_htk.input_features": Gemma4AudioFeatureExtractor(preemphasis=0.97)(
+            [wave], sampling_rate=16000, return_tensors="np"
+        )["input_features"].astype(np.float32),
+        "preemphasis_plain.input_features": Gemma4AudioFeatureExtractor(
+            preemphasis=0.97, preemphasis_htk_flavor=False
+        )([wave], sampling_rate=16000, return_tensors="np")["input_features"].astype(np.float32),
         "e2b.tower_out": at.last_hidden_state.numpy().astype(np.float32),
         "e2b.tower_mask": at.attention_mask.numpy().astype(np.uint8),
         "e2b.soft_tokens": soft[at.attention_mask].numpy().astype(np.float32),

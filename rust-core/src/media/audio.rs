@@ -510,8 +510,8 @@ pub struct AudioFeatures {
 /// (the last sample only feeds pre-emphasis), periodic Hann window, `|rfft|` over `fft` points,
 /// HTK mel filter bank without area normalisation, `ln(mel + mel_floor)`.
 ///
-/// Precision follows numpy's: the windowed frame is an f32 product (the reference multiplies
-/// f32 samples by an f32 window), the FFT and everything after it run in f64 (numpy runs its
+/// Precision follows numpy's: the (pre-emphasised) windowed frame is computed in f32 (the
+/// reference multiplies f32 samples by an f32 window), the FFT and everything after it run in f64 (numpy runs its
 /// f32 FFT in f32, so ours is the more exact of the two; they agree to ~1e-6 in the log-mel),
 /// the result is rounded to f32.
 pub struct FeatureExtractor {
@@ -656,7 +656,7 @@ impl FeatureExtractor {
             if i < pad_left || i - pad_left >= clip.len() {
                 0.0
             } else if scale != 1.0 {
-                (clip[i - pad_left] as f64 * scale) as f32
+                clip[i - pad_left] * scale as f32
             } else {
                 clip[i - pad_left]
             }
@@ -680,20 +680,20 @@ impl FeatureExtractor {
             }
             input.iter_mut().for_each(|v| *v = 0.0);
             for n in 0..frame {
-                let x = if pre > 0.0 {
-                    let (a, b) = (sample(start + n) as f64, sample(start + n + 1) as f64);
-                    if self.config.preemphasis_htk_flavor {
-                        // [x0·(1−p), x1 − p·x0, …] over the first `frame` samples.
-                        if n == 0 {
-                            (a * (1.0 - pre)) as f32
-                        } else {
-                            (a - pre * sample(start + n - 1) as f64) as f32
-                        }
+                // In f32, as numpy computes it (f32 frames times a Python float).
+                let at = |i: usize| sample(start + i);
+                let x = if pre == 0.0 {
+                    sample(start + n)
+                } else if self.config.preemphasis_htk_flavor {
+                    // [x0·(1−p), x1 − p·x0, …]: the window's first `frame` samples.
+                    if n == 0 {
+                        at(0) * (1.0 - pre) as f32
                     } else {
-                        (b - pre * a) as f32
+                        at(n) - pre as f32 * at(n - 1)
                     }
                 } else {
-                    sample(start + n)
+                    // x[n+1] − p·x[n]: the window's last `frame` samples.
+                    at(n + 1) - pre as f32 * at(n)
                 };
                 input[n] = (x * self.window[n]) as f64;
             }

@@ -633,7 +633,7 @@ impl AudioTower {
             .forward(rms_norm(x.clone(), Some(&l.pre_norm), eps))?;
         let h = h.clone().narrow(1, 0, d) * sigmoid(h.narrow(1, d, d));
         let kernel = self.config.conv_kernel_size;
-        let padded = Tensor::cat(vec![Tensor::zeros([kernel - 1, d], &x.device()), h], 0);
+        let padded = pad_front(h, kernel - 1);
         let mut conv = padded.clone().narrow(0, 0, t) * l.depthwise.clone().narrow(0, 0, 1);
         for k in 1..kernel {
             conv = conv + padded.clone().narrow(0, k, t) * l.depthwise.clone().narrow(0, k, 1);
@@ -664,9 +664,8 @@ impl AudioTower {
         // before the block → [heads, blocks, ctx, dim].
         let windows = |m: Tensor<2>| -> Tensor<4> {
             let shifts = ctx.div_ceil(chunk);
-            let front = Tensor::zeros([c.max_past(), d], &device);
             let total = (shifts - 1 + nb) * chunk;
-            let padded = pad_rows(Tensor::cat(vec![front, m], 0), total);
+            let padded = pad_rows(pad_front(m, c.max_past()), total);
             let parts: Vec<Tensor<3>> = (0..shifts)
                 .map(|s| {
                     padded
@@ -722,6 +721,16 @@ fn pad_rows(x: Tensor<2>, total: usize) -> Tensor<2> {
     }
     let zeros = Tensor::zeros([total - rows, d], &x.device());
     Tensor::cat(vec![x, zeros], 0)
+}
+
+/// Prepends `rows` zero rows to `[n, d]`.
+fn pad_front(x: Tensor<2>, rows: usize) -> Tensor<2> {
+    if rows == 0 {
+        return x;
+    }
+    let [_, d] = x.dims();
+    let zeros = Tensor::zeros([rows, d], &x.device());
+    Tensor::cat(vec![zeros, x], 0)
 }
 
 /// Which context slot each query of each block may attend to: `[1, blocks, chunk, ctx]` as a
@@ -882,7 +891,6 @@ fn hf_audio_name(gguf_name: &str) -> Option<String> {
 
 fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
     let gguf = &file.gguf;
-    let meta_err = |e: crate::weights::gguf::GgufError| GemmaError::InvalidConfig(e.to_string());
     let has_audio = matches!(
         gguf.get("clip.has_audio_encoder"),
         Some(MetaValue::Bool(true))
@@ -894,7 +902,6 @@ fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
             projector
         )));
     }
-    let _ = gguf.get_str("general.architecture").map_err(meta_err)?;
     let log = Arc::new(ReadLog::default());
     let mut tensors = BTreeMap::new();
     for info in gguf.tensors() {
