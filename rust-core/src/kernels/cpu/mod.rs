@@ -11,7 +11,7 @@
 //!   A row's block scale is factored out of its block sum (`d·Σ q·x`), and Q4_K's minimum term
 //!   uses per-32 sums of `x` computed once per call.
 //! - **many tokens** (prefill): each worker dequantizes a tile of [`TILE_ROWS`] × [`KC`] weights
-//!   once into f32 scratch, packed for a register-blocked micro-kernel (up to [`MR`] tokens ×
+//!   once into f32 scratch, packed for a register-blocked micro-kernel (up to [`MR_MAX`] tokens ×
 //!   [`NR`] rows per step), and reuses it for every token, so the weights cost one decode per
 //!   call and the products run at FMA throughput.
 //!
@@ -34,8 +34,8 @@ use crate::weights::{GgmlType, MappedTensor, quant};
 
 /// Output rows of one packed panel (the micro-kernel's width).
 pub const NR: usize = 16;
-/// Most tokens one micro-kernel call covers.
-pub const MR: usize = 6;
+/// Most tokens one micro-kernel call covers (each ISA says how many it takes: `Kernels::mr`).
+pub const MR_MAX: usize = 12;
 /// Output rows one prefill task dequantizes per K chunk (a multiple of [`NR`]).
 pub const TILE_ROWS: usize = 64;
 /// Inner-dimension chunk of a prefill tile: a multiple of every block size (≤ 256), small
@@ -52,6 +52,8 @@ pub enum Isa {
     Portable,
     /// x86_64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86_64 AVX2 level plus AVX-512 F/BW/VL (512-bit accumulators).
+    Avx512,
     /// aarch64 Advanced SIMD (baseline on every aarch64 target).
     Neon,
 }
@@ -77,6 +79,12 @@ impl Isa {
             && is_x86_feature_detected!("f16c")
         {
             levels.push(Isa::Avx2);
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+            {
+                levels.push(Isa::Avx512);
+            }
         }
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("neon") {
@@ -89,6 +97,8 @@ impl Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => &x86::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => &x86::KERNELS_512,
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => &neon::KERNELS,
             _ => &portable::KERNELS,
@@ -103,7 +113,7 @@ type RowsDot = unsafe fn(rows: &[u8], stride: usize, x: &[f32], sums32: &[f32], 
 
 /// `c[t][j] = Σ_k x[t·x_stride + k] · w[k·NR + j]` for `t < mr`, `k < kc`.
 type MicroKernel =
-    unsafe fn(kc: usize, x: &[f32], x_stride: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR]);
+    unsafe fn(kc: usize, x: &[f32], x_stride: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]);
 
 /// One ISA's kernels.
 pub(crate) struct Kernels {
@@ -114,6 +124,8 @@ pub(crate) struct Kernels {
     q6_k: RowsDot,
     dot_f32: unsafe fn(&[f32], &[f32]) -> f32,
     micro: MicroKernel,
+    /// Tokens per micro-kernel call (≤ [`MR_MAX`]).
+    mr: usize,
 }
 
 impl Kernels {
@@ -324,10 +336,10 @@ fn matmul_tiled(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: 
                         }
                     }
                 }
-                let mut c = [[0.0f32; NR]; MR];
+                let mut c = [[0.0f32; NR]; MR_MAX];
                 let mut t0 = 0;
                 while t0 < tokens {
-                    let mr = MR.min(tokens - t0);
+                    let mr = k.mr.min(tokens - t0);
                     let xt = &x[t0 * cols + k0..];
                     for p in 0..panels {
                         let panel = &tile[p * KC * NR..p * KC * NR + kc * NR];

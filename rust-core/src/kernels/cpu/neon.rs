@@ -9,7 +9,7 @@ use std::arch::aarch64::*;
 use half::f16;
 
 use super::portable::scale_min_k4;
-use super::{Kernels, MR, NR};
+use super::{Kernels, MR_MAX, NR};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     q4_0: rows_q4_0,
@@ -19,6 +19,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     q6_k: rows_q6_k,
     dot_f32,
     micro,
+    mr: 6,
 };
 
 #[inline(always)]
@@ -58,17 +59,30 @@ unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
         for_rows(rows, stride, out, |row| {
             let m4 = vdupq_n_u8(0x0F);
             let eight = vdupq_n_s8(8);
-            let mut acc = [vdupq_n_f32(0.0); 2];
-            for i in 0..blocks {
+            // Two accumulators, unrolled by hand (an array indexed by `i & 1` stays in memory).
+            let block = |i: usize| {
                 let b = row.add(18 * i);
                 let q = vld1q_u8(b.add(2));
                 let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, m4)), eight);
                 let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(q)), eight);
                 let xp = x.as_ptr().add(32 * i);
                 let s = vaddq_f32(dot16(lo, xp), dot16(hi, xp.add(16)));
-                acc[i & 1] = vfmaq_n_f32(acc[i & 1], s, f16_at(b));
+                (s, f16_at(b))
+            };
+            let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut i = 0;
+            while i + 2 <= blocks {
+                let (s0, d0) = block(i);
+                let (s1, d1) = block(i + 1);
+                acc0 = vfmaq_n_f32(acc0, s0, d0);
+                acc1 = vfmaq_n_f32(acc1, s1, d1);
+                i += 2;
             }
-            vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+            if i < blocks {
+                let (s0, d0) = block(i);
+                acc0 = vfmaq_n_f32(acc0, s0, d0);
+            }
+            vaddvq_f32(vaddq_f32(acc0, acc1))
         })
     }
 }
@@ -89,8 +103,8 @@ unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
         for_rows(rows, stride, out, |row| {
             let m4 = vdupq_n_u8(0x0F);
             let high = vdupq_n_u8(0xF0);
-            let mut acc = [vdupq_n_f32(0.0); 2];
-            for i in 0..blocks {
+            // Two accumulators, unrolled by hand (an array indexed by `i & 1` stays in memory).
+            let block = |i: usize| {
                 let b = row.add(22 * i);
                 let qh = (b.add(2) as *const u32).read_unaligned().to_le();
                 let q = vld1q_u8(b.add(6));
@@ -102,9 +116,22 @@ unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
                     dot16(vreinterpretq_s8_u8(lo), xp),
                     dot16(vreinterpretq_s8_u8(hi), xp.add(16)),
                 );
-                acc[i & 1] = vfmaq_n_f32(acc[i & 1], s, f16_at(b));
+                (s, f16_at(b))
+            };
+            let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut i = 0;
+            while i + 2 <= blocks {
+                let (s0, d0) = block(i);
+                let (s1, d1) = block(i + 1);
+                acc0 = vfmaq_n_f32(acc0, s0, d0);
+                acc1 = vfmaq_n_f32(acc1, s1, d1);
+                i += 2;
             }
-            vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+            if i < blocks {
+                let (s0, d0) = block(i);
+                acc0 = vfmaq_n_f32(acc0, s0, d0);
+            }
+            vaddvq_f32(vaddq_f32(acc0, acc1))
         })
     }
 }
@@ -113,17 +140,30 @@ unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
     let blocks = x.len() / 32;
     unsafe {
         for_rows(rows, stride, out, |row| {
-            let mut acc = [vdupq_n_f32(0.0); 2];
-            for i in 0..blocks {
+            // Two accumulators, unrolled by hand (an array indexed by `i & 1` stays in memory).
+            let block = |i: usize| {
                 let b = row.add(34 * i);
                 let xp = x.as_ptr().add(32 * i);
                 let s = vaddq_f32(
                     dot16(vld1q_s8(b.add(2) as *const i8), xp),
                     dot16(vld1q_s8(b.add(18) as *const i8), xp.add(16)),
                 );
-                acc[i & 1] = vfmaq_n_f32(acc[i & 1], s, f16_at(b));
+                (s, f16_at(b))
+            };
+            let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut i = 0;
+            while i + 2 <= blocks {
+                let (s0, d0) = block(i);
+                let (s1, d1) = block(i + 1);
+                acc0 = vfmaq_n_f32(acc0, s0, d0);
+                acc1 = vfmaq_n_f32(acc1, s1, d1);
+                i += 2;
             }
-            vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+            if i < blocks {
+                let (s0, d0) = block(i);
+                acc0 = vfmaq_n_f32(acc0, s0, d0);
+            }
+            vaddvq_f32(vaddq_f32(acc0, acc1))
         })
     }
 }
@@ -237,7 +277,7 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-unsafe fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR]) {
+unsafe fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
     debug_assert!(w.len() >= kc * NR && x.len() >= (mr - 1) * xs + kc);
     unsafe {
         match mr {
@@ -258,7 +298,7 @@ unsafe fn micro_n<const M: usize>(
     x: *const f32,
     xs: usize,
     w: *const f32,
-    c: &mut [[f32; NR]; MR],
+    c: &mut [[f32; NR]; MR_MAX],
 ) {
     unsafe {
         let mut acc = [[vdupq_n_f32(0.0); 4]; M];

@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use super::{Kernels, MR, NR};
+use super::{Kernels, MR_MAX, NR};
 
 pub(crate) static KERNELS: Kernels = Kernels {
     q4_0: rows_q4_0,
@@ -14,6 +14,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     q6_k: rows_q6_k,
     dot_f32: dot_f32_unsafe,
     micro,
+    mr: 6,
 };
 
 #[inline]
@@ -188,7 +189,7 @@ fn rows_q6_k(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut [f32]) 
     });
 }
 
-fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR]) {
+fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
     match mr {
         1 => micro_n::<1>(kc, x, xs, w, c),
         2 => micro_n::<2>(kc, x, xs, w, c),
@@ -200,7 +201,7 @@ fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; N
 }
 
 #[inline(always)]
-fn micro_n<const M: usize>(kc: usize, x: &[f32], xs: usize, w: &[f32], c: &mut [[f32; NR]; MR]) {
+fn micro_n<const M: usize>(kc: usize, x: &[f32], xs: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
     let mut acc = [[0.0f32; NR]; M];
     for (k, wk) in w.as_chunks::<NR>().0.iter().take(kc).enumerate() {
         for (t, a) in acc.iter_mut().enumerate() {
