@@ -39,8 +39,9 @@ pub const MR_MAX: usize = 12;
 /// Output rows one prefill task dequantizes per K chunk (a multiple of [`NR`]).
 pub const TILE_ROWS: usize = 64;
 /// Inner-dimension chunk of a prefill tile: a multiple of every block size (≤ 256), small
-/// enough that a tile (64 KiB of f32) stays in L2.
-pub const KC: usize = 256;
+/// enough that a tile (128 KiB of f32) stays in L2 and a micro-kernel call amortises its
+/// read-add-write of the outputs.
+pub const KC: usize = 512;
 /// From this many tokens on, the tiled (prefill) path runs; below it, the fused dot path runs
 /// once per token over the same rows (which then come from cache).
 pub const TILED_MIN_TOKENS: usize = 4;
