@@ -22,9 +22,24 @@ pub(crate) static KERNELS: Kernels = Kernels {
     mr: 6,
 };
 
+/// The f16 at `p`, as f32, from a 65536-entry table: Rust has no stable f16 NEON conversion,
+/// and `half`'s portable one costs more than the rest of a block's work. Block scales cluster
+/// in a narrow range, so the entries in use stay in cache.
 #[inline(always)]
 unsafe fn f16_at(p: *const u8) -> f32 {
-    unsafe { f16::from_bits((p as *const u16).read_unaligned().to_le()).to_f32() }
+    unsafe { *f16_table().get_unchecked(usize::from((p as *const u16).read_unaligned().to_le())) }
+}
+
+#[inline(always)]
+fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0f32; 65536]);
+        for (h, v) in t.iter_mut().enumerate() {
+            *v = f16::from_bits(h as u16).to_f32();
+        }
+        t
+    })
 }
 
 /// `Σ q·x` over 16 signed bytes and `x[0..16]`, as four partial sums.
