@@ -94,6 +94,12 @@ impl Isa {
         levels
     }
 
+    /// Whether this CPU runs `self` (cached; no allocation).
+    pub fn is_supported(self) -> bool {
+        static AVAILABLE: OnceLock<Vec<Isa>> = OnceLock::new();
+        AVAILABLE.get_or_init(Isa::available).contains(&self)
+    }
+
     fn kernels(self) -> &'static Kernels {
         match self {
             #[cfg(target_arch = "x86_64")]
@@ -205,10 +211,7 @@ pub fn matmul_mapped(x: &[f32], tokens: usize, weight: &MappedTensor) -> Vec<f32
 /// `out = x · Wᵀ` with `x` `[tokens, cols]` and `out` `[tokens, rows]`, on instruction set `isa`
 /// (which must be one of [`Isa::available`]; panics otherwise). Overwrites `out`.
 pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
-    assert!(
-        Isa::available().contains(&isa),
-        "{isa:?} is not supported by this CPU"
-    );
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
     assert_eq!(x.len(), tokens * w.cols, "activation shape does not match the weight");
     assert_eq!(out.len(), tokens * w.rows, "output shape does not match the weight");
     if tokens == 0 || w.rows == 0 {
