@@ -33,6 +33,19 @@ public final class GemmaEngine: @unchecked Sendable {
     /// Maximum positions per conversation.
     public var contextLen: Int { Int(engine.contextLen()) }
 
+    /// Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, off the caller's thread.
+    public func caption(_ image: Data, options: GenerateOptions = GenerateOptions()) async throws -> GenerationResult {
+        let engine = self.engine
+        return try await runOffThread { try engine.caption(image: image, options: options, sink: nil) }
+    }
+
+    /// Transcribes a WAV file's speech in `language` (e.g. "English"); audio over 30 s is
+    /// transcribed clip by clip.
+    public func transcribe(wav: Data, language: String, options: GenerateOptions = GenerateOptions()) async throws -> String {
+        let engine = self.engine
+        return try await runOffThread { try engine.transcribeWav(wav: wav, language: language, options: options) }
+    }
+
     /// A new, empty conversation.
     public func conversation() throws -> GemmaConversation {
         GemmaConversation(try engine.conversation())
@@ -89,6 +102,18 @@ public final class GemmaConversation: @unchecked Sendable {
     /// The whole answer to `prompt`. Cancelling the task cancels the generation.
     public func send(_ prompt: String, options: GenerateOptions = GenerateOptions()) async throws -> GenerationResult {
         try await Self.result(of: events(prompt, options: options))
+    }
+
+    /// Streams the answer to a message of text and media parts in order, e.g.
+    /// `[.image(bytes: jpeg, maxSoftTokens: nil), .text(text: "What is this?")]`.
+    public func events(parts: [MessagePart], options: GenerateOptions = GenerateOptions()) -> AsyncThrowingStream<GenerationEvent, Error> {
+        let conversation = self.conversation
+        return turn { sink in try conversation.sendParts(parts: parts, options: options, sink: sink) }
+    }
+
+    /// The whole answer to a multimodal message.
+    public func send(parts: [MessagePart], options: GenerateOptions = GenerateOptions()) async throws -> GenerationResult {
+        try await Self.result(of: events(parts: parts, options: options))
     }
 
     /// Streams the model's continuation after the result of the tool `toolName`.

@@ -8,6 +8,7 @@ import dev.gemmakit.ffi.GenerateOptions
 import dev.gemmakit.ffi.GenerationResult
 import dev.gemmakit.ffi.GenerationSink
 import dev.gemmakit.ffi.GenerationStats
+import dev.gemmakit.ffi.MessagePart
 import dev.gemmakit.ffi.SinkFlow
 import dev.gemmakit.ffi.ToolCall
 import kotlinx.coroutines.Dispatchers
@@ -61,6 +62,22 @@ class GemmaConversation internal constructor(
     /** The whole answer to [prompt]. */
     suspend fun send(prompt: String, options: GenerateOptions = GenerateOptions()): GenerationResult =
         result(events(prompt, options))
+
+    /**
+     * Streams every event of the answer to a message of text and media parts in order, e.g.
+     * `listOf(MessagePart.Image(jpegBytes, null), MessagePart.Text("What is this?"))`. The
+     * model's vision/audio towers load on the first media turn.
+     */
+    fun events(parts: List<MessagePart>, options: GenerateOptions = GenerateOptions()): Flow<GenerationEvent> =
+        turn { sink -> open().sendParts(parts, options, sink) }
+
+    /** Streams the answer to a multimodal message as text chunks. */
+    fun generate(parts: List<MessagePart>, options: GenerateOptions = GenerateOptions()): Flow<String> =
+        events(parts, options).transform { if (it is GenerationEvent.Text) emit(it.text) }
+
+    /** The whole answer to a multimodal message. */
+    suspend fun send(parts: List<MessagePart>, options: GenerateOptions = GenerateOptions()): GenerationResult =
+        result(events(parts, options))
 
     /** Streams the model's continuation after the result of the tool [toolName]. */
     fun toolResultEvents(

@@ -3,6 +3,8 @@ package dev.gemmakit
 import dev.gemmakit.ffi.BackendReport
 import dev.gemmakit.ffi.Engine
 import dev.gemmakit.ffi.EngineOptions
+import dev.gemmakit.ffi.GenerateOptions
+import dev.gemmakit.ffi.GenerationResult
 import dev.gemmakit.ffi.ModelInfo
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.withContext
@@ -36,6 +38,17 @@ class GemmaEngine private constructor(private val engine: Engine) : AutoCloseabl
 
     /** Maximum positions per conversation. */
     val contextLen: Int get() = open().contextLen().toInt()
+
+    /** Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, on [Dispatchers.IO]. */
+    suspend fun caption(image: ByteArray, options: GenerateOptions = GenerateOptions()): GenerationResult =
+        withContext(Dispatchers.IO) { open().caption(image, options, null) }
+
+    /**
+     * Transcribes a WAV file's speech in [language] (e.g. "English"), on [Dispatchers.IO]; audio
+     * longer than 30 s is transcribed clip by clip and the texts joined.
+     */
+    suspend fun transcribe(wav: ByteArray, language: String, options: GenerateOptions = GenerateOptions()): String =
+        withContext(Dispatchers.IO) { open().transcribeWav(wav, language, options) }
 
     /** A new, empty conversation. Close it when done (or close the engine). */
     fun conversation(): GemmaConversation = track(GemmaConversation(open().conversation(), this))

@@ -9,6 +9,7 @@ import dev.gemmakit.ffi.GenerateOptions
 import dev.gemmakit.ffi.GenerationSink
 import dev.gemmakit.ffi.GenerationStats
 import dev.gemmakit.ffi.LogitBias
+import dev.gemmakit.ffi.MessagePart
 import dev.gemmakit.ffi.Role
 import dev.gemmakit.ffi.SamplingOptions
 import dev.gemmakit.ffi.SinkFlow
@@ -315,6 +316,61 @@ class GemmaKitTest {
             after.size <= before.size + 2,
             "threads before ${before.size}, after ${after.size}: new ${after - before.toSet()}",
         )
+    }
+
+    /** A 64×40 RGB gradient as PNG bytes (the fixture's image size: 60 soft tokens at budget 70). */
+    private fun pngBytes(): ByteArray {
+        val img = java.awt.image.BufferedImage(64, 40, java.awt.image.BufferedImage.TYPE_INT_RGB)
+        for (y in 0 until 40) for (x in 0 until 64) img.setRGB(x, y, (x * 4 shl 16) or (y * 6 shl 8) or 128)
+        val out = java.io.ByteArrayOutputStream()
+        javax.imageio.ImageIO.write(img, "png", out)
+        return out.toByteArray()
+    }
+
+    /** One second of a 440 Hz tone, 16-bit mono 16 kHz WAV. */
+    private fun wavBytes(): ByteArray {
+        val n = 16000
+        val buf = java.nio.ByteBuffer.allocate(44 + 2 * n).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+        buf.put("RIFF".toByteArray()).putInt(36 + 2 * n).put("WAVE".toByteArray())
+        buf.put("fmt ".toByteArray()).putInt(16).putShort(1).putShort(1).putInt(16000).putInt(32000)
+            .putShort(2).putShort(16)
+        buf.put("data".toByteArray()).putInt(2 * n)
+        for (i in 0 until n) buf.putShort((8000 * Math.sin(2 * Math.PI * 440 * i / 16000.0)).toInt().toShort())
+        return buf.array()
+    }
+
+    @Test
+    fun `image and audio parts run through the mmproj towers`() = runBlocking {
+        engine.conversation().use { chat ->
+            val result = chat.send(
+                listOf(
+                    MessagePart.Image(pngBytes(), 70u),
+                    MessagePart.AudioWav(wavBytes()),
+                    MessagePart.Text("What do you see and hear?"),
+                ),
+                greedy(3),
+            )
+            // 60 image + 25 audio placeholders, each run wrapped in begin/end ids.
+            assertTrue(result.stats.promptTokens >= 60u + 25u + 4u, "prompt ${result.stats.promptTokens}")
+            assertTrue(result.stats.generatedTokens > 0u)
+        }
+        val caption = engine.caption(pngBytes(), greedy(2))
+        assertTrue(caption.stats.promptTokens > 280u, "default budget 280: ${caption.stats.promptTokens}")
+    }
+
+    @Test
+    fun `bad media throw typed exceptions`() = runBlocking {
+        engine.conversation().use { chat ->
+            assertThrows<GemmaKitException.InvalidImage> {
+                runBlocking { chat.send(listOf(MessagePart.Image(byteArrayOf(1, 2, 3), null)), greedy(1)) }
+            }
+            val silent = wavBytes().also { it.fill(0, 44) }
+            assertThrows<GemmaKitException.InvalidAudio> {
+                runBlocking { chat.send(listOf(MessagePart.AudioWav(silent)), greedy(1)) }
+            }
+            // The conversation is still usable.
+            assertTrue(chat.send("hello", greedy(1)).stats.generatedTokens <= 1u)
+        }
     }
 
     private fun liveThreads(): List<String> =
