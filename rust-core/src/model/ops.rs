@@ -1,6 +1,5 @@
 //! Small graph operations shared by the model files, written once on burn tensors.
 
-use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{GemmaError, Result};
@@ -33,7 +32,12 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f
 }
 
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    gelu_approximate(x)
+    // burn's gelu_approximate computes x³ with powf, which dominated E2B prefill profiles
+    // (~17% of the time); two multiplications give the same value to an ulp.
+    let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt() as f32;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * sqrt_2_over_pi;
+    (x * (inner.tanh() + 1.0)) * 0.5
 }
 
 /// A norm scale `[n]` reshaped to broadcast over the last axis of a rank-`D` tensor.
