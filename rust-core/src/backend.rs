@@ -151,7 +151,11 @@ pub fn measure_decode_tok_s(model: &GemmaModel) -> Result<f64> {
     let vocab = model.config().vocab_size as u32;
     let token = |i: u32| (1000 + i * 7919) % vocab.max(1);
     let mut cache = model.new_cache(16);
-    model.forward(&mut cache, &[token(0), token(1), token(2), token(3)], LogitsFor::Last)?;
+    model.forward(
+        &mut cache,
+        &[token(0), token(1), token(2), token(3)],
+        LogitsFor::Last,
+    )?;
     model.forward(&mut cache, &[token(4)], LogitsFor::Last)?;
     let start = Instant::now();
     for i in 0..PROBE_STEPS as u32 {
@@ -227,7 +231,12 @@ pub fn choose_auto(path: &Path, policy: &AutoPolicy) -> Result<AutoChoice> {
     if let Some(file) = &policy.cache_file
         && let Some(entry) = read_cache(file).get(&key)
     {
-        let rate = |k: &str| entry.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        let rate = |k: &str| {
+            entry
+                .get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
         let (c, g) = (rate("cpu_tok_s"), rate("gpu_tok_s"));
         if c > 0.0 || g > 0.0 {
             let device = if g > c { gpu } else { cpu };
@@ -267,9 +276,10 @@ pub fn choose_auto(path: &Path, policy: &AutoPolicy) -> Result<AutoChoice> {
             key,
             serde_json::json!({"cpu_tok_s": cpu_rate, "gpu_tok_s": gpu_rate}),
         );
-        let written = file.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
-            std::fs::write(file, serde_json::Value::Object(cache).to_string())
-        });
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(file, serde_json::Value::Object(cache).to_string()));
         remembered = match written {
             Ok(()) => format!("; cached in {}", file.display()),
             Err(e) => format!("; not cached ({e})"),

@@ -204,7 +204,11 @@ fn bench_tokens(vocab: usize, n: usize, salt: usize) -> Vec<u32> {
         .collect()
 }
 
-fn fill_cache(model: &GemmaModel, cache: &mut crate::model::kv_cache::KvCache, depth: usize) -> Result<()> {
+fn fill_cache(
+    model: &GemmaModel,
+    cache: &mut crate::model::kv_cache::KvCache,
+    depth: usize,
+) -> Result<()> {
     let tokens = bench_tokens(model.config().vocab_size, depth, 1);
     for chunk in tokens.chunks(512) {
         model.forward(cache, chunk, LogitsFor::Last)?;
@@ -270,10 +274,17 @@ pub fn run_bench(
             .max()
             .copied()
             .unwrap_or(0);
+    // The pool is process-wide: set it once here rather than on each of the (up to three)
+    // loads below. If it already exists, the results report the thread count it has.
+    if let Some(n) = options.threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
+    }
     let engine_options = EngineOptions {
         backend: options.backend,
         context_len: longest + 1,
-        threads: options.threads,
+        threads: None,
         memory_budget: None,
         chat_format: ChatFormat::PlainText,
         ..EngineOptions::default()

@@ -147,8 +147,16 @@ fn choose_backend(
     path: &Path,
 ) -> Result<(ComputeDevice, String, Option<GemmaModel>)> {
     match choice {
-        BackendChoice::Cpu => Ok((ComputeDevice::open(BackendKind::Cpu)?, "requested".into(), None)),
-        BackendChoice::Gpu => Ok((ComputeDevice::open(BackendKind::Gpu)?, "requested".into(), None)),
+        BackendChoice::Cpu => Ok((
+            ComputeDevice::open(BackendKind::Cpu)?,
+            "requested".into(),
+            None,
+        )),
+        BackendChoice::Gpu => Ok((
+            ComputeDevice::open(BackendKind::Gpu)?,
+            "requested".into(),
+            None,
+        )),
         BackendChoice::Auto => {
             let auto = crate::backend::choose_auto(path, &AutoPolicy::from_env())?;
             Ok((auto.device, auto.reason, auto.model))

@@ -51,10 +51,16 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         positive(&v, "load_ms");
         // Prefill rate and time to first token describe the same passes.
         let spread = &v["prefill_tok_s_spread"];
-        assert!(spread["min"].as_f64().unwrap() <= prefill && prefill <= spread["max"].as_f64().unwrap());
+        assert!(
+            spread["min"].as_f64().unwrap() <= prefill
+                && prefill <= spread["max"].as_f64().unwrap()
+        );
         let implied = r.n_prompt as f64 / (ttft / 1e3);
-        assert!(implied >= spread["min"].as_f64().unwrap() * 0.999 && implied <= spread["max"].as_f64().unwrap() * 1.001,
-            "ttft {ttft} ms vs prefill {prefill} tok/s");
+        assert!(
+            implied >= spread["min"].as_f64().unwrap() * 0.999
+                && implied <= spread["max"].as_f64().unwrap() * 1.001,
+            "ttft {ttft} ms vs prefill {prefill} tok/s"
+        );
         assert_eq!(v["prefill_tokens_run"], r.n_prompt * 2);
         assert_eq!(v["decode_tokens_run"], 3 * 2);
         assert_eq!(v["repetitions"], 2);
@@ -72,10 +78,26 @@ fn bench_command_line_prints_one_json_object_per_configuration() {
     let out = Command::new(env!("CARGO_BIN_EXE_gemmakit"))
         .args(["bench", "-m"])
         .arg(tiny_gguf())
-        .args(["-p", "5", "-n", "2,4", "-r", "2", "-t", "1", "--backend", "cpu", "--json"])
+        .args([
+            "-p",
+            "5",
+            "-n",
+            "2,4",
+            "-r",
+            "2",
+            "-t",
+            "1",
+            "--backend",
+            "cpu",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -110,16 +132,31 @@ fn bench_rejects_bad_options() {
         ..BenchOptions::default()
     };
     for options in [
-        BenchOptions { kv_type: KvType::F16, ..base.clone() },
-        BenchOptions { repetitions: 0, ..base.clone() },
-        BenchOptions { n_prompt: vec![0], ..base.clone() },
-        BenchOptions { model: PathBuf::from("/nonexistent.gguf"), ..base.clone() },
+        BenchOptions {
+            kv_type: KvType::F16,
+            ..base.clone()
+        },
+        BenchOptions {
+            repetitions: 0,
+            ..base.clone()
+        },
+        BenchOptions {
+            n_prompt: vec![0],
+            ..base.clone()
+        },
+        BenchOptions {
+            model: PathBuf::from("/nonexistent.gguf"),
+            ..base.clone()
+        },
     ] {
         let err = run_bench(&options, &mut |_| {}).unwrap_err();
-        assert!(matches!(
-            err,
-            GemmaError::Unsupported(_) | GemmaError::InvalidArgument(_) | GemmaError::Io { .. }
-        ), "{err}");
+        assert!(
+            matches!(
+                err,
+                GemmaError::Unsupported(_) | GemmaError::InvalidArgument(_) | GemmaError::Io { .. }
+            ),
+            "{err}"
+        );
     }
 }
 
@@ -131,7 +168,10 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
     let cache = std::env::temp_dir().join(format!("gemmakit-auto-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&cache);
     let model = tiny_gguf();
-    let policy = AutoPolicy { allow_software_gpu: true, cache_file: Some(cache.clone()) };
+    let policy = AutoPolicy {
+        allow_software_gpu: true,
+        cache_file: Some(cache.clone()),
+    };
     let first = choose_auto(&model, &policy).unwrap();
     if first.reason.contains("no usable GPU") {
         eprintln!("no GPU here: {}", first.reason);
@@ -140,13 +180,23 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
     }
     eprintln!("first: {} — {}", first.device.kind, first.reason);
     assert!(first.reason.contains("measured decode"), "{}", first.reason);
-    assert!(first.model.is_some(), "the measured model is handed over, not reloaded");
+    assert!(
+        first.model.is_some(),
+        "the measured model is handed over, not reloaded"
+    );
     let stored: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
     let entry = stored.as_object().unwrap().values().next().unwrap();
-    let (cpu, gpu) = (entry["cpu_tok_s"].as_f64().unwrap(), entry["gpu_tok_s"].as_f64().unwrap());
+    let (cpu, gpu) = (
+        entry["cpu_tok_s"].as_f64().unwrap(),
+        entry["gpu_tok_s"].as_f64().unwrap(),
+    );
     assert!(cpu > 0.0 && gpu > 0.0);
-    let faster = if gpu > cpu { BackendKind::Gpu } else { BackendKind::Cpu };
+    let faster = if gpu > cpu {
+        BackendKind::Gpu
+    } else {
+        BackendKind::Cpu
+    };
     assert_eq!(first.device.kind, faster);
 
     let second = choose_auto(&model, &policy).unwrap();
@@ -156,10 +206,17 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
 
     let gpu_device = gemmakit::ComputeDevice::open(BackendKind::Gpu).unwrap();
     if gpu_device.software {
-        let strict = AutoPolicy { allow_software_gpu: false, cache_file: None };
+        let strict = AutoPolicy {
+            allow_software_gpu: false,
+            cache_file: None,
+        };
         let third = choose_auto(&model, &strict).unwrap();
         assert_eq!(third.device.kind, BackendKind::Cpu);
-        assert!(third.reason.contains("software rasterizer"), "{}", third.reason);
+        assert!(
+            third.reason.contains("software rasterizer"),
+            "{}",
+            third.reason
+        );
     }
     let _ = std::fs::remove_file(&cache);
 }

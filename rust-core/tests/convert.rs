@@ -95,7 +95,10 @@ fn assert_same_as_llama_cpp(ours: &Path, reference: &Path) {
 #[test]
 fn tiny_checkpoints_convert_exactly_like_llama_cpp() {
     for fixture in ["tiny_gemma4_e2b", "tiny_gemma4_e4b"] {
-        for (quant, reference) in [(OutType::F32, "model-f32.gguf"), (OutType::Q8_0, "model-q8_0.gguf")] {
+        for (quant, reference) in [
+            (OutType::F32, "model-f32.gguf"),
+            (OutType::Q8_0, "model-q8_0.gguf"),
+        ] {
             let ours = convert(fixture, quant);
             assert_same_as_llama_cpp(&ours, &fixture_dir(fixture).join(reference));
         }
@@ -165,7 +168,11 @@ fn q4_0_conversion_is_within_the_quantization_bound() {
             GgmlType::Q4_0 => {
                 for (block, (x, y)) in original.chunks(32).zip(decoded.chunks(32)).enumerate() {
                     let extreme = x.iter().fold(0.0f64, |m, &v| {
-                        if (v as f64).abs() > m.abs() { v as f64 } else { m }
+                        if (v as f64).abs() > m.abs() {
+                            v as f64
+                        } else {
+                            m
+                        }
                     });
                     let d = extreme / -8.0;
                     let d16 = f16::from_le_bytes([data[block * 18], data[block * 18 + 1]]).to_f64();
@@ -174,7 +181,11 @@ fn q4_0_conversion_is_within_the_quantization_bound() {
                         let rounding = if steps > 7.5 { 1.0 } else { 0.5 };
                         let bound = d.abs() * (rounding + 1e-5) + 8.0 * (d - d16).abs() + 1e-30;
                         let err = (xv as f64 - yv as f64).abs();
-                        assert!(err <= bound, "{} block {block}: |{xv} - {yv}| > {bound}", t.name());
+                        assert!(
+                            err <= bound,
+                            "{} block {block}: |{xv} - {yv}| > {bound}",
+                            t.name()
+                        );
                     }
                 }
                 checked += 1;
@@ -190,22 +201,46 @@ fn q4_0_conversion_is_within_the_quantization_bound() {
 #[test]
 fn streaming_writer_matches_the_in_memory_writer() {
     let dir = scratch("stream");
-    let a: Vec<u8> = (0..96u32).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect();
-    let b: Vec<u8> = quant::quantize_row_q8_0(&(0..64).map(|i| i as f32 - 30.0).collect::<Vec<_>>()).unwrap();
+    let a: Vec<u8> = (0..96u32)
+        .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+        .collect();
+    let b: Vec<u8> =
+        quant::quantize_row_q8_0(&(0..64).map(|i| i as f32 - 30.0).collect::<Vec<_>>()).unwrap();
     let c: Vec<u8> = 7.0f32.to_le_bytes().to_vec();
     let mut reference = GgufWriter::new();
-    reference.add_metadata("general.architecture", MetaValue::String("gemma4".into())).unwrap();
-    reference.add_tensor("a", &[32, 3], GgmlType::F32, a.clone()).unwrap();
-    reference.add_tensor("b", &[64], GgmlType::Q8_0, b.clone()).unwrap();
-    reference.add_tensor("c", &[1], GgmlType::F32, c.clone()).unwrap();
+    reference
+        .add_metadata("general.architecture", MetaValue::String("gemma4".into()))
+        .unwrap();
+    reference
+        .add_tensor("a", &[32, 3], GgmlType::F32, a.clone())
+        .unwrap();
+    reference
+        .add_tensor("b", &[64], GgmlType::Q8_0, b.clone())
+        .unwrap();
+    reference
+        .add_tensor("c", &[1], GgmlType::F32, c.clone())
+        .unwrap();
     let expected = reference.to_bytes();
 
     let mut meta = GgufWriter::new();
-    meta.add_metadata("general.architecture", MetaValue::String("gemma4".into())).unwrap();
+    meta.add_metadata("general.architecture", MetaValue::String("gemma4".into()))
+        .unwrap();
     let plan = vec![
-        TensorPlan { name: "a".into(), shape: vec![32, 3], ty: GgmlType::F32 },
-        TensorPlan { name: "b".into(), shape: vec![64], ty: GgmlType::Q8_0 },
-        TensorPlan { name: "c".into(), shape: vec![1], ty: GgmlType::F32 },
+        TensorPlan {
+            name: "a".into(),
+            shape: vec![32, 3],
+            ty: GgmlType::F32,
+        },
+        TensorPlan {
+            name: "b".into(),
+            shape: vec![64],
+            ty: GgmlType::Q8_0,
+        },
+        TensorPlan {
+            name: "c".into(),
+            shape: vec![1],
+            ty: GgmlType::F32,
+        },
     ];
     let path = dir.join("s.gguf");
     let mut w = StreamingGgufWriter::create(&path, &meta, plan.clone()).unwrap();
@@ -239,7 +274,10 @@ fn bad_inputs_are_typed_errors() {
         convert_hf(&dir, &QuantPlan::uniform(OutType::F32), &out),
         Err(GemmaError::UnknownArchitecture(_))
     ));
-    assert!(matches!("q3_k".parse::<OutType>(), Err(GemmaError::InvalidArgument(_))));
+    assert!(matches!(
+        "q3_k".parse::<OutType>(),
+        Err(GemmaError::InvalidArgument(_))
+    ));
     assert!(matches!(
         "e8b".parse::<gemmakit::convert::RandomVariant>(),
         Err(GemmaError::InvalidArgument(_))
@@ -250,7 +288,12 @@ fn bad_inputs_are_typed_errors() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture_dir("tiny_gemma4_e2b").join(f), ckpt.join(f)).unwrap();
     }
-    let summary = convert_hf(&ckpt, &QuantPlan::uniform(OutType::F16), &ckpt.join("m.gguf")).unwrap();
+    let summary = convert_hf(
+        &ckpt,
+        &QuantPlan::uniform(OutType::F16),
+        &ckpt.join("m.gguf"),
+    )
+    .unwrap();
     assert!(!summary.tokenizer);
     assert!(summary.notes.iter().any(|n| n.contains("tokenizer")));
 }

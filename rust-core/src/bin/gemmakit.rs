@@ -712,7 +712,10 @@ fn bench(
     if !json {
         print!("{}", format_table(&results));
         if let Some(r) = results.first() {
-            println!("\nbackend: {} ({}; {})", r.backend, r.device, r.backend_reason);
+            println!(
+                "\nbackend: {} ({}; {})",
+                r.backend, r.device, r.backend_reason
+            );
         }
     }
     Ok(())

@@ -187,7 +187,10 @@ pub fn write_text_metadata(
             MetaValue::U32(uint(text, "sliding_window")? as u32),
         );
     }
-    put(&a("attention.shared_kv_layers"), MetaValue::U32(shared as u32));
+    put(
+        &a("attention.shared_kv_layers"),
+        MetaValue::U32(shared as u32),
+    );
     put(
         &a("embedding_length_per_layer_input"),
         MetaValue::U32(
@@ -200,10 +203,19 @@ pub fn write_text_metadata(
         &a("attention.sliding_window_pattern"),
         MetaValue::Array(MetaArray::Bool(layer_types.clone())),
     );
-    put(&a("attention.key_length_swa"), MetaValue::U32(hd_swa as u32));
-    put(&a("attention.value_length_swa"), MetaValue::U32(hd_swa as u32));
+    put(
+        &a("attention.key_length_swa"),
+        MetaValue::U32(hd_swa as u32),
+    );
+    put(
+        &a("attention.value_length_swa"),
+        MetaValue::U32(hd_swa as u32),
+    );
     put(&a("rope.dimension_count"), MetaValue::U32(hd_full as u32));
-    put(&a("rope.dimension_count_swa"), MetaValue::U32(hd_swa as u32));
+    put(
+        &a("rope.dimension_count_swa"),
+        MetaValue::U32(hd_swa as u32),
+    );
     put("general.quantization_version", MetaValue::U32(2));
     for (k, v) in kv {
         meta.add_metadata(k, v)
@@ -283,9 +295,14 @@ fn text_tensors(store: &WeightStore) -> Result<Vec<(String, String)>> {
             .filter_map(|t| {
                 let short = t.name().strip_prefix(prefix)?;
                 // Under the bare `model.` prefix the towers live too; they are not text.
-                let tower = ["vision_tower.", "audio_tower.", "embed_vision.", "embed_audio."]
-                    .iter()
-                    .any(|p| short.starts_with(p));
+                let tower = [
+                    "vision_tower.",
+                    "audio_tower.",
+                    "embed_vision.",
+                    "embed_audio.",
+                ]
+                .iter()
+                .any(|p| short.starts_with(p));
                 (!tower && !short.starts_with("language_model."))
                     .then(|| (short.to_string(), t.name().to_string()))
             })
@@ -306,8 +323,8 @@ pub fn convert_hf(dir: &Path, plan: &QuantPlan, out: &Path) -> Result<ConvertSum
         std::fs::read_to_string(&config_path).map_err(|e| GemmaError::io(&config_path, e))?;
     // Rejects what the engine cannot run (MoE, k_eq_v, untied head, …) before any work.
     GemmaConfig::from_json(&config_text)?;
-    let root: Value = serde_json::from_str(&config_text)
-        .map_err(|e| cfg_error(format!("config.json: {e}")))?;
+    let root: Value =
+        serde_json::from_str(&config_text).map_err(|e| cfg_error(format!("config.json: {e}")))?;
     let text = text_config(&root)?;
 
     let mut notes = Vec::new();

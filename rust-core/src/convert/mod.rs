@@ -170,14 +170,32 @@ mod tests {
             embeddings: Some(OutType::Q8_0),
             per_layer_embeddings: Some(OutType::F16),
         };
-        assert_eq!(plan.tensor_type("blk.0.attn_norm.weight", &[64]), GgmlType::F32);
+        assert_eq!(
+            plan.tensor_type("blk.0.attn_norm.weight", &[64]),
+            GgmlType::F32
+        );
         assert_eq!(plan.tensor_type("output_norm.weight", &[64]), GgmlType::F32);
-        assert_eq!(plan.tensor_type("blk.0.layer_output_scale.weight", &[1]), GgmlType::F32);
+        assert_eq!(
+            plan.tensor_type("blk.0.layer_output_scale.weight", &[1]),
+            GgmlType::F32
+        );
         assert_eq!(plan.tensor_type("rope_freqs.weight", &[16]), GgmlType::F32);
-        assert_eq!(plan.tensor_type("blk.0.attn_q.weight", &[64, 64]), GgmlType::Q4_0);
-        assert_eq!(plan.tensor_type("blk.0.proj.weight", &[8, 64]), GgmlType::F16);
-        assert_eq!(plan.tensor_type("token_embd.weight", &[64, 512]), GgmlType::Q8_0);
-        assert_eq!(plan.tensor_type("per_layer_token_embd.weight", &[64, 512]), GgmlType::F16);
+        assert_eq!(
+            plan.tensor_type("blk.0.attn_q.weight", &[64, 64]),
+            GgmlType::Q4_0
+        );
+        assert_eq!(
+            plan.tensor_type("blk.0.proj.weight", &[8, 64]),
+            GgmlType::F16
+        );
+        assert_eq!(
+            plan.tensor_type("token_embd.weight", &[64, 512]),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            plan.tensor_type("per_layer_token_embd.weight", &[64, 512]),
+            GgmlType::F16
+        );
         assert_eq!("Q4_0".parse::<OutType>().unwrap(), OutType::Q4_0);
         assert!("q5_k".parse::<OutType>().is_err());
     }

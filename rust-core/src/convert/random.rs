@@ -119,8 +119,16 @@ fn text_tensors(config: &GemmaConfig) -> Vec<(String, Vec<usize>, Init)> {
     let mut out = vec![
         ("embed_tokens.weight".to_string(), vec![v, h], w),
         ("embed_tokens_per_layer.weight".into(), vec![v, l * p], w),
-        ("per_layer_model_projection.weight".into(), vec![l * p, h], w),
-        ("per_layer_projection_norm.weight".into(), vec![p], Init::AroundOne),
+        (
+            "per_layer_model_projection.weight".into(),
+            vec![l * p, h],
+            w,
+        ),
+        (
+            "per_layer_projection_norm.weight".into(),
+            vec![p],
+            Init::AroundOne,
+        ),
         ("norm.weight".into(), vec![h], Init::AroundOne),
     ];
     for (i, spec) in config.layers.iter().enumerate() {
@@ -132,16 +140,28 @@ fn text_tensors(config: &GemmaConfig) -> Vec<(String, Vec<usize>, Init)> {
         };
         add("input_layernorm.weight", vec![h], Init::AroundOne);
         add("self_attn.q_proj.weight", vec![q, h], w);
-        add("self_attn.q_norm.weight", vec![spec.head_dim], Init::AroundOne);
+        add(
+            "self_attn.q_norm.weight",
+            vec![spec.head_dim],
+            Init::AroundOne,
+        );
         if spec.kv_source.is_none() {
             add("self_attn.k_proj.weight", vec![kv, h], w);
             add("self_attn.v_proj.weight", vec![kv, h], w);
-            add("self_attn.k_norm.weight", vec![spec.head_dim], Init::AroundOne);
+            add(
+                "self_attn.k_norm.weight",
+                vec![spec.head_dim],
+                Init::AroundOne,
+            );
         }
         add("self_attn.o_proj.weight", vec![h, q], w);
         add("post_attention_layernorm.weight", vec![h], Init::AroundOne);
         add("pre_feedforward_layernorm.weight", vec![h], Init::AroundOne);
-        add("post_feedforward_layernorm.weight", vec![h], Init::AroundOne);
+        add(
+            "post_feedforward_layernorm.weight",
+            vec![h],
+            Init::AroundOne,
+        );
         add("mlp.gate_proj.weight", vec![ff, h], w);
         add("mlp.up_proj.weight", vec![ff, h], w);
         add("mlp.down_proj.weight", vec![h, ff], w);
@@ -159,8 +179,12 @@ struct SplitMix(u64);
 impl SplitMix {
     fn new(seed: u64, tensor: u64, piece: u64) -> Self {
         let mut s = SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15);
-        s.0 ^= s.next().wrapping_add(tensor.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        s.0 ^= s.next().wrapping_add(piece.wrapping_mul(0xA076_1D64_78BD_642F));
+        s.0 ^= s
+            .next()
+            .wrapping_add(tensor.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        s.0 ^= s
+            .next()
+            .wrapping_add(piece.wrapping_mul(0xA076_1D64_78BD_642F));
         s
     }
 

@@ -145,8 +145,9 @@ impl GgufVocab {
                     Some(Value::Array(a)) => {
                         special_texts.extend(a.iter().filter_map(token_text).map(str::to_string))
                     }
-                    Some(Value::Object(o)) => special_texts
-                        .extend(o.values().filter_map(token_text).map(str::to_string)),
+                    Some(Value::Object(o)) => {
+                        special_texts.extend(o.values().filter_map(token_text).map(str::to_string))
+                    }
                     _ => {}
                 }
             }
@@ -332,7 +333,11 @@ impl GgufVocab {
             if let Some((text, ty)) = fixed.get(&id) {
                 out.push(text.to_string(), *ty);
             } else if let Some(text) = free.next() {
-                let ty = if text.starts_with("<0x") { BYTE } else { NORMAL };
+                let ty = if text.starts_with("<0x") {
+                    BYTE
+                } else {
+                    NORMAL
+                };
                 out.push(text, ty);
             } else {
                 out.push(format!("<unused{unused}>"), NORMAL);
@@ -381,15 +386,21 @@ impl GgufVocab {
                 "pad" => "padding",
                 other => other,
             };
-            meta.add_metadata(format!("tokenizer.ggml.{key}_token_id"), MetaValue::U32(*id))
-                .map_err(w)?;
+            meta.add_metadata(
+                format!("tokenizer.ggml.{key}_token_id"),
+                MetaValue::U32(*id),
+            )
+            .map_err(w)?;
         }
         for (typ, value) in &self.add_special {
             if *typ == "bos" {
                 continue; // forced to true below, as the Gemma 4 converter does
             }
-            meta.add_metadata(format!("tokenizer.ggml.add_{typ}_token"), MetaValue::Bool(*value))
-                .map_err(w)?;
+            meta.add_metadata(
+                format!("tokenizer.ggml.add_{typ}_token"),
+                MetaValue::Bool(*value),
+            )
+            .map_err(w)?;
         }
         meta.add_metadata("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))
             .map_err(w)?;
