@@ -49,7 +49,9 @@ fn isa() -> Isa {
 fn bench_shape(c: &mut Criterion, ty: GgmlType, rows: usize, cols: usize, tokens: usize) {
     let bytes = random_weights(ty, rows, cols);
     let w = QuantMatrix::new(&bytes, ty, rows, cols).unwrap();
-    let x: Vec<f32> = (0..tokens * cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+    let x: Vec<f32> = (0..tokens * cols)
+        .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+        .collect();
     let mut out = vec![0.0f32; tokens * rows];
     let kind = if tokens == 1 { "decode" } else { "prefill" };
     let mut group = c.benchmark_group(format!("{kind}/{ty}"));
@@ -65,7 +67,12 @@ fn bench_shape(c: &mut Criterion, ty: GgmlType, rows: usize, cols: usize, tokens
 }
 
 fn decode(c: &mut Criterion) {
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
         bench_shape(c, ty, 6144, 1536, 1); // MLP gate / up
         bench_shape(c, ty, 1536, 6144, 1); // MLP down
     }

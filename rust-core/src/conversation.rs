@@ -191,7 +191,9 @@ impl Conversation {
         on_event: &mut dyn FnMut(Event) -> Flow,
     ) -> Result<GenerationOutput> {
         if parts.is_empty() {
-            return Err(GemmaError::InvalidArgument("a message needs at least one part".into()));
+            return Err(GemmaError::InvalidArgument(
+                "a message needs at least one part".into(),
+            ));
         }
         self.turn(Message::user_parts(parts), options, on_event)
     }

@@ -18,17 +18,17 @@ use std::sync::{Arc, Mutex};
 
 use crate::backend::{AutoPolicy, BackendKind, ComputeDevice};
 use crate::chat::ChatTemplate;
+use crate::chat::Part;
 use crate::conversation::Conversation;
 use crate::error::{GemmaError, Result};
-use crate::chat::Part;
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
 use crate::media::encoder::MediaEncoder;
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
 use crate::model::audio::AttentionWindow;
-use crate::model::{GemmaModel, SoftTokens};
 use crate::model::config::{Architecture, AttentionKind};
 use crate::model::gguf::GgufModelFile;
+use crate::model::{GemmaModel, SoftTokens};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,9 +9,9 @@ use npyz::WriterBuilder;
 
 use crate::backend::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
+use crate::media::Media;
 use crate::media::encoder::MediaEncoder;
 use crate::media::layout::{self, PlaceholderIds, SegmentCounts};
-use crate::media::Media;
 use crate::model::audio::AttentionWindow;
 use crate::model::gguf::GgufModelFile;
 use crate::model::{GemmaModel, LogitsFor, SoftTokens};
@@ -92,8 +92,7 @@ pub fn all_logits_with_media(
         .collect::<Result<_>>()?;
     layout::check_placeholders(tokens, &placeholders, media, &counts)?;
     let slots = layout::assign_slots(tokens, &placeholders, media, &counts);
-    let (positions, values) =
-        encoder.soft_tokens(media, &slots, 0, model.config().hidden_size)?;
+    let (positions, values) = encoder.soft_tokens(media, &slots, 0, model.config().hidden_size)?;
     let mut cache = model.new_cache(tokens.len());
     model.forward_with_soft_tokens(
         &mut cache,

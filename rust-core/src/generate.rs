@@ -407,17 +407,42 @@ mod tests {
     /// A word-level vocabulary with Gemma 4's routing tokens as special tokens.
     fn tokenizer() -> Tokenizer {
         let words = [
-            "<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|\"|>", "<turn|>", "thought", "\n",
-            "Let", "\u{2581}me", "\u{2581}think", "The", "\u{2581}answer", "\u{2581}is", "\u{2581}42", "call:f{x:",
-            "Paris", "}", "\u{2581}STOP", "<0xF0>", "<0x9F>", "<0x99>", "<0x82>",
+            "<|channel>",
+            "<channel|>",
+            "<|tool_call>",
+            "<tool_call|>",
+            "<|\"|>",
+            "<turn|>",
+            "thought",
+            "\n",
+            "Let",
+            "\u{2581}me",
+            "\u{2581}think",
+            "The",
+            "\u{2581}answer",
+            "\u{2581}is",
+            "\u{2581}42",
+            "call:f{x:",
+            "Paris",
+            "}",
+            "\u{2581}STOP",
+            "<0xF0>",
+            "<0x9F>",
+            "<0x99>",
+            "<0x82>",
         ];
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+        let vocab: serde_json::Map<String, serde_json::Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+            .collect();
         let added: Vec<serde_json::Value> = words[..6]
             .iter()
             .enumerate()
-            .map(|(i, w)| serde_json::json!({"id": i, "content": w, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}))
+            .map(|(i, w)| {
+                serde_json::json!({"id": i, "content": w, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+            })
             .collect();
         let json = serde_json::json!({
             "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
@@ -427,7 +452,11 @@ mod tests {
         Tokenizer::from_json_str(&json.to_string()).unwrap()
     }
 
-    fn route(tok: &Tokenizer, ids: &[u32], stops: &[String]) -> (Vec<Event>, String, String, Vec<ToolCall>, bool) {
+    fn route(
+        tok: &Tokenizer,
+        ids: &[u32],
+        stops: &[String],
+    ) -> (Vec<Event>, String, String, Vec<ToolCall>, bool) {
         let mut router = OutputRouter::new(tok, stops);
         let mut events = Vec::new();
         let mut stopped = false;
@@ -440,17 +469,33 @@ mod tests {
         if !stopped {
             router.finish(&mut events);
         }
-        (events, router.answer.clone(), router.thought.clone(), router.tool_calls.clone(), stopped)
+        (
+            events,
+            router.answer.clone(),
+            router.thought.clone(),
+            router.tool_calls.clone(),
+            stopped,
+        )
     }
 
     #[test]
     fn thoughts_and_answer_are_separated() {
         let tok = tokenizer();
         // <|channel>thought\nLet me think<channel|>The answer is 42
-        let (events, answer, thought, _, _) = route(&tok, &[0, 6, 7, 8, 9, 10, 1, 11, 12, 13, 14], &[]);
+        let (events, answer, thought, _, _) =
+            route(&tok, &[0, 6, 7, 8, 9, 10, 1, 11, 12, 13, 14], &[]);
         assert_eq!(thought, "Let me think");
         assert_eq!(answer, "The answer is 42");
-        let streamed: String = events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        let streamed: String = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Text(t) = e {
+                    Some(t.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(streamed, answer);
         assert!(events.iter().any(|e| matches!(e, Event::Thought(_))));
     }
@@ -461,7 +506,13 @@ mod tests {
         // <|tool_call>call:f{x:<|"|>Paris<|"|>}<tool_call|>
         let (events, answer, _, calls, _) = route(&tok, &[2, 15, 4, 16, 4, 17, 3], &[]);
         assert_eq!(answer, "");
-        assert_eq!(calls, vec![ToolCall { name: "f".into(), arguments: serde_json::json!({"x": "Paris"}) }]);
+        assert_eq!(
+            calls,
+            vec![ToolCall {
+                name: "f".into(),
+                arguments: serde_json::json!({"x": "Paris"})
+            }]
+        );
         assert!(events.iter().any(|e| matches!(e, Event::ToolCall(_))));
     }
 
@@ -473,7 +524,16 @@ mod tests {
         let (events, answer, _, _, stopped) = route(&tok, &[11, 12, 13, 14], &stops);
         assert!(stopped);
         assert_eq!(answer, "The answer");
-        let streamed: String = events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        let streamed: String = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Text(t) = e {
+                    Some(t.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(streamed, "The answer");
     }
 
@@ -483,7 +543,16 @@ mod tests {
         // U+1F642 as four byte-fallback tokens.
         let (events, answer, _, _, _) = route(&tok, &[19, 20, 21, 22], &[]);
         assert_eq!(answer, "\u{1F642}");
-        let texts: Vec<&str> = events.iter().filter_map(|e| if let Event::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        let texts: Vec<&str> = events
+            .iter()
+            .filter_map(|e| {
+                if let Event::Text(t) = e {
+                    Some(t.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(texts, ["\u{1F642}"]);
     }
 }

@@ -58,10 +58,14 @@ fn fixture_blocks() -> Vec<RefBlocks> {
 
 /// Deterministic values in [-1, 1).
 fn activations(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -107,7 +111,11 @@ fn quantized_kernels_match_gguf_py_and_float64() {
     for f in &fixtures {
         let n = f.blocks.len();
         let mut worst = 0.0f64;
-        let per_row: &[usize] = if f.ty.block_size() == 32 { &[1, 3, 9, 10] } else { &[1, 3] };
+        let per_row: &[usize] = if f.ty.block_size() == 32 {
+            &[1, 3, 9, 10]
+        } else {
+            &[1, 3]
+        };
         for &bpr in per_row {
             for rows in [1usize, 17, 70, 131] {
                 let cols = bpr * f.ty.block_size();
@@ -139,12 +147,16 @@ fn plain_types() {
         ),
         (
             GgmlType::F16,
-            vals.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+            vals.iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect(),
             vals.iter().map(|&v| f64::from(f16::from_f32(v))).collect(),
         ),
         (
             GgmlType::BF16,
-            vals.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+            vals.iter()
+                .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                .collect(),
             vals.iter().map(|&v| f64::from(bf16::from_f32(v))).collect(),
         ),
     ];

@@ -211,10 +211,18 @@ fn cache_rollback_within_the_ring_slack_is_exact() {
     let vocab = model.config().vocab_size;
     let mut cache = model.new_cache_with_slack(prompt.len(), 12);
     model.forward(&mut cache, &prompt, LogitsFor::Last).unwrap();
-    assert!(!cache.truncate(prompt.len() - 13), "13 back exceeds a slack of 12");
+    assert!(
+        !cache.truncate(prompt.len() - 13),
+        "13 back exceeds a slack of 12"
+    );
     assert_eq!(cache.len(), prompt.len());
     assert!(cache.truncate(prompt.len() - 12));
     let tail = &prompt[prompt.len() - 12..];
     let logits = model.forward(&mut cache, tail, LogitsFor::All).unwrap();
-    assert_close("logits after rolling back 12 tokens", &logits, &expected[(prompt.len() - 12) * vocab..], CPU_TOL);
+    assert_close(
+        "logits after rolling back 12 tokens",
+        &logits,
+        &expected[(prompt.len() - 12) * vocab..],
+        CPU_TOL,
+    );
 }

@@ -55,7 +55,12 @@ fn check(fixture: &str, backend: BackendKind, tol: f32) {
         &media,
     )
     .expect("image + audio prompt");
-    assert_close("mm logits from raw media", &logits, &reference.f32("mm.logits"), tol);
+    assert_close(
+        "mm logits from raw media",
+        &logits,
+        &reference.f32("mm.logits"),
+        tol,
+    );
 
     // Greedy with the KV cache, soft tokens from our towers.
     let placeholders = gemmakit::eval::placeholder_ids(&dir).unwrap();
@@ -70,7 +75,11 @@ fn check(fixture: &str, backend: BackendKind, tol: f32) {
         .iter()
         .map(|m| encoder.segment_counts(m).unwrap())
         .collect();
-    assert_eq!(counts, vec![vec![60], vec![31]], "soft-token counts vs transformers' processor");
+    assert_eq!(
+        counts,
+        vec![vec![60], vec![31]],
+        "soft-token counts vs transformers' processor"
+    );
     let slots = layout::assign_slots(&ids, &placeholders, &media, &counts);
     let (positions, values) = encoder
         .soft_tokens(&media, &slots, 0, model.config().hidden_size)
@@ -123,8 +132,15 @@ fn placeholder_mismatches_are_typed_errors() {
     let media = fixture_media(&reference);
     let ids = reference.ids("mm.input_ids");
     let run = |ids: &[u32], media: &[Media]| {
-        all_logits_with_media(&model, &dir, None, AttentionWindow::Transformers, ids, media)
-            .expect_err("mismatch")
+        all_logits_with_media(
+            &model,
+            &dir,
+            None,
+            AttentionWindow::Transformers,
+            ids,
+            media,
+        )
+        .expect_err("mismatch")
     };
     // More placeholders than media: the audio is missing.
     let err = run(&ids, &media[..1]);
@@ -144,7 +160,10 @@ fn bad_media_are_typed_errors() {
         ImageInput::from_bytes(b"not an image at all"),
         Err(GemmaError::InvalidImage(_))
     ));
-    assert!(matches!(ImageInput::from_bytes(&[]), Err(GemmaError::InvalidImage(_))));
+    assert!(matches!(
+        ImageInput::from_bytes(&[]),
+        Err(GemmaError::InvalidImage(_))
+    ));
     assert!(matches!(
         ImageInput::from_rgb8(0, 10, vec![]),
         Err(GemmaError::InvalidImage(_))
@@ -240,13 +259,18 @@ fn conversation_lays_out_media_like_transformers() {
     // (fixture mm.input_ids, processor counts in reference_meta.json).
     let mm = reference.ids("mm.input_ids");
     let run_of = |id: u32| mm.iter().filter(|&&x| x == id).count();
-    assert_eq!((run_of(placeholders.image), run_of(placeholders.audio)), (60, 31));
+    assert_eq!(
+        (run_of(placeholders.image), run_of(placeholders.audio)),
+        (60, 31)
+    );
     let expanded = ids.len() - 2 + (60 + 2) + (31 + 2);
     assert_eq!(out.stats.prompt_tokens, expanded);
 
     // A second turn keeps the cached image and audio positions: only the new turn is prefilled.
     let second = chat
-        .send("And now?", &options, &mut |_| gemmakit::generate::Flow::Continue)
+        .send("And now?", &options, &mut |_| {
+            gemmakit::generate::Flow::Continue
+        })
         .expect("follow-up turn");
     // Re-rendering rewrites the end of the first turn (the generation prompt's empty thought
     // channel is not part of the stored answer), so the cache rolls back a few tokens: never
@@ -278,7 +302,12 @@ fn gguf_with_mmproj_matches_transformers() {
         &media,
     )
     .expect("GGUF + mmproj");
-    assert_close("mm logits, GGUF + mmproj", &logits, &reference.f32("mm.logits"), CPU_TOL);
+    assert_close(
+        "mm logits, GGUF + mmproj",
+        &logits,
+        &reference.f32("mm.logits"),
+        CPU_TOL,
+    );
 
     // Through a conversation: the file's template only knows string content, so the markers
     // are passed inline.
@@ -323,7 +352,10 @@ fn gguf_with_mmproj_matches_transformers() {
     let err = engine
         .conversation()
         .send_parts(
-            fixture_media(&reference).into_iter().map(Part::Media).collect(),
+            fixture_media(&reference)
+                .into_iter()
+                .map(Part::Media)
+                .collect(),
             &Default::default(),
             &mut |_| gemmakit::generate::Flow::Continue,
         )

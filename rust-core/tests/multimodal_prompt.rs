@@ -38,9 +38,13 @@ fn mm_prompt(fixture: &str, reference: &Reference, hidden: usize) -> MmPrompt {
     let (mut positions, mut values) = (Vec::new(), Vec::new());
     for (p, &id) in ids.iter().enumerate() {
         let row = if id == image_id {
-            next_image.next().expect("an image soft token per image placeholder")
+            next_image
+                .next()
+                .expect("an image soft token per image placeholder")
         } else if id == audio_id {
-            next_audio.next().expect("an audio soft token per audio placeholder")
+            next_audio
+                .next()
+                .expect("an audio soft token per audio placeholder")
         } else {
             continue;
         };
@@ -72,7 +76,12 @@ fn check(fixture: &str, backend: BackendKind, tol: f32) {
     let logits = model
         .forward_with_soft_tokens(&mut cache, &prompt.ids, soft(&prompt), LogitsFor::All)
         .expect("forward");
-    assert_close("mm logits (all positions)", &logits, &reference.f32("mm.logits"), tol);
+    assert_close(
+        "mm logits (all positions)",
+        &logits,
+        &reference.f32("mm.logits"),
+        tol,
+    );
 
     // KV-cached greedy: the prompt in two uneven chunks (soft positions re-based per chunk),
     // then one token per step.
@@ -160,9 +169,9 @@ fn malformed_soft_tokens_are_typed_errors() {
     let ids = [2u32, 500, 502, 502, 501];
     let values = vec![0.5f32; 2 * h];
     let cases: [(&[usize], &[f32]); 3] = [
-        (&[2, 3], &values[..h]),   // too few values
-        (&[3, 2], &values),        // not ascending
-        (&[2, 5], &values),        // past the end
+        (&[2, 3], &values[..h]), // too few values
+        (&[3, 2], &values),      // not ascending
+        (&[2, 5], &values),      // past the end
     ];
     for (positions, values) in cases {
         let mut cache = model.new_cache(16);

@@ -68,7 +68,9 @@ impl Engine {
         let options = options.into();
         guard(|| {
             let image = ImageInput::from_bytes(&image)?;
-            run_turn(sink, |on_event| self.inner.caption(image, &options, on_event))
+            run_turn(sink, |on_event| {
+                self.inner.caption(image, &options, on_event)
+            })
         })
     }
 
@@ -83,9 +85,9 @@ impl Engine {
         let options = options.into();
         guard(|| {
             let audio = AudioInput::from_wav_bytes(&wav)?;
-            let (text, _) =
-                self.inner
-                    .transcribe(audio, &language, &options, &mut |_| Flow::Continue)?;
+            let (text, _) = self
+                .inner
+                .transcribe(audio, &language, &options, &mut |_| Flow::Continue)?;
             Ok(text)
         })
     }
@@ -134,7 +136,9 @@ impl Conversation {
                 .into_iter()
                 .map(MessagePart::into_core)
                 .collect::<gemmakit::Result<Vec<_>>>()?;
-            run_turn(sink, |on_event| self.inner.send_parts(parts, &options, on_event))
+            run_turn(sink, |on_event| {
+                self.inner.send_parts(parts, &options, on_event)
+            })
         })
     }
 

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use gemmakit::BackendKind as CoreBackendKind;
 use gemmakit::chat::tools::ToolCall as CoreToolCall;
 use gemmakit::chat::{Message, Part, Role as CoreRole};
-use gemmakit::media::{AudioInput, ImageInput, Media, VideoFrame, VideoInput};
-use gemmakit::model::audio::AttentionWindow;
 use gemmakit::conversation::ContextPolicy as CoreContextPolicy;
 use gemmakit::engine::{self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat};
 use gemmakit::generate::{self, StopReason as CoreStopReason};
+use gemmakit::media::{AudioInput, ImageInput, Media, VideoFrame, VideoInput};
+use gemmakit::model::audio::AttentionWindow;
 use gemmakit::sampling;
 
 use crate::error::GemmaKitError;

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use gemmakit::bench::{BenchOptions, KvType, format_table, run_bench};
+use gemmakit::chat::Part;
 use gemmakit::convert::QuantPlan;
 use gemmakit::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
-use gemmakit::chat::Part;
 use gemmakit::eval::{all_logits_with_media, load_model, parse_token_list, write_npy};
+use gemmakit::generate::{Event, Flow, GenerateOptions, GenerationOutput, StopReason};
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
-use gemmakit::generate::{Event, Flow, GenerateOptions, GenerationOutput, StopReason};
 use gemmakit::sampling::SamplingOptions;
 use gemmakit::{BackendKind, GemmaError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,7 +87,8 @@ impl MediaArgs {
         let read = |p: &PathBuf| std::fs::read(p).map_err(|e| GemmaError::io(p, e));
         let mut media = Vec::new();
         for p in &self.images {
-            let image = ImageInput::from_bytes(&read(p)?)?.with_max_soft_tokens(self.image_tokens)?;
+            let image =
+                ImageInput::from_bytes(&read(p)?)?.with_max_soft_tokens(self.image_tokens)?;
             media.push(Media::Image(image));
         }
         for p in &self.audios {
@@ -108,7 +109,9 @@ impl MediaArgs {
                 .iter()
                 .map(|p| ImageInput::from_bytes(&read(p)?))
                 .collect::<Result<Vec<_>>>()?;
-            media.push(Media::Video(VideoInput::from_frames_at_fps(frames, self.fps)?));
+            media.push(Media::Video(VideoInput::from_frames_at_fps(
+                frames, self.fps,
+            )?));
         }
         Ok(media)
     }

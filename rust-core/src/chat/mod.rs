@@ -181,7 +181,6 @@ impl ChatTemplate {
             ChatTemplate::BuiltinGemma4 => render_gemma4(messages, options),
         }
     }
-
 }
 
 fn template_error(e: JinjaError) -> GemmaError {

@@ -85,9 +85,9 @@ impl MediaEncoder {
 
     fn missing(&self, what: &str) -> GemmaError {
         match &self.source {
-            TowerSource::Missing(why) => {
-                GemmaError::Unsupported(format!("{what} input needs the model's {what} tower: {why}"))
-            }
+            TowerSource::Missing(why) => GemmaError::Unsupported(format!(
+                "{what} input needs the model's {what} tower: {why}"
+            )),
             _ => GemmaError::Unsupported(format!("this model has no {what} tower")),
         }
     }

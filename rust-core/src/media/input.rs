@@ -106,12 +106,20 @@ impl AudioInput {
 
     /// Interleaved float samples in [-1, 1].
     pub fn from_pcm_f32(samples: &[f32], sample_rate: u32, channels: u16) -> Result<Self> {
-        Ok(Self::new(Audio::from_pcm_f32(samples, sample_rate, channels)?))
+        Ok(Self::new(Audio::from_pcm_f32(
+            samples,
+            sample_rate,
+            channels,
+        )?))
     }
 
     /// Interleaved 16-bit samples.
     pub fn from_pcm_i16(samples: &[i16], sample_rate: u32, channels: u16) -> Result<Self> {
-        Ok(Self::new(Audio::from_pcm_i16(samples, sample_rate, channels)?))
+        Ok(Self::new(Audio::from_pcm_i16(
+            samples,
+            sample_rate,
+            channels,
+        )?))
     }
 
     fn new(audio: Audio) -> Self {
@@ -178,7 +186,9 @@ impl VideoInput {
     /// Frames with their timestamps, in order.
     pub fn from_frames(frames: Vec<VideoFrame>) -> Result<Self> {
         if frames.is_empty() {
-            return Err(GemmaError::InvalidArgument("a video needs at least one frame".into()));
+            return Err(GemmaError::InvalidArgument(
+                "a video needs at least one frame".into(),
+            ));
         }
         if frames.len() > MAX_VIDEO_FRAMES {
             return Err(GemmaError::InvalidArgument(format!(
@@ -206,7 +216,9 @@ impl VideoInput {
     /// Frames taken at a constant rate (frame `i` at `i / fps` seconds).
     pub fn from_frames_at_fps(images: Vec<ImageInput>, fps: f64) -> Result<Self> {
         if !(fps.is_finite() && fps > 0.0) {
-            return Err(GemmaError::InvalidArgument(format!("invalid frame rate {fps}")));
+            return Err(GemmaError::InvalidArgument(format!(
+                "invalid frame rate {fps}"
+            )));
         }
         Self::from_frames(
             images
@@ -279,7 +291,13 @@ impl PartialEq for Media {
 impl std::fmt::Debug for Media {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Media::Image(i) => write!(f, "Image({}×{}, ≤{} tokens)", i.width(), i.height(), i.max_soft_tokens),
+            Media::Image(i) => write!(
+                f,
+                "Image({}×{}, ≤{} tokens)",
+                i.width(),
+                i.height(),
+                i.max_soft_tokens
+            ),
             Media::Audio(a) => write!(f, "Audio({:.2} s)", a.duration_secs()),
             Media::Video(v) => write!(f, "Video({} frames)", v.frames.len()),
         }

@@ -166,7 +166,10 @@ pub fn count_markers(text: &str) -> usize {
 }
 
 /// Offsets of the placeholder ids in `ids`, with the kind of each.
-pub fn placeholder_positions(ids: &[u32], placeholders: &PlaceholderIds) -> Vec<(usize, MediaKind)> {
+pub fn placeholder_positions(
+    ids: &[u32],
+    placeholders: &PlaceholderIds,
+) -> Vec<(usize, MediaKind)> {
     ids.iter()
         .enumerate()
         .filter_map(|(p, &id)| placeholders.kind_of(id).map(|k| (p, k)))
@@ -261,8 +264,14 @@ mod tests {
         };
         let frame = || crate::media::ImageInput::from_rgb8(2, 2, vec![0; 12]).unwrap();
         let video = crate::media::VideoInput::from_frames(vec![
-            crate::media::VideoFrame { image: frame(), timestamp_secs: 0.0 },
-            crate::media::VideoFrame { image: frame(), timestamp_secs: 61.5 },
+            crate::media::VideoFrame {
+                image: frame(),
+                timestamp_secs: 0.0,
+            },
+            crate::media::VideoFrame {
+                image: frame(),
+                timestamp_secs: 61.5,
+            },
         ])
         .unwrap();
         let media = [Media::Image(frame()), Media::Video(video)];
@@ -274,7 +283,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(runs, ["a", "b00:00 ", " 01:01 ", "c"]);
-        assert_eq!(out, [1001, 80, 90, 90, 81, 1002, 80, 92, 81, 1003, 80, 92, 81, 1004]);
+        assert_eq!(
+            out,
+            [
+                1001, 80, 90, 90, 81, 1002, 80, 92, 81, 1003, 80, 92, 81, 1004
+            ]
+        );
         // Markers and media must pair up.
         let err = tokenize_with_media("<|audio|>", &media[..1], &counts[..1], &ids, |_| Ok(vec![]));
         assert!(matches!(err, Err(GemmaError::MediaMismatch(_))));

@@ -29,7 +29,6 @@ impl Linear {
         }
     }
 
-
     /// `x`: `[tokens, in]` → `[tokens, out]` on `x`'s device.
     pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
         match self {

@@ -227,7 +227,6 @@ impl WeightStore {
         self.tensors.values()
     }
 
-
     pub fn get(&self, name: &str) -> Result<&MappedTensor> {
         self.tensors
             .get(name)
@@ -240,5 +239,4 @@ impl WeightStore {
         t.ensure_shape(shape)?;
         Ok(t)
     }
-
 }

@@ -18,9 +18,9 @@
 //! The instruction set is detected once ([`Isa::detect`]); every level is also callable
 //! explicitly ([`matmul_with`]) so tests can check each one against the same reference.
 
-mod portable;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -119,8 +119,14 @@ impl Isa {
 type RowsDot = unsafe fn(rows: &[u8], stride: usize, x: &[f32], sums32: &[f32], out: &mut [f32]);
 
 /// `c[t][j] = Σ_k x[t·x_stride + k] · w[k·NR + j]` for `t < mr`, `k < kc`.
-type MicroKernel =
-    unsafe fn(kc: usize, x: &[f32], x_stride: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]);
+type MicroKernel = unsafe fn(
+    kc: usize,
+    x: &[f32],
+    x_stride: usize,
+    mr: usize,
+    w: &[f32],
+    c: &mut [[f32; NR]; MR_MAX],
+);
 
 /// One ISA's kernels.
 pub(crate) struct Kernels {
@@ -212,8 +218,16 @@ pub fn matmul_mapped(x: &[f32], tokens: usize, weight: &MappedTensor) -> Vec<f32
 /// (which must be one of [`Isa::available`]; panics otherwise). Overwrites `out`.
 pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
-    assert_eq!(x.len(), tokens * w.cols, "activation shape does not match the weight");
-    assert_eq!(out.len(), tokens * w.rows, "output shape does not match the weight");
+    assert_eq!(
+        x.len(),
+        tokens * w.cols,
+        "activation shape does not match the weight"
+    );
+    assert_eq!(
+        out.len(),
+        tokens * w.rows,
+        "output shape does not match the weight"
+    );
     if tokens == 0 || w.rows == 0 {
         return;
     }
@@ -264,7 +278,11 @@ fn with_scratch<R>(
 fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     let (rows, cols, stride) = (w.rows, w.cols, w.stride());
     let fused = k.fused(w.dtype);
-    let sums_len = if w.dtype == GgmlType::Q4_K { tokens * (cols / 32) } else { 0 };
+    let sums_len = if w.dtype == GgmlType::Q4_K {
+        tokens * (cols / 32)
+    } else {
+        0
+    };
     with_scratch(&SUMS, sums_len, |sums| {
         if sums_len > 0 {
             for (s, xs) in sums.iter_mut().zip(x.as_chunks::<32>().0) {
@@ -274,34 +292,40 @@ fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &
         let sums: &[f32] = sums;
         let per_task = rows_per_task(rows, 16);
         let dst = OutPtr(out.as_mut_ptr());
-        (0..rows.div_ceil(per_task)).into_par_iter().for_each(|task| {
-            let r0 = task * per_task;
-            let n = per_task.min(rows - r0);
-            let bytes = &w.bytes[r0 * stride..(r0 + n) * stride];
-            let dst = dst;
-            for t in 0..tokens {
-                let xt = &x[t * cols..(t + 1) * cols];
-                // SAFETY: row range r0..r0+n of token t belongs to this task alone, and lies
-                // inside `out` (checked by the caller).
-                let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + r0), n) };
-                match fused {
-                    Some(f) => {
-                        let st = &sums[(t * cols / 32).min(sums.len())..];
-                        // SAFETY: the ISA was checked by the caller; `bytes` holds n rows of
-                        // `stride` bytes encoding `cols` elements.
-                        unsafe { f(bytes, stride, xt, st, o) }
-                    }
-                    None => with_scratch(&SCRATCH, cols, |row| {
-                        for (r, o) in o.iter_mut().enumerate() {
-                            quant::dequantize_row(w.dtype, &bytes[r * stride..(r + 1) * stride], row)
-                                .expect("row layout validated");
-                            // SAFETY: ISA checked by the caller.
-                            *o = unsafe { (k.dot_f32)(row, xt) };
+        (0..rows.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let r0 = task * per_task;
+                let n = per_task.min(rows - r0);
+                let bytes = &w.bytes[r0 * stride..(r0 + n) * stride];
+                let dst = dst;
+                for t in 0..tokens {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    // SAFETY: row range r0..r0+n of token t belongs to this task alone, and lies
+                    // inside `out` (checked by the caller).
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + r0), n) };
+                    match fused {
+                        Some(f) => {
+                            let st = &sums[(t * cols / 32).min(sums.len())..];
+                            // SAFETY: the ISA was checked by the caller; `bytes` holds n rows of
+                            // `stride` bytes encoding `cols` elements.
+                            unsafe { f(bytes, stride, xt, st, o) }
                         }
-                    }),
+                        None => with_scratch(&SCRATCH, cols, |row| {
+                            for (r, o) in o.iter_mut().enumerate() {
+                                quant::dequantize_row(
+                                    w.dtype,
+                                    &bytes[r * stride..(r + 1) * stride],
+                                    row,
+                                )
+                                .expect("row layout validated");
+                                // SAFETY: ISA checked by the caller.
+                                *o = unsafe { (k.dot_f32)(row, xt) };
+                            }
+                        }),
+                    }
                 }
-            }
-        });
+            });
     });
 }
 
@@ -311,70 +335,76 @@ fn matmul_tiled(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: 
     let (bs, bb) = (w.dtype.block_size(), w.dtype.block_bytes());
     let per_task = rows_per_task(rows, TILE_ROWS).min(TILE_ROWS);
     let dst = OutPtr(out.as_mut_ptr());
-    (0..rows.div_ceil(per_task)).into_par_iter().for_each(|task| {
-        let dst = dst;
-        let r0 = task * per_task;
-        let n = per_task.min(rows - r0);
-        let panels = n.div_ceil(NR);
-        // Packed tile: panel p, inner index kk, row j at [p][kk][j]; then one row of scratch.
-        with_scratch(&SCRATCH, panels * KC * NR + KC, |buf| {
-            let (tile, row) = buf.split_at_mut(panels * KC * NR);
-            let mut k0 = 0;
-            while k0 < cols {
-                let kc = KC.min(cols - k0);
-                let byte0 = k0 / bs * bb;
-                let byte_len = kc / bs * bb;
-                for r in 0..panels * NR {
-                    let (p, j) = (r / NR, r % NR);
-                    let panel = &mut tile[p * KC * NR..(p + 1) * KC * NR];
-                    if r < n {
-                        let at = (r0 + r) * stride + byte0;
-                        quant::dequantize_row(w.dtype, &w.bytes[at..at + byte_len], &mut row[..kc])
+    (0..rows.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| {
+            let dst = dst;
+            let r0 = task * per_task;
+            let n = per_task.min(rows - r0);
+            let panels = n.div_ceil(NR);
+            // Packed tile: panel p, inner index kk, row j at [p][kk][j]; then one row of scratch.
+            with_scratch(&SCRATCH, panels * KC * NR + KC, |buf| {
+                let (tile, row) = buf.split_at_mut(panels * KC * NR);
+                let mut k0 = 0;
+                while k0 < cols {
+                    let kc = KC.min(cols - k0);
+                    let byte0 = k0 / bs * bb;
+                    let byte_len = kc / bs * bb;
+                    for r in 0..panels * NR {
+                        let (p, j) = (r / NR, r % NR);
+                        let panel = &mut tile[p * KC * NR..(p + 1) * KC * NR];
+                        if r < n {
+                            let at = (r0 + r) * stride + byte0;
+                            quant::dequantize_row(
+                                w.dtype,
+                                &w.bytes[at..at + byte_len],
+                                &mut row[..kc],
+                            )
                             .expect("row layout validated");
-                        for (kk, &v) in row[..kc].iter().enumerate() {
-                            panel[kk * NR + j] = v;
-                        }
-                    } else {
-                        for kk in 0..kc {
-                            panel[kk * NR + j] = 0.0;
-                        }
-                    }
-                }
-                let mut c = [[0.0f32; NR]; MR_MAX];
-                let mut t0 = 0;
-                while t0 < tokens {
-                    let mr = k.mr.min(tokens - t0);
-                    let xt = &x[t0 * cols + k0..];
-                    for p in 0..panels {
-                        let panel = &tile[p * KC * NR..p * KC * NR + kc * NR];
-                        // SAFETY: ISA checked by the caller; `xt` holds mr rows of stride
-                        // `cols` with kc elements each from k0, `panel` kc·NR values.
-                        unsafe { (k.micro)(kc, xt, cols, mr, panel, &mut c) };
-                        let width = NR.min(n - p * NR);
-                        for (t, ct) in c.iter().enumerate().take(mr) {
-                            // SAFETY: rows r0+p·NR.. of token t0+t belong to this task alone.
-                            let o = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    dst.0.add((t0 + t) * rows + r0 + p * NR),
-                                    width,
-                                )
-                            };
-                            // The first K chunk overwrites whatever `out` held.
-                            if k0 == 0 {
-                                o.copy_from_slice(&ct[..width]);
-                            } else {
-                                for (o, v) in o.iter_mut().zip(ct) {
-                                    *o += v;
-                                }
+                            for (kk, &v) in row[..kc].iter().enumerate() {
+                                panel[kk * NR + j] = v;
+                            }
+                        } else {
+                            for kk in 0..kc {
+                                panel[kk * NR + j] = 0.0;
                             }
                         }
                     }
-                    t0 += mr;
+                    let mut c = [[0.0f32; NR]; MR_MAX];
+                    let mut t0 = 0;
+                    while t0 < tokens {
+                        let mr = k.mr.min(tokens - t0);
+                        let xt = &x[t0 * cols + k0..];
+                        for p in 0..panels {
+                            let panel = &tile[p * KC * NR..p * KC * NR + kc * NR];
+                            // SAFETY: ISA checked by the caller; `xt` holds mr rows of stride
+                            // `cols` with kc elements each from k0, `panel` kc·NR values.
+                            unsafe { (k.micro)(kc, xt, cols, mr, panel, &mut c) };
+                            let width = NR.min(n - p * NR);
+                            for (t, ct) in c.iter().enumerate().take(mr) {
+                                // SAFETY: rows r0+p·NR.. of token t0+t belong to this task alone.
+                                let o = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        dst.0.add((t0 + t) * rows + r0 + p * NR),
+                                        width,
+                                    )
+                                };
+                                // The first K chunk overwrites whatever `out` held.
+                                if k0 == 0 {
+                                    o.copy_from_slice(&ct[..width]);
+                                } else {
+                                    for (o, v) in o.iter_mut().zip(ct) {
+                                        *o += v;
+                                    }
+                                }
+                            }
+                        }
+                        t0 += mr;
+                    }
+                    k0 += kc;
                 }
-                k0 += kc;
-            }
+            });
         });
-    });
 }
 
 /// Dot product with eight independent accumulators (vectorises without `unsafe`).

@@ -61,7 +61,12 @@ unsafe fn dot16(q: int8x16_t, x: *const f32) -> float32x4_t {
 }
 
 #[inline(always)]
-unsafe fn for_rows(rows: &[u8], stride: usize, out: &mut [f32], mut f: impl FnMut(*const u8) -> f32) {
+unsafe fn for_rows(
+    rows: &[u8],
+    stride: usize,
+    out: &mut [f32],
+    mut f: impl FnMut(*const u8) -> f32,
+) {
     debug_assert!(rows.len() >= out.len() * stride);
     for (r, o) in out.iter_mut().enumerate() {
         *o = f(unsafe { rows.as_ptr().add(r * stride) });
@@ -125,7 +130,10 @@ unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
                 let q = vld1q_u8(b.add(6));
                 // A clear fifth bit means value − 16: set the top nibble (two's complement).
                 let lo = vorrq_u8(vandq_u8(q, m4), vbicq_u8(high, bits_to_mask(qh as u16)));
-                let hi = vorrq_u8(vshrq_n_u8::<4>(q), vbicq_u8(high, bits_to_mask((qh >> 16) as u16)));
+                let hi = vorrq_u8(
+                    vshrq_n_u8::<4>(q),
+                    vbicq_u8(high, bits_to_mask((qh >> 16) as u16)),
+                );
                 let xp = x.as_ptr().add(32 * i);
                 let s = vaddq_f32(
                     dot16(vreinterpretq_s8_u8(lo), xp),
@@ -275,7 +283,11 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let mut i = 0;
         while i + 16 <= n {
             for (k, a_k) in acc.iter_mut().enumerate() {
-                *a_k = vfmaq_f32(*a_k, vld1q_f32(pa.add(i + 4 * k)), vld1q_f32(pb.add(i + 4 * k)));
+                *a_k = vfmaq_f32(
+                    *a_k,
+                    vld1q_f32(pa.add(i + 4 * k)),
+                    vld1q_f32(pb.add(i + 4 * k)),
+                );
             }
             i += 16;
         }
@@ -283,7 +295,10 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             acc[0] = vfmaq_f32(acc[0], vld1q_f32(pa.add(i)), vld1q_f32(pb.add(i)));
             i += 4;
         }
-        let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+        let mut s = vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ));
         while i < n {
             s += *pa.add(i) * *pb.add(i);
             i += 1;
@@ -292,7 +307,14 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-unsafe fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
+unsafe fn micro(
+    kc: usize,
+    x: &[f32],
+    xs: usize,
+    mr: usize,
+    w: &[f32],
+    c: &mut [[f32; NR]; MR_MAX],
+) {
     debug_assert!(w.len() >= kc * NR && x.len() >= (mr - 1) * xs + kc);
     unsafe {
         match mr {

@@ -201,7 +201,13 @@ fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; N
 }
 
 #[inline(always)]
-fn micro_n<const M: usize>(kc: usize, x: &[f32], xs: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
+fn micro_n<const M: usize>(
+    kc: usize,
+    x: &[f32],
+    xs: usize,
+    w: &[f32],
+    c: &mut [[f32; NR]; MR_MAX],
+) {
     let mut acc = [[0.0f32; NR]; M];
     for (k, wk) in w.as_chunks::<NR>().0.iter().take(kc).enumerate() {
         for (t, a) in acc.iter_mut().enumerate() {

@@ -137,11 +137,11 @@ macro_rules! fused_kernels {
                     // Two accumulators, unrolled by hand: indexing an array by `i & 1` would
                     // keep them in memory.
                     let block = |i: usize| {
-                            let b = row.add(18 * i);
-                            let q = _mm_loadu_si128(b.add(2) as *const __m128i);
-                            let lo = _mm_sub_epi8(_mm_and_si128(q, m4), eight);
-                            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), eight);
-                            let s = $w::dot32(lo, hi, x.as_ptr().add(32 * i));
+                        let b = row.add(18 * i);
+                        let q = _mm_loadu_si128(b.add(2) as *const __m128i);
+                        let lo = _mm_sub_epi8(_mm_and_si128(q, m4), eight);
+                        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), eight);
+                        let s = $w::dot32(lo, hi, x.as_ptr().add(32 * i));
                         (s, f16_at(b))
                     };
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
@@ -170,7 +170,12 @@ macro_rules! fused_kernels {
             let m4 = _mm_set1_epi8(0x0F);
             // Byte i of the spread keeps bit (i mod 8) of its source byte and sets every other
             // bit, so comparing with all-ones tests that bit (ggml's bytes_from_bits_32).
-            let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+            let shuf = _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0,
+            );
             let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
             let ones = _mm256_set1_epi64x(-1);
             let high = _mm256_set1_epi8(0xF0u8 as i8);
@@ -180,21 +185,24 @@ macro_rules! fused_kernels {
                     // Two accumulators, unrolled by hand: indexing an array by `i & 1` would
                     // keep them in memory.
                     let block = |i: usize| {
-                            let b = row.add(22 * i);
-                            let qh = (b.add(2) as *const i32).read_unaligned();
-                            let set = _mm256_cmpeq_epi8(
-                                _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf), bit),
-                                ones,
-                            );
-                            let q = _mm_loadu_si128(b.add(6) as *const __m128i);
-                            let nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
-                            // A clear fifth bit means value − 16: set the top nibble (two's complement).
-                            let v = _mm256_or_si256(nib, _mm256_andnot_si256(set, high));
-                            let s = $w::dot32(
-                                _mm256_castsi256_si128(v),
-                                _mm256_extracti128_si256(v, 1),
-                                x.as_ptr().add(32 * i),
-                            );
+                        let b = row.add(22 * i);
+                        let qh = (b.add(2) as *const i32).read_unaligned();
+                        let set = _mm256_cmpeq_epi8(
+                            _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf), bit),
+                            ones,
+                        );
+                        let q = _mm_loadu_si128(b.add(6) as *const __m128i);
+                        let nib = _mm256_set_m128i(
+                            _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+                            _mm_and_si128(q, m4),
+                        );
+                        // A clear fifth bit means value − 16: set the top nibble (two's complement).
+                        let v = _mm256_or_si256(nib, _mm256_andnot_si256(set, high));
+                        let s = $w::dot32(
+                            _mm256_castsi256_si128(v),
+                            _mm256_extracti128_si256(v, 1),
+                            x.as_ptr().add(32 * i),
+                        );
                         (s, f16_at(b))
                     };
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
@@ -226,10 +234,10 @@ macro_rules! fused_kernels {
                     // Two accumulators, unrolled by hand: indexing an array by `i & 1` would
                     // keep them in memory.
                     let block = |i: usize| {
-                            let b = row.add(34 * i);
-                            let lo = _mm_loadu_si128(b.add(2) as *const __m128i);
-                            let hi = _mm_loadu_si128(b.add(18) as *const __m128i);
-                            let s = $w::dot32(lo, hi, x.as_ptr().add(32 * i));
+                        let b = row.add(34 * i);
+                        let lo = _mm_loadu_si128(b.add(2) as *const __m128i);
+                        let hi = _mm_loadu_si128(b.add(18) as *const __m128i);
+                        let s = $w::dot32(lo, hi, x.as_ptr().add(32 * i));
                         (s, f16_at(b))
                     };
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
@@ -253,7 +261,13 @@ macro_rules! fused_kernels {
 
         /// Per sub-block `d·sc·Σ q·x`, minus `Σ dmin·m·Σx` with `Σx` from `sums32`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn rows_q4_k(rows: &[u8], stride: usize, x: &[f32], sums32: &[f32], out: &mut [f32]) {
+        pub unsafe fn rows_q4_k(
+            rows: &[u8],
+            stride: usize,
+            x: &[f32],
+            sums32: &[f32],
+            out: &mut [f32],
+        ) {
             let blocks = x.len() / 256;
             debug_assert!(rows.len() >= out.len() * stride && sums32.len() >= blocks * 8);
             let m4 = _mm_set1_epi8(0x0F);
@@ -313,7 +327,10 @@ macro_rules! fused_kernels {
                             let top = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, m2), 4);
                             let groups = [
                                 _mm256_or_si256(_mm256_and_si256(la, m4), top(qh)),
-                                _mm256_or_si256(_mm256_and_si256(lb, m4), top(_mm256_srli_epi16(qh, 2))),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(lb, m4),
+                                    top(_mm256_srli_epi16(qh, 2)),
+                                ),
                                 _mm256_or_si256(
                                     _mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
                                     top(_mm256_srli_epi16(qh, 4)),
@@ -327,7 +344,8 @@ macro_rules! fused_kernels {
                             for (g, q) in groups.into_iter().enumerate() {
                                 let q = _mm256_sub_epi8(q, bias);
                                 let s_lo = $w::dot16(_mm256_castsi256_si128(q), xh.add(32 * g));
-                                let s_hi = $w::dot16(_mm256_extracti128_si256(q, 1), xh.add(32 * g + 16));
+                                let s_hi =
+                                    $w::dot16(_mm256_extracti128_si256(q, 1), xh.add(32 * g + 16));
                                 let (sa, sb) = (*sc.add(2 * g), *sc.add(2 * g + 1));
                                 acc[0] = $w::fma_scalar(acc[0], s_lo, d * f32::from(sa));
                                 acc[1] = $w::fma_scalar(acc[1], s_hi, d * f32::from(sb));
@@ -391,7 +409,11 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             i += 32;
         }
         while i + 8 <= n {
-            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
             i += 8;
         }
         let mut s = w256::hsum(_mm256_add_ps(
@@ -407,7 +429,14 @@ unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn micro(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
+unsafe fn micro(
+    kc: usize,
+    x: &[f32],
+    xs: usize,
+    mr: usize,
+    w: &[f32],
+    c: &mut [[f32; NR]; MR_MAX],
+) {
     debug_assert!(w.len() >= kc * NR && x.len() >= (mr - 1) * xs + kc);
     let (x, w) = (x.as_ptr(), w.as_ptr());
     unsafe {
@@ -451,7 +480,14 @@ unsafe fn micro_n<const M: usize>(
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_512(kc: usize, x: &[f32], xs: usize, mr: usize, w: &[f32], c: &mut [[f32; NR]; MR_MAX]) {
+unsafe fn micro_512(
+    kc: usize,
+    x: &[f32],
+    xs: usize,
+    mr: usize,
+    w: &[f32],
+    c: &mut [[f32; NR]; MR_MAX],
+) {
     debug_assert!(w.len() >= kc * NR && x.len() >= (mr - 1) * xs + kc);
     let (x, w) = (x.as_ptr(), w.as_ptr());
     unsafe {
