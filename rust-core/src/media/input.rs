@@ -11,14 +11,19 @@ use super::audio::{Audio, AudioClips};
 
 use crate::error::{GemmaError, Result};
 
-/// The soft-token budgets the vision tower was trained with.
-pub const IMAGE_BUDGETS: [usize; 5] = [70, 140, 280, 560, 1120];
-/// Default budget for a still image (Google's default).
-pub const DEFAULT_IMAGE_BUDGET: usize = 280;
-/// Default budget for a video frame (spec §6).
-pub const DEFAULT_FRAME_BUDGET: usize = 70;
+use super::image::{ImageParams, SUPPORTED_SOFT_TOKEN_BUDGETS};
 /// At most this many frames per video: 32 frames × 70 tokens already fill 2,240 positions.
 pub const MAX_VIDEO_FRAMES: usize = 256;
+
+fn check_budget(n: usize) -> Result<()> {
+    if SUPPORTED_SOFT_TOKEN_BUDGETS.contains(&n) {
+        Ok(())
+    } else {
+        Err(GemmaError::InvalidArgument(format!(
+            "soft-token budget {n} is not one of {SUPPORTED_SOFT_TOKEN_BUDGETS:?}"
+        )))
+    }
+}
 
 /// A decoded RGB image and the soft-token budget it is encoded with.
 #[derive(Clone)]
@@ -55,7 +60,7 @@ impl ImageInput {
         (image.width(), image.height(), image.as_raw()).hash(&mut h);
         ImageInput {
             image: Arc::new(image),
-            max_soft_tokens: DEFAULT_IMAGE_BUDGET,
+            max_soft_tokens: ImageParams::default().max_soft_tokens,
             key: h.finish(),
         }
     }
@@ -63,11 +68,7 @@ impl ImageInput {
     /// Encodes the image with at most `n` soft tokens: one of 70, 140, 280 (default), 560, 1120.
     /// More tokens see finer detail and cost more prefill.
     pub fn with_max_soft_tokens(mut self, n: usize) -> Result<Self> {
-        if !IMAGE_BUDGETS.contains(&n) {
-            return Err(GemmaError::InvalidArgument(format!(
-                "image soft-token budget {n} is not one of {IMAGE_BUDGETS:?}"
-            )));
-        }
+        check_budget(n)?;
         self.max_soft_tokens = n;
         Ok(self)
     }
@@ -209,7 +210,7 @@ impl VideoInput {
         }
         Ok(VideoInput {
             frames,
-            max_soft_tokens_per_frame: DEFAULT_FRAME_BUDGET,
+            max_soft_tokens_per_frame: ImageParams::video_frame().max_soft_tokens,
         })
     }
 
@@ -234,11 +235,7 @@ impl VideoInput {
 
     /// Soft tokens per frame: one of 70 (default), 140, 280, 560, 1120.
     pub fn with_max_soft_tokens_per_frame(mut self, n: usize) -> Result<Self> {
-        if !IMAGE_BUDGETS.contains(&n) {
-            return Err(GemmaError::InvalidArgument(format!(
-                "frame soft-token budget {n} is not one of {IMAGE_BUDGETS:?}"
-            )));
-        }
+        check_budget(n)?;
         self.max_soft_tokens_per_frame = n;
         Ok(self)
     }
