@@ -293,6 +293,50 @@ impl<'a> OutputRouter<'a> {
     }
 }
 
+/// Prompt positions per forward pass: attention scores of one pass are
+/// `[heads, chunk, keys]`, so a long prompt in one pass would need hundreds of megabytes
+/// (8 heads × 4096² × 4 B = 512 MiB at 4k); chunks keep that to `[heads, 512, keys]`.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Runs `tokens` (with their soft tokens) through `forward` in chunks of [`PREFILL_CHUNK`],
+/// soft-token positions re-based per chunk; returns the last chunk's logits.
+pub(crate) fn prefill_in_chunks(
+    tokens: &[u32],
+    soft: SoftTokens<'_>,
+    mut forward: impl FnMut(&[u32], SoftTokens<'_>) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    let hidden = if soft.positions.is_empty() {
+        0
+    } else {
+        soft.values.len() / soft.positions.len()
+    };
+    let mut logits = Vec::new();
+    let mut done = 0;
+    let mut next_soft = 0;
+    for chunk in tokens.chunks(PREFILL_CHUNK) {
+        let end = done + chunk.len();
+        let n = soft.positions[next_soft..]
+            .iter()
+            .take_while(|&&p| p < end)
+            .count();
+        let positions: Vec<usize> = soft.positions[next_soft..next_soft + n]
+            .iter()
+            .map(|p| p - done)
+            .collect();
+        let values = &soft.values[next_soft * hidden..(next_soft + n) * hidden];
+        logits = forward(
+            chunk,
+            SoftTokens {
+                positions: &positions,
+                values,
+            },
+        )?;
+        next_soft += n;
+        done = end;
+    }
+    Ok(logits)
+}
+
 /// One generation over a cache. `context` holds the ids already in `cache`; `new_tokens` are
 /// prefilled first. On return `context` holds every id that was fed to the model.
 #[allow(clippy::too_many_arguments)]
@@ -321,7 +365,9 @@ pub(crate) fn generate(
             "nothing to prefill".into(),
         ));
     }
-    let mut logits = forward(cache, new_tokens, soft_tokens)?;
+    let mut logits = prefill_in_chunks(new_tokens, soft_tokens, |tokens, soft| {
+        forward(cache, tokens, soft)
+    })?;
     context.extend_from_slice(new_tokens);
     let prompt_tokens = context.len();
     let prefill_time = start.elapsed().as_secs_f64();
@@ -476,6 +522,28 @@ mod tests {
             router.tool_calls.clone(),
             stopped,
         )
+    }
+
+    #[test]
+    fn prefill_chunks_rebase_soft_tokens() {
+        // 1,100 tokens, soft tokens at 3, 511, 512 and 1,099 (width 2).
+        let tokens: Vec<u32> = (0..1100).collect();
+        let positions = [3usize, 511, 512, 1099];
+        let values: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let mut calls = Vec::new();
+        prefill_in_chunks(&tokens, SoftTokens { positions: &positions, values: &values }, |t, s| {
+            calls.push((t[0], t.len(), s.positions.to_vec(), s.values.to_vec()));
+            Ok(vec![t.len() as f32])
+        })
+        .unwrap();
+        assert_eq!(
+            calls,
+            vec![
+                (0, 512, vec![3, 511], vec![0.0, 1.0, 2.0, 3.0]),
+                (512, 512, vec![0], vec![4.0, 5.0]),
+                (1024, 76, vec![75], vec![6.0, 7.0]),
+            ]
+        );
     }
 
     #[test]
