@@ -8,8 +8,8 @@
 //! - **few tokens** (decode): each worker streams its output rows once and dots every row's
 //!   blocks with the activation straight from the packed bytes ([`Isa`]-specific fused kernels
 //!   for Q4_0, Q5_0, Q8_0, Q4_K and Q6_K; other encodings decode a row into scratch and dot it).
-//!   A row's block scale is factored out of its block sum (`d·Σ q·x`), and Q4_K's minimum term
-//!   uses per-32 sums of `x` computed once per call.
+//!   A row's block scale is factored out of its block sum (`d·Σ q·x`); Q4_K's minimum term
+//!   and (on x86) Q4_0's −8 offset use per-32 sums of `x` computed once per call.
 //! - **many tokens** (prefill): each worker dequantizes a tile of [`TILE_ROWS`] × [`KC`] weights
 //!   once into f32 scratch, packed for a register-blocked micro-kernel (up to [`MR_MAX`] tokens ×
 //!   [`NR`] rows per step), and reuses it for every token, so the weights cost one decode per
@@ -115,7 +115,8 @@ impl Isa {
 
 /// `out[r] = Σ_i row_r[i] · x[i]` for the rows packed back to back in `rows` (`stride` bytes
 /// each, `x.len()` elements each). `sums32` holds the sums of `x` over each 32-element block
-/// (only Q4_K reads it). Safety: the caller guarantees the ISA is supported and the lengths.
+/// (Q4_K reads them; Q4_0 gets them halved, which the x86 kernels read). Safety: the caller
+/// guarantees the ISA is supported and the lengths.
 type RowsDot = unsafe fn(rows: &[u8], stride: usize, x: &[f32], sums32: &[f32], out: &mut [f32]);
 
 /// `c[t][j] = Σ_k x[t·x_stride + k] · w[k·NR + j]` for `t < mr`, `k < kc`.
@@ -278,15 +279,17 @@ fn with_scratch<R>(
 fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     let (rows, cols, stride) = (w.rows, w.cols, w.stride());
     let fused = k.fused(w.dtype);
-    let sums_len = if w.dtype == GgmlType::Q4_K {
-        tokens * (cols / 32)
-    } else {
-        0
+    // Q4_K subtracts its minimum with `Σx` per 32-block; the x86 Q4_0 kernels fold its −8
+    // offset out the same way, with `Σx / 2` (exact: a power of two).
+    let (sums_len, sums_scale) = match w.dtype {
+        GgmlType::Q4_K => (tokens * (cols / 32), 1.0),
+        GgmlType::Q4_0 => (tokens * (cols / 32), 0.5),
+        _ => (0, 1.0),
     };
     with_scratch(&SUMS, sums_len, |sums| {
         if sums_len > 0 {
             for (s, xs) in sums.iter_mut().zip(x.as_chunks::<32>().0) {
-                *s = xs.iter().sum();
+                *s = xs.iter().sum::<f32>() * sums_scale;
             }
         }
         let sums: &[f32] = sums;

@@ -66,6 +66,25 @@ mod w256 {
             _mm256_add_ps(a, b)
         }
     }
+    /// `Σ q·x − 8·Σx` over one Q4_0 block's 16 nibble bytes at `q` and `x[0..32]`, as
+    /// partial sums; `h` is `Σx / 2`, subtracted once in each of 16 lanes. The nibbles widen
+    /// unsigned, so the −8 costs no integer op.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub unsafe fn dot_q4_0(q: *const u8, x: *const f32, h: f32) -> V {
+        unsafe {
+            let m = _mm256_set1_epi32(15);
+            let h = _mm256_set1_ps(h);
+            let a = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q as *const __m128i));
+            let b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(q.add(8) as *const __m128i));
+            let f = |v: __m256i| _mm256_cvtepi32_ps(v);
+            let s0 = _mm256_fmsub_ps(f(_mm256_and_si256(a, m)), _mm256_loadu_ps(x), h);
+            let s1 = _mm256_fmsub_ps(f(_mm256_and_si256(b, m)), _mm256_loadu_ps(x.add(8)), h);
+            let s0 = _mm256_fmadd_ps(f(_mm256_srli_epi32(a, 4)), _mm256_loadu_ps(x.add(16)), s0);
+            let s1 = _mm256_fmadd_ps(f(_mm256_srli_epi32(b, 4)), _mm256_loadu_ps(x.add(24)), s1);
+            _mm256_add_ps(s0, s1)
+        }
+    }
 }
 
 /// 512-bit helpers.
@@ -111,6 +130,19 @@ mod w512 {
             _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(x.add(16)), a)
         }
     }
+    /// As `w256::dot_q4_0`: the 16 bytes widen once to 16 i32 lanes, low and high nibbles
+    /// are an and and a shift of those.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub unsafe fn dot_q4_0(q: *const u8, x: *const f32, h: f32) -> V {
+        unsafe {
+            let w = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
+            let lo = _mm512_cvtepi32_ps(_mm512_and_si512(w, _mm512_set1_epi32(15)));
+            let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(w, 4));
+            let a = _mm512_fmsub_ps(lo, _mm512_loadu_ps(x), _mm512_set1_ps(h));
+            _mm512_fmadd_ps(hi, _mm512_loadu_ps(x.add(16)), a)
+        }
+    }
 }
 
 /// The f16 at `p`, as f32.
@@ -126,11 +158,17 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// Fused row kernels over the helpers in module `$w`, compiled for features `$feat`.
 macro_rules! fused_kernels {
     ($feat:literal, $w:ident) => {
+        /// `halves` holds `Σx / 2` per 32-block of `x` (see `dot_q4_0`).
         #[target_feature(enable = $feat)]
-        pub unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut [f32]) {
+        pub unsafe fn rows_q4_0(
+            rows: &[u8],
+            stride: usize,
+            x: &[f32],
+            halves: &[f32],
+            out: &mut [f32],
+        ) {
             let blocks = x.len() / 32;
-            debug_assert!(rows.len() >= out.len() * stride);
-            let (m4, eight) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(8));
+            debug_assert!(rows.len() >= out.len() * stride && halves.len() >= blocks);
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
@@ -138,10 +176,8 @@ macro_rules! fused_kernels {
                     // keep them in memory.
                     let block = |i: usize| {
                         let b = row.add(18 * i);
-                        let q = _mm_loadu_si128(b.add(2) as *const __m128i);
-                        let lo = _mm_sub_epi8(_mm_and_si128(q, m4), eight);
-                        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), eight);
-                        let s = $w::dot32(lo, hi, x.as_ptr().add(32 * i));
+                        let h = *halves.get_unchecked(i);
+                        let s = $w::dot_q4_0(b.add(2), x.as_ptr().add(32 * i), h);
                         (s, f16_at(b))
                     };
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
@@ -157,8 +193,7 @@ macro_rules! fused_kernels {
                         let (s0, d0) = block(i);
                         acc0 = $w::fma_scalar(acc0, s0, d0);
                     }
-                    let acc = [acc0, acc1];
-                    *o = $w::hsum($w::add(acc[0], acc[1]));
+                    *o = $w::hsum($w::add(acc0, acc1));
                 }
             }
         }
