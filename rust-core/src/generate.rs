@@ -531,10 +531,17 @@ mod tests {
         let positions = [3usize, 511, 512, 1099];
         let values: Vec<f32> = (0..8).map(|v| v as f32).collect();
         let mut calls = Vec::new();
-        prefill_in_chunks(&tokens, SoftTokens { positions: &positions, values: &values }, |t, s| {
-            calls.push((t[0], t.len(), s.positions.to_vec(), s.values.to_vec()));
-            Ok(vec![t.len() as f32])
-        })
+        prefill_in_chunks(
+            &tokens,
+            SoftTokens {
+                positions: &positions,
+                values: &values,
+            },
+            |t, s| {
+                calls.push((t[0], t.len(), s.positions.to_vec(), s.values.to_vec()));
+                Ok(vec![t.len() as f32])
+            },
+        )
         .unwrap();
         assert_eq!(
             calls,

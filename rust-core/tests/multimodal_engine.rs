@@ -374,10 +374,14 @@ fn cli_eval_fills_placeholders_from_files() {
     let tmp = std::env::temp_dir().join(format!("gemmakit-mm-cli-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let shape = reference.shape("vision.image_uint8");
-    image::RgbImage::from_raw(shape[1] as u32, shape[0] as u32, reference.u8("vision.image_uint8"))
-        .unwrap()
-        .save(tmp.join("image.png"))
-        .unwrap();
+    image::RgbImage::from_raw(
+        shape[1] as u32,
+        shape[0] as u32,
+        reference.u8("vision.image_uint8"),
+    )
+    .unwrap()
+    .save(tmp.join("image.png"))
+    .unwrap();
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 16_000,
@@ -389,11 +393,21 @@ fn cli_eval_fills_placeholders_from_files() {
         wav.write_sample(s).unwrap();
     }
     wav.finalize().unwrap();
-    let tokens: Vec<String> = reference.ids("mm.input_ids").iter().map(u32::to_string).collect();
+    let tokens: Vec<String> = reference
+        .ids("mm.input_ids")
+        .iter()
+        .map(u32::to_string)
+        .collect();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemmakit"))
         .args(["eval", "--model"])
         .arg(fixture_dir(fixture))
-        .args(["--tokens", &tokens.join(","), "--image-tokens", "70", "--image"])
+        .args([
+            "--tokens",
+            &tokens.join(","),
+            "--image-tokens",
+            "70",
+            "--image",
+        ])
         .arg(tmp.join("image.png"))
         .arg("--audio")
         .arg(tmp.join("audio.wav"))
@@ -401,17 +415,32 @@ fn cli_eval_fills_placeholders_from_files() {
         .arg(tmp.join("logits.npy"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = std::fs::File::open(tmp.join("logits.npy")).unwrap();
     let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).unwrap();
     let logits: Vec<f32> = npy.into_vec().unwrap();
-    assert_close("mm logits via `gemmakit eval`", &logits, &reference.f32("mm.logits"), CPU_TOL);
+    assert_close(
+        "mm logits via `gemmakit eval`",
+        &logits,
+        &reference.f32("mm.logits"),
+        CPU_TOL,
+    );
 
     // More placeholders than media: a clear error, non-zero exit.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemmakit"))
         .args(["eval", "--model"])
         .arg(fixture_dir(fixture))
-        .args(["--tokens", &tokens.join(","), "--image-tokens", "70", "--image"])
+        .args([
+            "--tokens",
+            &tokens.join(","),
+            "--image-tokens",
+            "70",
+            "--image",
+        ])
         .arg(tmp.join("image.png"))
         .arg("--out")
         .arg(tmp.join("logits2.npy"))
