@@ -10,9 +10,7 @@
 //! or from llama.cpp's mmproj GGUF (`a.*`, `mm.a.*`, renamed to the Hugging Face names here).
 //! Everything runs in f32 on burn tensors, so the same graph serves the CPU and wgpu devices.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid, silu, softmax};
@@ -27,7 +25,7 @@ use crate::backend::ComputeDevice;
 use crate::error::{GemmaError, Result};
 use crate::media::audio::AudioFeatures;
 use crate::weights::gguf::{GgufFile, MetaValue};
-use crate::weights::{self, MappedTensor, ReadLog, WeightStore};
+use crate::weights::{self, MappedTensor, WeightStore};
 
 const TOWER: &str = "model.audio_tower.";
 const PROJECTOR: &str = "model.embed_audio.";
@@ -902,33 +900,7 @@ fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
             projector
         )));
     }
-    let log = Arc::new(ReadLog::default());
-    let mut tensors = BTreeMap::new();
-    for info in gguf.tensors() {
-        let Some(name) = hf_audio_name(info.name()) else {
-            continue;
-        };
-        let shape: Vec<usize> = info
-            .shape_row_major()
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| {
-                GemmaError::Unsupported(format!("tensor `{}` is too large", info.name()))
-            })?;
-        let range = info.byte_range();
-        let tensor = MappedTensor::new(
-            &name,
-            file.map.clone(),
-            range.start,
-            range.len(),
-            info.ggml_type(),
-            shape,
-            log.clone(),
-        )?;
-        tensors.insert(name, tensor);
-    }
-    Ok(WeightStore::new(tensors, log))
+    super::gguf::mapped_store(file, hf_audio_name)
 }
 
 /// Hyper-parameters of an mmproj's audio tower. The metadata carries sizes and counts; the

@@ -104,18 +104,31 @@ fn hf_name(gguf_name: &str) -> Option<String> {
 }
 
 fn store_from_gguf(file: &GgufModelFile) -> Result<WeightStore> {
+    if file
+        .gguf
+        .tensors()
+        .iter()
+        .any(|t| t.name() == "output.weight")
+    {
+        return Err(GemmaError::Unsupported(
+            "an untied output matrix (output.weight)".into(),
+        ));
+    }
+    mapped_store(file, |name| hf_name(name).map(|n| format!("{PREFIX}{n}")))
+}
+
+/// The tensors of `file` that `rename` maps to a name (llama.cpp → Hugging Face), still
+/// memory-mapped; the others are left out. Shared by the text model and the mmproj towers.
+pub fn mapped_store(
+    file: &GgufModelFile,
+    rename: impl Fn(&str) -> Option<String>,
+) -> Result<WeightStore> {
     let log = Arc::new(ReadLog::default());
     let mut tensors = BTreeMap::new();
     for info in file.gguf.tensors() {
-        if info.name() == "output.weight" {
-            return Err(GemmaError::Unsupported(
-                "an untied output matrix (output.weight)".into(),
-            ));
-        }
-        let Some(name) = hf_name(info.name()) else {
+        let Some(name) = rename(info.name()) else {
             continue;
         };
-        let name = format!("{PREFIX}{name}");
         let shape: Vec<usize> = info
             .shape_row_major()
             .iter()

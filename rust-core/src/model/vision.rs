@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
@@ -26,7 +25,7 @@ use super::rope::{RopeTables, inverse_frequencies};
 use crate::backend::ComputeDevice;
 use crate::error::{GemmaError, Result};
 use crate::media::image::PreprocessedImage;
-use crate::weights::{self, MappedTensor, ReadLog, WeightStore};
+use crate::weights::{self, MappedTensor, WeightStore};
 
 const TOWER: &str = "model.vision_tower.";
 const PROJECTOR: &str = "model.embed_vision.";
@@ -736,33 +735,7 @@ fn hf_vision_name(gguf_name: &str) -> Option<String> {
 
 /// The vision tensors of an mmproj GGUF under their Hugging Face names, still memory-mapped.
 fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
-    let log = Arc::new(ReadLog::default());
-    let mut tensors = BTreeMap::new();
-    for info in file.gguf.tensors() {
-        let Some(name) = hf_vision_name(info.name()) else {
-            continue;
-        };
-        let shape: Vec<usize> = info
-            .shape_row_major()
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| {
-                GemmaError::Unsupported(format!("tensor `{}` is too large", info.name()))
-            })?;
-        let range = info.byte_range();
-        let tensor = MappedTensor::new(
-            &name,
-            file.map.clone(),
-            range.start,
-            range.len(),
-            info.ggml_type(),
-            shape,
-            log.clone(),
-        )?;
-        tensors.insert(name, tensor);
-    }
-    Ok(WeightStore::new(tensors, log))
+    super::gguf::mapped_store(file, hf_vision_name)
 }
 
 #[cfg(test)]
