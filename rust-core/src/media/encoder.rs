@@ -79,10 +79,6 @@ impl MediaEncoder {
         }
     }
 
-    pub fn set_attention_window(&mut self, window: AttentionWindow) {
-        self.window = window;
-    }
-
     fn missing(&self, what: &str) -> GemmaError {
         match &self.source {
             TowerSource::Missing(why) => GemmaError::Unsupported(format!(

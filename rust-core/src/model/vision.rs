@@ -486,16 +486,6 @@ impl VisionTower {
         Ok(trace)
     }
 
-    /// Encodes several images (or video frames) one after another; soft tokens of all of them
-    /// concatenated in order.
-    pub fn encode_all(&self, imgs: &[PreprocessedImage]) -> Result<Vec<f32>> {
-        let mut out = Vec::new();
-        for img in imgs {
-            out.extend(self.encode(img)?);
-        }
-        Ok(out)
-    }
-
     /// Checks that a preprocessed image fits this tower, returning its real patch positions.
     fn positions(&self, img: &PreprocessedImage) -> Result<Vec<(usize, usize)>> {
         let c = &self.config;
