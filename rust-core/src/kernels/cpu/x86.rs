@@ -130,18 +130,42 @@ mod w512 {
             _mm512_fmadd_ps(i8x16(hi), _mm512_loadu_ps(x.add(16)), a)
         }
     }
-    /// As `w256::dot_q4_0`: the 16 bytes widen once to 16 i32 lanes, low and high nibbles
-    /// are an and and a shift of those.
+    /// As `w256::dot_q4_0`, but the offset comes from a table (so `_h` is not needed): the 16
+    /// bytes widen once to 16 i32 lanes whose low four bits index the table for the low
+    /// nibbles, and a shift exposes the high ones.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     #[inline]
-    pub unsafe fn dot_q4_0(q: *const u8, x: *const f32, h: f32) -> V {
+    pub unsafe fn dot_q4_0(q: *const u8, x: *const f32, _h: f32) -> V {
         unsafe {
+            // q − 8 for every nibble value: one permute replaces the mask, the conversion and
+            // the offset (the in-cache 12288→1536 matvec went from 33 to 41 GiB/s).
+            let lut = _mm512_setr_ps(
+                -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
+                7.0,
+            );
             let w = _mm512_cvtepu8_epi32(_mm_loadu_si128(q as *const __m128i));
-            let lo = _mm512_cvtepi32_ps(_mm512_and_si512(w, _mm512_set1_epi32(15)));
-            let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(w, 4));
-            let a = _mm512_fmsub_ps(lo, _mm512_loadu_ps(x), _mm512_set1_ps(h));
+            let lo = _mm512_permutexvar_ps(w, lut);
+            let hi = _mm512_permutexvar_ps(_mm512_srli_epi32(w, 4), lut);
+            let a = _mm512_mul_ps(lo, _mm512_loadu_ps(x));
             _mm512_fmadd_ps(hi, _mm512_loadu_ps(x.add(16)), a)
         }
+    }
+}
+
+/// How far ahead of the kernel the weight stream is prefetched. The hardware prefetcher alone
+/// left long rows (1536×12288 Q4_0 on E2B: 14.5 GB/s) far below the machine's bandwidth; 4–16
+/// KiB ahead brought them to 30 GB/s and the LM head to 41 GB/s (2 threads, Zen 5).
+const PREFETCH_BYTES: usize = 8192;
+
+/// Prefetches the cache lines of `[p, p + len)` shifted [`PREFETCH_BYTES`] ahead. Prefetches
+/// never fault, so reading past the matrix's end is harmless.
+#[inline(always)]
+unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        // SAFETY: a prefetch is a hint; an address outside any mapping is ignored.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES + off) as *const i8) };
+        off += 64;
     }
 }
 
@@ -183,6 +207,7 @@ macro_rules! fused_kernels {
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
                     let mut i = 0;
                     while i + 2 <= blocks {
+                        prefetch_ahead(row.add(18 * i), 36);
                         let (s0, d0) = block(i);
                         let (s1, d1) = block(i + 1);
                         acc0 = $w::fma_scalar(acc0, s0, d0);
@@ -243,6 +268,7 @@ macro_rules! fused_kernels {
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
                     let mut i = 0;
                     while i + 2 <= blocks {
+                        prefetch_ahead(row.add(22 * i), 44);
                         let (s0, d0) = block(i);
                         let (s1, d1) = block(i + 1);
                         acc0 = $w::fma_scalar(acc0, s0, d0);
@@ -278,6 +304,7 @@ macro_rules! fused_kernels {
                     let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
                     let mut i = 0;
                     while i + 2 <= blocks {
+                        prefetch_ahead(row.add(34 * i), 68);
                         let (s0, d0) = block(i);
                         let (s1, d1) = block(i + 1);
                         acc0 = $w::fma_scalar(acc0, s0, d0);
@@ -312,6 +339,7 @@ macro_rules! fused_kernels {
                     let mut acc = [$w::zero(); 2];
                     let mut mins = 0.0f32;
                     for i in 0..blocks {
+                        prefetch_ahead(row.add(144 * i), 144);
                         let b = row.add(144 * i);
                         let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
                         let scales = std::slice::from_raw_parts(b.add(4), 12);
@@ -351,6 +379,7 @@ macro_rules! fused_kernels {
                     let row = rows.as_ptr().add(r * stride);
                     let mut acc = [$w::zero(); 2];
                     for i in 0..blocks {
+                        prefetch_ahead(row.add(210 * i), 210);
                         let b = row.add(210 * i);
                         let d = f16_at(b.add(208));
                         for half in 0..2 {
