@@ -5,7 +5,7 @@
 //! as ggml's and gguf-py's reference decoders) and multiplied in f32, so the only difference from
 //! a float64 reference is f32 rounding of the sums. Two shapes of work:
 //!
-//! - **few tokens** (decode): each worker streams its output rows once and dots every row's
+//! - **few tokens** (decode): each worker ([`pool`]) streams its output rows once and dots every row's
 //!   blocks with the activation straight from the packed bytes ([`Isa`]-specific fused kernels
 //!   for Q4_0, Q5_0, Q8_0, Q4_K and Q6_K; other encodings decode a row into scratch and dot it).
 //!   A row's block scale is factored out of its block sum (`d·Σ q·x`); Q4_K's minimum term
@@ -20,6 +20,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod neon;
+mod pool;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -295,40 +296,38 @@ fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &
         let sums: &[f32] = sums;
         let per_task = rows_per_task(rows, 16);
         let dst = OutPtr(out.as_mut_ptr());
-        (0..rows.div_ceil(per_task))
-            .into_par_iter()
-            .for_each(|task| {
-                let r0 = task * per_task;
-                let n = per_task.min(rows - r0);
-                let bytes = &w.bytes[r0 * stride..(r0 + n) * stride];
-                let dst = dst;
-                for t in 0..tokens {
-                    let xt = &x[t * cols..(t + 1) * cols];
-                    // SAFETY: row range r0..r0+n of token t belongs to this task alone, and lies
-                    // inside `out` (checked by the caller).
-                    let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + r0), n) };
-                    match fused {
-                        Some(f) => {
-                            let st = &sums[(t * cols / 32).min(sums.len())..];
-                            // SAFETY: the ISA was checked by the caller; `bytes` holds n rows of
-                            // `stride` bytes encoding `cols` elements.
-                            unsafe { f(bytes, stride, xt, st, o) }
-                        }
-                        None => with_scratch(&SCRATCH, cols, |row| {
-                            for (r, o) in o.iter_mut().enumerate() {
-                                quant::dequantize_row(
-                                    w.dtype,
-                                    &bytes[r * stride..(r + 1) * stride],
-                                    row,
-                                )
-                                .expect("row layout validated");
-                                // SAFETY: ISA checked by the caller.
-                                *o = unsafe { (k.dot_f32)(row, xt) };
-                            }
-                        }),
+        pool::for_each_task(rows.div_ceil(per_task), &|task| {
+            let r0 = task * per_task;
+            let n = per_task.min(rows - r0);
+            let bytes = &w.bytes[r0 * stride..(r0 + n) * stride];
+            let dst = dst;
+            for t in 0..tokens {
+                let xt = &x[t * cols..(t + 1) * cols];
+                // SAFETY: row range r0..r0+n of token t belongs to this task alone, and lies
+                // inside `out` (checked by the caller).
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + r0), n) };
+                match fused {
+                    Some(f) => {
+                        let st = &sums[(t * cols / 32).min(sums.len())..];
+                        // SAFETY: the ISA was checked by the caller; `bytes` holds n rows of
+                        // `stride` bytes encoding `cols` elements.
+                        unsafe { f(bytes, stride, xt, st, o) }
                     }
+                    None => with_scratch(&SCRATCH, cols, |row| {
+                        for (r, o) in o.iter_mut().enumerate() {
+                            quant::dequantize_row(
+                                w.dtype,
+                                &bytes[r * stride..(r + 1) * stride],
+                                row,
+                            )
+                            .expect("row layout validated");
+                            // SAFETY: ISA checked by the caller.
+                            *o = unsafe { (k.dot_f32)(row, xt) };
+                        }
+                    }),
                 }
-            });
+            }
+        });
     });
 }
 
