@@ -14,7 +14,7 @@ use super::attention::{attend, attend_one_gpu, build_mask, build_visibility};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
-use super::ops::{from_host, gelu_tanh, norm_weight, rms_norm, to_host};
+use super::ops::{from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::backend::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
@@ -414,6 +414,7 @@ impl GemmaModel {
             .collect();
 
         let first_shared = c.first_kv_shared_layer();
+        let on_host = self.device.kind == BackendKind::Cpu;
         let mut x = embeds;
         let mut q_positions: &[usize] = &positions;
         let mut step_kv: Vec<Option<StepKv>> = vec![None; n_layers];
@@ -498,13 +499,17 @@ impl GemmaModel {
             x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);
 
             let f = rms_norm(x.clone(), Some(&layer.pre_feedforward_norm), eps);
-            let f = gelu_tanh(layer.gate.forward(f.clone())?) * layer.up.forward(f)?;
+            let f = gelu_tanh_mul(
+                layer.gate.forward(f.clone())?,
+                layer.up.forward(f)?,
+                on_host,
+            )?;
             let f = layer.down.forward(f)?;
             x = x + rms_norm(f, Some(&layer.post_feedforward_norm), eps);
 
             if let (Some(pli), Some(ple)) = (&layer.per_layer_input, &ple) {
                 let ple_i = ple.clone().narrow(1, i, 1).reshape([rows, p]);
-                let g = gelu_tanh(pli.gate.forward(x.clone())?) * ple_i;
+                let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple_i, on_host)?;
                 let g = pli.projection.forward(g)?;
                 x = x + rms_norm(g, Some(&pli.post_norm), eps);
             }
@@ -531,7 +536,7 @@ impl GemmaModel {
         }
         let mut logits = self.lm_head.forward_to_host(hidden)?;
         if let Some(cap) = c.final_logit_softcapping {
-            logits.iter_mut().for_each(|l| *l = (*l / cap).tanh() * cap);
+            crate::kernels::cpu::activation::softcap(&mut logits, cap);
         }
         Ok(logits)
     }

@@ -18,6 +18,7 @@
 //! The instruction set is detected once ([`Isa::detect`]); every level is also callable
 //! explicitly ([`matmul_with`]) so tests can check each one against the same reference.
 
+pub mod activation;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod pool;
@@ -141,6 +142,8 @@ pub(crate) struct Kernels {
     micro: MicroKernel,
     /// Tokens per micro-kernel call (≤ [`MR_MAX`]).
     mr: usize,
+    /// Whether `q4_0` reads the halved block sums of `x` (the AVX2 kernel's −8 offset).
+    q4_0_reads_sums: bool,
 }
 
 impl Kernels {
@@ -280,11 +283,11 @@ fn with_scratch<R>(
 fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     let (rows, cols, stride) = (w.rows, w.cols, w.stride());
     let fused = k.fused(w.dtype);
-    // Q4_K subtracts its minimum with `Σx` per 32-block; the x86 Q4_0 kernels fold its −8
+    // Q4_K subtracts its minimum with `Σx` per 32-block; the AVX2 Q4_0 kernel folds its −8
     // offset out the same way, with `Σx / 2` (exact: a power of two).
     let (sums_len, sums_scale) = match w.dtype {
         GgmlType::Q4_K => (tokens * (cols / 32), 1.0),
-        GgmlType::Q4_0 => (tokens * (cols / 32), 0.5),
+        GgmlType::Q4_0 if k.q4_0_reads_sums => (tokens * (cols / 32), 0.5),
         _ => (0, 1.0),
     };
     with_scratch(&SUMS, sums_len, |sums| {

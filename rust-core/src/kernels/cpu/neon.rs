@@ -20,6 +20,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f32,
     micro,
     mr: 6,
+    q4_0_reads_sums: false,
 };
 
 /// The f16 at `p`, as f32, from a 65536-entry table: Rust has no stable f16 NEON conversion,

@@ -15,6 +15,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f32: dot_f32_unsafe,
     micro,
     mr: 6,
+    q4_0_reads_sums: false,
 };
 
 #[inline]

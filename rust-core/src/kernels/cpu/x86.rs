@@ -442,6 +442,7 @@ pub(crate) static KERNELS: Kernels = Kernels {
     dot_f32,
     micro,
     mr: 6,
+    q4_0_reads_sums: true,
 };
 
 pub(crate) static KERNELS_512: Kernels = Kernels {
@@ -453,6 +454,7 @@ pub(crate) static KERNELS_512: Kernels = Kernels {
     dot_f32,
     micro: micro_512,
     mr: 12,
+    q4_0_reads_sums: false,
 };
 
 #[target_feature(enable = "avx2,fma")]
