@@ -4,5 +4,6 @@
 //! - `cpu`: matrix products that stream the weights straight from the memory-mapped file
 //!   (no f32 copy of the weights), parallel over output rows.
 
+pub mod attention;
 pub mod cpu;
 pub mod gpu;

@@ -80,17 +80,17 @@ pub fn build_visibility(
     from_host(flags, [key_pos.len()], device)
 }
 
-/// [`attend`] for one query token with the fused GPU kernel (wgpu only): `q` `[1, heads, d]`
-/// → `[1, heads·d]`.
-pub fn attend_one_gpu(q: Tensor<3>, kv: &StepKv, visible: &Tensor<1>, scale: f32) -> Tensor<2> {
+/// [`attend`] for one query token with our fused kernel (kernels::attention: CubeCL on the
+/// GPU, split-over-keys SIMD on the CPU): `q` `[1, heads, d]` → `[1, heads·d]`.
+pub fn attend_one(q: Tensor<3>, kv: &StepKv, visible: &Tensor<1>, scale: f32) -> Tensor<2> {
     let [_, heads, d] = q.dims();
     let groups = heads / kv.k.dims()[0];
-    let out = crate::kernels::gpu::decode_attention(
+    let out = crate::kernels::attention::decode_attention(
         q.reshape([heads, d]),
         kv.k.clone(),
         kv.v.clone(),
         visible.clone(),
-        crate::kernels::gpu::AttentionCall { groups, scale },
+        crate::kernels::attention::AttentionCall { groups, scale },
     );
     out.reshape([1, heads * d])
 }

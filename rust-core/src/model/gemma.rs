@@ -10,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 
-use super::attention::{attend, attend_one_gpu, build_mask, build_visibility};
+use super::attention::{attend, attend_one, build_mask, build_visibility};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
@@ -468,12 +468,12 @@ impl GemmaModel {
             let kind = layer.spec.kind;
             let groups = c.num_heads / layer.spec.num_kv_heads;
             let key_len = kv.key_pos.len();
-            // One query token on the GPU: the fused kernel (kernels/gpu); prefill keeps burn's
-            // ops as the reference path.
-            let attn = if rows == 1 && self.device.kind == BackendKind::Gpu {
+            // One query token: our fused kernel (kernels::attention); prefill keeps burn's ops
+            // as the reference path.
+            let attn = if rows == 1 {
                 let visible =
                     build_visibility(kind, c.sliding_window, q_positions[0], &kv.key_pos, dev);
-                attend_one_gpu(q, &kv, &visible, c.attention_scale)
+                attend_one(q, &kv, &visible, c.attention_scale)
             } else {
                 let mask = match masks
                     .iter()

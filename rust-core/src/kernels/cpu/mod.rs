@@ -19,9 +19,10 @@
 //! explicitly ([`matmul_with`]) so tests can check each one against the same reference.
 
 pub mod activation;
+pub mod attention;
 #[cfg(target_arch = "aarch64")]
 mod neon;
-mod pool;
+pub(crate) mod pool;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -246,7 +247,7 @@ pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: 
 
 /// Raw output pointer shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: every task writes a disjoint set of output elements (its own rows' columns).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}

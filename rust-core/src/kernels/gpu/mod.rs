@@ -18,8 +18,8 @@ pub mod linear;
 pub mod ops;
 pub mod pack;
 
+pub use crate::kernels::attention::{AttentionCall, decode_attention};
 pub use linear::GpuLinear;
-pub use ops::{AttentionCall, decode_attention};
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use cubecl::prelude::*;
 
 use super::kernels;
 use super::pack::QuantLayout;
+use crate::kernels::attention::{AttentionCall, DecodeAttentionOps};
 
 /// Units per cube: a power of two (the reductions halve it), small enough for every GPU and
 /// for CPU adapters.
@@ -30,12 +31,6 @@ pub struct ChunkCall {
     pub out_stride: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct AttentionCall {
-    pub groups: usize,
-    pub scale: f32,
-}
-
 #[backend_extension(Cube)]
 pub trait GpuKernelOps: Backend {
     /// Writes `x · Wᵀ` for one chunk of quantized rows into `out` (in place) and returns it.
@@ -55,16 +50,6 @@ pub trait GpuKernelOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         call: ChunkCall,
-    ) -> FloatTensor<Self>;
-
-    /// One query token's attention: `q` `[heads, d]`, `k`/`v` `[kv_heads, slots, d]`,
-    /// `visible` `[slots]` (1 or 0); returns `[heads, d]`.
-    fn decode_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        visible: FloatTensor<Self>,
-        call: AttentionCall,
     ) -> FloatTensor<Self>;
 }
 
@@ -200,7 +185,9 @@ impl GpuKernelOps for CubeBackend {
         );
         out
     }
+}
 
+impl DecodeAttentionOps for CubeBackend {
     fn decode_attention(
         q: CubeTensor,
         k: CubeTensor,
@@ -288,23 +275,6 @@ pub fn dense_matmul_into(
         out.into_dispatch(),
         x.into_dispatch(),
         weight.clone().into_dispatch(),
-        call,
-    ))
-}
-
-/// [`GpuKernelOps::decode_attention`] on tensors: `q` `[heads, d]` → `[heads, d]`.
-pub fn decode_attention(
-    q: Tensor<2>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    visible: Tensor<1>,
-    call: AttentionCall,
-) -> Tensor<2> {
-    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::decode_attention(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
-        visible.into_dispatch(),
         call,
     ))
 }

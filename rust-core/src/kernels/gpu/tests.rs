@@ -302,15 +302,28 @@ fn attention_reference(
 #[test]
 fn gpu_decode_attention_matches_f64_reference() {
     let Some(device) = gpu() else { return };
+    check_decode_attention(&device);
+}
+
+#[test]
+fn cpu_decode_attention_matches_f64_reference() {
+    check_decode_attention(&ComputeDevice::open(BackendKind::Cpu).expect("cpu"));
+}
+
+/// kernels::attention on `device` (the CubeCL kernel or the host kernel).
+fn check_decode_attention(device: &ComputeDevice) {
     let dev = &device.device;
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    // (heads, kv_heads, head_dim, slots used, slots allocated): GQA, Gemma 4's head sizes,
-    // slot counts around the cube size, and a cache view narrower than its buffer.
-    for (heads, kv_heads, d, slots, capacity, scale) in [
-        (8, 1, 256, 37, 64, 1.0f32),
-        (8, 2, 512, 130, 130, 1.0),
-        (4, 4, 16, 1, 8, 0.25),
-        (6, 2, 96, 65, 100, 0.125),
+    // (heads, kv_heads, head_dim, slots used, slots allocated, scale, first visible slot):
+    // GQA, Gemma 4's head sizes, slot counts around the cube size and the CPU kernel's
+    // 128-slot tasks, a cache view narrower than its buffer, and whole tasks that see nothing
+    // (a sliding window far into a long cache).
+    for (heads, kv_heads, d, slots, capacity, scale, first) in [
+        (8, 1, 256, 37, 64, 1.0f32, 0),
+        (8, 2, 512, 130, 130, 1.0, 0),
+        (4, 4, 16, 1, 8, 0.25, 0),
+        (6, 2, 96, 65, 100, 0.125, 0),
+        (8, 1, 512, 1000, 1100, 1.0, 300),
     ] {
         let mut values = |n: usize, amp: f32| -> Vec<f32> {
             (0..n).map(|_| rng.random_range(-amp..amp)).collect()
@@ -319,7 +332,13 @@ fn gpu_decode_attention_matches_f64_reference() {
         let k_full = values(kv_heads * capacity * d, 0.3);
         let v_full = values(kv_heads * capacity * d, 1.0);
         let visible: Vec<f32> = (0..slots)
-            .map(|s| if s == 0 || s % 5 != 3 { 1.0 } else { 0.0 })
+            .map(|s| {
+                if s == first || (s > first && s % 5 != 3) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let view = |full: &[f32]| -> Vec<f32> {
             (0..kv_heads)
@@ -360,7 +379,10 @@ fn gpu_decode_attention_matches_f64_reference() {
             .zip(&expected)
             .map(|(g, e)| (f64::from(*g) - e).abs())
             .fold(0.0, f64::max);
-        eprintln!("attention heads {heads}/{kv_heads} d {d} slots {slots}: max error {worst:.1e}");
+        eprintln!(
+            "{:?} attention heads {heads}/{kv_heads} d {d} slots {slots}: max error {worst:.1e}",
+            device.kind
+        );
         assert!(
             worst < 1e-5,
             "attention heads {heads} d {d} slots {slots}: {worst}"
