@@ -1,11 +1,11 @@
 //! Scaled-dot-product attention over a step's keys with grouped KV heads and position masks.
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::config::AttentionKind;
 use super::kv_cache::StepKv;
-use super::ops::from_host;
+use super::ops::{from_host, softmax_last};
+use crate::error::Result;
 
 /// Additive mask value for a hidden key: finite, since WGSL may assume no infinities.
 const MASKED: f32 = -1e30;
@@ -43,8 +43,15 @@ pub fn build_mask(
 }
 
 /// `q`: `[Tq, heads, d]` (normed, roped); returns `[Tq, heads·d]`. Query head `h` reads KV head
-/// `h / (heads / kv_heads)`. Scores are not scaled (Gemma 4 norms q and k instead).
-pub fn attend(q: Tensor<3>, kv: &StepKv, mask: &Tensor<3>, scale: f32) -> Tensor<2> {
+/// `h / (heads / kv_heads)`. Scores are not scaled (Gemma 4 norms q and k instead). `on_host`:
+/// see [`softmax_last`].
+pub fn attend(
+    q: Tensor<3>,
+    kv: &StepKv,
+    mask: &Tensor<3>,
+    scale: f32,
+    on_host: bool,
+) -> Result<Tensor<2>> {
     let [tq, heads, d] = q.dims();
     let kv_heads = kv.k.dims()[0];
     let groups = heads / kv_heads;
@@ -54,12 +61,12 @@ pub fn attend(q: Tensor<3>, kv: &StepKv, mask: &Tensor<3>, scale: f32) -> Tensor
     if scale != 1.0 {
         scores = scores * scale;
     }
-    let probs = softmax(scores + mask.clone(), 2);
-    probs
+    let probs = softmax_last(scores + mask.clone(), on_host)?;
+    Ok(probs
         .matmul(kv.v.clone())
         .reshape([heads, tq, d])
         .swap_dims(0, 1)
-        .reshape([tq, heads * d])
+        .reshape([tq, heads * d]))
 }
 
 /// `[keys]`: 1 where a query at `q` may see the key slot, 0 elsewhere (empty slots included).

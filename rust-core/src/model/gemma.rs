@@ -493,7 +493,7 @@ impl GemmaModel {
                         m
                     }
                 };
-                attend(q, &kv, &mask, c.attention_scale)
+                attend(q, &kv, &mask, c.attention_scale, on_host)?
             };
             let o = layer.o.forward(attn)?;
             x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);

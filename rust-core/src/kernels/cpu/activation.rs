@@ -9,10 +9,11 @@ const LN2_LO: f32 = 1.428_606_8e-6;
 /// 1.5·2^23: adding and subtracting it rounds an f32 of magnitude < 2^22 to an integer.
 const ROUND: f32 = 12_582_912.0;
 
-/// `e^x` in f32 within 2 ulp for x ≥ −87.3 (smaller x give e^−87.3, not a subnormal),
-/// `+inf` above 88.7.
+/// `e^x` in f32 within 2 ulp for x ≥ −87.3, 0 below (no subnormals: a masked attention
+/// score comes out exactly 0), `+inf` above 88.7.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    let underflow = x < -87.3;
     let x = x.clamp(-87.3, 89.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
@@ -27,7 +28,11 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.0;
     // n ∈ [−126, 129]: 2^n as exponent bits (255 is +inf, which is what e^x is there).
     let bits = ((n as i32 + 127).clamp(0, 255) as u32) << 23;
-    p * f32::from_bits(bits)
+    if underflow {
+        0.0
+    } else {
+        p * f32::from_bits(bits)
+    }
 }
 
 /// `gate[i] = gelu_tanh(gate[i]) · up[i]`, with gelu_tanh(x) = ½x(1 + tanh(√(2/π)(x +
@@ -54,6 +59,21 @@ pub fn softcap(values: &mut [f32], cap: f32) {
     }
 }
 
+/// Softmax over each run of `width` values (the last axis of a row-major tensor). A row whose
+/// entries are all masked to the same very negative value comes out uniform, as burn's does.
+pub fn softmax_rows(values: &mut [f32], width: usize) {
+    for row in values.chunks_exact_mut(width.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0.0f32;
+        for v in row.iter_mut() {
+            *v = exp(*v - max);
+            total += *v;
+        }
+        let inv = 1.0 / total;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,7 +93,35 @@ mod tests {
         }
         assert!(worst <= 2.0, "worst {worst} ulp");
         assert_eq!(exp(100.0), f32::INFINITY);
-        assert!(exp(-200.0) > 0.0 && exp(-200.0) < 1e-37);
+        assert_eq!(exp(-200.0), 0.0);
+        assert_eq!(exp(-1e30), 0.0);
+    }
+
+    #[test]
+    fn softmax_rows_match_f64() {
+        let width = 37;
+        let mut v: Vec<f32> = (0..width * 5)
+            .map(|i| ((i * 7919) % 113) as f32 * 0.37 - 20.0)
+            .collect();
+        v[width..2 * width].fill(-1e30); // a fully masked row
+        // (probability, |x − max|): rounding x − max in f32 moves e^(x − max) by up to
+        // |x − max|·ε relative, on top of the exponential's and the division's own rounding.
+        let want: Vec<(f64, f64)> = v
+            .chunks_exact(width)
+            .flat_map(|row| {
+                let max = row.iter().fold(f64::MIN, |m, &x| m.max(x as f64));
+                let total: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+                row.iter()
+                    .map(move |&x| ((x as f64 - max).exp() / total, (x as f64 - max).abs()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        softmax_rows(&mut v, width);
+        let eps = f32::EPSILON as f64;
+        for (got, (want, spread)) in v.iter().zip(&want) {
+            let bound = (4.0 + spread) * eps * want + 1e-30;
+            assert!(((*got as f64) - want).abs() <= bound, "{got} vs {want}");
+        }
     }
 
     #[test]
