@@ -4,7 +4,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::config::AttentionKind;
 use super::kv_cache::StepKv;
-use super::ops::{from_host, softmax_last};
+use burn::tensor::activation::softmax;
+
+use super::ops::{from_host, to_host};
 use crate::error::Result;
 
 /// Additive mask value for a hidden key: finite, since WGSL may assume no infinities.
@@ -43,30 +45,62 @@ pub fn build_mask(
 }
 
 /// `q`: `[Tq, heads, d]` (normed, roped); returns `[Tq, heads·d]`. Query head `h` reads KV head
-/// `h / (heads / kv_heads)`. Scores are not scaled (Gemma 4 norms q and k instead). `on_host`:
-/// see [`softmax_last`].
-pub fn attend(
+/// `h / (heads / kv_heads)`. Scores are not scaled (Gemma 4 norms q and k instead). `mask`
+/// comes from [`build_mask`].
+pub fn attend(q: Tensor<3>, kv: &StepKv, mask: &Tensor<3>, scale: f32) -> Tensor<2> {
+    let (scores, [tq, heads, d]) = grouped_scores(q, kv, scale);
+    mix_values(softmax(scores + mask.clone(), 2), kv, [tq, heads, d])
+}
+
+/// [`attend`] on the CPU: the softmax applies the visibility itself (kernels::cpu::activation),
+/// so neither a `[groups·Tq, keys]` mask tensor (64 MiB for E2B's 512-token chunk at a 4k
+/// cache) nor the masked copy of the scores is built.
+pub fn attend_on_host(
     q: Tensor<3>,
     kv: &StepKv,
-    mask: &Tensor<3>,
+    kind: AttentionKind,
+    window: usize,
+    q_pos: &[usize],
     scale: f32,
-    on_host: bool,
 ) -> Result<Tensor<2>> {
+    let (scores, dims) = grouped_scores(q, kv, scale);
+    let shape = scores.dims();
+    let device = scores.device();
+    let keys = kv.key_pos.len();
+    let mut visible = Vec::with_capacity(q_pos.len() * keys);
+    for &q in q_pos {
+        visible.extend(
+            kv.key_pos
+                .iter()
+                .map(|k| k.is_some_and(|k| super::attention::visible(kind, window, q, k))),
+        );
+    }
+    let mut probs = to_host(scores)?;
+    crate::kernels::cpu::activation::softmax_rows_visible(&mut probs, keys, &visible);
+    Ok(mix_values(from_host(probs, shape, &device), kv, dims))
+}
+
+/// Scores `[kv_heads, groups·Tq, keys]`: heads kv·G..kv·G+G share KV head kv.
+fn grouped_scores(q: Tensor<3>, kv: &StepKv, scale: f32) -> (Tensor<3>, [usize; 3]) {
     let [tq, heads, d] = q.dims();
     let kv_heads = kv.k.dims()[0];
     let groups = heads / kv_heads;
-    // [Tq, H, d] → [H, Tq, d] → [Hkv, G·Tq, d]: heads kv·G..kv·G+G share KV head kv.
+    // [Tq, H, d] → [H, Tq, d] → [Hkv, G·Tq, d].
     let q = q.swap_dims(0, 1).reshape([kv_heads, groups * tq, d]);
     let mut scores = q.matmul(kv.k.clone().swap_dims(1, 2));
     if scale != 1.0 {
         scores = scores * scale;
     }
-    let probs = softmax_last(scores + mask.clone(), on_host)?;
-    Ok(probs
+    (scores, [tq, heads, d])
+}
+
+/// `probs · V`, back to `[Tq, heads·d]`.
+fn mix_values(probs: Tensor<3>, kv: &StepKv, [tq, heads, d]: [usize; 3]) -> Tensor<2> {
+    probs
         .matmul(kv.v.clone())
         .reshape([heads, tq, d])
         .swap_dims(0, 1)
-        .reshape([tq, heads * d]))
+        .reshape([tq, heads * d])
 }
 
 /// `[keys]`: 1 where a query at `q` may see the key slot, 0 elsewhere (empty slots included).

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 
-use super::attention::{attend, attend_one, build_mask, build_visibility};
+use super::attention::{attend, attend_on_host, attend_one, build_mask, build_visibility};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
@@ -474,6 +474,15 @@ impl GemmaModel {
                 let visible =
                     build_visibility(kind, c.sliding_window, q_positions[0], &kv.key_pos, dev);
                 attend_one(q, &kv, &visible, c.attention_scale)
+            } else if on_host {
+                attend_on_host(
+                    q,
+                    &kv,
+                    kind,
+                    c.sliding_window,
+                    q_positions,
+                    c.attention_scale,
+                )?
             } else {
                 let mask = match masks
                     .iter()
@@ -493,7 +502,7 @@ impl GemmaModel {
                         m
                     }
                 };
-                attend(q, &kv, &mask, c.attention_scale, on_host)?
+                attend(q, &kv, &mask, c.attention_scale)
             };
             let o = layer.o.forward(attn)?;
             x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);

@@ -57,19 +57,6 @@ pub fn gelu_tanh_mul<const D: usize>(
     Ok(from_host(values, shape, &device))
 }
 
-/// Softmax over the last axis. With `on_host` (the CPU backend) one pass with our vectorised
-/// exp (kernels::cpu::activation) instead of burn's, whose scalar libm `expf` was ~5% of an
-/// E2B prefill.
-pub fn softmax_last<const D: usize>(x: Tensor<D>, on_host: bool) -> Result<Tensor<D>> {
-    if !on_host {
-        return Ok(burn::tensor::activation::softmax(x, D - 1));
-    }
-    let (shape, device) = (x.dims(), x.device());
-    let mut values = to_host(x)?;
-    crate::kernels::cpu::activation::softmax_rows(&mut values, shape[D - 1]);
-    Ok(from_host(values, shape, &device))
-}
-
 /// A norm scale `[n]` reshaped to broadcast over the last axis of a rank-`D` tensor.
 pub fn norm_weight<const D: usize>(values: Vec<f32>, device: &Device) -> Tensor<D> {
     let mut shape = [1usize; D];

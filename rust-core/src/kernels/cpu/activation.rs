@@ -59,17 +59,25 @@ pub fn softcap(values: &mut [f32], cap: f32) {
     }
 }
 
-/// Softmax over each run of `width` values (the last axis of a row-major tensor). A row whose
-/// entries are all masked to the same very negative value comes out uniform, as burn's does.
-pub fn softmax_rows(values: &mut [f32], width: usize) {
-    for row in values.chunks_exact_mut(width.max(1)) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+/// Softmax over each run of `width` values, over the entries `visible` allows only (the others
+/// become 0): row `r` uses `visible[(r % k)·width..][..width]` where `k = visible.len() / width`
+/// (grouped query heads repeat the same queries). A row that sees nothing becomes all zeros.
+pub fn softmax_rows_visible(values: &mut [f32], width: usize, visible: &[bool]) {
+    let width = width.max(1);
+    let k = (visible.len() / width).max(1);
+    for (r, row) in values.chunks_exact_mut(width).enumerate() {
+        let seen = &visible[(r % k) * width..(r % k + 1) * width];
+        let max = row
+            .iter()
+            .zip(seen)
+            .filter(|(_, s)| **s)
+            .fold(f32::NEG_INFINITY, |m, (v, _)| m.max(*v));
         let mut total = 0.0f32;
-        for v in row.iter_mut() {
-            *v = exp(*v - max);
+        for (v, &s) in row.iter_mut().zip(seen) {
+            *v = if s { exp(*v - max) } else { 0.0 };
             total += *v;
         }
-        let inv = 1.0 / total;
+        let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -98,30 +106,45 @@ mod tests {
     }
 
     #[test]
-    fn softmax_rows_match_f64() {
+    fn masked_softmax_matches_f64_over_the_visible_entries() {
         let width = 37;
-        let mut v: Vec<f32> = (0..width * 5)
+        let values: Vec<f32> = (0..width * 6)
             .map(|i| ((i * 7919) % 113) as f32 * 0.37 - 20.0)
             .collect();
-        v[width..2 * width].fill(-1e30); // a fully masked row
-        // (probability, |x − max|): rounding x − max in f32 moves e^(x − max) by up to
-        // |x − max|·ε relative, on top of the exponential's and the division's own rounding.
-        let want: Vec<(f64, f64)> = v
-            .chunks_exact(width)
-            .flat_map(|row| {
-                let max = row.iter().fold(f64::MIN, |m, &x| m.max(x as f64));
-                let total: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-                row.iter()
-                    .map(move |&x| ((x as f64 - max).exp() / total, (x as f64 - max).abs()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        softmax_rows(&mut v, width);
+        // Two query patterns, repeated over three groups of rows.
+        let visible: Vec<bool> = (0..2 * width).map(|i| i % 3 != 1 || i == 1).collect();
+        let mut got = values.clone();
+        softmax_rows_visible(&mut got, width, &visible);
         let eps = f32::EPSILON as f64;
-        for (got, (want, spread)) in v.iter().zip(&want) {
-            let bound = (4.0 + spread) * eps * want + 1e-30;
-            assert!(((*got as f64) - want).abs() <= bound, "{got} vs {want}");
+        for (r, row) in values.chunks_exact(width).enumerate() {
+            let seen = &visible[(r % 2) * width..(r % 2 + 1) * width];
+            let max = row
+                .iter()
+                .zip(seen)
+                .filter(|(_, s)| **s)
+                .fold(f64::MIN, |m, (&x, _)| m.max(x as f64));
+            let total: f64 = row
+                .iter()
+                .zip(seen)
+                .filter(|(_, s)| **s)
+                .map(|(&x, _)| (x as f64 - max).exp())
+                .sum();
+            for (c, (&x, &s)) in row.iter().zip(seen).enumerate() {
+                let g = got[r * width + c] as f64;
+                if !s {
+                    assert_eq!(g, 0.0);
+                    continue;
+                }
+                let want = (x as f64 - max).exp() / total;
+                // Rounding x − max in f32 moves e^(x − max) by up to |x − max|·ε relative, on
+                // top of the exponential's and the division's own rounding.
+                let bound = (4.0 + (x as f64 - max).abs()) * eps * want;
+                assert!((g - want).abs() <= bound, "row {r} col {c}: {g} vs {want}");
+            }
         }
+        let mut none = vec![1.0f32; 4];
+        softmax_rows_visible(&mut none, 4, &[false; 4]);
+        assert_eq!(none, vec![0.0; 4]);
     }
 
     #[test]
