@@ -1,5 +1,6 @@
 //! Which device the model graph runs on, chosen at run time.
 
+use crate::kernels::cpu::ActivationPrecision;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -55,6 +56,8 @@ pub struct ComputeDevice {
     pub software: bool,
     /// Human-readable adapter description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
     pub description: String,
+    /// CPU prefill numerics (exact f32 unless the engine opts into 8-bit activations).
+    pub activations: ActivationPrecision,
 }
 
 impl fmt::Debug for ComputeDevice {
@@ -76,6 +79,7 @@ impl ComputeDevice {
                 max_binding_bytes: usize::MAX,
                 software: false,
                 description: format!("burn-flex CPU, {} threads", rayon::current_num_threads()),
+                activations: ActivationPrecision::F32,
             }),
             BackendKind::Gpu => gpu(),
         }
@@ -98,6 +102,7 @@ fn gpu() -> Result<ComputeDevice> {
                 .min(limits.max_buffer_size as usize),
             software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
             description: format!("{} / {:?}", info.name, info.backend),
+            activations: ActivationPrecision::F32,
         })
     })
     .clone()
@@ -119,6 +124,8 @@ pub struct AutoPolicy {
     pub allow_software_gpu: bool,
     /// Where measurements are remembered (`None`: measure every time).
     pub cache_file: Option<PathBuf>,
+    /// Prefill numerics if the CPU is chosen.
+    pub cpu_activations: ActivationPrecision,
 }
 
 impl AutoPolicy {
@@ -132,6 +139,7 @@ impl AutoPolicy {
             allow_software_gpu: std::env::var("GEMMAKIT_AUTO_ALLOW_SOFTWARE_GPU")
                 .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
             cache_file: home.map(|h| h.join("backend-choice.json")),
+            cpu_activations: ActivationPrecision::F32,
         }
     }
 }
@@ -205,7 +213,12 @@ fn read_cache(file: &Path) -> serde_json::Map<String, serde_json::Value> {
 /// the policy does not let compete: the CPU, with that reason. Otherwise the faster of the
 /// two by a short decode on each, remembered in the policy's cache file.
 pub fn choose_auto(path: &Path, policy: &AutoPolicy) -> Result<AutoChoice> {
-    let cpu = || ComputeDevice::open(BackendKind::Cpu);
+    let cpu = || {
+        ComputeDevice::open(BackendKind::Cpu).map(|d| ComputeDevice {
+            activations: policy.cpu_activations,
+            ..d
+        })
+    };
     let gpu = match ComputeDevice::open(BackendKind::Gpu) {
         Ok(gpu) => gpu,
         Err(e) => {

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
 use crate::error::{GemmaError, Result};
+use crate::kernels::cpu::ActivationPrecision;
 use crate::model::{GemmaModel, LogitsFor};
 
 /// Element type of the KV cache.
@@ -55,6 +56,8 @@ pub struct BenchOptions {
     pub kv_type: KvType,
     /// Also measure a cold load (drops the file from the page cache first).
     pub cold_load: bool,
+    /// CPU prefill numerics.
+    pub cpu_prefill_activations: ActivationPrecision,
 }
 
 impl Default for BenchOptions {
@@ -69,6 +72,7 @@ impl Default for BenchOptions {
             backend: BackendChoice::Auto,
             kv_type: KvType::F32,
             cold_load: true,
+            cpu_prefill_activations: ActivationPrecision::F32,
         }
     }
 }
@@ -287,6 +291,7 @@ pub fn run_bench(
         threads: None,
         memory_budget: None,
         chat_format: ChatFormat::PlainText,
+        cpu_prefill_activations: options.cpu_prefill_activations,
         ..EngineOptions::default()
     };
     let model_bytes = std::fs::metadata(&options.model)

@@ -22,6 +22,7 @@ use crate::chat::Part;
 use crate::conversation::Conversation;
 use crate::error::{GemmaError, Result};
 use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
+use crate::kernels::cpu::ActivationPrecision;
 use crate::media::encoder::MediaEncoder;
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
@@ -69,6 +70,9 @@ pub struct EngineOptions {
     /// Which keys the audio tower's local attention sees (transformers' 12, the default, or
     /// Google's JAX reference's 13).
     pub audio_window: AttentionWindow,
+    /// CPU prefill numerics: exact f32 (default) or 8-bit activations, faster on CPUs with
+    /// integer dot instructions and as exact as llama.cpp (see kernels::cpu::int8).
+    pub cpu_prefill_activations: ActivationPrecision,
 }
 
 impl Default for EngineOptions {
@@ -81,6 +85,7 @@ impl Default for EngineOptions {
             chat_format: ChatFormat::Auto,
             mmproj: None,
             audio_window: AttentionWindow::default(),
+            cpu_prefill_activations: ActivationPrecision::F32,
         }
     }
 }
@@ -145,10 +150,14 @@ pub struct Engine {
 fn choose_backend(
     choice: BackendChoice,
     path: &Path,
+    cpu_activations: ActivationPrecision,
 ) -> Result<(ComputeDevice, String, Option<GemmaModel>)> {
     match choice {
         BackendChoice::Cpu => Ok((
-            ComputeDevice::open(BackendKind::Cpu)?,
+            ComputeDevice {
+                activations: cpu_activations,
+                ..ComputeDevice::open(BackendKind::Cpu)?
+            },
             "requested".into(),
             None,
         )),
@@ -158,7 +167,11 @@ fn choose_backend(
             None,
         )),
         BackendChoice::Auto => {
-            let auto = crate::backend::choose_auto(path, &AutoPolicy::from_env())?;
+            let policy = AutoPolicy {
+                cpu_activations,
+                ..AutoPolicy::from_env()
+            };
+            let auto = crate::backend::choose_auto(path, &policy)?;
             Ok((auto.device, auto.reason, auto.model))
         }
     }
@@ -180,7 +193,8 @@ impl Engine {
             log::warn!("thread count not applied ({e}); the process-wide pool already exists");
         }
         let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
-        let (device, reason, preloaded) = choose_backend(options.backend, path)?;
+        let (device, reason, preloaded) =
+            choose_backend(options.backend, path, options.cpu_prefill_activations)?;
         let backend = BackendReport {
             backend: device.kind,
             device: device.description.clone(),

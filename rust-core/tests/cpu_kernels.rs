@@ -8,7 +8,7 @@
 //! a few thousand products in a different order than the float64 sum, plus the per-block
 //! factoring of scales; observed errors are well below this bound).
 
-use gemmakit::kernels::cpu::{Isa, QuantMatrix, matmul_with};
+use gemmakit::kernels::cpu::{Isa, QuantMatrix, int8, matmul_with};
 use gemmakit::weights::GgmlType;
 use half::{bf16, f16};
 
@@ -185,4 +185,125 @@ fn reports_the_detected_level() {
     }
     #[cfg(target_arch = "aarch64")]
     assert!(levels.contains(&Isa::Neon));
+}
+
+/// The int8 kernels this CPU runs: the portable reference and, where present, the fast one.
+fn int8_kernels() -> Vec<(&'static str, int8::Micro)> {
+    let mut k: Vec<(&'static str, int8::Micro)> = vec![("portable", int8::micro_portable)];
+    if let Some(fast) = int8::fast_kernel() {
+        k.push(("fast", fast));
+    }
+    k
+}
+
+/// `[rows, cols]` weights of `ty` from the fixture blocks, with their gguf-py values.
+fn fixture_matrix(f: &RefBlocks, rows: usize, blocks_per_row: usize) -> (Vec<u8>, Vec<f64>) {
+    let (mut bytes, mut w) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        for j in 0..blocks_per_row {
+            let b = (r * 7 + j * 3 + r / 5) % f.blocks.len();
+            bytes.extend_from_slice(&f.blocks[b]);
+            w.extend(f.values[b].iter().map(|&v| f64::from(v)));
+        }
+    }
+    (bytes, w)
+}
+
+/// Activations that 8-bit rounding keeps exactly: every 32-block is k·2⁻⁷ with integer
+/// |k| ≤ 127 and one |k| = 127, so its step max|x|/127 is 2⁻⁷ and x/step is k.
+fn int8_exact_activations(n: usize, seed: u64) -> Vec<f32> {
+    let mut x: Vec<f32> = activations(n, seed)
+        .iter()
+        .map(|v| (v * 127.0).round() / 128.0)
+        .collect();
+    for (b, block) in x.chunks_mut(32).enumerate() {
+        block[b % 32] = if b % 2 == 0 {
+            127.0 / 128.0
+        } else {
+            -127.0 / 128.0
+        };
+    }
+    x
+}
+
+#[test]
+fn int8_products_are_exact_when_the_activations_round_exactly() {
+    // With activations 8-bit rounding keeps, the int8 path computes the same products as
+    // the exact one: same bound against gguf-py's weights in float64.
+    for f in fixture_blocks().iter().filter(|f| int8::supports(f.ty)) {
+        for (name, micro) in int8_kernels() {
+            for rows in [1usize, 17, 70] {
+                let bpr = if f.ty.block_size() == 32 { 24 } else { 3 };
+                let cols = bpr * f.ty.block_size();
+                let (bytes, w) = fixture_matrix(f, rows, bpr);
+                let m = QuantMatrix::new(&bytes, f.ty, rows, cols).unwrap();
+                for tokens in [4usize, 9, 19] {
+                    let x = int8_exact_activations(tokens * cols, (rows + tokens) as u64);
+                    let mut out = vec![f32::NAN; tokens * rows];
+                    int8::matmul(micro, &x, tokens, m, &mut out);
+                    for t in 0..tokens {
+                        for r in 0..rows {
+                            let (mut want, mut mag) = (0.0f64, 0.0f64);
+                            for i in 0..cols {
+                                let p = w[r * cols + i] * f64::from(x[t * cols + i]);
+                                want += p;
+                                mag += p.abs();
+                            }
+                            let got = f64::from(out[t * rows + r]);
+                            assert!(
+                                (got - want).abs() <= TOL * mag,
+                                "{} {name} rows={rows} tokens={tokens} t={t} r={r}: {got} vs {want}",
+                                f.ty
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_rounding_error_stays_within_half_a_step_per_activation() {
+    // Arbitrary activations: each moves by at most half its block's step max|x|/127, so an
+    // output moves by at most Σ|w|·step/2 (Q4_0 and Q8_0, whose weights are scale·q).
+    for f in fixture_blocks()
+        .iter()
+        .filter(|f| matches!(f.ty, GgmlType::Q4_0 | GgmlType::Q8_0))
+    {
+        for (name, micro) in int8_kernels() {
+            let (rows, bpr, tokens) = (37, 40, 11);
+            let cols = 32 * bpr;
+            let (bytes, w) = fixture_matrix(f, rows, bpr);
+            let m = QuantMatrix::new(&bytes, f.ty, rows, cols).unwrap();
+            let x = activations(tokens * cols, 5);
+            let mut out = vec![f32::NAN; tokens * rows];
+            int8::matmul(micro, &x, tokens, m, &mut out);
+            let mut worst = 0.0f64;
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let (mut want, mut mag, mut bound) = (0.0f64, 0.0f64, 0.0f64);
+                    for b in 0..bpr {
+                        let xs = &x[t * cols + 32 * b..t * cols + 32 * b + 32];
+                        let step = xs.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs()))) / 127.0;
+                        for i in 0..32 {
+                            let wi = w[r * cols + 32 * b + i];
+                            let p = wi * f64::from(xs[i]);
+                            want += p;
+                            mag += p.abs();
+                            bound += wi.abs() * step / 2.0;
+                        }
+                    }
+                    let err = (f64::from(out[t * rows + r]) - want).abs();
+                    worst = worst.max(err / bound);
+                    assert!(
+                        err <= bound + TOL * mag,
+                        "{} {name} t={t} r={r}: error {err} > bound {bound}",
+                        f.ty
+                    );
+                }
+            }
+            eprintln!("{} {name}: worst error / bound = {worst:.3}", f.ty);
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
+use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::model::{GemmaModel, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 
@@ -41,6 +42,23 @@ fn check_variant(fixture: &str) {
         &q8_logits,
         &expected,
         2.0,
+    );
+    // 8-bit activations on the prefill path (where this CPU runs them): llama.cpp's numerics
+    // class. Measured 1.78 (E2B) / 2.11 (E4B) against llama.cpp's 1.7–1.8 on these files; a
+    // wrong scale or packing gives errors in the tens (the kernels themselves are checked
+    // against float64 in cpu_kernels.rs).
+    let int8_device = ComputeDevice {
+        activations: ActivationPrecision::Int8,
+        ..ComputeDevice::open(BackendKind::Cpu).unwrap()
+    };
+    let q8_int8 =
+        gemmakit::model::gguf::load(&fixture_dir(fixture).join("model-q8_0.gguf"), int8_device)
+            .unwrap();
+    assert_close(
+        "Q8_0 GGUF, int8 prefill, vs transformers (f32)",
+        &all_logits(&q8_int8, &ids),
+        &expected,
+        2.5,
     );
     // Q8_0 must also be consistent with itself through the KV cache.
     let (cached, _) = greedy_cached(&q8, &ids, 6);

@@ -13,6 +13,7 @@ use gemmakit::chat::{Message, Part, Role as CoreRole};
 use gemmakit::conversation::ContextPolicy as CoreContextPolicy;
 use gemmakit::engine::{self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat};
 use gemmakit::generate::{self, StopReason as CoreStopReason};
+use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoFrame, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
 use gemmakit::sampling;
@@ -62,6 +63,10 @@ pub struct EngineOptions {
     /// Audio attention window: `false` = transformers' 12 keys (default), `true` = JAX's 13.
     #[uniffi(default = false)]
     pub audio_jax_window: bool,
+    /// CPU prefill with 8-bit activations (faster where the CPU has integer dot instructions,
+    /// as exact as llama.cpp); `false`: exact f32 (default).
+    #[uniffi(default = false)]
+    pub int8_prefill: bool,
 }
 
 impl From<BackendChoice> for CoreBackendChoice {
@@ -117,6 +122,11 @@ impl From<EngineOptions> for engine::EngineOptions {
             } else {
                 AttentionWindow::Transformers
             },
+            cpu_prefill_activations: if o.int8_prefill {
+                ActivationPrecision::Int8
+            } else {
+                ActivationPrecision::F32
+            },
         }
     }
 }
@@ -131,6 +141,7 @@ impl From<engine::EngineOptions> for EngineOptions {
             chat_format: Some(o.chat_format.into()),
             mmproj_path: o.mmproj.map(|p| p.display().to_string()),
             audio_jax_window: o.audio_window == AttentionWindow::Jax,
+            int8_prefill: o.cpu_prefill_activations == ActivationPrecision::Int8,
         }
     }
 }

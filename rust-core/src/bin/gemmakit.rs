@@ -12,6 +12,7 @@ use gemmakit::convert::QuantPlan;
 use gemmakit::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
 use gemmakit::eval::{all_logits_with_media, load_model, parse_token_list, write_npy};
 use gemmakit::generate::{Event, Flow, GenerateOptions, GenerationOutput, StopReason};
+use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
 use gemmakit::sampling::SamplingOptions;
@@ -45,6 +46,9 @@ struct ModelArgs {
     /// Audio tower attention window: transformers (12 keys) or jax (13).
     #[arg(long, default_value = "transformers")]
     audio_window: AudioWindowArg,
+    /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
+    #[arg(long)]
+    int8_prefill: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -281,6 +285,9 @@ enum Command {
         /// Skip the cold-load measurement.
         #[arg(long)]
         no_cold: bool,
+        /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
+        #[arg(long)]
+        int8_prefill: bool,
         /// One JSON object per configuration (one per line) instead of a table.
         #[arg(long)]
         json: bool,
@@ -326,6 +333,14 @@ fn backend_choice(name: &str) -> Result<BackendChoice> {
     }
 }
 
+fn activations(int8: bool) -> ActivationPrecision {
+    if int8 {
+        ActivationPrecision::Int8
+    } else {
+        ActivationPrecision::F32
+    }
+}
+
 fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result<Engine> {
     let path = match &args.model {
         Some(p) => p.clone(),
@@ -351,6 +366,7 @@ fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result
             chat_format,
             mmproj: args.mmproj.clone(),
             audio_window: args.audio_window.into(),
+            cpu_prefill_activations: activations(args.int8_prefill),
         },
     );
     bar.finish_and_clear();
@@ -694,6 +710,7 @@ fn bench(
     backend: &str,
     kv_type: &str,
     no_cold: bool,
+    int8_prefill: bool,
     json: bool,
 ) -> Result<()> {
     let options = BenchOptions {
@@ -706,6 +723,7 @@ fn bench(
         backend: backend_choice(backend)?,
         kv_type: kv_type.parse::<KvType>()?,
         cold_load: !no_cold,
+        cpu_prefill_activations: activations(int8_prefill),
     };
     let results = run_bench(&options, &mut |r| {
         if json {
@@ -793,6 +811,7 @@ fn main() -> ExitCode {
             backend,
             kv_type,
             no_cold,
+            int8_prefill,
             json,
         } => bench(
             model,
@@ -804,6 +823,7 @@ fn main() -> ExitCode {
             &backend,
             &kv_type,
             no_cold,
+            int8_prefill,
             json,
         ),
     };

@@ -12,7 +12,7 @@ use crate::kernels;
 use crate::weights::MappedTensor;
 
 pub enum Linear {
-    Mapped(MappedTensor),
+    Mapped(MappedTensor, kernels::cpu::ActivationPrecision),
     Gpu(kernels::gpu::GpuLinear),
 }
 
@@ -20,7 +20,7 @@ impl Linear {
     /// `weight` is `[out, in]` (PyTorch layout).
     pub fn load(weight: &MappedTensor, device: &ComputeDevice) -> Result<Self> {
         match device.kind {
-            BackendKind::Cpu => Ok(Linear::Mapped(weight.clone())),
+            BackendKind::Cpu => Ok(Linear::Mapped(weight.clone(), device.activations)),
             BackendKind::Gpu => Ok(Linear::Gpu(kernels::gpu::GpuLinear::upload(
                 weight,
                 device.max_binding_bytes,
@@ -32,10 +32,10 @@ impl Linear {
     /// `x`: `[tokens, in]` → `[tokens, out]` on `x`'s device.
     pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
         match self {
-            Linear::Mapped(w) => {
+            Linear::Mapped(w, precision) => {
                 let [tokens, _] = x.dims();
                 let device = x.device();
-                let y = kernels::cpu::matmul_mapped(&to_host(x)?, tokens, w);
+                let y = kernels::cpu::matmul_mapped(&to_host(x)?, tokens, w, *precision);
                 Ok(from_host(y, [tokens, w.rows()], &device))
             }
             Linear::Gpu(w) => Ok(w.forward(x)),
@@ -46,9 +46,14 @@ impl Linear {
     /// so a 262144-wide LM head never needs one device buffer for all logits.
     pub fn forward_to_host(&self, x: Tensor<2>) -> Result<Vec<f32>> {
         match self {
-            Linear::Mapped(w) => {
+            Linear::Mapped(w, precision) => {
                 let [tokens, _] = x.dims();
-                Ok(kernels::cpu::matmul_mapped(&to_host(x)?, tokens, w))
+                Ok(kernels::cpu::matmul_mapped(
+                    &to_host(x)?,
+                    tokens,
+                    w,
+                    *precision,
+                ))
             }
             Linear::Gpu(w) => w.forward_to_host(x),
         }

@@ -20,6 +20,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod int8;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub(crate) mod pool;
@@ -34,6 +35,7 @@ use rayon::prelude::*;
 
 use crate::error::{GemmaError, Result};
 use crate::weights::{GgmlType, MappedTensor, quant};
+pub use int8::ActivationPrecision;
 
 /// Output rows of one packed panel (the micro-kernel's width).
 pub const NR: usize = 16;
@@ -212,11 +214,26 @@ impl<'a> QuantMatrix<'a> {
     }
 }
 
-/// `x` is `[tokens, in]` row-major; returns `[tokens, out]`.
-pub fn matmul_mapped(x: &[f32], tokens: usize, weight: &MappedTensor) -> Vec<f32> {
+/// `x` is `[tokens, in]` row-major; returns `[tokens, out]`. With
+/// [`ActivationPrecision::Int8`] the many-token path rounds activations to 8 bits where this
+/// CPU and the weight format allow it ([`int8`]); otherwise the product is exact.
+pub fn matmul_mapped(
+    x: &[f32],
+    tokens: usize,
+    weight: &MappedTensor,
+    precision: ActivationPrecision,
+) -> Vec<f32> {
     let w = QuantMatrix::from_mapped(weight);
     let mut out = vec![0.0f32; tokens * w.rows];
-    matmul_with(Isa::detect(), x, tokens, w, &mut out);
+    let int8 = (precision == ActivationPrecision::Int8
+        && tokens >= TILED_MIN_TOKENS
+        && int8::supports(w.dtype))
+    .then(int8::fast_kernel)
+    .flatten();
+    match int8 {
+        Some(micro) => int8::matmul(micro, x, tokens, w, &mut out),
+        None => matmul_with(Isa::detect(), x, tokens, w, &mut out),
+    }
     out
 }
 
