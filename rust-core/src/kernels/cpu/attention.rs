@@ -6,7 +6,7 @@
 //! are then combined exactly (flash-decoding). No `[heads, slots]` score tensor is built, and a
 //! long cache spreads over every thread even with one KV head.
 
-use super::{OutPtr, dot, pool};
+use super::{Isa, OutPtr, activation, dot, pool};
 use crate::kernels::attention::AttentionCall;
 
 /// Keys (or values) of one layer: element `j` of slot `s` of KV head `h` is
@@ -29,6 +29,93 @@ impl KvView<'_> {
 /// splits over two threads.
 const SLOTS_PER_TASK: usize = 128;
 
+/// One task's work: a run of slots of KV head `g` for the group's query heads `q`.
+struct Chunk<'a> {
+    q: &'a [f32],
+    d: usize,
+    g: usize,
+    slots: std::ops::Range<usize>,
+    k: KvView<'a>,
+    v: KvView<'a>,
+    visible: &'a [f32],
+    scale: f32,
+}
+
+/// Writes, per query head of the group, the chunk's maximum score, the sum of
+/// `e^(score − max)` and the `d` sums of `e^(score − max)·v` (`part_len = d + 2` each). Scores
+/// are computed first (each key row read once), exponentiated together, then the value rows are
+/// read once.
+#[inline(always)]
+fn chunk_body(c: Chunk<'_>, out: &mut [f32]) {
+    let (d, n) = (c.d, c.slots.len());
+    let groups = c.q.len() / d;
+    let mut scores = vec![f32::NEG_INFINITY; groups * n];
+    for (i, s) in c.slots.clone().enumerate() {
+        if c.visible[s] <= 0.0 {
+            continue;
+        }
+        let key = c.k.row(c.g, s, d);
+        for j in 0..groups {
+            let qj = &c.q[j * d..(j + 1) * d];
+            scores[j * n + i] = dot(qj, key) * c.scale;
+        }
+    }
+    for j in 0..groups {
+        let row = &mut scores[j * n..(j + 1) * n];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let part = &mut out[j * (d + 2)..(j + 1) * (d + 2)];
+        part.fill(0.0);
+        part[0] = max;
+        if max == f32::NEG_INFINITY {
+            continue;
+        }
+        let mut total = 0.0f32;
+        for p in row.iter_mut() {
+            *p = activation::exp(*p - max);
+            total += *p;
+        }
+        part[1] = total;
+    }
+    for (i, s) in c.slots.clone().enumerate() {
+        if c.visible[s] <= 0.0 {
+            continue;
+        }
+        let value = c.v.row(c.g, s, d);
+        for j in 0..groups {
+            let p = scores[j * n + i];
+            let acc = &mut out[j * (d + 2) + 2..(j + 1) * (d + 2)];
+            acc.iter_mut().zip(value).for_each(|(a, &x)| *a += p * x);
+        }
+    }
+}
+
+type ChunkFn = unsafe fn(Chunk<'_>, &mut [f32]);
+
+/// [`chunk_body`] compiled for the widest vector unit this CPU has (the crate's baseline is
+/// SSE2 on x86_64).
+fn chunk_task() -> ChunkFn {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma,avx512f")]
+        unsafe fn avx512(c: Chunk<'_>, out: &mut [f32]) {
+            chunk_body(c, out)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(c: Chunk<'_>, out: &mut [f32]) {
+            chunk_body(c, out)
+        }
+        match Isa::detect() {
+            Isa::Avx512 => return avx512,
+            Isa::Avx2 => return avx2,
+            _ => {}
+        }
+    }
+    fn baseline(c: Chunk<'_>, out: &mut [f32]) {
+        chunk_body(c, out)
+    }
+    baseline
+}
+
 /// `out[h] = Σ_s softmax_s(scale · q_h·k_s) v_s` over the visible slots (`visible[s] > 0`), for
 /// `q` `[heads, d]`; head `h` reads KV head `h / groups`. A head that sees no slot gets zeros.
 pub fn attend_one(
@@ -49,6 +136,7 @@ pub fn attend_one(
     let part_len = d + 2;
     let mut parts = vec![0.0f32; kv_heads * chunks * groups * part_len];
     let dst = OutPtr(parts.as_mut_ptr());
+    let task_body = chunk_task();
     pool::for_each_task(kv_heads * chunks, &|task| {
         let (g, c) = (task / chunks, task % chunks);
         let dst = dst;
@@ -56,36 +144,24 @@ pub fn attend_one(
         let mine = unsafe {
             std::slice::from_raw_parts_mut(dst.0.add(task * groups * part_len), groups * part_len)
         };
-        let mut max = vec![f32::NEG_INFINITY; groups];
-        let mut sum = vec![0.0f32; groups];
-        for s in c * SLOTS_PER_TASK..((c + 1) * SLOTS_PER_TASK).min(slots) {
-            if visible[s] <= 0.0 {
-                continue;
-            }
-            let key = k.row(g, s, d);
-            let value = v.row(g, s, d);
-            for j in 0..groups {
-                let h = g * groups + j;
-                let score = dot(&q[h * d..(h + 1) * d], key) * call.scale;
-                let acc = &mut mine[j * part_len + 2..(j + 1) * part_len];
-                // Online softmax: rescale what was summed so far when the maximum moves.
-                let w = if score > max[j] {
-                    let shrink = (max[j] - score).exp();
-                    sum[j] *= shrink;
-                    acc.iter_mut().for_each(|a| *a *= shrink);
-                    max[j] = score;
-                    1.0
-                } else {
-                    (score - max[j]).exp()
-                };
-                sum[j] += w;
-                acc.iter_mut().zip(value).for_each(|(a, &x)| *a += w * x);
-            }
-        }
-        for j in 0..groups {
-            mine[j * part_len] = max[j];
-            mine[j * part_len + 1] = sum[j];
-        }
+        let slots = c * SLOTS_PER_TASK..((c + 1) * SLOTS_PER_TASK).min(slots);
+        let q = &q[g * groups * d..(g + 1) * groups * d];
+        // SAFETY: `chunk_task` returned a body this CPU runs.
+        unsafe {
+            task_body(
+                Chunk {
+                    q,
+                    d,
+                    g,
+                    slots,
+                    k,
+                    v,
+                    visible,
+                    scale: call.scale,
+                },
+                mine,
+            )
+        };
     });
     for (h, o) in out.chunks_exact_mut(d).enumerate().take(heads) {
         let (g, j) = (h / groups, h % groups);
