@@ -63,6 +63,24 @@ pub fn attend_on_host(
     q_pos: &[usize],
     scale: f32,
 ) -> Result<Tensor<2>> {
+    let tq = q.dims()[0];
+    if tq > HOST_QUERY_BLOCK {
+        // Query blocks bound the scores to [heads, block, keys]: 19 MiB instead of 75 MiB for
+        // E2B's 512-token chunk over a 4.6k cache.
+        let mut outs = Vec::with_capacity(tq.div_ceil(HOST_QUERY_BLOCK));
+        for start in (0..tq).step_by(HOST_QUERY_BLOCK) {
+            let len = HOST_QUERY_BLOCK.min(tq - start);
+            outs.push(attend_on_host(
+                q.clone().narrow(0, start, len),
+                kv,
+                kind,
+                window,
+                &q_pos[start..start + len],
+                scale,
+            )?);
+        }
+        return Ok(Tensor::cat(outs, 0));
+    }
     let (scores, dims) = grouped_scores(q, kv, scale);
     let shape = scores.dims();
     let device = scores.device();
@@ -79,6 +97,9 @@ pub fn attend_on_host(
     crate::kernels::cpu::activation::softmax_rows_visible(&mut probs, keys, &visible);
     Ok(mix_values(from_host(probs, shape, &device), kv, dims))
 }
+
+/// Queries [`attend_on_host`] scores at once.
+const HOST_QUERY_BLOCK: usize = 128;
 
 /// Scores `[kv_heads, groups·Tq, keys]`: heads kv·G..kv·G+G share KV head kv.
 fn grouped_scores(q: Tensor<3>, kv: &StepKv, scale: f32) -> (Tensor<3>, [usize; 3]) {
