@@ -71,6 +71,17 @@ fn activations(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Row `r` of the weights `w` times token `t` of `x` in float64, and `Σ|w·x|`.
+fn reference(w: &[f64], x: &[f32], cols: usize, t: usize, r: usize) -> (f64, f64) {
+    let (mut want, mut mag) = (0.0f64, 0.0f64);
+    for i in 0..cols {
+        let p = w[r * cols + i] * f64::from(x[t * cols + i]);
+        want += p;
+        mag += p.abs();
+    }
+    (want, mag)
+}
+
 /// Checks every available ISA on `[rows, cols]` weights `bytes` whose exact values are `w`.
 fn check(ty: GgmlType, bytes: &[u8], w: &[f64], rows: usize, cols: usize, what: &str) -> f64 {
     let mut worst = 0.0f64;
@@ -82,12 +93,7 @@ fn check(ty: GgmlType, bytes: &[u8], w: &[f64], rows: usize, cols: usize, what: 
             matmul_with(isa, &x, tokens, m, &mut out);
             for t in 0..tokens {
                 for r in 0..rows {
-                    let (mut want, mut mag) = (0.0f64, 0.0f64);
-                    for i in 0..cols {
-                        let p = w[r * cols + i] * f64::from(x[t * cols + i]);
-                        want += p;
-                        mag += p.abs();
-                    }
+                    let (want, mag) = reference(w, &x, cols, t, r);
                     let got = f64::from(out[t * rows + r]);
                     if mag > 0.0 {
                         worst = worst.max((got - want).abs() / mag);
@@ -243,12 +249,7 @@ fn int8_products_are_exact_when_the_activations_round_exactly() {
                     int8::matmul(micro, &x, tokens, m, &mut out);
                     for t in 0..tokens {
                         for r in 0..rows {
-                            let (mut want, mut mag) = (0.0f64, 0.0f64);
-                            for i in 0..cols {
-                                let p = w[r * cols + i] * f64::from(x[t * cols + i]);
-                                want += p;
-                                mag += p.abs();
-                            }
+                            let (want, mag) = reference(&w, &x, cols, t, r);
                             let got = f64::from(out[t * rows + r]);
                             assert!(
                                 (got - want).abs() <= TOL * mag,

@@ -16,7 +16,7 @@
 //! the exact path, which is faster there than integer code without dot instructions).
 
 use super::portable::scale_min_k4;
-use super::{OutPtr, QuantMatrix, TILE_ROWS, rows_per_task};
+use super::{OutPtr, QuantMatrix, TILE_ROWS, rows_per_task, write_tile};
 use crate::weights::GgmlType;
 
 /// How the CPU multiplies activations with weights on the many-token (prefill) path.
@@ -348,17 +348,18 @@ pub fn matmul(micro: Micro, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &
                 // SAFETY: `micro` is `micro_portable` or came from `fast_kernel`; the panel
                 // holds `blocks` blocks and `xr` mr tokens of `blocks` blocks each.
                 unsafe { micro(blocks, xr, mr, panel, &mut c) };
-                let width = NR.min(n - p * NR);
-                for (t, ct) in c.iter().enumerate().take(mr) {
-                    // SAFETY: rows r0+p·NR.. of token t0+t belong to this task alone.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            dst.0.add((t0 + t) * rows + r0 + p * NR),
-                            width,
-                        )
-                    };
-                    o.copy_from_slice(&ct[..width]);
-                }
+                // SAFETY: rows r0+p·NR.. of tokens t0.. belong to this task alone.
+                unsafe {
+                    write_tile(
+                        dst,
+                        rows,
+                        t0,
+                        r0 + p * NR,
+                        NR.min(n - p * NR),
+                        &c[..mr],
+                        false,
+                    )
+                };
             }
             t0 += mr;
         }

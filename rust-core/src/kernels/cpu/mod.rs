@@ -269,6 +269,29 @@ pub(crate) struct OutPtr(pub(crate) *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// Stores (or with `accumulate`, adds) a micro-kernel's results `c[t][..width]` at
+/// `out[(t0 + t)·rows + r0..]`. Safety: those elements lie in `out` and no other task writes
+/// them.
+pub(crate) unsafe fn write_tile(
+    dst: OutPtr,
+    rows: usize,
+    t0: usize,
+    r0: usize,
+    width: usize,
+    c: &[[f32; NR]],
+    accumulate: bool,
+) {
+    for (t, ct) in c.iter().enumerate() {
+        // SAFETY: guaranteed by the caller.
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add((t0 + t) * rows + r0), width) };
+        if accumulate {
+            o.iter_mut().zip(ct).for_each(|(o, v)| *o += v);
+        } else {
+            o.copy_from_slice(&ct[..width]);
+        }
+    }
+}
+
 /// Output rows per task: about eight tasks per thread for load balance, at least one tile.
 fn rows_per_task(rows: usize, granule: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
@@ -403,24 +426,19 @@ fn matmul_tiled(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: 
                             // SAFETY: ISA checked by the caller; `xt` holds mr rows of stride
                             // `cols` with kc elements each from k0, `panel` kc·NR values.
                             unsafe { (k.micro)(kc, xt, cols, mr, panel, &mut c) };
-                            let width = NR.min(n - p * NR);
-                            for (t, ct) in c.iter().enumerate().take(mr) {
-                                // SAFETY: rows r0+p·NR.. of token t0+t belong to this task alone.
-                                let o = unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        dst.0.add((t0 + t) * rows + r0 + p * NR),
-                                        width,
-                                    )
-                                };
-                                // The first K chunk overwrites whatever `out` held.
-                                if k0 == 0 {
-                                    o.copy_from_slice(&ct[..width]);
-                                } else {
-                                    for (o, v) in o.iter_mut().zip(ct) {
-                                        *o += v;
-                                    }
-                                }
-                            }
+                            // SAFETY: rows r0+p·NR.. of tokens t0.. belong to this task alone.
+                            // The first K chunk overwrites whatever `out` held.
+                            unsafe {
+                                write_tile(
+                                    dst,
+                                    rows,
+                                    t0,
+                                    r0 + p * NR,
+                                    NR.min(n - p * NR),
+                                    &c[..mr],
+                                    k0 > 0,
+                                )
+                            };
                         }
                         t0 += mr;
                     }
