@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::BackendKind;
 use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
 use crate::error::{GemmaError, Result};
 use crate::kernels::cpu::ActivationPrecision;
@@ -129,6 +130,8 @@ pub struct BenchResult {
     pub backend_reason: String,
     pub threads: usize,
     pub kv_type: KvType,
+    /// What the CPU prefill ran with (`Int8` only where requested and supported).
+    pub prefill_activations: ActivationPrecision,
     pub n_prompt: usize,
     pub n_gen: usize,
     pub depth: usize,
@@ -156,6 +159,10 @@ impl BenchResult {
             "backend_reason": self.backend_reason,
             "threads": self.threads,
             "kv_type": match self.kv_type { KvType::F32 => "f32", KvType::F16 => "f16" },
+            "prefill_activations": match self.prefill_activations {
+                ActivationPrecision::F32 => "f32",
+                ActivationPrecision::Int8 => "int8",
+            },
             "n_prompt": self.n_prompt,
             "n_gen": self.n_gen,
             "depth": self.depth,
@@ -355,6 +362,12 @@ pub fn run_bench(
                     backend_reason: engine.backend().reason.clone(),
                     threads: rayon::current_num_threads(),
                     kv_type: options.kv_type,
+                    prefill_activations: match engine.backend().backend {
+                        BackendKind::Cpu => {
+                            crate::kernels::cpu::int8::effective(options.cpu_prefill_activations)
+                        }
+                        BackendKind::Gpu => ActivationPrecision::F32,
+                    },
                     n_prompt,
                     n_gen,
                     depth,

@@ -267,10 +267,10 @@ fn int8_products_are_exact_when_the_activations_round_exactly() {
 #[test]
 fn int8_rounding_error_stays_within_half_a_step_per_activation() {
     // Arbitrary activations: each moves by at most half its block's step max|x|/127, so an
-    // output moves by at most Σ|w|·step/2 (Q4_0 and Q8_0, whose weights are scale·q).
+    // output moves by at most Σ|w|·step/2 (Q4_0, Q5_0 and Q8_0, whose weights are scale·q).
     for f in fixture_blocks()
         .iter()
-        .filter(|f| matches!(f.ty, GgmlType::Q4_0 | GgmlType::Q8_0))
+        .filter(|f| matches!(f.ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0))
     {
         for (name, micro) in int8_kernels() {
             let (rows, bpr, tokens) = (37, 40, 11);

@@ -11,7 +11,7 @@
 //! (each activation moves by at most half its block's step `d_x = max|x|/127`); the tests
 //! assert that bound against an f64 reference.
 //!
-//! Formats: Q4_0, Q8_0 and Q4_K (32-element blocks with one scale); others stay exact. Kernels:
+//! Formats: Q4_0, Q5_0, Q8_0 and Q4_K (32-element blocks with one scale); others stay exact. Kernels:
 //! AVX-512 VNNI, and a portable one that defines the packing (tests; CPUs without VNNI keep
 //! the exact path, which is faster there than integer code without dot instructions).
 
@@ -26,7 +26,8 @@ pub enum ActivationPrecision {
     #[default]
     F32,
     /// Activations rounded to 8 bits per 32-block (see the module docs); used where the CPU
-    /// has integer dot instructions (AVX-512 VNNI) and the weight format is Q4_0, Q8_0 or Q4_K.
+    /// has integer dot instructions (AVX-512 VNNI) and the weight format is Q4_0, Q5_0, Q8_0 or
+    /// Q4_K.
     Int8,
 }
 
@@ -40,7 +41,18 @@ pub const MR: usize = 8;
 
 /// Whether the int8 path handles `dtype`.
 pub fn supports(dtype: GgmlType) -> bool {
-    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
+    matches!(
+        dtype,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_K
+    )
+}
+
+/// What a request for `precision` gets on this CPU (`Int8` needs [`fast_kernel`]).
+pub fn effective(precision: ActivationPrecision) -> ActivationPrecision {
+    match precision {
+        ActivationPrecision::Int8 if fast_kernel().is_some() => ActivationPrecision::Int8,
+        _ => ActivationPrecision::F32,
+    }
 }
 
 /// The int8 micro-kernel this CPU runs fast, if any.
@@ -113,11 +125,11 @@ impl Panel {
     }
 }
 
-/// Four bytes `q − 8` for four nibbles `q` in `[0, 15]` (one per byte): per-byte
-/// subtraction without borrows between bytes (the set top bits absorb them).
+/// Four bytes `q − k` (as i8) for four values `q` in `[0, 31]` (one per byte), `k ≤ 16`:
+/// per-byte subtraction without borrows between bytes (the set top bits absorb them).
 #[inline(always)]
-fn minus_8(nibbles: u32) -> u32 {
-    ((nibbles | 0x8080_8080) - 0x0808_0808) ^ 0x8080_8080
+fn sub_bytes(values: u32, k: u32) -> u32 {
+    ((values | 0x8080_8080) - k * 0x0101_0101) ^ 0x8080_8080
 }
 
 /// Sum of four signed bytes.
@@ -140,8 +152,25 @@ fn row_block(dtype: GgmlType, row: &[u8], col: usize) -> ([u32; 8], f32, f32) {
             let b = &row[col / 32 * 18..][..18];
             for g in 0..4 {
                 let w = word(b, 2 + 4 * g);
-                q[g] = minus_8(w & 0x0F0F_0F0F);
-                q[g + 4] = minus_8((w >> 4) & 0x0F0F_0F0F);
+                q[g] = sub_bytes(w & 0x0F0F_0F0F, 8);
+                q[g + 4] = sub_bytes((w >> 4) & 0x0F0F_0F0F, 8);
+            }
+            (q, f16_at(b, 0), 0.0)
+        }
+        GgmlType::Q5_0 => {
+            // As Q4_0, plus a fifth bit per element in `qh` (bit i for element i); q − 16.
+            let b = &row[col / 32 * 22..][..22];
+            let qh = word(b, 2);
+            // Bit i of `bits` spread to bit 4 of byte i % 4 of the word for elements i..i+4.
+            let fifth = |bits: u32| {
+                (bits & 1) << 4 | (bits & 2) << 11 | (bits & 4) << 18 | (bits & 8) << 25
+            };
+            for g in 0..4 {
+                let w = word(b, 6 + 4 * g);
+                let lo = (w & 0x0F0F_0F0F) | fifth(qh >> (4 * g));
+                let hi = ((w >> 4) & 0x0F0F_0F0F) | fifth(qh >> (16 + 4 * g));
+                q[g] = sub_bytes(lo, 16);
+                q[g + 4] = sub_bytes(hi, 16);
             }
             (q, f16_at(b, 0), 0.0)
         }
