@@ -81,20 +81,42 @@ pub fn attend_on_host(
         }
         return Ok(Tensor::cat(outs, 0));
     }
+    // Only the slots between the first and the last one any of these queries sees take part
+    // (causal prefill from an empty cache: half the scores on average).
+    let seen = |slot: &Option<usize>| {
+        slot.is_some_and(|k| q_pos.iter().any(|&q| visible(kind, window, q, k)))
+    };
+    let first = kv.key_pos.iter().position(seen).unwrap_or(0);
+    let end = kv
+        .key_pos
+        .iter()
+        .rposition(seen)
+        .map_or(first, |last| last + 1);
+    let keys = (end - first).max(1);
+    let narrowed;
+    let kv = if first == 0 && keys == kv.key_pos.len() {
+        kv
+    } else {
+        narrowed = StepKv {
+            k: kv.k.clone().narrow(1, first, keys),
+            v: kv.v.clone().narrow(1, first, keys),
+            key_pos: kv.key_pos[first..first + keys].to_vec(),
+        };
+        &narrowed
+    };
     let (scores, dims) = grouped_scores(q, kv, scale);
     let shape = scores.dims();
     let device = scores.device();
-    let keys = kv.key_pos.len();
-    let mut visible = Vec::with_capacity(q_pos.len() * keys);
+    let mut mask = Vec::with_capacity(q_pos.len() * keys);
     for &q in q_pos {
-        visible.extend(
+        mask.extend(
             kv.key_pos
                 .iter()
-                .map(|k| k.is_some_and(|k| super::attention::visible(kind, window, q, k))),
+                .map(|k| k.is_some_and(|k| visible(kind, window, q, k))),
         );
     }
     let mut probs = to_host(scores)?;
-    crate::kernels::cpu::activation::softmax_rows_visible(&mut probs, keys, &visible);
+    crate::kernels::cpu::activation::softmax_rows_visible(&mut probs, keys, &mask);
     Ok(mix_values(from_host(probs, shape, &device), kv, dims))
 }
 
