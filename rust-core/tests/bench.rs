@@ -3,6 +3,7 @@
 
 mod common;
 
+use gemmakit::kernels::cpu::ActivationPrecision;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -36,6 +37,7 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         backend: BackendChoice::Cpu,
         kv_type: KvType::F32,
         cold_load: true,
+        cpu_prefill_activations: ActivationPrecision::F32,
     };
     let mut seen = 0;
     let results = run_bench(&options, &mut |_| seen += 1).unwrap();
@@ -49,6 +51,7 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         positive(&v, "decode_tok_s");
         let ttft = positive(&v, "ttft_ms");
         positive(&v, "load_ms");
+        assert_eq!(v["prefill_activations"], "f32");
         // Prefill rate and time to first token describe the same passes.
         let spread = &v["prefill_tok_s_spread"];
         assert!(
@@ -171,6 +174,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
     let policy = AutoPolicy {
         allow_software_gpu: true,
         cache_file: Some(cache.clone()),
+        cpu_activations: ActivationPrecision::F32,
     };
     let first = choose_auto(&model, &policy).unwrap();
     if first.reason.contains("no usable GPU") {
@@ -209,6 +213,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
         let strict = AutoPolicy {
             allow_software_gpu: false,
             cache_file: None,
+            cpu_activations: ActivationPrecision::F32,
         };
         let third = choose_auto(&model, &strict).unwrap();
         assert_eq!(third.device.kind, BackendKind::Cpu);

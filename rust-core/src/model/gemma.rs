@@ -508,17 +508,13 @@ impl GemmaModel {
             x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);
 
             let f = rms_norm(x.clone(), Some(&layer.pre_feedforward_norm), eps);
-            let f = gelu_tanh_mul(
-                layer.gate.forward(f.clone())?,
-                layer.up.forward(f)?,
-                on_host,
-            )?;
+            let f = gelu_tanh_mul(layer.gate.forward(f.clone())?, layer.up.forward(f)?)?;
             let f = layer.down.forward(f)?;
             x = x + rms_norm(f, Some(&layer.post_feedforward_norm), eps);
 
             if let (Some(pli), Some(ple)) = (&layer.per_layer_input, &ple) {
                 let ple_i = ple.clone().narrow(1, i, 1).reshape([rows, p]);
-                let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple_i, on_host)?;
+                let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple_i)?;
                 let g = pli.projection.forward(g)?;
                 x = x + rms_norm(g, Some(&pli.post_norm), eps);
             }

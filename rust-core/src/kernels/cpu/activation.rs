@@ -59,6 +59,19 @@ pub fn softcap(values: &mut [f32], cap: f32) {
     }
 }
 
+/// `x / sqrt(mean(x²) + eps) · w` over each run of `width` values (`w` of length `width`, or
+/// none), with the mean of squares summed in f32 over eight lanes.
+pub fn rms_norm_rows(values: &mut [f32], width: usize, weight: Option<&[f32]>, eps: f32) {
+    for row in values.chunks_exact_mut(width.max(1)) {
+        let mean_sq = super::dot(row, row) / width as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        match weight {
+            Some(w) => row.iter_mut().zip(w).for_each(|(v, &w)| *v = *v * inv * w),
+            None => row.iter_mut().for_each(|v| *v *= inv),
+        }
+    }
+}
+
 /// Softmax over each run of `width` values, over the entries `visible` allows only (the others
 /// become 0): row `r` uses `visible[(r % k)·width..][..width]` where `k = visible.len() / width`
 /// (grouped query heads repeat the same queries). A row that sees nothing becomes all zeros.
@@ -145,6 +158,29 @@ mod tests {
         let mut none = vec![1.0f32; 4];
         softmax_rows_visible(&mut none, 4, &[false; 4]);
         assert_eq!(none, vec![0.0; 4]);
+    }
+
+    #[test]
+    fn rms_norm_rows_match_f64() {
+        let width = 70;
+        let values: Vec<f32> = (0..width * 3)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let weight: Vec<f32> = (0..width).map(|i| 0.5 + i as f32 / 50.0).collect();
+        for w in [Some(&weight[..]), None] {
+            let mut got = values.clone();
+            rms_norm_rows(&mut got, width, w, 1e-6);
+            for (row, got) in values.chunks(width).zip(got.chunks(width)) {
+                let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
+                for (i, (&v, &g)) in row.iter().zip(got).enumerate() {
+                    let scale = w.map_or(1.0, |w| w[i] as f64);
+                    let want = v as f64 / (ms + 1e-6).sqrt() * scale;
+                    assert!(
+                        (g as f64 - want).abs() <= 4.0 * f32::EPSILON as f64 * want.abs().max(1e-3)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
