@@ -1,10 +1,10 @@
 //! One query token's attention over the KV cache on the host, split over keys.
 //!
 //! Each task takes a run of key slots of one KV head and serves every query head of its group
-//! from it (each key and value row is read once per group, not once per head), keeping a
-//! running maximum, the sum of exponentials and the weighted value sum; the partial results
-//! are then combined exactly (flash-decoding). No `[heads, slots]` score tensor is built, and a
-//! long cache spreads over every thread even with one KV head.
+//! from it (each key and value row is read once per group, not once per head): the run's
+//! scores, their maximum, the sum of exponentials and the weighted value sum. The partial
+//! results are then combined exactly (flash-decoding), so a long cache spreads over every
+//! thread even with one KV head, and no `[heads, slots]` score tensor is built.
 
 use super::{Isa, OutPtr, activation, dot, pool};
 use crate::kernels::attention::AttentionCall;
