@@ -61,6 +61,28 @@ unsafe fn dot16(q: int8x16_t, x: *const f32) -> float32x4_t {
     }
 }
 
+/// `Σ_i d_i·s_i` over `blocks` blocks for `block(i) = (s_i, d_i)`: two accumulators, unrolled
+/// by hand (an array indexed by `i & 1` stays in memory).
+#[inline(always)]
+unsafe fn sum_blocks(blocks: usize, block: impl Fn(usize) -> (float32x4_t, f32)) -> f32 {
+    unsafe {
+        let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        let mut i = 0;
+        while i + 2 <= blocks {
+            let (s0, d0) = block(i);
+            let (s1, d1) = block(i + 1);
+            acc0 = vfmaq_n_f32(acc0, s0, d0);
+            acc1 = vfmaq_n_f32(acc1, s1, d1);
+            i += 2;
+        }
+        if i < blocks {
+            let (s0, d0) = block(i);
+            acc0 = vfmaq_n_f32(acc0, s0, d0);
+        }
+        vaddvq_f32(vaddq_f32(acc0, acc1))
+    }
+}
+
 #[inline(always)]
 unsafe fn for_rows(
     rows: &[u8],
@@ -80,7 +102,6 @@ unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
         for_rows(rows, stride, out, |row| {
             let m4 = vdupq_n_u8(0x0F);
             let eight = vdupq_n_s8(8);
-            // Two accumulators, unrolled by hand (an array indexed by `i & 1` stays in memory).
             let block = |i: usize| {
                 let b = row.add(18 * i);
                 let q = vld1q_u8(b.add(2));
@@ -90,20 +111,7 @@ unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
                 let s = vaddq_f32(dot16(lo, xp), dot16(hi, xp.add(16)));
                 (s, f16_at(b))
             };
-            let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-            let mut i = 0;
-            while i + 2 <= blocks {
-                let (s0, d0) = block(i);
-                let (s1, d1) = block(i + 1);
-                acc0 = vfmaq_n_f32(acc0, s0, d0);
-                acc1 = vfmaq_n_f32(acc1, s1, d1);
-                i += 2;
-            }
-            if i < blocks {
-                let (s0, d0) = block(i);
-                acc0 = vfmaq_n_f32(acc0, s0, d0);
-            }
-            vaddvq_f32(vaddq_f32(acc0, acc1))
+            sum_blocks(blocks, block)
         })
     }
 }
@@ -124,7 +132,6 @@ unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
         for_rows(rows, stride, out, |row| {
             let m4 = vdupq_n_u8(0x0F);
             let high = vdupq_n_u8(0xF0);
-            // Two accumulators, unrolled by hand (an array indexed by `i & 1` stays in memory).
             let block = |i: usize| {
                 let b = row.add(22 * i);
                 let qh = (b.add(2) as *const u32).read_unaligned().to_le();
@@ -142,20 +149,7 @@ unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
                 );
                 (s, f16_at(b))
             };
-            let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-            let mut i = 0;
-            while i + 2 <= blocks {
-                let (s0, d0) = block(i);
-                let (s1, d1) = block(i + 1);
-                acc0 = vfmaq_n_f32(acc0, s0, d0);
-                acc1 = vfmaq_n_f32(acc1, s1, d1);
-                i += 2;
-            }
-            if i < blocks {
-                let (s0, d0) = block(i);
-                acc0 = vfmaq_n_f32(acc0, s0, d0);
-            }
-            vaddvq_f32(vaddq_f32(acc0, acc1))
+            sum_blocks(blocks, block)
         })
     }
 }
@@ -164,7 +158,6 @@ unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
     let blocks = x.len() / 32;
     unsafe {
         for_rows(rows, stride, out, |row| {
-            // Two accumulators, unrolled by hand (an array indexed by `i & 1` stays in memory).
             let block = |i: usize| {
                 let b = row.add(34 * i);
                 let xp = x.as_ptr().add(32 * i);
@@ -174,20 +167,7 @@ unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
                 );
                 (s, f16_at(b))
             };
-            let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-            let mut i = 0;
-            while i + 2 <= blocks {
-                let (s0, d0) = block(i);
-                let (s1, d1) = block(i + 1);
-                acc0 = vfmaq_n_f32(acc0, s0, d0);
-                acc1 = vfmaq_n_f32(acc1, s1, d1);
-                i += 2;
-            }
-            if i < blocks {
-                let (s0, d0) = block(i);
-                acc0 = vfmaq_n_f32(acc0, s0, d0);
-            }
-            vaddvq_f32(vaddq_f32(acc0, acc1))
+            sum_blocks(blocks, block)
         })
     }
 }

@@ -182,6 +182,34 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// Fused row kernels over the helpers in module `$w`, compiled for features `$feat`.
 macro_rules! fused_kernels {
     ($feat:literal, $w:ident) => {
+        /// `Σ_i d_i·s_i` over one row's `blocks` blocks of `block_bytes` each, for
+        /// `block(i) = (s_i, d_i)`: two accumulators, unrolled by hand (an array indexed by
+        /// `i & 1` would stay in memory), the weight stream prefetched ahead.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn sum_blocks(
+            row: *const u8,
+            block_bytes: usize,
+            blocks: usize,
+            block: impl Fn(usize) -> ($w::V, f32),
+        ) -> f32 {
+            let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
+            let mut i = 0;
+            while i + 2 <= blocks {
+                unsafe { prefetch_ahead(row.wrapping_add(block_bytes * i), 2 * block_bytes) };
+                let (s0, d0) = block(i);
+                let (s1, d1) = block(i + 1);
+                acc0 = $w::fma_scalar(acc0, s0, d0);
+                acc1 = $w::fma_scalar(acc1, s1, d1);
+                i += 2;
+            }
+            if i < blocks {
+                let (s0, d0) = block(i);
+                acc0 = $w::fma_scalar(acc0, s0, d0);
+            }
+            $w::hsum($w::add(acc0, acc1))
+        }
+
         /// `halves` holds `Σx / 2` per 32-block of `x` (see `dot_q4_0`).
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q4_0(
@@ -196,29 +224,13 @@ macro_rules! fused_kernels {
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
-                    // Two accumulators, unrolled by hand: indexing an array by `i & 1` would
-                    // keep them in memory.
                     let block = |i: usize| {
                         let b = row.add(18 * i);
                         let h = *halves.get_unchecked(i);
                         let s = $w::dot_q4_0(b.add(2), x.as_ptr().add(32 * i), h);
                         (s, f16_at(b))
                     };
-                    let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
-                    let mut i = 0;
-                    while i + 2 <= blocks {
-                        prefetch_ahead(row.add(18 * i), 36);
-                        let (s0, d0) = block(i);
-                        let (s1, d1) = block(i + 1);
-                        acc0 = $w::fma_scalar(acc0, s0, d0);
-                        acc1 = $w::fma_scalar(acc1, s1, d1);
-                        i += 2;
-                    }
-                    if i < blocks {
-                        let (s0, d0) = block(i);
-                        acc0 = $w::fma_scalar(acc0, s0, d0);
-                    }
-                    *o = $w::hsum($w::add(acc0, acc1));
+                    *o = sum_blocks(row, 18, blocks, block);
                 }
             }
         }
@@ -242,8 +254,6 @@ macro_rules! fused_kernels {
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
-                    // Two accumulators, unrolled by hand: indexing an array by `i & 1` would
-                    // keep them in memory.
                     let block = |i: usize| {
                         let b = row.add(22 * i);
                         let qh = (b.add(2) as *const i32).read_unaligned();
@@ -265,22 +275,7 @@ macro_rules! fused_kernels {
                         );
                         (s, f16_at(b))
                     };
-                    let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
-                    let mut i = 0;
-                    while i + 2 <= blocks {
-                        prefetch_ahead(row.add(22 * i), 44);
-                        let (s0, d0) = block(i);
-                        let (s1, d1) = block(i + 1);
-                        acc0 = $w::fma_scalar(acc0, s0, d0);
-                        acc1 = $w::fma_scalar(acc1, s1, d1);
-                        i += 2;
-                    }
-                    if i < blocks {
-                        let (s0, d0) = block(i);
-                        acc0 = $w::fma_scalar(acc0, s0, d0);
-                    }
-                    let acc = [acc0, acc1];
-                    *o = $w::hsum($w::add(acc[0], acc[1]));
+                    *o = sum_blocks(row, 22, blocks, block);
                 }
             }
         }
@@ -292,8 +287,6 @@ macro_rules! fused_kernels {
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
-                    // Two accumulators, unrolled by hand: indexing an array by `i & 1` would
-                    // keep them in memory.
                     let block = |i: usize| {
                         let b = row.add(34 * i);
                         let lo = _mm_loadu_si128(b.add(2) as *const __m128i);
@@ -301,22 +294,7 @@ macro_rules! fused_kernels {
                         let s = $w::dot32(lo, hi, x.as_ptr().add(32 * i));
                         (s, f16_at(b))
                     };
-                    let (mut acc0, mut acc1) = ($w::zero(), $w::zero());
-                    let mut i = 0;
-                    while i + 2 <= blocks {
-                        prefetch_ahead(row.add(34 * i), 68);
-                        let (s0, d0) = block(i);
-                        let (s1, d1) = block(i + 1);
-                        acc0 = $w::fma_scalar(acc0, s0, d0);
-                        acc1 = $w::fma_scalar(acc1, s1, d1);
-                        i += 2;
-                    }
-                    if i < blocks {
-                        let (s0, d0) = block(i);
-                        acc0 = $w::fma_scalar(acc0, s0, d0);
-                    }
-                    let acc = [acc0, acc1];
-                    *o = $w::hsum($w::add(acc[0], acc[1]));
+                    *o = sum_blocks(row, 34, blocks, block);
                 }
             }
         }
