@@ -498,6 +498,17 @@ mod tests {
         Tokenizer::from_json_str(&json.to_string()).unwrap()
     }
 
+    /// The text pieces of `events`, in order.
+    fn texts(events: &[Event]) -> Vec<&str> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn route(
         tok: &Tokenizer,
         ids: &[u32],
@@ -561,16 +572,7 @@ mod tests {
             route(&tok, &[0, 6, 7, 8, 9, 10, 1, 11, 12, 13, 14], &[]);
         assert_eq!(thought, "Let me think");
         assert_eq!(answer, "The answer is 42");
-        let streamed: String = events
-            .iter()
-            .filter_map(|e| {
-                if let Event::Text(t) = e {
-                    Some(t.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let streamed: String = texts(&events).concat();
         assert_eq!(streamed, answer);
         assert!(events.iter().any(|e| matches!(e, Event::Thought(_))));
     }
@@ -599,16 +601,7 @@ mod tests {
         let (events, answer, _, _, stopped) = route(&tok, &[11, 12, 13, 14], &stops);
         assert!(stopped);
         assert_eq!(answer, "The answer");
-        let streamed: String = events
-            .iter()
-            .filter_map(|e| {
-                if let Event::Text(t) = e {
-                    Some(t.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let streamed: String = texts(&events).concat();
         assert_eq!(streamed, "The answer");
     }
 
@@ -618,16 +611,6 @@ mod tests {
         // U+1F642 as four byte-fallback tokens.
         let (events, answer, _, _, _) = route(&tok, &[19, 20, 21, 22], &[]);
         assert_eq!(answer, "\u{1F642}");
-        let texts: Vec<&str> = events
-            .iter()
-            .filter_map(|e| {
-                if let Event::Text(t) = e {
-                    Some(t.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect();
-        assert_eq!(texts, ["\u{1F642}"]);
+        assert_eq!(texts(&events), ["\u{1F642}"]);
     }
 }
