@@ -19,10 +19,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::BackendKind;
+use crate::device::ActivationPrecision;
+use crate::device::BackendKind;
 use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
 use crate::error::{GemmaError, Result};
-use crate::kernels::cpu::ActivationPrecision;
 use crate::model::{GemmaModel, LogitsFor};
 
 /// Element type of the KV cache.

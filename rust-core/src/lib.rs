@@ -4,22 +4,23 @@
 //! written once on burn tensors and runs on the CPU (burn-flex) or a GPU (burn-wgpu), chosen at
 //! run time ([`backend`]); the weight products go through our own kernels ([`kernels`]).
 
-pub mod backend;
 pub mod bench;
 pub mod chat;
-pub mod conversation;
 pub mod convert;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod eval;
-pub mod generate;
 pub mod kernels;
 pub mod media;
 pub mod model;
 pub mod sampling;
+pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
-pub use backend::{BackendKind, ComputeDevice};
+pub use device::{BackendKind, ComputeDevice};
+// The engine's conversation and generation modules, at the paths callers know.
+pub use engine::{conversation, generate};
 pub use error::{GemmaError, Result};
 pub use model::{GemmaModel, LogitsFor};

@@ -330,7 +330,7 @@ fn soft_token_counts_match_the_processor() {
             "tokens for {n} samples"
         );
     }
-    // Spec §5.1: 25 tokens per second, 750 for a full clip.
+    // transformers' feature extractor: 25 tokens per second, 750 for a full clip.
     assert_eq!(soft_token_count(16_000), 25);
     assert_eq!(soft_token_count(160_000), 250);
     assert_eq!(soft_token_count(CLIP_SAMPLES), 750);

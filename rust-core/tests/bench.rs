@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::fixture_dir;
-use gemmakit::backend::{AutoPolicy, choose_auto};
 use gemmakit::bench::{BenchOptions, KvType, run_bench};
 use gemmakit::engine::BackendChoice;
+use gemmakit::engine::auto::{AutoPolicy, choose_auto};
+use gemmakit::source::ModelSource;
 use gemmakit::{BackendKind, GemmaError};
 
 fn tiny_gguf() -> PathBuf {
@@ -176,7 +177,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
         cache_file: Some(cache.clone()),
         cpu_activations: ActivationPrecision::F32,
     };
-    let first = choose_auto(&model, &policy).unwrap();
+    let first = choose_auto(&ModelSource::open(&model).unwrap(), &policy).unwrap();
     if first.reason.contains("no usable GPU") {
         eprintln!("no GPU here: {}", first.reason);
         assert_eq!(first.device.kind, BackendKind::Cpu);
@@ -203,7 +204,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
     };
     assert_eq!(first.device.kind, faster);
 
-    let second = choose_auto(&model, &policy).unwrap();
+    let second = choose_auto(&ModelSource::open(&model).unwrap(), &policy).unwrap();
     assert_eq!(second.device.kind, faster);
     assert!(second.reason.contains("cached"), "{}", second.reason);
     assert!(second.model.is_none());
@@ -215,7 +216,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
             cache_file: None,
             cpu_activations: ActivationPrecision::F32,
         };
-        let third = choose_auto(&model, &strict).unwrap();
+        let third = choose_auto(&ModelSource::open(&model).unwrap(), &strict).unwrap();
         assert_eq!(third.device.kind, BackendKind::Cpu);
         assert!(
             third.reason.contains("software rasterizer"),

@@ -111,9 +111,9 @@ fn converted_files_run_and_match_transformers() {
         let path = convert(fixture, OutType::F32);
         let reference = Reference::load(fixture);
         let ids = reference.ids("long.input_ids");
-        let model =
-            gemmakit::model::gguf::load(&path, ComputeDevice::open(BackendKind::Cpu).unwrap())
-                .unwrap();
+        let model = gemmakit::source::ModelSource::open(&path)
+            .and_then(|s| s.load_model(ComputeDevice::open(BackendKind::Cpu).unwrap()))
+            .unwrap();
         let mut cache = model.new_cache(ids.len());
         let logits = model.forward(&mut cache, &ids, LogitsFor::All).unwrap();
         assert_close(

@@ -26,7 +26,8 @@ const F64_TIE: f64 = 1e-3;
 
 fn model() -> GemmaModel {
     let path = demo_model_path();
-    gemmakit::model::gguf::load(&path, ComputeDevice::open(BackendKind::Cpu).unwrap())
+    gemmakit::source::ModelSource::open(&path)
+        .and_then(|s| s.load_model(ComputeDevice::open(BackendKind::Cpu).unwrap()))
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-demo-model.sh)", path.display()))
 }
 

@@ -11,7 +11,8 @@ use gemmakit::model::{GemmaModel, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 
 fn load_gguf(path: &Path) -> Result<GemmaModel, GemmaError> {
-    gemmakit::model::gguf::load(path, ComputeDevice::open(BackendKind::Cpu).unwrap())
+    gemmakit::source::ModelSource::open(path)
+        .and_then(|s| s.load_model(ComputeDevice::open(BackendKind::Cpu).unwrap()))
 }
 
 fn all_logits(model: &GemmaModel, ids: &[u32]) -> Vec<f32> {
@@ -52,7 +53,9 @@ fn check_variant(fixture: &str) {
         ..ComputeDevice::open(BackendKind::Cpu).unwrap()
     };
     let q8_int8 =
-        gemmakit::model::gguf::load(&fixture_dir(fixture).join("model-q8_0.gguf"), int8_device)
+        gemmakit::source::ModelSource::open(&fixture_dir(fixture).join("model-q8_0.gguf"))
+            .unwrap()
+            .load_model(int8_device)
             .unwrap();
     assert_close(
         "Q8_0 GGUF, int8 prefill, vs transformers (f32)",

@@ -15,7 +15,9 @@ use gemmakit::{BackendKind, ComputeDevice};
 
 fn load_gguf(path: &Path, backend: BackendKind) -> GemmaModel {
     let device = ComputeDevice::open(backend).unwrap_or_else(|e| panic!("{backend} backend: {e}"));
-    gemmakit::model::gguf::load(path, device).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    gemmakit::source::ModelSource::open(path)
+        .and_then(|s| s.load_model(device))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Prompt logits for every position, then `steps` greedy decode steps: GPU vs CPU.

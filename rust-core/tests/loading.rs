@@ -67,7 +67,7 @@ fn both_config_layouts_resolve_to_the_same_layers() {
     let a = GemmaConfig::from_json(&release).unwrap();
     let b = GemmaConfig::from_json(&value.to_string()).unwrap();
     assert_eq!(a, b);
-    // Spec §10: layers [S,S,F,S,S,F]; producers are sliding → 1, full → 2; shared layers 3..5
+    // Layers [S,S,F,S,S,F]; producers are sliding → 1, full → 2; shared layers 3..5
     // use a doubled MLP.
     let sources: Vec<_> = a.layers.iter().map(|l| l.kv_source).collect();
     assert_eq!(sources, [None, None, None, Some(1), Some(1), Some(2)]);
@@ -90,7 +90,8 @@ fn write_checkpoint(dir: &Path, config: &str, tensors: &HashMap<String, TensorVi
 }
 
 fn load_dir(dir: &Path) -> Result<GemmaModel, GemmaError> {
-    GemmaModel::load_hf_dir(dir, ComputeDevice::open(BackendKind::Cpu).unwrap())
+    gemmakit::source::ModelSource::open(dir)
+        .and_then(|s| s.load_model(ComputeDevice::open(BackendKind::Cpu).unwrap()))
 }
 
 fn fixture_parts() -> (String, Vec<u8>) {

@@ -17,12 +17,13 @@ mod common;
 
 use common::*;
 use gemmakit::chat::Part;
+use gemmakit::engine::media::MediaEncoder;
 use gemmakit::eval::all_logits_with_media;
-use gemmakit::media::encoder::MediaEncoder;
 use gemmakit::media::layout::{self, PlaceholderIds};
 use gemmakit::media::{AudioInput, ImageInput, Media};
 use gemmakit::model::audio::AttentionWindow;
 use gemmakit::model::{LogitsFor, SoftTokens};
+use gemmakit::source::ModelSource;
 use gemmakit::{BackendKind, GemmaError};
 
 const CPU_TOL: f32 = 1e-3;
@@ -64,8 +65,8 @@ fn check(fixture: &str, backend: BackendKind, tol: f32) {
 
     // Greedy with the KV cache, soft tokens from our towers.
     let placeholders = gemmakit::eval::placeholder_ids(&dir).unwrap();
-    let encoder = MediaEncoder::for_model(
-        &dir,
+    let encoder = MediaEncoder::for_source(
+        &ModelSource::open(&dir).unwrap(),
         None,
         model.device().clone(),
         AttentionWindow::Transformers,

@@ -1,4 +1,4 @@
-//! The text decoder's side of multimodal prompts (spec §2.1, §3) vs transformers 5.24:
+//! The text decoder's side of multimodal prompts vs transformers 5.24:
 //! transformers' own projected soft tokens (`vision.soft_tokens`, `audio.soft_tokens`) are
 //! scattered into the placeholder positions of `mm.input_ids` (60 image + 31 audio), and the
 //! logits of every position and the 8 KV-cached greedy tokens must match `mm.*`.

@@ -127,7 +127,7 @@ fn check_tower(fixture: &str, source: Source, backend: BackendKind, tol: f32) {
     let reference = Reference::load(fixture);
     let tower = load_tower(fixture, source, backend);
     let img = fixture_image(fixture);
-    let trace = tower.encode_traced(&img).expect("encode");
+    let trace = tower.encode_traced(img.patches()).expect("encode");
     let d = tower.config().hidden_size;
     let n = img.num_patches;
     // The reference holds all padded rows; the padding never reaches the soft tokens (masked
@@ -151,7 +151,7 @@ fn check_tower(fixture: &str, source: Source, backend: BackendKind, tol: f32) {
         &reference.f32("vision.soft_tokens"),
         tol,
     );
-    assert_eq!(tower.encode(&img).unwrap(), trace.soft_tokens);
+    assert_eq!(tower.encode(img.patches()).unwrap(), trace.soft_tokens);
 }
 
 macro_rules! tower_suite {
@@ -334,7 +334,7 @@ fn a_resized_image_runs_through_the_tower_at_the_fixture_geometry() {
     let img = decode_image(&read("exif_rotated.jpg")).unwrap();
     let pre = preprocess(&img, &tiny_params()).unwrap();
     let tower = load_tower("tiny_gemma4_e2b", Source::SafeTensors, BackendKind::Cpu);
-    let out = tower.encode(&pre).unwrap();
+    let out = tower.encode(pre.patches()).unwrap();
     assert_eq!(
         out.len(),
         pre.num_soft_tokens * tower.config().text_hidden_size
@@ -343,7 +343,7 @@ fn a_resized_image_runs_through_the_tower_at_the_fixture_geometry() {
     // A tower refuses an image preprocessed for another patch size.
     let wrong = preprocess(&img, &ImageParams::video_frame()).unwrap();
     assert!(matches!(
-        tower.encode(&wrong),
+        tower.encode(wrong.patches()),
         Err(GemmaError::InvalidImage(_))
     ));
 }

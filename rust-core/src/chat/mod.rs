@@ -432,7 +432,7 @@ fn uppercase_types(v: &Value) -> Value {
     }
 }
 
-/// The Gemma 4 format of Google's template (spec §7), for model files that carry none.
+/// The Gemma 4 format of Google's template (Gemma 4's `chat_template.jinja`), for model files that carry none.
 fn render_gemma4(messages: &[Message], options: &RenderOptions) -> Result<String> {
     let mut out = String::from("<bos>");
     let (system, rest) = match messages.first() {

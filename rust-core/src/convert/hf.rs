@@ -14,11 +14,11 @@ use super::writer::{StreamingGgufWriter, TensorPlan};
 use super::{ConvertSummary, PIECE_ELEMENTS, QuantPlan, encode};
 use crate::error::{GemmaError, Result};
 use crate::model::config::GemmaConfig;
+use crate::model::names::{TEXT, TEXT_PREFIXES, TOWER_MODULES};
 use crate::weights::gguf::{GgmlType, GgufWriter, MetaArray, MetaValue};
 use crate::weights::{WeightStore, decode_f32, safetensors};
 
 /// Where checkpoints keep the text decoder.
-const TEXT_PREFIXES: [&str; 2] = ["model.language_model.", "model."];
 
 fn cfg_error(msg: impl Into<String>) -> GemmaError {
     GemmaError::InvalidConfig(msg.into())
@@ -247,45 +247,6 @@ pub fn rope_freqs(text: &Value) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// Hugging Face name (prefix removed) → GGUF name, as gguf-py's tensor map gives it.
-pub fn gguf_name(hf: &str) -> Option<String> {
-    let global = match hf {
-        "embed_tokens.weight" => Some("token_embd.weight"),
-        "embed_tokens_per_layer.weight" => Some("per_layer_token_embd.weight"),
-        "per_layer_model_projection.weight" => Some("per_layer_model_proj.weight"),
-        "per_layer_projection_norm.weight" => Some("per_layer_proj_norm.weight"),
-        "norm.weight" => Some("output_norm.weight"),
-        _ => None,
-    };
-    if let Some(g) = global {
-        return Some(g.to_string());
-    }
-    let rest = hf.strip_prefix("layers.")?;
-    let (layer, tensor) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let g = match tensor {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "self_attn.q_norm.weight" => "attn_q_norm.weight",
-        "self_attn.k_norm.weight" => "attn_k_norm.weight",
-        "post_attention_layernorm.weight" => "post_attention_norm.weight",
-        "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
-        "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        "per_layer_input_gate.weight" => "inp_gate.weight",
-        "per_layer_projection.weight" => "proj.weight",
-        "post_per_layer_input_norm.weight" => "post_norm.weight",
-        "layer_scalar" => "layer_output_scale.weight",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}"))
-}
-
 /// The checkpoint's text tensors under whichever prefix it uses, as (HF name without the
 /// prefix, full name).
 fn text_tensors(store: &WeightStore) -> Result<Vec<(String, String)>> {
@@ -295,14 +256,7 @@ fn text_tensors(store: &WeightStore) -> Result<Vec<(String, String)>> {
             .filter_map(|t| {
                 let short = t.name().strip_prefix(prefix)?;
                 // Under the bare `model.` prefix the towers live too; they are not text.
-                let tower = [
-                    "vision_tower.",
-                    "audio_tower.",
-                    "embed_vision.",
-                    "embed_audio.",
-                ]
-                .iter()
-                .any(|p| short.starts_with(p));
+                let tower = TOWER_MODULES.iter().any(|p| short.starts_with(p));
                 (!tower && !short.starts_with("language_model."))
                     .then(|| (short.to_string(), t.name().to_string()))
             })
@@ -350,7 +304,7 @@ pub fn convert_hf(dir: &Path, plan: &QuantPlan, out: &Path) -> Result<ConvertSum
     // Gemma3Model.modify_tensors drops embedding rows beyond the tokenizer's vocabulary.
     let vocab_rows = vocab.as_ref().map(|v| v.tokens.len());
     for (short, full) in text_tensors(&store)? {
-        let Some(name) = gguf_name(&short) else {
+        let Some(name) = TEXT.to_gguf(&short) else {
             return Err(GemmaError::Unsupported(format!(
                 "checkpoint tensor `{full}` has no GGUF name"
             )));

@@ -1,6 +1,6 @@
 //! Full-size random-weight Gemma 4 E2B / E4B GGUFs, for benchmarks without the real weights.
 //!
-//! Shapes come from the real configs (spec §1) run through the same metadata and type rules as
+//! Shapes come from the released E2B/E4B `config.json`s run through the same metadata and type rules as
 //! a conversion, so llama.cpp and gemmakit load the file like a real one. Values: matrices
 //! approximately normal with std 0.02 (an Irwin–Hall sum of four uniforms, bounded at ±3.5σ),
 //! norms 1 ± 0.02, layer scalars 1, so activations stay finite. Every piece of every tensor
@@ -14,12 +14,13 @@ use std::str::FromStr;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use super::hf::{gguf_name, rope_freqs, write_text_metadata};
+use super::hf::{rope_freqs, write_text_metadata};
 use super::vocab::GgufVocab;
 use super::writer::{StreamingGgufWriter, TensorPlan};
 use super::{ConvertSummary, PIECE_ELEMENTS, QuantPlan, encode};
 use crate::error::{GemmaError, Result};
 use crate::model::config::GemmaConfig;
+use crate::model::names::TEXT;
 use crate::weights::gguf::{GgmlType, GgufWriter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl fmt::Display for RandomVariant {
 }
 
 impl RandomVariant {
-    /// The text part of the release `config.json` (spec §1).
+    /// The text part of the release `config.json`.
     pub fn text_config(self) -> Value {
         let (layers, hidden, ffn, kv_heads, period, shared, double_wide) = match self {
             RandomVariant::E2b => (35, 1536, 6144, 1, 5, 20, true),
@@ -232,7 +233,9 @@ pub fn write_random(
         None,
     ));
     for (hf, shape, init) in text_tensors(&config) {
-        let name = gguf_name(&hf).expect("every generated tensor has a GGUF name");
+        let name = TEXT
+            .to_gguf(&hf)
+            .expect("every generated tensor has a GGUF name");
         let shape: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let ty = plan.tensor_type(&name, &shape);
         tensors.push((TensorPlan { name, shape, ty }, Some(init)));
@@ -319,7 +322,7 @@ mod tests {
             })
             .map(|(_, s, _)| s.iter().product::<usize>())
             .sum();
-        // Spec §1: 1.863 B in the decoder layers (without KV-shared K/V and the PLE projection).
+        // The released E2B: 1.863 B in the decoder layers (without KV-shared K/V and the PLE projection).
         assert!((1_862_500_000..1_864_000_000).contains(&params), "{params}");
     }
 }

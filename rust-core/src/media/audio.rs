@@ -1,6 +1,6 @@
 //! Audio before it meets the model: WAV decoding, down-mixing, resampling to 16 kHz, splitting
 //! into 30-second clips, and the log-mel front end of transformers'
-//! `Gemma4AudioFeatureExtractor` (spec §5.1).
+//! `Gemma4AudioFeatureExtractor`.
 //!
 //! Every input is untrusted: formats, sample rates, channel counts and durations are checked
 //! before anything is allocated from them, and every failure is a
@@ -495,15 +495,8 @@ impl FeatureExtractorConfig {
     }
 }
 
-/// Log-mel features of one clip: `[num_frames, num_mel_bins]` row-major, masked frames zeroed.
-#[derive(Debug, Clone)]
-pub struct AudioFeatures {
-    pub features: Vec<f32>,
-    /// Per frame: whether its window lies in real audio.
-    pub mask: Vec<bool>,
-    pub num_frames: usize,
-    pub num_mel_bins: usize,
-}
+/// The front end's output is the audio tower's input type.
+pub use crate::model::audio::AudioFeatures;
 
 /// The front end of `Gemma4AudioFeatureExtractor` for a single clip (batch of one):
 /// pad to a multiple of 128, prepend `frame/2` zeros, frames of `frame+1` samples every `hop`

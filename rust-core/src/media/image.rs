@@ -1,4 +1,4 @@
-//! Image input for the Gemma 4 vision tower (spec §4.1): decoding (JPEG, PNG, WebP, EXIF
+//! Image input for the Gemma 4 vision tower (as transformers' `Gemma4ImageProcessor`): decoding (JPEG, PNG, WebP, EXIF
 //! orientation applied) and the exact preprocessing of transformers' `Gemma4ImageProcessorPil`:
 //! aspect-preserving resize under a soft-token budget with Pillow's antialiased bicubic
 //! resampler (replicated bit for bit, including its 8-bit fixed-point passes), rescale to
@@ -11,6 +11,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::error::{GemmaError, Result};
+use crate::model::vision::ImagePatches;
 
 /// Soft-token budgets the model was trained with (transformers rejects any other).
 pub const SUPPORTED_SOFT_TOKEN_BUDGETS: [usize; 5] = [70, 140, 280, 560, 1120];
@@ -54,7 +55,7 @@ impl ImageParams {
         Ok(p)
     }
 
-    /// A video frame: budget 70 (spec §6).
+    /// A video frame: budget 70 (Google's video recipe: 70 soft tokens per frame).
     pub fn video_frame() -> Self {
         ImageParams {
             max_soft_tokens: 70,
@@ -112,6 +113,17 @@ impl PreprocessedImage {
     /// Padded patch count (`params.max_patches()`).
     pub fn max_patches(&self) -> usize {
         self.position_ids.len()
+    }
+
+    /// The patches as the vision tower takes them.
+    pub fn patches(&self) -> ImagePatches<'_> {
+        ImagePatches {
+            pixel_values: &self.pixel_values,
+            position_ids: &self.position_ids,
+            num_patches: self.num_patches,
+            patch_grid: self.patch_grid,
+            patch_size: self.params.patch_size,
+        }
     }
 }
 
@@ -441,7 +453,7 @@ mod tests {
 
     #[test]
     fn target_sizes_match_the_spec_examples() {
-        // Spec §4.1: square → 768² at 280, 384² at 70, 1584² at 1120; 768×1024 → 672×912;
+        // transformers' processor: square → 768² at 280, 384² at 70, 1584² at 1120; 768×1024 → 672×912;
         // 1080×1920 → 576×1056.
         assert_eq!(target_size(1000, 1000, &params(280)).unwrap(), (768, 768));
         assert_eq!(target_size(224, 224, &params(280)).unwrap(), (768, 768));

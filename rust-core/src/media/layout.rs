@@ -1,4 +1,4 @@
-//! Where media go in a prompt (spec §3): a chat template writes one marker per media item
+//! Where media go in a prompt: a chat template writes one marker per media item
 //! (`<|image|>`, `<|audio|>`, `<|video|>`); each marker becomes begin/end ids around one
 //! placeholder id per soft token, and the soft tokens are later scattered into those
 //! placeholder positions in order. The ids are inserted directly rather than spelled out as

@@ -3,7 +3,6 @@
 //! and where the resulting soft tokens go in a prompt ([`layout`]).
 
 pub mod audio;
-pub mod encoder;
 pub mod image;
 pub mod input;
 pub mod layout;

@@ -6,7 +6,7 @@ use super::config::AttentionKind;
 use super::kv_cache::StepKv;
 use burn::tensor::activation::softmax;
 
-use super::ops::{from_host, to_host};
+use super::ops::{from_host, is_host, to_host};
 use crate::error::Result;
 
 /// Additive mask value for a hidden key: finite, since WGSL may assume no infinities.
@@ -22,7 +22,7 @@ pub fn visible(kind: AttentionKind, window: usize, q: usize, k: usize) -> bool {
 }
 
 /// Additive mask `[1, groups·Tq, Tk]` matching the grouped query layout of [`attend`].
-pub fn build_mask(
+fn build_mask(
     kind: AttentionKind,
     window: usize,
     q_pos: &[usize],
@@ -44,18 +44,84 @@ pub fn build_mask(
     from_host(mask, [1, groups * q_pos.len(), key_pos.len()], device)
 }
 
-/// `q`: `[Tq, heads, d]` (normed, roped); returns `[Tq, heads·d]`. Query head `h` reads KV head
-/// `h / (heads / kv_heads)`. Scores are not scaled (Gemma 4 norms q and k instead). `mask`
-/// comes from [`build_mask`].
-pub fn attend(q: Tensor<3>, kv: &StepKv, mask: &Tensor<3>, scale: f32) -> Tensor<2> {
+/// Which keys the queries of one step may see.
+#[derive(Debug, Clone, Copy)]
+pub struct Visibility<'a> {
+    pub kind: AttentionKind,
+    /// Sliding layers' window (ignored by full layers).
+    pub window: usize,
+    /// The position of each query row.
+    pub query_positions: &'a [usize],
+}
+
+/// The additive masks of the GPU's many-query path, built once per forward pass for each
+/// (kind, queries, keys) and shared by the layers that match.
+#[derive(Default)]
+pub struct MaskCache(Vec<(AttentionKind, usize, usize, Tensor<3>)>);
+
+impl MaskCache {
+    fn get(&mut self, v: Visibility<'_>, kv: &StepKv, groups: usize, device: &Device) -> Tensor<3> {
+        let (rows, keys) = (v.query_positions.len(), kv.key_pos.len());
+        if let Some((.., mask)) = self
+            .0
+            .iter()
+            .find(|(k, r, n, _)| *k == v.kind && *r == rows && *n == keys)
+        {
+            return mask.clone();
+        }
+        let mask = build_mask(
+            v.kind,
+            v.window,
+            v.query_positions,
+            &kv.key_pos,
+            groups,
+            device,
+        );
+        self.0.push((v.kind, rows, keys, mask.clone()));
+        mask
+    }
+}
+
+/// Attention of `q` `[Tq, heads, d]` (normed, roped) over `kv`, returning `[Tq, heads·d]`.
+/// Query head `h` reads KV head `h / (heads / kv_heads)`; scores are multiplied by `scale`.
+/// The one entry point for the decoder: one query token goes through the fused decode kernel
+/// (kernels::attention, both devices); several go through the host kernel on the CPU and
+/// through burn's masked softmax on a GPU.
+pub fn attend(
+    q: Tensor<3>,
+    kv: &StepKv,
+    visibility: Visibility<'_>,
+    scale: f32,
+    masks: &mut MaskCache,
+) -> Result<Tensor<2>> {
+    let Visibility {
+        kind,
+        window,
+        query_positions,
+    } = visibility;
+    let device = q.device();
+    if query_positions.len() == 1 {
+        let visible = build_visibility(kind, window, query_positions[0], &kv.key_pos, &device);
+        return Ok(attend_one(q, kv, &visible, scale));
+    }
+    if is_host(&device) {
+        return attend_on_host(q, kv, kind, window, query_positions, scale);
+    }
+    let groups = q.dims()[1] / kv.k.dims()[0];
+    let mask = masks.get(visibility, kv, groups, &device);
+    Ok(attend_masked(q, kv, &mask, scale))
+}
+
+/// Many queries through burn's ops with an additive `mask` from [`build_mask`].
+fn attend_masked(q: Tensor<3>, kv: &StepKv, mask: &Tensor<3>, scale: f32) -> Tensor<2> {
     let (scores, [tq, heads, d]) = grouped_scores(q, kv, scale);
     mix_values(softmax(scores + mask.clone(), 2), kv, [tq, heads, d])
 }
 
-/// [`attend`] on the CPU: the softmax applies the visibility itself (kernels::cpu::activation),
+/// [`attend_masked`] on the CPU: the softmax applies the visibility itself (kernels::cpu::activation),
 /// so neither a `[groups·Tq, keys]` mask tensor (64 MiB for E2B's 512-token chunk at a 4k
 /// cache) nor the masked copy of the scores is built.
-pub fn attend_on_host(
+fn attend_on_host(
     q: Tensor<3>,
     kv: &StepKv,
     kind: AttentionKind,
@@ -147,7 +213,7 @@ fn mix_values(probs: Tensor<3>, kv: &StepKv, [tq, heads, d]: [usize; 3]) -> Tens
 }
 
 /// `[keys]`: 1 where a query at `q` may see the key slot, 0 elsewhere (empty slots included).
-pub fn build_visibility(
+fn build_visibility(
     kind: AttentionKind,
     window: usize,
     q: usize,
@@ -164,9 +230,9 @@ pub fn build_visibility(
     from_host(flags, [key_pos.len()], device)
 }
 
-/// [`attend`] for one query token with our fused kernel (kernels::attention: CubeCL on the
+/// One query token with our fused kernel (kernels::attention: CubeCL on the
 /// GPU, split-over-keys SIMD on the CPU): `q` `[1, heads, d]` → `[1, heads·d]`.
-pub fn attend_one(q: Tensor<3>, kv: &StepKv, visible: &Tensor<1>, scale: f32) -> Tensor<2> {
+fn attend_one(q: Tensor<3>, kv: &StepKv, visible: &Tensor<1>, scale: f32) -> Tensor<2> {
     let [_, heads, d] = q.dims();
     let groups = heads / kv.k.dims()[0];
     let out = crate::kernels::attention::decode_attention(
@@ -184,7 +250,7 @@ mod tests {
     use burn::tensor::{Tensor, TensorData};
 
     use super::*;
-    use crate::backend::{BackendKind, ComputeDevice};
+    use crate::device::{BackendKind, ComputeDevice};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -220,7 +286,7 @@ mod tests {
         let q_pos: Vec<usize> = (cached..keys).collect();
         for (kind, window) in [(AttentionKind::Full, 0), (AttentionKind::Sliding, 37)] {
             let mask = build_mask(kind, window, &q_pos, &kv.key_pos, heads / kv_heads, &dev);
-            let want = to_host(attend(q.clone(), &kv, &mask, 0.5)).unwrap();
+            let want = to_host(attend_masked(q.clone(), &kv, &mask, 0.5)).unwrap();
             let got = to_host(attend_on_host(q.clone(), &kv, kind, window, &q_pos, 0.5).unwrap())
                 .unwrap();
             let worst = got

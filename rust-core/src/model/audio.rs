@@ -1,4 +1,4 @@
-//! The Gemma 4 audio tower (USM-style conformer, spec §5.2) and its `embed_audio` projector:
+//! The Gemma 4 audio tower (USM-style conformer, as transformers' `Gemma4AudioModel`) and its `embed_audio` projector:
 //! log-mel features → soft tokens in the text model's hidden size.
 //!
 //! ```text
@@ -19,21 +19,18 @@ use burn::tensor::ops::ConvOptions;
 use serde::Deserialize;
 
 use super::gguf::GgufModelFile;
-use super::linear::Linear;
+use super::linear::{ClippedLinear, Linear};
+use super::names::{AUDIO, AUDIO_PROJECTOR as PROJECTOR, AUDIO_TOWER as TOWER};
 use super::ops::{from_host, norm_weight, rms_norm, to_host};
-use crate::backend::ComputeDevice;
+use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
-use crate::media::audio::AudioFeatures;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::{self, MappedTensor, WeightStore};
-
-const TOWER: &str = "model.audio_tower.";
-const PROJECTOR: &str = "model.embed_audio.";
 
 /// Most mel frames one call accepts: a 30-second clip gives 2999.
 pub const MAX_FRAMES: usize = 3000;
 
-/// Which keys a query of the chunked local attention sees (spec §5.2, "window off-by-one").
+/// Which keys a query of the chunked local attention sees (transformers keeps 12 keys per chunk, Google's JAX reference 13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionWindow {
     /// transformers 5.24: the query and `context_left − 2` earlier frames (12 keys).
@@ -161,33 +158,6 @@ impl AudioConfig {
     }
 }
 
-/// A linear layer whose input and output are clamped to learned bounds (transformers'
-/// `Gemma4ClippableLinear`). Infinite bounds are dropped: WGSL may assume no infinities.
-struct ClippedLinear {
-    linear: Linear,
-    input: (Option<f32>, Option<f32>),
-    output: (Option<f32>, Option<f32>),
-}
-
-fn clamp2(x: Tensor<2>, (lo, hi): (Option<f32>, Option<f32>)) -> Tensor<2> {
-    // torch.clamp(x, lo, hi) = min(max(x, lo), hi), also when lo > hi.
-    let x = match lo {
-        Some(lo) => x.clamp_min(lo),
-        None => x,
-    };
-    match hi {
-        Some(hi) => x.clamp_max(hi),
-        None => x,
-    }
-}
-
-impl ClippedLinear {
-    fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
-        let y = self.linear.forward(clamp2(x, self.input))?;
-        Ok(clamp2(y, self.output))
-    }
-}
-
 struct FeedForward {
     pre_norm: Tensor<2>,
     up: ClippedLinear,
@@ -223,6 +193,16 @@ struct ConformerLayer {
     lconv: LightConv,
     ffn2: FeedForward,
     norm_out: Tensor<2>,
+}
+
+/// Log-mel features of one clip (media::audio::FeatureExtractor makes them): `[num_frames, num_mel_bins]` row-major, masked frames zeroed.
+#[derive(Debug, Clone)]
+pub struct AudioFeatures {
+    pub features: Vec<f32>,
+    /// Per frame: whether its window lies in real audio.
+    pub mask: Vec<bool>,
+    pub num_frames: usize,
+    pub num_mel_bins: usize,
 }
 
 /// Intermediate results of one [`AudioTower::encode_traced`] call, row-major on the host.
@@ -327,48 +307,16 @@ impl AudioTower {
             }
             Ok(t.to_f32_vec())
         };
-        let scalar = |name: &str| -> Result<Option<f32>> {
-            let full = format!("{TOWER}{name}");
-            if !store.contains(&full) {
-                return Ok(None);
-            }
-            let v = store.get(&full)?.to_f32_vec();
-            match v.as_slice() {
-                [x] if x.is_finite() => Ok(Some(*x)),
-                [_] => Ok(None),
-                _ => Err(GemmaError::ShapeMismatch {
-                    name: full,
-                    expected: vec![],
-                    found: vec![v.len()],
-                }),
-            }
-        };
         let norm =
             |name: &str| -> Result<Tensor<2>> { Ok(norm_weight::<2>(values(name, &[d])?, dev)) };
         let clipped = |module: &str, out: usize, inp: usize| -> Result<ClippedLinear> {
-            let linear = Linear::load(
-                tensor(&format!("{module}.linear.weight"), &[out, inp])?,
+            ClippedLinear::load(
+                store,
+                &format!("{TOWER}{module}"),
+                [out, inp],
+                c.use_clipped_linears,
                 &device,
-            )?;
-            let (input, output) = if c.use_clipped_linears {
-                (
-                    (
-                        scalar(&format!("{module}.input_min"))?,
-                        scalar(&format!("{module}.input_max"))?,
-                    ),
-                    (
-                        scalar(&format!("{module}.output_min"))?,
-                        scalar(&format!("{module}.output_max"))?,
-                    ),
-                )
-            } else {
-                ((None, None), (None, None))
-            };
-            Ok(ClippedLinear {
-                linear,
-                input,
-                output,
-            })
+            )
         };
 
         let conv = [
@@ -820,73 +768,6 @@ fn softplus(x: f32) -> f64 {
 // mmproj GGUF
 // ------------------------------------------------------------------------------------------------
 
-/// llama.cpp's audio tensor name (after `a.` / `mm.a.`) → transformers name.
-fn hf_audio_name(gguf_name: &str) -> Option<String> {
-    if gguf_name == "mm.a.input_projection.weight" {
-        return Some(format!("{PROJECTOR}embedding_projection.weight"));
-    }
-    let rest = gguf_name.strip_prefix("a.")?;
-    let fixed = match rest {
-        "conv1d.0.weight" => Some("subsample_conv_projection.layer0.conv.weight"),
-        "conv1d.1.weight" => Some("subsample_conv_projection.layer1.conv.weight"),
-        "conv1d.0.norm.weight" => Some("subsample_conv_projection.layer0.norm.weight"),
-        "conv1d.1.norm.weight" => Some("subsample_conv_projection.layer1.norm.weight"),
-        "input_projection.weight" => Some("subsample_conv_projection.input_proj_linear.weight"),
-        "pre_encode.out.weight" => Some("output_proj.weight"),
-        "pre_encode.out.bias" => Some("output_proj.bias"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(format!("{TOWER}{name}"));
-    }
-    let rest = rest.strip_prefix("blk.")?;
-    let (layer, tensor) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, suffix) = tensor.split_once('.')?;
-    // Clipped linears: `.weight` sits under `.linear`, the clip bounds on the module itself.
-    let clipped = |hf: &str| -> Option<String> {
-        match suffix {
-            "weight" => Some(format!("{hf}.linear.weight")),
-            "input_min" | "input_max" | "output_min" | "output_max" => {
-                Some(format!("{hf}.{suffix}"))
-            }
-            _ => None,
-        }
-    };
-    let plain =
-        |hf: &str| -> Option<String> { (suffix == "weight").then(|| format!("{hf}.weight")) };
-    let hf = match module {
-        "ffn_up" => clipped("feed_forward1.ffw_layer_1"),
-        "ffn_down" => clipped("feed_forward1.ffw_layer_2"),
-        "ffn_up_1" => clipped("feed_forward2.ffw_layer_1"),
-        "ffn_down_1" => clipped("feed_forward2.ffw_layer_2"),
-        "ffn_norm" => plain("feed_forward1.pre_layer_norm"),
-        "ffn_post_norm" => plain("feed_forward1.post_layer_norm"),
-        "ffn_norm_1" => plain("feed_forward2.pre_layer_norm"),
-        "ffn_post_norm_1" => plain("feed_forward2.post_layer_norm"),
-        "attn_q" => clipped("self_attn.q_proj"),
-        "attn_k" => clipped("self_attn.k_proj"),
-        "attn_v" => clipped("self_attn.v_proj"),
-        "attn_out" => clipped("self_attn.post"),
-        "attn_k_rel" => plain("self_attn.relative_k_proj"),
-        // Stored through softplus by the converter; the loader knows (PerDimScale::Softplus).
-        "per_dim_scale" => (suffix == "weight").then(|| "self_attn.per_dim_scale".to_string()),
-        "attn_pre_norm" => plain("norm_pre_attn"),
-        "attn_post_norm" => plain("norm_post_attn"),
-        "ln2" => plain("norm_out"),
-        "conv_pw1" => clipped("lconv1d.linear_start"),
-        "conv_pw2" => clipped("lconv1d.linear_end"),
-        "conv_dw" => plain("lconv1d.depthwise_conv1d"),
-        // The converter's names look swapped: the norm before `conv_pw1` is `conv_norm`, the
-        // one after the depthwise convolution `norm_conv` (llama.cpp's clip.cpp swaps them
-        // back when loading).
-        "conv_norm" => plain("lconv1d.pre_layer_norm"),
-        "norm_conv" => plain("lconv1d.conv_norm"),
-        _ => None,
-    }?;
-    Some(format!("{TOWER}layers.{layer}.{hf}"))
-}
-
 fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
     let gguf = &file.gguf;
     let has_audio = matches!(
@@ -900,7 +781,7 @@ fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
             projector
         )));
     }
-    super::gguf::mapped_store(file, hf_audio_name)
+    super::gguf::mapped_store(file, |name| AUDIO.to_hf(name))
 }
 
 /// Hyper-parameters of an mmproj's audio tower. The metadata carries sizes and counts; the

@@ -118,6 +118,71 @@ impl GemmaConfig {
     }
 }
 
+/// One layer as a config reader states it, before the rules that relate layers to each other.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerPlan {
+    pub kind: AttentionKind,
+    pub head_dim: usize,
+    pub num_kv_heads: usize,
+    pub intermediate_size: usize,
+}
+
+/// The one layer resolver, fed by both config readers (`config.json` here, GGUF metadata in
+/// model::gguf): the last `num_kv_shared` layers attend over the cache of the last earlier
+/// layer of their own attention kind (not `i - k`), and get a doubled MLP when
+/// `double_wide_mlp`; every layer's heads are checked.
+pub(crate) fn resolve_layers(
+    plans: Vec<LayerPlan>,
+    num_heads: usize,
+    num_kv_shared: usize,
+    double_wide_mlp: bool,
+) -> Result<Vec<LayerSpec>> {
+    let bad = |msg: String| Err(GemmaError::InvalidConfig(msg));
+    let n = plans.len();
+    if num_kv_shared >= n {
+        return bad(format!(
+            "{num_kv_shared} KV-shared layers of {n} leave no layer to produce a KV cache"
+        ));
+    }
+    let first_shared = n - num_kv_shared;
+    let mut layers = Vec::with_capacity(n);
+    for (i, plan) in plans.iter().enumerate() {
+        let shared = i >= first_shared;
+        let kv_source = if shared {
+            match (0..first_shared)
+                .rev()
+                .find(|&j| plans[j].kind == plan.kind)
+            {
+                Some(j) => Some(j),
+                None => return bad(format!("KV-shared layer {i} has no producer of its type")),
+            }
+        } else {
+            None
+        };
+        let (head_dim, num_kv_heads) = (plan.head_dim, plan.num_kv_heads);
+        if head_dim == 0 || head_dim % 2 != 0 || head_dim > 4096 {
+            return bad(format!("layer {i}: head_dim {head_dim}"));
+        }
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return bad(format!(
+                "layer {i}: {num_heads} attention heads cannot share {num_kv_heads} KV heads"
+            ));
+        }
+        layers.push(LayerSpec {
+            kind: plan.kind,
+            head_dim,
+            num_kv_heads,
+            intermediate_size: if double_wide_mlp && shared {
+                plan.intermediate_size * 2
+            } else {
+                plan.intermediate_size
+            },
+            kv_source,
+        });
+    }
+    Ok(layers)
+}
+
 #[derive(Debug, Deserialize)]
 struct RawRope {
     rope_theta: f64,
@@ -247,12 +312,6 @@ impl RawTextConfig {
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.num_kv_shared_layers >= n {
-            return bad(format!(
-                "num_kv_shared_layers = {} leaves no layer to produce a KV cache",
-                self.num_kv_shared_layers
-            ));
-        }
 
         let kinds = self
             .layer_types
@@ -288,54 +347,33 @@ impl RawTextConfig {
             }
         };
 
-        let first_shared = n - self.num_kv_shared_layers;
-        let mut layers = Vec::with_capacity(n);
+        let mut plans = Vec::with_capacity(n);
         for (i, &kind) in kinds.iter().enumerate() {
             let ov = overrides.remove(&i).unwrap_or_default();
-            let head_dim = ov.head_dim.unwrap_or(match kind {
-                AttentionKind::Full => self.global_head_dim.unwrap_or(self.head_dim),
-                AttentionKind::Sliding => self.head_dim,
-            });
-            let num_kv_heads = ov.num_key_value_heads.unwrap_or(match kind {
-                AttentionKind::Full => self
-                    .num_global_key_value_heads
-                    .unwrap_or(self.num_key_value_heads),
-                AttentionKind::Sliding => self.num_key_value_heads,
-            });
-            let shared = i >= first_shared && first_shared > 0;
-            let kv_source = if shared {
-                // The last non-shared layer of the same attention type, not `i - k`.
-                let src = (0..first_shared).rev().find(|&j| kinds[j] == kind);
-                match src {
-                    Some(j) => Some(j),
-                    None => return bad(format!("KV-shared layer {i} has no producer of its type")),
-                }
-            } else {
-                None
-            };
-            let base = ov
-                .intermediate_size
-                .map(Ok)
-                .unwrap_or_else(|| intermediate(i))?;
-            let intermediate_size = if self.use_double_wide_mlp && shared {
-                base * 2
-            } else {
-                base
-            };
-            if head_dim == 0 || head_dim % 2 != 0 || head_dim > 4096 {
-                return bad(format!("layer {i}: head_dim {head_dim}"));
-            }
-            if num_kv_heads == 0 || self.num_attention_heads % num_kv_heads != 0 {
-                return bad(format!("layer {i}: {num_kv_heads} KV heads"));
-            }
-            layers.push(LayerSpec {
+            plans.push(LayerPlan {
                 kind,
-                head_dim,
-                num_kv_heads,
-                intermediate_size,
-                kv_source,
+                head_dim: ov.head_dim.unwrap_or(match kind {
+                    AttentionKind::Full => self.global_head_dim.unwrap_or(self.head_dim),
+                    AttentionKind::Sliding => self.head_dim,
+                }),
+                num_kv_heads: ov.num_key_value_heads.unwrap_or(match kind {
+                    AttentionKind::Full => self
+                        .num_global_key_value_heads
+                        .unwrap_or(self.num_key_value_heads),
+                    AttentionKind::Sliding => self.num_key_value_heads,
+                }),
+                intermediate_size: ov
+                    .intermediate_size
+                    .map(Ok)
+                    .unwrap_or_else(|| intermediate(i))?,
             });
         }
+        let layers = resolve_layers(
+            plans,
+            self.num_attention_heads,
+            self.num_kv_shared_layers,
+            self.use_double_wide_mlp,
+        )?;
 
         let rope = |key: &str| -> Result<RopeParams> {
             let r = self.rope_parameters.get(key).ok_or_else(|| {

@@ -1,4 +1,4 @@
-//! The Gemma 4 text decoder (E2B / E4B, spec §2), which with its Gemma 4 additions switched
+//! The Gemma 4 text decoder (E2B / E4B), which with its Gemma 4 additions switched
 //! off by the config (no per-layer embeddings, no value norm, no layer scalars, scaled
 //! attention, no KV sharing) is also the Gemma 3 text decoder. One forward pass per call.
 //!
@@ -6,19 +6,18 @@
 //! decoder layers (sandwich norms, q/k/v norms, RoPE per layer type, KV sharing, GeGLU MLP,
 //! per-layer input gate, layer scalar) → final norm → tied LM head → softcap → host logits.
 
-use std::path::Path;
-
 use burn::tensor::Tensor;
 
-use super::attention::{attend, attend_on_host, attend_one, build_mask, build_visibility};
+use super::attention::{MaskCache, Visibility, attend};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
+use super::names::TEXT_PREFIXES;
 use super::ops::{from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
-use crate::backend::{BackendKind, ComputeDevice};
+use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
-use crate::weights::{self, MappedTensor, WeightStore};
+use crate::weights::{MappedTensor, WeightStore};
 
 /// Which positions of a forward pass produce logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +30,7 @@ pub enum LogitsFor {
 }
 
 /// Projected image/audio/video features that replace the embeddings of placeholder positions
-/// in one forward call (spec §2.1, §3): the placeholders are looked up as the pad token (for
+/// in one forward call: the placeholders are looked up as the pad token (for
 /// the embedding and the per-layer-embedding token part) and their embedding rows are then
 /// overwritten by these values, which are not scaled by sqrt(H).
 #[derive(Debug, Clone, Copy)]
@@ -48,9 +47,6 @@ impl SoftTokens<'_> {
         values: &[],
     };
 }
-
-/// Tensor-name prefixes under which checkpoints store the text model.
-const TEXT_PREFIXES: [&str; 3] = ["model.language_model.", "language_model.model.", "model."];
 
 /// Intermediate activations of one forward pass, row-major on the host.
 #[derive(Debug, Default, Clone)]
@@ -119,14 +115,8 @@ pub struct GemmaModel {
 }
 
 impl GemmaModel {
-    /// Loads a Hugging Face checkpoint directory (`config.json` + `*.safetensors`).
-    pub fn load_hf_dir(dir: &Path, device: ComputeDevice) -> Result<Self> {
-        let config = GemmaConfig::from_file(&dir.join("config.json"))?;
-        let shards = weights::safetensors::shard_paths(dir)?;
-        let store = weights::safetensors::open(&shards, &TEXT_PREFIXES)?;
-        Self::from_store(config, store, device)
-    }
-
+    /// Builds the model from its hyper-parameters and a store holding the Hugging Face
+    /// tensor names (crate::source::ModelSource opens both from a file).
     pub fn from_store(
         config: GemmaConfig,
         store: WeightStore,
@@ -407,121 +397,45 @@ impl GemmaModel {
             }
         }
 
-        let ropes: Vec<RopeTables> = self
-            .rope_frequencies
-            .iter()
-            .map(|f| RopeTables::new(f, &positions, dev))
-            .collect();
-
+        let mut pass = Pass {
+            config: c,
+            query_positions: &positions,
+            ropes: self
+                .rope_frequencies
+                .iter()
+                .map(|f| RopeTables::new(f, &positions, dev))
+                .collect(),
+            masks: MaskCache::default(),
+        };
         let first_shared = c.first_kv_shared_layer();
-        let on_host = self.device.kind == BackendKind::Cpu;
         let mut x = embeds;
-        let mut q_positions: &[usize] = &positions;
         let mut step_kv: Vec<Option<StepKv>> = vec![None; n_layers];
-        let mut masks: Vec<(AttentionKind, usize, usize, Tensor<3>)> = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            if i == first_shared && which == LogitsFor::Last && q_positions.len() > 1 {
+            let rows = pass.query_positions.len();
+            if i == first_shared && which == LogitsFor::Last && rows > 1 {
                 // Shared layers write no cache: only the rows whose logits we keep matter.
-                let rows = q_positions.len();
                 x = x.narrow(0, rows - 1, 1);
                 ple = ple.map(|ple| ple.narrow(0, rows - 1, 1));
-                q_positions = &positions[positions.len() - 1..];
+                pass.query_positions = &positions[positions.len() - 1..];
+                pass.ropes = pass.ropes.iter().map(|r| r.last(1)).collect();
             }
-            let rows = q_positions.len();
-            let rope = if rows == t {
-                ropes[layer.rope].clone()
-            } else {
-                ropes[layer.rope].last(rows)
-            };
-
-            let d = layer.spec.head_dim;
-            let eps = c.rms_norm_eps;
-            let a = rms_norm(x.clone(), Some(&layer.input_norm), eps);
-            let q = layer.q.forward(a.clone())?.reshape([rows, c.num_heads, d]);
-            let q = rope.apply(rms_norm(q, Some(&layer.q_norm), eps));
-
-            let kv = match (&layer.kv, layer.spec.kv_source) {
-                (Some(proj), None) => {
-                    let kvh = layer.spec.num_kv_heads;
-                    let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
-                    let k = rope.apply(rms_norm(k, Some(&proj.k_norm), eps));
-                    let v = proj.v.forward(a)?.reshape([rows, kvh, d]);
-                    let v = if c.value_norm {
-                        rms_norm(v, None, eps)
-                    } else {
-                        v
-                    };
-                    let cache_layer = cache.layers[i].as_mut().ok_or_else(|| {
-                        GemmaError::InvalidArgument("cache does not match the model".into())
-                    })?;
-                    let step =
-                        cache_layer.append(k.swap_dims(0, 1), v.swap_dims(0, 1), q_positions);
-                    step_kv[i] = Some(step.clone());
-                    step
-                }
-                (_, Some(src)) => step_kv[src].clone().ok_or_else(|| {
+            let kv = match layer.spec.kv_source {
+                None => LayerKv::Own(cache.layers[i].as_mut().ok_or_else(|| {
+                    GemmaError::InvalidArgument("cache does not match the model".into())
+                })?),
+                Some(src) => LayerKv::Shared(step_kv[src].clone().ok_or_else(|| {
                     GemmaError::InvalidArgument(format!("layer {src} produced no KV"))
-                })?,
-                (None, None) => unreachable!("a producer layer always has projections"),
+                })?),
             };
-
-            let kind = layer.spec.kind;
-            let groups = c.num_heads / layer.spec.num_kv_heads;
-            let key_len = kv.key_pos.len();
-            // One query token: our fused kernel (kernels::attention); prefill keeps burn's ops
-            // as the reference path.
-            let attn = if rows == 1 {
-                let visible =
-                    build_visibility(kind, c.sliding_window, q_positions[0], &kv.key_pos, dev);
-                attend_one(q, &kv, &visible, c.attention_scale)
-            } else if on_host {
-                attend_on_host(
-                    q,
-                    &kv,
-                    kind,
-                    c.sliding_window,
-                    q_positions,
-                    c.attention_scale,
-                )?
-            } else {
-                let mask = match masks
-                    .iter()
-                    .find(|(k, r, kl, _)| *k == kind && *r == rows && *kl == key_len)
-                {
-                    Some((_, _, _, m)) => m.clone(),
-                    None => {
-                        let m = build_mask(
-                            kind,
-                            c.sliding_window,
-                            q_positions,
-                            &kv.key_pos,
-                            groups,
-                            dev,
-                        );
-                        masks.push((kind, rows, key_len, m.clone()));
-                        m
-                    }
-                };
-                attend(q, &kv, &mask, c.attention_scale)
-            };
-            let o = layer.o.forward(attn)?;
-            x = x + rms_norm(o, Some(&layer.post_attention_norm), eps);
-
-            let f = rms_norm(x.clone(), Some(&layer.pre_feedforward_norm), eps);
-            let f = gelu_tanh_mul(layer.gate.forward(f.clone())?, layer.up.forward(f)?)?;
-            let f = layer.down.forward(f)?;
-            x = x + rms_norm(f, Some(&layer.post_feedforward_norm), eps);
-
-            if let (Some(pli), Some(ple)) = (&layer.per_layer_input, &ple) {
-                let ple_i = ple.clone().narrow(1, i, 1).reshape([rows, p]);
-                let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple_i)?;
-                let g = pli.projection.forward(g)?;
-                x = x + rms_norm(g, Some(&pli.post_norm), eps);
+            let rows = pass.query_positions.len();
+            let per_layer_input = ple
+                .as_ref()
+                .map(|ple| ple.clone().narrow(1, i, 1).reshape([rows, p]));
+            let (out, kv) = layer.forward(x, kv, per_layer_input, &mut pass)?;
+            x = out;
+            if layer.spec.kv_source.is_none() {
+                step_kv[i] = Some(kv);
             }
-            if layer.layer_scalar != 1.0 {
-                x = x * layer.layer_scalar;
-            }
-
             if let Some(trace) = trace.as_deref_mut() {
                 trace.layer_outputs.push(to_host(x.clone())?);
             }
@@ -544,5 +458,89 @@ impl GemmaModel {
             crate::kernels::cpu::activation::softcap(&mut logits, cap);
         }
         Ok(logits)
+    }
+}
+
+/// What the layers of one forward pass share.
+struct Pass<'a> {
+    config: &'a GemmaConfig,
+    /// Positions of the rows the layers run on (the last one alone from the first KV-shared
+    /// layer on, when only the last logits are wanted).
+    query_positions: &'a [usize],
+    /// Rotary tables for those positions, one per distinct frequency vector.
+    ropes: Vec<RopeTables>,
+    masks: MaskCache,
+}
+
+/// Where a layer's keys and values come from.
+enum LayerKv<'a> {
+    /// Its own projections, appended to its cache.
+    Own(&'a mut LayerCache),
+    /// An earlier layer's, this step (KV sharing).
+    Shared(StepKv),
+}
+
+impl DecoderLayer {
+    /// One decoder layer on the residual stream `x` `[rows, H]`: sandwich-normed attention,
+    /// GeGLU MLP, Gemma 4's per-layer input and layer scalar. Returns the new stream and the
+    /// keys and values the layer attended over (later KV-shared layers reuse them).
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        kv: LayerKv<'_>,
+        per_layer_input: Option<Tensor<2>>,
+        pass: &mut Pass<'_>,
+    ) -> Result<(Tensor<2>, StepKv)> {
+        let c = pass.config;
+        let rows = pass.query_positions.len();
+        let rope = &pass.ropes[self.rope];
+        let (d, eps) = (self.spec.head_dim, c.rms_norm_eps);
+
+        let a = rms_norm(x.clone(), Some(&self.input_norm), eps);
+        let q = self.q.forward(a.clone())?.reshape([rows, c.num_heads, d]);
+        let q = rope.apply(rms_norm(q, Some(&self.q_norm), eps));
+        let kv = match (kv, &self.kv) {
+            (LayerKv::Shared(kv), _) => kv,
+            (LayerKv::Own(cache), Some(proj)) => {
+                let kvh = self.spec.num_kv_heads;
+                let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
+                let k = rope.apply(rms_norm(k, Some(&proj.k_norm), eps));
+                let v = proj.v.forward(a)?.reshape([rows, kvh, d]);
+                let v = if c.value_norm {
+                    rms_norm(v, None, eps)
+                } else {
+                    v
+                };
+                cache.append(k.swap_dims(0, 1), v.swap_dims(0, 1), pass.query_positions)
+            }
+            (LayerKv::Own(_), None) => {
+                return Err(GemmaError::InvalidArgument(
+                    "a KV-shared layer was given a cache of its own".into(),
+                ));
+            }
+        };
+        let visibility = Visibility {
+            kind: self.spec.kind,
+            window: c.sliding_window,
+            query_positions: pass.query_positions,
+        };
+        let attn = attend(q, &kv, visibility, c.attention_scale, &mut pass.masks)?;
+        let o = self.o.forward(attn)?;
+        let mut x = x + rms_norm(o, Some(&self.post_attention_norm), eps);
+
+        let f = rms_norm(x.clone(), Some(&self.pre_feedforward_norm), eps);
+        let f = gelu_tanh_mul(self.gate.forward(f.clone())?, self.up.forward(f)?)?;
+        let f = self.down.forward(f)?;
+        x = x + rms_norm(f, Some(&self.post_feedforward_norm), eps);
+
+        if let (Some(pli), Some(ple)) = (&self.per_layer_input, per_layer_input) {
+            let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple)?;
+            let g = pli.projection.forward(g)?;
+            x = x + rms_norm(g, Some(&pli.post_norm), eps);
+        }
+        if self.layer_scalar != 1.0 {
+            x = x * self.layer_scalar;
+        }
+        Ok((x, kv))
     }
 }

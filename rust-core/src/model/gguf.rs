@@ -1,6 +1,6 @@
 //! Models stored as GGUF in llama.cpp's layout: the architecture's hyper-parameters from the
-//! metadata, and llama.cpp's tensor names translated to the Hugging Face names the graph loader
-//! uses (spec §8.2), so one loader serves both file formats.
+//! metadata, and llama.cpp's tensor names translated to the Hugging Face names the graph loaders
+//! use (model::names), so one graph loader serves both file formats.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -9,15 +9,13 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::config::{Architecture, AttentionKind, GemmaConfig, LayerSpec, RopeParams};
-use super::gemma::GemmaModel;
-use crate::backend::ComputeDevice;
+use super::config::{
+    Architecture, AttentionKind, GemmaConfig, LayerPlan, RopeParams, resolve_layers,
+};
+use super::names::{TEXT, TEXT_PREFIXES};
 use crate::error::{GemmaError, Result};
 use crate::weights::gguf::{GgufError, GgufFile, MetaArray, MetaValue};
 use crate::weights::{MappedTensor, ReadLog, WeightStore, quant};
-
-/// Prefix the graph loader looks for; GGUF names are mapped under it.
-const PREFIX: &str = "model.language_model.";
 
 /// A parsed GGUF file and its mapping.
 pub struct GgufModelFile {
@@ -51,59 +49,8 @@ fn meta_error(e: GgufError) -> GemmaError {
     GemmaError::InvalidConfig(e.to_string())
 }
 
-/// Loads a `gemma3` or `gemma4` GGUF.
-pub fn load(path: &Path, device: ComputeDevice) -> Result<GemmaModel> {
-    load_file(GgufModelFile::open(path)?, device)
-}
-
-/// Builds the model from an opened GGUF.
-pub fn load_file(file: GgufModelFile, device: ComputeDevice) -> Result<GemmaModel> {
-    let config = config_from_gguf(&file)?;
-    let store = store_from_gguf(&file)?;
-    GemmaModel::from_store(config, store, device)
-}
-
-/// llama.cpp tensor name → Hugging Face name (without the prefix), or `None` for tensors the
-/// graph does not use.
-fn hf_name(gguf_name: &str) -> Option<String> {
-    let global = match gguf_name {
-        "token_embd.weight" => Some("embed_tokens.weight"),
-        "per_layer_token_embd.weight" => Some("embed_tokens_per_layer.weight"),
-        "per_layer_model_proj.weight" => Some("per_layer_model_projection.weight"),
-        "per_layer_proj_norm.weight" => Some("per_layer_projection_norm.weight"),
-        "output_norm.weight" => Some("norm.weight"),
-        _ => None,
-    };
-    if let Some(name) = global {
-        return Some(name.to_string());
-    }
-    let rest = gguf_name.strip_prefix("blk.")?;
-    let (layer, tensor) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let hf = match tensor {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "attn_q_norm.weight" => "self_attn.q_norm.weight",
-        "attn_k_norm.weight" => "self_attn.k_norm.weight",
-        "post_attention_norm.weight" => "post_attention_layernorm.weight",
-        "ffn_norm.weight" => "pre_feedforward_layernorm.weight",
-        "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "inp_gate.weight" => "per_layer_input_gate.weight",
-        "proj.weight" => "per_layer_projection.weight",
-        "post_norm.weight" => "post_per_layer_input_norm.weight",
-        "layer_output_scale.weight" | "layer_output_scale" => "layer_scalar",
-        _ => return None,
-    };
-    Some(format!("layers.{layer}.{hf}"))
-}
-
-fn store_from_gguf(file: &GgufModelFile) -> Result<WeightStore> {
+/// The text model's tensors under their Hugging Face names (model::names::TEXT).
+pub fn text_store(file: &GgufModelFile) -> Result<WeightStore> {
     if file
         .gguf
         .tensors()
@@ -114,7 +61,9 @@ fn store_from_gguf(file: &GgufModelFile) -> Result<WeightStore> {
             "an untied output matrix (output.weight)".into(),
         ));
     }
-    mapped_store(file, |name| hf_name(name).map(|n| format!("{PREFIX}{n}")))
+    mapped_store(file, |name| {
+        TEXT.to_hf(name).map(|n| format!("{}{n}", TEXT_PREFIXES[0]))
+    })
 }
 
 /// The tensors of `file` that `rename` maps to a name (llama.cpp → Hugging Face), still
@@ -268,44 +217,20 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
     let shared = gguf
         .get_uint(&key("attention.shared_kv_layers"))
         .unwrap_or(0) as usize;
-    if shared >= n {
-        return Err(GemmaError::InvalidConfig(format!(
-            "{shared} KV-shared layers of {n}"
-        )));
-    }
-    let first_shared = n - shared;
-    let mut layers = Vec::with_capacity(n);
-    for (i, &kind) in kinds.iter().enumerate() {
-        let kv_source = if i >= first_shared {
-            Some(
-                (0..first_shared)
-                    .rev()
-                    .find(|&j| kinds[j] == kind)
-                    .ok_or_else(|| {
-                        GemmaError::InvalidConfig(format!("shared layer {i} has no producer"))
-                    })?,
-            )
-        } else {
-            None
-        };
-        let head_dim = match kind {
-            AttentionKind::Full => head_dim_full,
-            AttentionKind::Sliding => head_dim_swa,
-        };
-        if head_dim == 0 || head_dim % 2 != 0 || kv_heads[i] == 0 || heads % kv_heads[i] != 0 {
-            return Err(GemmaError::InvalidConfig(format!(
-                "layer {i}: head_dim {head_dim}, {heads} heads, {} KV heads",
-                kv_heads[i]
-            )));
-        }
-        layers.push(LayerSpec {
+    let plans = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| LayerPlan {
             kind,
-            head_dim,
+            head_dim: match kind {
+                AttentionKind::Full => head_dim_full,
+                AttentionKind::Sliding => head_dim_swa,
+            },
             num_kv_heads: kv_heads[i],
             intermediate_size: ffn[i],
-            kv_source,
-        });
-    }
+        })
+        .collect();
+    let layers = resolve_layers(plans, heads, shared, false)?;
 
     let (rope_full, rope_sliding, attention_scale, per_layer) = match architecture {
         Architecture::Gemma4 => {

@@ -6,10 +6,11 @@
 use burn::tensor::Tensor;
 
 use super::ops::{from_host, to_host};
-use crate::backend::{BackendKind, ComputeDevice};
+use crate::device::{BackendKind, ComputeDevice};
+use crate::error::GemmaError;
 use crate::error::Result;
 use crate::kernels;
-use crate::weights::MappedTensor;
+use crate::weights::{MappedTensor, WeightStore};
 
 pub enum Linear {
     Mapped(MappedTensor, kernels::cpu::ActivationPrecision),
@@ -57,5 +58,72 @@ impl Linear {
             }
             Linear::Gpu(w) => w.forward_to_host(x),
         }
+    }
+}
+
+/// transformers' `Gemma4ClippableLinear` (vision and audio towers):
+/// `y = clamp(clamp(x, in_min, in_max) · Wᵀ, out_min, out_max)`.
+pub struct ClippedLinear {
+    linear: Linear,
+    input: Bounds,
+    output: Bounds,
+}
+
+/// `(min, max)`; `None` clamps nothing on that side. Infinite bounds become `None`: WGSL may
+/// assume no infinities.
+type Bounds = (Option<f32>, Option<f32>);
+
+impl ClippedLinear {
+    /// Loads `{module}.linear.weight` (`[out, in]`) and, if `clipped`, the bounds
+    /// `{module}.input_min` … `{module}.output_max`; an absent bound (llama.cpp's converter
+    /// drops infinite ones) clamps nothing.
+    pub fn load(
+        store: &WeightStore,
+        module: &str,
+        [out, inp]: [usize; 2],
+        clipped: bool,
+        device: &ComputeDevice,
+    ) -> Result<Self> {
+        let linear = Linear::load(
+            store.get_shaped(&format!("{module}.linear.weight"), &[out, inp])?,
+            device,
+        )?;
+        let bound = |name: &str| -> Result<Option<f32>> {
+            let full = format!("{module}.{name}");
+            if !clipped || !store.contains(&full) {
+                return Ok(None);
+            }
+            match store.get(&full)?.to_f32_vec().as_slice() {
+                [x] => Ok(x.is_finite().then_some(*x)),
+                values => Err(GemmaError::ShapeMismatch {
+                    name: full,
+                    expected: vec![1],
+                    found: vec![values.len()],
+                }),
+            }
+        };
+        Ok(ClippedLinear {
+            linear,
+            input: (bound("input_min")?, bound("input_max")?),
+            output: (bound("output_min")?, bound("output_max")?),
+        })
+    }
+
+    /// `x`: `[tokens, in]` → `[tokens, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        let y = self.linear.forward(clamp(x, self.input))?;
+        Ok(clamp(y, self.output))
+    }
+}
+
+fn clamp(x: Tensor<2>, (lo, hi): Bounds) -> Tensor<2> {
+    // torch.clamp(x, lo, hi) = min(max(x, lo), hi), also when lo > hi.
+    let x = match lo {
+        Some(lo) => x.clamp_min(lo),
+        None => x,
+    };
+    match hi {
+        Some(hi) => x.clamp_max(hi),
+        None => x,
     }
 }

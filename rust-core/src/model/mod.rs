@@ -7,8 +7,10 @@ pub mod gemma;
 pub mod gguf;
 pub mod kv_cache;
 pub mod linear;
+pub mod names;
 pub mod ops;
 pub mod rope;
+pub mod towers;
 pub mod vision;
 
 pub use config::GemmaConfig;

@@ -1,30 +1,9 @@
 //! Small graph operations shared by the model files, written once on burn tensors.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
-use crate::error::{GemmaError, Result};
-
-pub fn from_host<const D: usize>(
-    values: Vec<f32>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t
-        .try_into_data()
-        .map_err(|e| GemmaError::Device(format!("reading a tensor back failed: {e:?}")))?;
-    data.try_into_vec_as::<f32>()
-        .map_err(|e| GemmaError::Device(format!("unexpected tensor data: {e:?}")))
-}
-
-/// Whether `device` is burn-flex (the CPU backend), where element-wise work runs faster as one
-/// host pass (kernels::cpu) than as a chain of burn ops, each allocating its result.
-pub fn is_host(device: &Device) -> bool {
-    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
-}
+pub use crate::device::{from_host, is_host, to_host};
+use crate::error::Result;
 
 /// `x / sqrt(mean(x²) + eps) * w` over the last axis (Gemma 4: no `1 + w`). `weight` is the
 /// scale broadcast to `x`'s rank (e.g. `[1, H]`), or `None` for the weightless value norm.

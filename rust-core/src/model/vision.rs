@@ -1,4 +1,4 @@
-//! The Gemma 4 vision tower and its `embed_vision` projector (spec §4.2): patch embedding,
+//! The Gemma 4 vision tower and its `embed_vision` projector (transformers' `Gemma4VisionModel`): patch embedding,
 //! learned x/y position tables, 2-D RoPE, bidirectional encoder layers with clipped linears,
 //! 3×3 average pooling, `sqrt(d)` scaling, then RMSNorm and a projection to the text width.
 //!
@@ -19,16 +19,13 @@ use serde_json::Value;
 
 use super::config::RopeParams;
 use super::gguf::GgufModelFile;
-use super::linear::Linear;
+use super::linear::{ClippedLinear, Linear};
+use super::names::{VISION, VISION_PROJECTOR as PROJECTOR, VISION_TOWER as TOWER};
 use super::ops::{from_host, gelu_tanh, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
-use crate::backend::ComputeDevice;
+use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
-use crate::media::image::PreprocessedImage;
 use crate::weights::{self, MappedTensor, WeightStore};
-
-const TOWER: &str = "model.vision_tower.";
-const PROJECTOR: &str = "model.embed_vision.";
 
 /// Attention scores are computed for at most this many (head, query, key) triples at a time,
 /// which bounds the score buffer (64 MiB in f32) whatever the image budget.
@@ -203,30 +200,6 @@ impl VisionConfig {
     }
 }
 
-/// `y = clamp(clamp(x, in_min, in_max) · Wᵀ, out_min, out_max)`; infinite bounds are skipped
-/// (WGSL may assume no infinities).
-struct ClippedLinear {
-    linear: Linear,
-    input: (f32, f32),
-    output: (f32, f32),
-}
-
-fn clamp(x: Tensor<2>, (lo, hi): (f32, f32)) -> Tensor<2> {
-    match (lo.is_finite(), hi.is_finite()) {
-        (true, true) => x.clamp(lo, hi),
-        (true, false) => x.clamp_min(lo),
-        (false, true) => x.clamp_max(hi),
-        (false, false) => x,
-    }
-}
-
-impl ClippedLinear {
-    fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
-        let y = self.linear.forward(clamp(x, self.input))?;
-        Ok(clamp(y, self.output))
-    }
-}
-
 struct VisionLayer {
     input_norm: Tensor<2>,
     q: ClippedLinear,
@@ -251,6 +224,22 @@ enum PatchLayout {
     RowColChannel,
     /// llama.cpp's conv kernel `[d, 3, p, p]`: (channel, row, col).
     ChannelRowCol,
+}
+
+/// One preprocessed image as the tower takes it (media::image::PreprocessedImage::patches).
+#[derive(Debug, Clone, Copy)]
+pub struct ImagePatches<'a> {
+    /// `[num_patches, 3·p²]` row-major (more rows may follow: padding), each patch
+    /// `(row, col, channel)` with channel fastest, values in [0, 1].
+    pub pixel_values: &'a [f32],
+    /// Per patch its position `(x, y)` = (column, row), raster order.
+    pub position_ids: &'a [[i64; 2]],
+    /// Real (unpadded) patches.
+    pub num_patches: usize,
+    /// Patch grid `(rows, columns)`.
+    pub patch_grid: (usize, usize),
+    /// The patch size the image was cut with.
+    pub patch_size: usize,
 }
 
 /// Activations of one [`VisionTower::encode_traced`] call, row-major on the host.
@@ -326,43 +315,14 @@ impl VisionTower {
             |name: &str, shape: &[usize]| store.get_shaped(&format!("{TOWER}{name}"), shape);
         let vector =
             |name: &str, len: usize| -> Result<Vec<f32>> { Ok(tensor(name, &[len])?.to_f32_vec()) };
-        let scalar = |name: &str| -> Result<f32> {
-            let full = format!("{TOWER}{name}");
-            let t = store.get(&full)?;
-            if t.num_elements() != 1 {
-                return Err(GemmaError::ShapeMismatch {
-                    name: full,
-                    expected: vec![1],
-                    found: t.shape().to_vec(),
-                });
-            }
-            Ok(t.to_f32_vec()[0])
-        };
         let clipped = |name: &str, out: usize, inp: usize| -> Result<ClippedLinear> {
-            let linear = Linear::load(
-                tensor(&format!("{name}.linear.weight"), &[out, inp])?,
+            ClippedLinear::load(
+                store,
+                &format!("{TOWER}{name}"),
+                [out, inp],
+                c.use_clipped_linears,
                 device,
-            )?;
-            let (input, output) = if c.use_clipped_linears {
-                (
-                    (
-                        scalar(&format!("{name}.input_min"))?,
-                        scalar(&format!("{name}.input_max"))?,
-                    ),
-                    (
-                        scalar(&format!("{name}.output_min"))?,
-                        scalar(&format!("{name}.output_max"))?,
-                    ),
-                )
-            } else {
-                let open = (f32::NEG_INFINITY, f32::INFINITY);
-                (open, open)
-            };
-            Ok(ClippedLinear {
-                linear,
-                input,
-                output,
-            })
+            )
         };
 
         let patch_len = 3 * p * p;
@@ -474,30 +434,30 @@ impl VisionTower {
 
     /// Soft tokens `[num_soft_tokens, text_hidden]`, row-major, ready to replace the image
     /// placeholders of the prompt.
-    pub fn encode(&self, img: &PreprocessedImage) -> Result<Vec<f32>> {
+    pub fn encode(&self, img: ImagePatches<'_>) -> Result<Vec<f32>> {
         self.run(img, None)
     }
 
     /// [`encode`](Self::encode) that also returns the encoder output and the pooled tower
     /// output, for parity tests.
-    pub fn encode_traced(&self, img: &PreprocessedImage) -> Result<VisionTrace> {
+    pub fn encode_traced(&self, img: ImagePatches<'_>) -> Result<VisionTrace> {
         let mut trace = VisionTrace::default();
         trace.soft_tokens = self.run(img, Some(&mut trace))?;
         Ok(trace)
     }
 
     /// Checks that a preprocessed image fits this tower, returning its real patch positions.
-    fn positions(&self, img: &PreprocessedImage) -> Result<Vec<(usize, usize)>> {
+    fn positions(&self, img: ImagePatches<'_>) -> Result<Vec<(usize, usize)>> {
         let c = &self.config;
         let bad = |m: String| Err(GemmaError::InvalidImage(m));
         let patch_len = 3 * c.patch_size * c.patch_size;
         let (rows, cols) = img.patch_grid;
         let n = img.num_patches;
         let k = c.pooling_kernel;
-        if img.params.patch_size != c.patch_size {
+        if img.patch_size != c.patch_size {
             return bad(format!(
                 "preprocessed with patch size {}, the tower uses {}",
-                img.params.patch_size, c.patch_size
+                img.patch_size, c.patch_size
             ));
         }
         if n == 0 || rows * cols != n || rows % k != 0 || cols % k != 0 {
@@ -526,11 +486,7 @@ impl VisionTower {
         Ok(out)
     }
 
-    fn run(
-        &self,
-        img: &PreprocessedImage,
-        mut trace: Option<&mut VisionTrace>,
-    ) -> Result<Vec<f32>> {
+    fn run(&self, img: ImagePatches<'_>, mut trace: Option<&mut VisionTrace>) -> Result<Vec<f32>> {
         let c = &self.config;
         let dev = &self.device.device;
         let positions = self.positions(img)?;
@@ -674,83 +630,7 @@ impl VisionTower {
     }
 }
 
-/// llama.cpp mmproj tensor name → Hugging Face name, for the vision tensors.
-fn hf_vision_name(gguf_name: &str) -> Option<String> {
-    let global = match gguf_name {
-        "v.patch_embd.weight" => Some("patch_embedder.input_proj.weight"),
-        "v.position_embd.weight" => Some("patch_embedder.position_embedding_table"),
-        "v.std_bias" | "v.std_bias.weight" => Some("std_bias"),
-        "v.std_scale" | "v.std_scale.weight" => Some("std_scale"),
-        "mm.input_projection.weight" => {
-            return Some(format!("{PROJECTOR}embedding_projection.weight"));
-        }
-        _ => None,
-    };
-    if let Some(name) = global {
-        return Some(format!("{TOWER}{name}"));
-    }
-    let rest = gguf_name.strip_prefix("v.blk.")?;
-    let (layer, tensor) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, suffix) = tensor.split_once('.')?;
-    let linear = match module {
-        "attn_q" => Some("self_attn.q_proj"),
-        "attn_k" => Some("self_attn.k_proj"),
-        "attn_v" => Some("self_attn.v_proj"),
-        "attn_out" => Some("self_attn.o_proj"),
-        "ffn_gate" => Some("mlp.gate_proj"),
-        "ffn_up" => Some("mlp.up_proj"),
-        "ffn_down" => Some("mlp.down_proj"),
-        _ => None,
-    };
-    let hf = match (linear, suffix) {
-        (Some(l), "weight") => format!("{l}.linear.weight"),
-        (Some(l), "input_min" | "input_max" | "output_min" | "output_max") => {
-            format!("{l}.{suffix}")
-        }
-        (Some(_), _) => return None,
-        (None, "weight") => match module {
-            "attn_q_norm" => "self_attn.q_norm.weight".into(),
-            "attn_k_norm" => "self_attn.k_norm.weight".into(),
-            "ln1" => "input_layernorm.weight".into(),
-            "attn_post_norm" => "post_attention_layernorm.weight".into(),
-            "ln2" => "pre_feedforward_layernorm.weight".into(),
-            "ffn_post_norm" => "post_feedforward_layernorm.weight".into(),
-            _ => return None,
-        },
-        (None, _) => return None,
-    };
-    Some(format!("{TOWER}encoder.layers.{layer}.{hf}"))
-}
-
 /// The vision tensors of an mmproj GGUF under their Hugging Face names, still memory-mapped.
 fn mmproj_store(file: &GgufModelFile) -> Result<WeightStore> {
-    super::gguf::mapped_store(file, hf_vision_name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mmproj_names_map_to_hugging_face_names() {
-        assert_eq!(
-            hf_vision_name("v.blk.3.attn_out.output_max").as_deref(),
-            Some("model.vision_tower.encoder.layers.3.self_attn.o_proj.output_max")
-        );
-        assert_eq!(
-            hf_vision_name("v.blk.0.ffn_down.weight").as_deref(),
-            Some("model.vision_tower.encoder.layers.0.mlp.down_proj.linear.weight")
-        );
-        assert_eq!(
-            hf_vision_name("v.blk.1.ln2.weight").as_deref(),
-            Some("model.vision_tower.encoder.layers.1.pre_feedforward_layernorm.weight")
-        );
-        assert_eq!(
-            hf_vision_name("mm.input_projection.weight").as_deref(),
-            Some("model.embed_vision.embedding_projection.weight")
-        );
-        assert_eq!(hf_vision_name("a.blk.0.attn_q.weight"), None);
-        assert_eq!(hf_vision_name("mm.a.input_projection.weight"), None);
-    }
+    super::gguf::mapped_store(file, |name| VISION.to_hf(name))
 }

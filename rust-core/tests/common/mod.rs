@@ -118,7 +118,9 @@ pub fn argmax(row: &[f32]) -> u32 {
 
 pub fn load(fixture: &str, backend: BackendKind) -> GemmaModel {
     let device = ComputeDevice::open(backend).unwrap_or_else(|e| panic!("{backend} backend: {e}"));
-    GemmaModel::load_hf_dir(&fixture_dir(fixture), device).expect("fixture loads")
+    gemmakit::source::ModelSource::open(&fixture_dir(fixture))
+        .and_then(|s| s.load_model(device))
+        .expect("fixture loads")
 }
 
 /// Greedy continuation with the KV cache: prefill, then one token per step. Returns the tokens

@@ -19,17 +19,7 @@ use super::portable::scale_min_k4;
 use super::{OutPtr, QuantMatrix, TILE_ROWS, rows_per_task, write_tile};
 use crate::weights::GgmlType;
 
-/// How the CPU multiplies activations with weights on the many-token (prefill) path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ActivationPrecision {
-    /// f32 activations times exactly dequantized weights (the reference numerics).
-    #[default]
-    F32,
-    /// Activations rounded to 8 bits per 32-block (see the module docs); used where the CPU
-    /// has integer dot instructions (AVX-512 VNNI) and the weight format is Q4_0, Q5_0, Q8_0 or
-    /// Q4_K.
-    Int8,
-}
+pub use crate::device::ActivationPrecision;
 
 /// 1.5·2^23: adding and subtracting it rounds an f32 of magnitude < 2^22 to an integer.
 const ROUND: f32 = 12_582_912.0;

@@ -5,8 +5,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::ops::{self, ChunkCall};
 use super::pack::{self, Layout};
+use crate::device::to_host;
 use crate::error::{GemmaError, Result};
-use crate::model::ops::to_host;
 use crate::weights::MappedTensor;
 
 enum ChunkWeights {

@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::pack::{self, Layout};
 use super::{AttentionCall, GpuLinear, decode_attention};
-use crate::backend::{BackendKind, ComputeDevice};
-use crate::model::ops::to_host;
+use crate::device::to_host;
+use crate::device::{BackendKind, ComputeDevice};
 use crate::weights::{GgmlType, MappedTensor, ReadLog};
 
 const EXACT: [GgmlType; 9] = [

@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use super::generate::{
+    Event, Flow, GenerateOptions, GenerationOutput, NewTokens, Sequence, generate,
+};
 use crate::chat::{Message, Part, RenderOptions, Role};
 use crate::engine::EngineInner;
 use crate::error::{GemmaError, Result};
-use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
 use crate::media::Media;
 use crate::media::layout::{self, SegmentCounts};
-use crate::model::{KvCache, SoftTokens};
+use crate::model::SoftTokens;
 
 /// What happens when a conversation no longer fits in the context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,9 +35,7 @@ struct State {
     messages: Vec<Message>,
     render: RenderOptions,
     policy: ContextPolicy,
-    cache: KvCache,
-    /// The ids held by `cache`, in order.
-    context: Vec<u32>,
+    sequence: Sequence,
     /// Placeholder positions of `context` and the key of the media whose soft token is there:
     /// equal ids with different media behind them are not a reusable prefix.
     context_media: Vec<(usize, u64)>,
@@ -76,15 +76,14 @@ impl CancelHandle {
 
 impl Conversation {
     pub(crate) fn new(engine: Arc<EngineInner>) -> Self {
-        let cache = engine.model.new_cache(engine.context_len);
+        let sequence = engine.new_sequence();
         Conversation {
             engine,
             state: Mutex::new(State {
                 messages: Vec::new(),
                 render: RenderOptions::default(),
                 policy: ContextPolicy::Error,
-                cache,
-                context: Vec::new(),
+                sequence,
                 context_media: Vec::new(),
             }),
             cancel: Arc::new(AtomicBool::new(false)),
@@ -126,7 +125,7 @@ impl Conversation {
 
     /// Positions currently held in the KV cache.
     pub fn cached_tokens(&self) -> usize {
-        self.lock().context.len()
+        self.lock().sequence.tokens().len()
     }
 
     /// Whether turns are rendered with a chat template (false: plain text continuation).
@@ -147,9 +146,8 @@ impl Conversation {
     pub fn reset(&self) {
         let mut s = self.lock();
         s.messages.clear();
-        s.context.clear();
+        s.sequence = self.engine.new_sequence();
         s.context_media.clear();
-        s.cache = self.engine.model.new_cache(self.engine.context_len);
     }
 
     /// An independent copy: writing to one never changes the other. The KV cache is shared
@@ -162,8 +160,7 @@ impl Conversation {
                 messages: s.messages.clone(),
                 render: s.render.clone(),
                 policy: s.policy,
-                cache: s.cache.clone(),
-                context: s.context.clone(),
+                sequence: s.sequence.clone(),
                 context_media: s.context_media.clone(),
             }),
             cancel: Arc::new(AtomicBool::new(false)),
@@ -237,17 +234,15 @@ impl Conversation {
         let ids = &prompt.ids;
         self.cancel.store(false, Ordering::SeqCst);
         let result = generate(
-            &self.engine.model,
-            &self.engine.tokenizer,
-            &self.engine.compute,
-            &mut s.cache,
-            &mut s.context,
-            &ids[reuse..],
-            SoftTokens {
-                positions: &soft_positions,
-                values: &soft_values,
+            &self.engine,
+            &mut s.sequence,
+            NewTokens {
+                ids: &ids[reuse..],
+                soft: SoftTokens {
+                    positions: &soft_positions,
+                    values: &soft_values,
+                },
             },
-            &self.engine.end_of_turn_ids,
             options,
             &self.cancel,
             on_event,
@@ -263,8 +258,7 @@ impl Conversation {
             Err(e) => {
                 // The cache may hold part of this turn: start the next one from scratch.
                 s.messages = saved_messages;
-                s.cache = self.engine.model.new_cache(self.engine.context_len);
-                s.context.clear();
+                s.sequence = self.engine.new_sequence();
                 s.context_media.clear();
                 Err(e)
             }
@@ -375,7 +369,8 @@ impl Conversation {
     fn reuse_prefix(&self, s: &mut State, prompt: &Prompt) -> usize {
         let ids = &prompt.ids;
         let mut common = s
-            .context
+            .sequence
+            .tokens()
             .iter()
             .zip(ids)
             .take_while(|(a, b)| a == b)
@@ -392,13 +387,11 @@ impl Conversation {
         }
         // At least one id must run to produce logits.
         common = common.min(ids.len().saturating_sub(1));
-        if common < s.context.len() {
-            if s.cache.truncate(common) {
-                s.context.truncate(common);
+        if common < s.sequence.tokens().len() {
+            if s.sequence.truncate(common) {
                 s.context_media.retain(|(pos, _)| *pos < common);
             } else {
-                s.cache = self.engine.model.new_cache(self.engine.context_len);
-                s.context.clear();
+                s.sequence = self.engine.new_sequence();
                 s.context_media.clear();
                 common = 0;
             }

@@ -16,20 +16,28 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{AutoPolicy, BackendKind, ComputeDevice};
+pub mod auto;
+pub mod conversation;
+pub mod generate;
+pub mod media;
+
+use self::auto::AutoPolicy;
+use self::conversation::Conversation;
+use self::generate::{
+    Event, Flow, GenerateOptions, GenerationOutput, NewTokens, Sequence, generate,
+};
+use self::media::MediaEncoder;
 use crate::chat::ChatTemplate;
 use crate::chat::Part;
-use crate::conversation::Conversation;
+use crate::device::ActivationPrecision;
+use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
-use crate::generate::{Event, Flow, GenerateOptions, GenerationOutput, generate};
-use crate::kernels::cpu::ActivationPrecision;
-use crate::media::encoder::MediaEncoder;
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
 use crate::model::audio::AttentionWindow;
 use crate::model::config::{Architecture, AttentionKind};
-use crate::model::gguf::GgufModelFile;
 use crate::model::{GemmaModel, SoftTokens};
+use crate::source::ModelSource;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -133,6 +141,11 @@ pub(crate) struct EngineInner {
 }
 
 impl EngineInner {
+    /// An empty sequence with a cache for the whole context.
+    pub(crate) fn new_sequence(&self) -> Sequence {
+        Sequence::new(self.model.new_cache(self.context_len))
+    }
+
     pub(crate) fn media_support(&self) -> Result<(&MediaEncoder, &PlaceholderIds)> {
         match &self.media {
             Ok((encoder, ids)) => Ok((encoder, ids)),
@@ -149,7 +162,7 @@ pub struct Engine {
 /// The device to load on, why, and (Auto, after measuring) the model already loaded there.
 fn choose_backend(
     choice: BackendChoice,
-    path: &Path,
+    source: &ModelSource,
     cpu_activations: ActivationPrecision,
 ) -> Result<(ComputeDevice, String, Option<GemmaModel>)> {
     match choice {
@@ -171,14 +184,14 @@ fn choose_backend(
                 cpu_activations,
                 ..AutoPolicy::from_env()
             };
-            let auto = crate::backend::choose_auto(path, &policy)?;
+            let auto = auto::choose_auto(source, &policy)?;
             Ok((auto.device, auto.reason, auto.model))
         }
     }
 }
 
 impl Engine {
-    /// Loads a `.gguf` file or a Hugging Face checkpoint directory.
+    /// Loads a `.gguf` file or a Hugging Face checkpoint directory (see [`ModelSource`]).
     pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
         if options.context_len == 0 {
             return Err(GemmaError::InvalidArgument(
@@ -192,58 +205,22 @@ impl Engine {
         {
             log::warn!("thread count not applied ({e}); the process-wide pool already exists");
         }
-        let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
+        let source = ModelSource::open(path)?;
         let (device, reason, preloaded) =
-            choose_backend(options.backend, path, options.cpu_prefill_activations)?;
+            choose_backend(options.backend, &source, options.cpu_prefill_activations)?;
         let backend = BackendReport {
             backend: device.kind,
             device: device.description.clone(),
             reason,
         };
-        let (model, tokenizer, file_template, name, instruction_tuned, file_bytes) =
-            if meta.is_file() {
-                let file = GgufModelFile::open(path)?;
-                let tokenizer = crate::tokenizer::gguf::from_gguf(&file.gguf)?;
-                let template = file
-                    .gguf
-                    .get_str("tokenizer.chat_template")
-                    .ok()
-                    .map(str::to_string);
-                let name = file.gguf.get_str("general.name").unwrap_or("").to_string();
-                let finetune = file
-                    .gguf
-                    .get_str("general.finetune")
-                    .unwrap_or("")
-                    .to_lowercase();
-                let tuned = finetune.contains("it")
-                    || finetune.contains("instruct")
-                    || name.to_lowercase().contains("-it");
-                let model = match preloaded {
-                    Some(model) => model,
-                    None => crate::model::gguf::load_file(file, device)?,
-                };
-                (model, tokenizer, template, name, tuned, meta.len())
-            } else {
-                let model = match preloaded {
-                    Some(model) => model,
-                    None => GemmaModel::load_hf_dir(path, device)?,
-                };
-                let tokenizer = Tokenizer::from_json_file(&path.join("tokenizer.json"))?;
-                let template = hf_chat_template(path);
-                let bytes = crate::weights::safetensors::shard_paths(path)?
-                    .iter()
-                    .filter_map(|p| std::fs::metadata(p).ok())
-                    .map(|m| m.len())
-                    .sum();
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                (model, tokenizer, template, name, false, bytes)
-            };
+        let model = match preloaded {
+            Some(model) => model,
+            None => source.load_model(device)?,
+        };
+        let tokenizer = source.tokenizer()?;
 
         let architecture = model.config().architecture;
-        let template = match (options.chat_format, file_template) {
+        let template = match (options.chat_format, source.chat_template()) {
             (ChatFormat::PlainText, _) => None,
             (ChatFormat::Auto, Some(source)) => Some(ChatTemplate::Jinja {
                 source,
@@ -256,7 +233,7 @@ impl Engine {
                     .map(|id| String::from_utf8_lossy(tokenizer.token_bytes(id)).into_owned())
                     .unwrap_or_default(),
             }),
-            (ChatFormat::Auto, None) if instruction_tuned => Some(match architecture {
+            (ChatFormat::Auto, None) if source.instruction_tuned() => Some(match architecture {
                 Architecture::Gemma3 => ChatTemplate::BuiltinGemma3,
                 Architecture::Gemma4 => ChatTemplate::BuiltinGemma4,
             }),
@@ -275,7 +252,13 @@ impl Engine {
         let context_len = options
             .context_len
             .min(model.config().max_position_embeddings);
-        let info = model_info(&model, name, file_bytes, context_len, template.as_ref());
+        let info = model_info(
+            &model,
+            source.name().to_string(),
+            source.file_bytes(),
+            context_len,
+            template.as_ref(),
+        );
         if let Some(budget) = options.memory_budget
             && info.estimated_memory_bytes > budget
         {
@@ -284,11 +267,11 @@ impl Engine {
                 budget,
             });
         }
-        let media = match (architecture, PlaceholderIds::from_tokenizer(&tokenizer)) {
+        let media = match (architecture, source.placeholder_ids(Some(&tokenizer))?) {
             (Architecture::Gemma3, _) => Err("Gemma 3 models are text-only here".to_string()),
             (_, None) => Err("the vocabulary has no <|image|>/<|audio|>/<|video|> tokens".into()),
-            (_, Some(ids)) => MediaEncoder::for_model(
-                path,
+            (_, Some(ids)) => MediaEncoder::for_source(
+                &source,
                 options.mmproj.as_deref(),
                 model.device().clone(),
                 options.audio_window,
@@ -356,18 +339,14 @@ impl Engine {
                 context_len: self.inner.context_len,
             });
         }
-        let mut cache = self.inner.model.new_cache(self.inner.context_len);
-        let mut context = Vec::new();
         let never = std::sync::atomic::AtomicBool::new(false);
         generate(
-            &self.inner.model,
-            &self.inner.tokenizer,
-            &self.inner.compute,
-            &mut cache,
-            &mut context,
-            prompt,
-            SoftTokens::NONE,
-            &self.inner.end_of_turn_ids,
+            &self.inner,
+            &mut self.inner.new_sequence(),
+            NewTokens {
+                ids: prompt,
+                soft: SoftTokens::NONE,
+            },
             options,
             &never,
             on_event,
@@ -449,17 +428,6 @@ pub fn transcription_prompt(language: &str) -> String {
          * When transcribing numbers, write the digits, i.e. write 1.7 and not one point \
          seven, and write 3 instead of three."
     )
-}
-
-/// `chat_template.jinja`, or `chat_template` in `tokenizer_config.json`.
-fn hf_chat_template(dir: &Path) -> Option<String> {
-    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
-        return Some(t);
-    }
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?)
-            .ok()?;
-    config.get("chat_template")?.as_str().map(str::to_string)
 }
 
 fn model_info(

@@ -5,13 +5,13 @@
 //! is streamed separately; tool calls (`<|tool_call>call:NAME{…}<tool_call|>`) are parsed into
 //! structured calls. Other control tokens are never shown.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use super::EngineInner;
 use crate::chat::tools::{ToolCall, parse_tool_call};
 use crate::error::Result;
-use crate::model::{GemmaModel, KvCache, LogitsFor, SoftTokens};
+use crate::model::{KvCache, LogitsFor, SoftTokens};
 use crate::sampling::{Sampler, SamplingOptions};
 use crate::tokenizer::Tokenizer;
 use crate::tokenizer::stream::StreamDecoder;
@@ -340,19 +340,67 @@ pub(crate) fn prefill_in_chunks(
 /// One generation over a cache. `context` holds the ids already in `cache`; `new_tokens` are
 /// prefilled first. On return `context` holds every id that was fed to the model.
 #[allow(clippy::too_many_arguments)]
+/// One sequence being decoded: a KV cache and the ids it holds.
+#[derive(Clone)]
+pub struct Sequence {
+    cache: KvCache,
+    /// The ids held by `cache`, in order.
+    tokens: Vec<u32>,
+}
+
+impl Sequence {
+    /// An empty sequence over `cache`.
+    pub fn new(cache: KvCache) -> Self {
+        Sequence {
+            cache,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// The ids the cache holds.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Keeps the first `len` ids; `false` (and nothing changed) when the cache cannot roll back
+    /// that far.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        let ok = self.cache.truncate(len);
+        if ok {
+            self.tokens.truncate(len);
+        }
+        ok
+    }
+}
+
+/// The ids to run next, with image/audio soft tokens at their placeholder offsets.
+#[derive(Clone, Copy)]
+pub(crate) struct NewTokens<'a> {
+    pub ids: &'a [u32],
+    pub soft: SoftTokens<'a>,
+}
+
+/// Prefills `input` after `sequence`, then samples until a stop condition, streaming events.
 pub(crate) fn generate(
-    model: &GemmaModel,
-    tokenizer: &Tokenizer,
-    compute: &Mutex<()>,
-    cache: &mut KvCache,
-    context: &mut Vec<u32>,
-    new_tokens: &[u32],
-    soft_tokens: SoftTokens<'_>,
-    end_of_turn_ids: &[u32],
+    engine: &EngineInner,
+    sequence: &mut Sequence,
+    input: NewTokens<'_>,
     options: &GenerateOptions,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event) -> Flow,
 ) -> Result<GenerationOutput> {
+    let EngineInner {
+        model,
+        tokenizer,
+        compute,
+        end_of_turn_ids,
+        ..
+    } = engine;
+    let Sequence {
+        cache,
+        tokens: context,
+    } = sequence;
+    let (new_tokens, soft_tokens) = (input.ids, input.soft);
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let start = Instant::now();
     let forward = |cache: &mut KvCache, tokens: &[u32], soft: SoftTokens<'_>| -> Result<Vec<f32>> {
@@ -361,7 +409,7 @@ pub(crate) fn generate(
     };
 
     if new_tokens.is_empty() {
-        return Err(crate::GemmaError::InvalidArgument(
+        return Err(crate::error::GemmaError::InvalidArgument(
             "nothing to prefill".into(),
         ));
     }

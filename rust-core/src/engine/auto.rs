@@ -1,120 +1,13 @@
-//! Which device the model graph runs on, chosen at run time.
+//! Auto: the backend chosen by measurement. A short decode on each usable device, the
+//! faster wins, remembered per model file and device in a cache file.
 
-use crate::kernels::cpu::ActivationPrecision;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use burn::tensor::Device;
-
-use crate::error::{GemmaError, Result};
+use crate::device::{ActivationPrecision, BackendKind, ComputeDevice};
+use crate::error::Result;
 use crate::model::{GemmaModel, LogitsFor};
-
-/// The binding-size limit of lavapipe and many phone GPUs; used when a device does not say.
-pub const DEFAULT_MAX_BINDING_BYTES: usize = 128 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// burn-flex on the CPU, with our CPU kernels for the weight products.
-    Cpu,
-    /// burn-wgpu (Vulkan, Metal).
-    Gpu,
-}
-
-impl FromStr for BackendKind {
-    type Err = GemmaError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(BackendKind::Cpu),
-            "gpu" | "wgpu" => Ok(BackendKind::Gpu),
-            other => Err(GemmaError::InvalidArgument(format!(
-                "unknown backend `{other}` (expected cpu or gpu)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendKind::Cpu => "cpu",
-            BackendKind::Gpu => "gpu",
-        })
-    }
-}
-
-/// A device plus the facts about it that shape how weights are laid out.
-#[derive(Clone)]
-pub struct ComputeDevice {
-    pub kind: BackendKind,
-    pub device: Device,
-    /// Largest buffer one binding may address; weights are split to stay under it.
-    pub max_binding_bytes: usize,
-    /// A GPU API implemented on the CPU (Mesa lavapipe/llvmpipe, SwiftShader).
-    pub software: bool,
-    /// Human-readable adapter description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
-    pub description: String,
-    /// CPU prefill numerics (exact f32 unless the engine opts into 8-bit activations).
-    pub activations: ActivationPrecision,
-}
-
-impl fmt::Debug for ComputeDevice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ComputeDevice")
-            .field("kind", &self.kind)
-            .field("max_binding_bytes", &self.max_binding_bytes)
-            .field("description", &self.description)
-            .finish()
-    }
-}
-
-impl ComputeDevice {
-    pub fn open(kind: BackendKind) -> Result<Self> {
-        match kind {
-            BackendKind::Cpu => Ok(ComputeDevice {
-                kind,
-                device: Device::flex(),
-                max_binding_bytes: usize::MAX,
-                software: false,
-                description: format!("burn-flex CPU, {} threads", rayon::current_num_threads()),
-                activations: ActivationPrecision::F32,
-            }),
-            BackendKind::Gpu => gpu(),
-        }
-    }
-}
-
-/// The wgpu runtime can be initialised once per process; every caller shares that device.
-fn gpu() -> Result<ComputeDevice> {
-    static GPU: OnceLock<Result<ComputeDevice, String>> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let (device, setup) = Device::wgpu_options()
-            .init_with_setup()
-            .map_err(|e| e.to_string())?;
-        let limits = setup.device.limits();
-        let info = setup.adapter.get_info();
-        Ok(ComputeDevice {
-            kind: BackendKind::Gpu,
-            device,
-            max_binding_bytes: (limits.max_storage_buffer_binding_size as usize)
-                .min(limits.max_buffer_size as usize),
-            software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
-            description: format!("{} / {:?}", info.name, info.backend),
-            activations: ActivationPrecision::F32,
-        })
-    })
-    .clone()
-    .map_err(|reason| GemmaError::BackendUnavailable {
-        backend: "gpu".into(),
-        reason,
-    })
-}
-
-// ------------------------------------------------------------------------------------------------
-// Auto: choose by measurement
-// ------------------------------------------------------------------------------------------------
+use crate::source::ModelSource;
 
 /// How [`choose_auto`] decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,15 +65,6 @@ pub fn measure_decode_tok_s(model: &GemmaModel) -> Result<f64> {
     Ok(PROBE_STEPS as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Loads the model graph of a `.gguf` file or a checkpoint directory on `device`.
-pub fn load_model_on(path: &Path, device: ComputeDevice) -> Result<GemmaModel> {
-    if path.is_dir() {
-        GemmaModel::load_hf_dir(path, device)
-    } else {
-        crate::model::gguf::load(path, device)
-    }
-}
-
 /// Identifies a model file and the two devices, so a cached choice is reused only for the
 /// same file (path, size, modification time) on the same hardware and thread count.
 fn cache_key(path: &Path, cpu: &ComputeDevice, gpu: &ComputeDevice) -> String {
@@ -212,7 +96,7 @@ fn read_cache(file: &Path) -> serde_json::Map<String, serde_json::Value> {
 /// Picks the backend for `BackendChoice::Auto`. No usable GPU, or only a software one that
 /// the policy does not let compete: the CPU, with that reason. Otherwise the faster of the
 /// two by a short decode on each, remembered in the policy's cache file.
-pub fn choose_auto(path: &Path, policy: &AutoPolicy) -> Result<AutoChoice> {
+pub fn choose_auto(source: &ModelSource, policy: &AutoPolicy) -> Result<AutoChoice> {
     let cpu = || {
         ComputeDevice::open(BackendKind::Cpu).map(|d| ComputeDevice {
             activations: policy.cpu_activations,
@@ -240,7 +124,7 @@ pub fn choose_auto(path: &Path, policy: &AutoPolicy) -> Result<AutoChoice> {
         });
     }
     let cpu = cpu()?;
-    let key = cache_key(path, &cpu, &gpu);
+    let key = cache_key(source.path(), &cpu, &gpu);
     if let Some(file) = &policy.cache_file
         && let Some(entry) = read_cache(file).get(&key)
     {
@@ -265,9 +149,10 @@ pub fn choose_auto(path: &Path, policy: &AutoPolicy) -> Result<AutoChoice> {
         }
     }
 
-    let cpu_model = load_model_on(path, cpu.clone())?;
+    let cpu_model = source.load_model(cpu.clone())?;
     let cpu_rate = measure_decode_tok_s(&cpu_model)?;
-    let gpu_result = load_model_on(path, gpu.clone())
+    let gpu_result = source
+        .load_model(gpu.clone())
         .and_then(|m| measure_decode_tok_s(&m).map(|rate| (m, rate)));
     let (gpu_model, gpu_rate) = match gpu_result {
         Ok(pair) => pair,

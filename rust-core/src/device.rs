@@ -1,0 +1,153 @@
+//! The device the model graph runs on (a leaf module: it knows burn and nothing of models):
+//! which backend, the facts that shape how weights are laid out, and moving tensors between
+//! the device and the host. Choosing a device for a model (Auto) is the engine's business.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{GemmaError, Result};
+
+/// The binding-size limit of lavapipe and many phone GPUs; used when a device does not say.
+pub const DEFAULT_MAX_BINDING_BYTES: usize = 128 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// burn-flex on the CPU, with our CPU kernels for the weight products.
+    Cpu,
+    /// burn-wgpu (Vulkan, Metal).
+    Gpu,
+}
+
+impl FromStr for BackendKind {
+    type Err = GemmaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            "gpu" | "wgpu" => Ok(BackendKind::Gpu),
+            other => Err(GemmaError::InvalidArgument(format!(
+                "unknown backend `{other}` (expected cpu or gpu)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Gpu => "gpu",
+        })
+    }
+}
+
+/// A device plus the facts about it that shape how weights are laid out.
+#[derive(Clone)]
+pub struct ComputeDevice {
+    pub kind: BackendKind,
+    pub device: Device,
+    /// Largest buffer one binding may address; weights are split to stay under it.
+    pub max_binding_bytes: usize,
+    /// A GPU API implemented on the CPU (Mesa lavapipe/llvmpipe, SwiftShader).
+    pub software: bool,
+    /// Human-readable adapter description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
+    pub description: String,
+    /// CPU prefill numerics (exact f32 unless the engine opts into 8-bit activations).
+    pub activations: ActivationPrecision,
+}
+
+impl fmt::Debug for ComputeDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComputeDevice")
+            .field("kind", &self.kind)
+            .field("max_binding_bytes", &self.max_binding_bytes)
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+impl ComputeDevice {
+    /// Whether tensors on this device live in host memory (burn-flex), where element-wise
+    /// work runs faster as one host pass (kernels::cpu) than as a chain of burn ops.
+    pub fn is_host(&self) -> bool {
+        self.kind == BackendKind::Cpu
+    }
+
+    pub fn open(kind: BackendKind) -> Result<Self> {
+        match kind {
+            BackendKind::Cpu => Ok(ComputeDevice {
+                kind,
+                device: Device::flex(),
+                max_binding_bytes: usize::MAX,
+                software: false,
+                description: format!("burn-flex CPU, {} threads", rayon::current_num_threads()),
+                activations: ActivationPrecision::F32,
+            }),
+            BackendKind::Gpu => gpu(),
+        }
+    }
+}
+
+/// The wgpu runtime can be initialised once per process; every caller shares that device.
+fn gpu() -> Result<ComputeDevice> {
+    static GPU: OnceLock<Result<ComputeDevice, String>> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options()
+            .init_with_setup()
+            .map_err(|e| e.to_string())?;
+        let limits = setup.device.limits();
+        let info = setup.adapter.get_info();
+        Ok(ComputeDevice {
+            kind: BackendKind::Gpu,
+            device,
+            max_binding_bytes: (limits.max_storage_buffer_binding_size as usize)
+                .min(limits.max_buffer_size as usize),
+            software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+            description: format!("{} / {:?}", info.name, info.backend),
+            activations: ActivationPrecision::F32,
+        })
+    })
+    .clone()
+    .map_err(|reason| GemmaError::BackendUnavailable {
+        backend: "gpu".into(),
+        reason,
+    })
+}
+
+/// How the CPU multiplies activations with weights on the many-token (prefill) path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActivationPrecision {
+    /// f32 activations times exactly dequantized weights (the reference numerics).
+    #[default]
+    F32,
+    /// Activations rounded to 8 bits per 32-block (kernels::cpu::int8); used where the CPU
+    /// has integer dot instructions (AVX-512 VNNI) and the weight format is Q4_0, Q5_0, Q8_0 or
+    /// Q4_K.
+    Int8,
+}
+
+/// Whether `device` is burn-flex (the CPU backend): the one test by which graph operations
+/// pick a host pass or a burn op (see [`ComputeDevice::is_host`]).
+pub fn is_host(device: &Device) -> bool {
+    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// A host array as a tensor of `shape` on `device`.
+pub fn from_host<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A tensor's values, row-major, on the host.
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t
+        .try_into_data()
+        .map_err(|e| GemmaError::Device(format!("reading a tensor back failed: {e:?}")))?;
+    data.try_into_vec_as::<f32>()
+        .map_err(|e| GemmaError::Device(format!("unexpected tensor data: {e:?}")))
+}
