@@ -39,7 +39,7 @@ mod read;
 mod write;
 
 pub use read::GgufFile;
-pub use write::GgufWriter;
+pub use write::{GgufWriter, TensorHeader};
 
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 /// The version the writer emits. The reader accepts 2 and 3, which share one layout (v3 only

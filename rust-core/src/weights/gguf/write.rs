@@ -1,4 +1,7 @@
-//! The writer: [`GgufWriter`] builds a whole file in memory.
+//! The writer: [`GgufWriter`] builds a whole file in memory, or only the part before the tensor
+//! data for a caller that streams the data itself.
+
+use std::collections::HashSet;
 
 use super::{
     ALIGNMENT_KEY, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_DIMS, GGUF_VERSION, GgmlType,
@@ -20,6 +23,16 @@ pub(super) struct PendingTensor {
     pub(super) shape: Vec<u64>,
     pub(super) ty: GgmlType,
     pub(super) data: Vec<u8>,
+}
+
+/// What the header records about one tensor whose data the caller writes after the header
+/// (see [`GgufWriter::header_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorHeader<'a> {
+    pub name: &'a str,
+    /// GGUF order: ne0 (the row length) first.
+    pub shape: &'a [u64],
+    pub ty: GgmlType,
 }
 
 impl GgufWriter {
@@ -80,15 +93,9 @@ impl GgufWriter {
         let name = name.into();
         let data = data.into();
         if self.tensors.iter().any(|t| t.name == name) {
-            return Err(GgufError::Writer(format!("duplicate tensor name '{name}'")));
+            return Err(duplicate_tensor(&name));
         }
-        if shape.len() > GGUF_MAX_DIMS {
-            return Err(GgufError::Writer(format!(
-                "tensor '{name}' has {} dimensions",
-                shape.len()
-            )));
-        }
-        let n_bytes = check_shape(&name, shape, ty)?;
+        let n_bytes = check_tensor(&name, shape, ty)?;
         if n_bytes != data.len() as u64 {
             return Err(GgufError::Writer(format!(
                 "tensor '{name}': {ty} {shape:?} takes {n_bytes} bytes, got {}",
@@ -104,49 +111,115 @@ impl GgufWriter {
         Ok(self)
     }
 
-    fn alignment(&self) -> u64 {
+    /// Alignment of the data section and of every tensor's data: `general.alignment` if set,
+    /// else the GGUF default.
+    pub fn alignment(&self) -> u32 {
         self.metadata
             .iter()
             .find_map(|(k, v)| match (k.as_str(), v) {
-                (ALIGNMENT_KEY, MetaValue::U32(a)) => Some(u64::from(*a)),
+                (ALIGNMENT_KEY, MetaValue::U32(a)) => Some(*a),
                 _ => None,
             })
-            .unwrap_or(GGUF_DEFAULT_ALIGNMENT.into())
+            .unwrap_or(GGUF_DEFAULT_ALIGNMENT)
     }
 
     /// Serialises the file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let alignment = self.alignment() as usize;
-        let mut out = Vec::new();
-        out.extend_from_slice(&GGUF_MAGIC);
-        out.extend_from_slice(&GGUF_VERSION.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &self.metadata {
-            write_string(&mut out, key);
-            out.extend_from_slice(&value.value_type().id().to_le_bytes());
-            write_value(&mut out, value);
-        }
-        let mut offset = 0usize;
-        for t in &self.tensors {
-            write_string(&mut out, &t.name);
-            out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
-            for d in &t.shape {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&t.ty.id().to_le_bytes());
-            out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += t.data.len().next_multiple_of(alignment);
-        }
-        if !self.tensors.is_empty() {
-            pad_to(&mut out, alignment);
-        }
+        let described = self.tensors.iter().map(|t| {
+            let header = TensorHeader {
+                name: &t.name,
+                shape: &t.shape,
+                ty: t.ty,
+            };
+            (header, t.data.len() as u64)
+        });
+        let mut out = self.header(described);
         for t in &self.tensors {
             out.extend_from_slice(&t.data);
             pad_to(&mut out, alignment);
         }
         out
     }
+
+    /// Serialises the file up to its data section for `tensors` whose data the caller writes
+    /// afterwards, so that a large file never has to sit in memory: the bytes
+    /// [`to_bytes`](Self::to_bytes) would write before the first tensor's data had the tensors
+    /// been added. Their data must follow in the same order, each tensor's bytes padded with
+    /// zeros to a multiple of [`alignment`](Self::alignment).
+    ///
+    /// The tensors are checked as [`add_tensor`](Self::add_tensor) checks them. This writer must
+    /// hold no tensors of its own: their data would have to come first.
+    pub fn header_for(&self, tensors: &[TensorHeader<'_>]) -> Result<Vec<u8>> {
+        if !self.tensors.is_empty() {
+            return Err(GgufError::Writer(
+                "header_for needs a writer without tensors of its own".into(),
+            ));
+        }
+        let mut names = HashSet::with_capacity(tensors.len());
+        let mut described = Vec::with_capacity(tensors.len());
+        for &t in tensors {
+            if !names.insert(t.name) {
+                return Err(duplicate_tensor(t.name));
+            }
+            described.push((t, check_tensor(t.name, t.shape, t.ty)?));
+        }
+        Ok(self.header(described.into_iter()))
+    }
+
+    /// Everything before the tensor data: magic, version, counts, metadata, one info per tensor
+    /// (given with its data size, so that each offset places the data right after the previous
+    /// tensor's padded data), and the padding up to the data section. The one serialisation of a
+    /// header, so that files written whole and files streamed agree byte for byte.
+    fn header<'a>(
+        &self,
+        tensors: impl ExactSizeIterator<Item = (TensorHeader<'a>, u64)>,
+    ) -> Vec<u8> {
+        let alignment = u64::from(self.alignment());
+        let has_tensors = tensors.len() > 0;
+        let mut out = Vec::new();
+        out.extend_from_slice(&GGUF_MAGIC);
+        out.extend_from_slice(&GGUF_VERSION.to_le_bytes());
+        out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &self.metadata {
+            write_string(&mut out, key);
+            out.extend_from_slice(&value.value_type().id().to_le_bytes());
+            write_value(&mut out, value);
+        }
+        let mut offset = 0u64;
+        for (t, n_bytes) in tensors {
+            write_string(&mut out, t.name);
+            out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+            for d in t.shape {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&t.ty.id().to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset += n_bytes.next_multiple_of(alignment);
+        }
+        // A file without tensors has no data section to align.
+        if has_tensors {
+            pad_to(&mut out, alignment as usize);
+        }
+        out
+    }
+}
+
+fn duplicate_tensor(name: &str) -> GgufError {
+    GgufError::Writer(format!("duplicate tensor name '{name}'"))
+}
+
+/// The rules a tensor must meet to be written (so that the file parses): at most
+/// [`GGUF_MAX_DIMS`] dimensions and the reader's shape rules. Returns its size in bytes.
+fn check_tensor(name: &str, shape: &[u64], ty: GgmlType) -> Result<u64> {
+    if shape.len() > GGUF_MAX_DIMS {
+        return Err(GgufError::Writer(format!(
+            "tensor '{name}' has {} dimensions",
+            shape.len()
+        )));
+    }
+    check_shape(name, shape, ty)
 }
 
 fn array_depth(a: &MetaArray) -> usize {

@@ -146,3 +146,54 @@ fn writer_rejects_inconsistent_tensors() {
     let f = GgufFile::parse(&w.to_bytes()).unwrap();
     assert_eq!(f.tensor("empty").unwrap().shape(), [(1 << 63) - 1, 0]);
 }
+
+/// The header for streamed data, followed by that data padded to the alignment, is the file the
+/// in-memory path writes (convert's streaming writer relies on this); and the tensors are
+/// checked as `add_tensor` checks them.
+#[test]
+fn header_for_streamed_data() {
+    for alignment in [32u32, 64] {
+        let mut whole = sample_writer();
+        whole.set_alignment(alignment).unwrap();
+        let mut meta = GgufWriter::new();
+        for (k, v) in every_value_type() {
+            meta.add_metadata(k, v).unwrap();
+        }
+        meta.set_alignment(alignment).unwrap();
+        let described: Vec<TensorHeader<'_>> = whole
+            .tensors
+            .iter()
+            .map(|t| TensorHeader {
+                name: &t.name,
+                shape: &t.shape,
+                ty: t.ty,
+            })
+            .collect();
+        let mut streamed = meta.header_for(&described).unwrap();
+        for t in &whole.tensors {
+            streamed.extend_from_slice(&t.data);
+            streamed.resize(streamed.len().next_multiple_of(alignment as usize), 0);
+        }
+        assert_eq!(streamed, whole.to_bytes(), "alignment {alignment}");
+    }
+
+    let tensor = |name, shape, ty| TensorHeader { name, shape, ty };
+    let meta = GgufWriter::new();
+    assert!(matches!(
+        meta.header_for(&[
+            tensor("t", &[4], GgmlType::F32),
+            tensor("t", &[4], GgmlType::F32)
+        ]),
+        Err(GgufError::Writer(m)) if m.contains("duplicate tensor name")
+    ));
+    assert!(
+        meta.header_for(&[tensor("t", &[1, 1, 1, 1, 1], GgmlType::F32)])
+            .is_err()
+    );
+    assert!(matches!(
+        meta.header_for(&[tensor("t", &[16], GgmlType::Q4_0)]),
+        Err(GgufError::NotBlockMultiple { .. })
+    ));
+    // A writer's own tensors would have to precede the streamed data.
+    assert!(sample_writer().header_for(&[]).is_err());
+}
