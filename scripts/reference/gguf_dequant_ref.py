@@ -149,7 +149,7 @@ def type_table() -> list[dict]:
 
 
 def write_sample_gguf(path: Path) -> None:
-    """A small GGUF written by gguf-py, parsed by a test in rust-core/src/weights/gguf.rs."""
+    """A small GGUF written by gguf-py, parsed by a test in rust-core/src/weights/gguf/tests.rs."""
     w = gguf.GGUFWriter(path, arch="gemma3")
     w.add_custom_alignment(64)
     w.add_string("general.name", "gemmakit-ref-sample")

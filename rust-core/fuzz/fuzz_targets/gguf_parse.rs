@@ -4,8 +4,9 @@
 //! was parsed must reproduce itself).
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../src/weights/gguf.rs"]
+// The fuzzer uses only part of the module's API.
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/weights/gguf/mod.rs"]
 mod gguf;
 #[allow(dead_code)]
 #[path = "../../src/weights/quant.rs"]

@@ -2,15 +2,16 @@
 //! are written first (sizes are known from shapes and types), then each tensor's bytes arrive
 //! in as many pieces as the producer likes. Peak memory is one piece, not the file.
 //!
-//! The metadata section is serialised by [`GgufWriter`] (so both writers agree byte for byte);
-//! this type only appends the tensor descriptions and the data.
+//! The header (metadata and tensor descriptions) is serialised by [`GgufWriter::header_for`],
+//! the code that also writes in-memory files, so both writers agree byte for byte; this type
+//! only appends the data.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{GemmaError, Result};
-use crate::weights::gguf::{GGUF_DEFAULT_ALIGNMENT, GgmlType, GgufWriter};
+use crate::weights::gguf::{GgmlType, GgufWriter, TensorHeader};
 
 /// One tensor of the file: GGUF name, shape in GGUF order (ne0 first), element type.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,14 @@ impl TensorPlan {
             ))
         })
     }
+
+    fn header(&self) -> TensorHeader<'_> {
+        TensorHeader {
+            name: &self.name,
+            shape: &self.shape,
+            ty: self.ty,
+        }
+    }
 }
 
 pub struct StreamingGgufWriter {
@@ -52,26 +61,16 @@ impl StreamingGgufWriter {
     /// Writes the header (metadata from `meta`, which must hold no tensors) and the tensor
     /// descriptions to `path.partial`; the file is renamed to `path` by [`finish`](Self::finish).
     pub fn create(path: &Path, meta: &GgufWriter, plan: Vec<TensorPlan>) -> Result<Self> {
-        let mut header = meta.to_bytes();
-        // GgufWriter wrote a tensor count of 0 and no tensor section; fill both in here.
-        header[8..16].copy_from_slice(&(plan.len() as u64).to_le_bytes());
-        let alignment = u64::from(GGUF_DEFAULT_ALIGNMENT);
-        let mut sizes = Vec::with_capacity(plan.len());
-        let mut offset = 0u64;
-        for t in &plan {
-            let size = t.byte_len()?;
-            header.extend_from_slice(&(t.name.len() as u64).to_le_bytes());
-            header.extend_from_slice(t.name.as_bytes());
-            header.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
-            for d in &t.shape {
-                header.extend_from_slice(&d.to_le_bytes());
-            }
-            header.extend_from_slice(&t.ty.id().to_le_bytes());
-            header.extend_from_slice(&offset.to_le_bytes());
-            offset += size.next_multiple_of(alignment);
-            sizes.push(size);
-        }
-        header.resize(header.len().next_multiple_of(alignment as usize), 0);
+        let sizes = plan
+            .iter()
+            .map(TensorPlan::byte_len)
+            .collect::<Result<Vec<u64>>>()?;
+        let described: Vec<TensorHeader<'_>> = plan.iter().map(TensorPlan::header).collect();
+        let header = meta
+            .header_for(&described)
+            .map_err(|e| GemmaError::InvalidArgument(e.to_string()))?;
+        let alignment = u64::from(meta.alignment());
+        let data_len: u64 = sizes.iter().map(|s| s.next_multiple_of(alignment)).sum();
 
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
@@ -80,7 +79,7 @@ impl StreamingGgufWriter {
         let mut out = BufWriter::with_capacity(8 << 20, file);
         out.write_all(&header)
             .map_err(|e| GemmaError::io(&partial, e))?;
-        let total = header.len() as u64 + offset;
+        let total = header.len() as u64 + data_len;
         Ok(StreamingGgufWriter {
             out,
             partial,
