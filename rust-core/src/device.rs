@@ -72,7 +72,7 @@ impl ComputeDevice {
     /// Whether tensors on this device live in host memory (burn-flex), where element-wise
     /// work runs faster as one host pass (kernels::cpu) than as a chain of burn ops.
     pub fn is_host(&self) -> bool {
-        self.kind == BackendKind::Cpu
+        is_host(&self.device)
     }
 
     pub fn open(kind: BackendKind) -> Result<Self> {

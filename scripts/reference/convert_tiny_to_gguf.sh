@@ -30,7 +30,7 @@ REF_PY="${REF_PY:-$ROOT/.venv-ref/bin/python}"
 LLAMA_PY="${LLAMA_PY:-$ROOT/.venv-llama/bin/python}"
 LLAMA_SRC="$(ls -d "$ROOT"/.venv-llama/src/llama_cpp_python-*/vendor/llama.cpp 2>/dev/null | tail -1)"
 CONVERT="$LLAMA_SRC/convert_hf_to_gguf.py"
-SCRATCH="${SCRATCH:-$(mktemp -d /tmp/tiny-gguf.XXXXXX)}"
+SCRATCH="${SCRATCH:-$(mktemp -d -t tiny-gguf.XXXXXX)}"
 VARIANTS=("$@")
 [ ${#VARIANTS[@]} -eq 0 ] && VARIANTS=(e2b e4b)
 

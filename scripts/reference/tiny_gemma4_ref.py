@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tiny Gemma 4 (E2B- or E4B-shaped) reference-output generator.
 
-Repo copy of /work/shared/reference/tiny_gemma4_ref.py, extended with
+Repo copy of the shared reference generator (shared/reference/tiny_gemma4_ref.py), extended with
 `--variant e2b|e4b`, the `long.*` reference keys and `--compare DIR`.
 `--variant e2b --no-long` reproduces the shared fixture's model.safetensors, config.json,
 generation_config.json and tensor_names.json byte-for-byte; reference_outputs are
@@ -54,7 +54,7 @@ Writes into --out (default: <repo>/tests/fixtures/tiny_gemma4_<variant>):
   reference_meta.json, which holds timings).
 
 Usage:  .venv-ref/bin/python scripts/reference/tiny_gemma4_ref.py --variant e4b [--out DIR]
-        ... --variant e2b --no-long --out /tmp/x --compare /work/shared/reference/tiny_gemma4_e2b
+        ... --variant e2b --no-long --out OUT_DIR --compare SHARED_REFERENCE_DIR/tiny_gemma4_e2b
 `--compare DIR` checks the new files against DIR/manifest.json and compares the
 reference tensors key by key (bit-identical / max abs diff / extra keys).
 Run twice into two dirs and diff the manifests to check determinism.

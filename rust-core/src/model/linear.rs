@@ -6,7 +6,7 @@
 use burn::tensor::Tensor;
 
 use super::ops::{from_host, to_host};
-use crate::device::{BackendKind, ComputeDevice};
+use crate::device::ComputeDevice;
 use crate::error::GemmaError;
 use crate::error::Result;
 use crate::kernels;
@@ -20,13 +20,14 @@ pub enum Linear {
 impl Linear {
     /// `weight` is `[out, in]` (PyTorch layout).
     pub fn load(weight: &MappedTensor, device: &ComputeDevice) -> Result<Self> {
-        match device.kind {
-            BackendKind::Cpu => Ok(Linear::Mapped(weight.clone(), device.activations)),
-            BackendKind::Gpu => Ok(Linear::Gpu(kernels::gpu::GpuLinear::upload(
+        if device.is_host() {
+            Ok(Linear::Mapped(weight.clone(), device.activations))
+        } else {
+            Ok(Linear::Gpu(kernels::gpu::GpuLinear::upload(
                 weight,
                 device.max_binding_bytes,
                 &device.device,
-            )?)),
+            )?))
         }
     }
 
