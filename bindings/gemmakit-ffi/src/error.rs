@@ -67,7 +67,7 @@ impl From<GemmaError> for GemmaKitError {
                 path: path.display().to_string(),
                 reason: source.to_string(),
             },
-            GemmaError::InvalidWeightFile { path, reason } => K::InvalidWeightFile {
+            GemmaError::InvalidWeightFile { path, reason, .. } => K::InvalidWeightFile {
                 path: path.display().to_string(),
                 reason,
             },
