@@ -12,7 +12,6 @@
 //! (`iflag=nocache count=0`, i.e. posix_fadvise DONTNEED), cold. Peak RSS is the process's
 //! high-water mark (`VmHWM`), so it covers everything the run touched.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
@@ -387,45 +386,6 @@ pub fn run_bench(
         }
     }
     Ok(results)
-}
-
-/// A markdown table in the spirit of llama-bench's.
-pub fn format_table(results: &[BenchResult]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "| model | size | backend | threads | test | prefill t/s | decode t/s | ttft ms | load ms (warm / cold) | peak RSS |"
-    );
-    let _ = writeln!(s, "|---|---:|---|---:|---|---:|---:|---:|---:|---:|");
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    for r in results {
-        let name = Path::new(&r.model)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| r.model.clone());
-        let sp = |x: &Spread| format!("{:.2} ± {:.2}", x.median, x.stddev);
-        let _ = writeln!(
-            s,
-            "| {name} | {:.2} GiB | {} | {} | pp{} tg{} @ d{} | {} | {} | {:.1} | {:.0} / {} | {} |",
-            gib(r.model_bytes),
-            r.backend,
-            r.threads,
-            r.n_prompt,
-            r.n_gen,
-            r.depth,
-            sp(&r.prefill_tok_s),
-            sp(&r.decode_tok_s),
-            r.ttft_ms.median,
-            r.load_ms,
-            r.load_cold_ms
-                .map(|c| format!("{c:.0}"))
-                .unwrap_or_else(|| "n/a".into()),
-            r.peak_rss_bytes
-                .map(|b| format!("{:.2} GiB", gib(b)))
-                .unwrap_or_else(|| "n/a".into()),
-        );
-    }
-    s
 }
 
 #[cfg(test)]

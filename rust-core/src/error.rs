@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 pub type Result<T, E = GemmaError> = std::result::Result<T, E>;
 
+/// Another library's (or another layer's) error that caused a [`GemmaError`], kept so that
+/// [`std::error::Error::source`] walks down to it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GemmaError {
     #[error("cannot read {path}: {source}")]
@@ -15,12 +19,20 @@ pub enum GemmaError {
     },
 
     #[error("{path} is not a valid weight file: {reason}")]
-    InvalidWeightFile { path: PathBuf, reason: String },
+    InvalidWeightFile {
+        path: PathBuf,
+        reason: String,
+        /// The parser's error when one rejected the file (`reason` is then its message).
+        #[source]
+        source: Option<Cause>,
+    },
 
     #[error("invalid model config: {0}")]
     InvalidConfig(String),
 
-    #[error("unknown model architecture `{0}` (supported: gemma4, gemma4_text)")]
+    #[error(
+        "unknown model architecture `{0}` (supported: gemma4 and gemma4_text checkpoints, gemma3 and gemma4 GGUFs)"
+    )]
     UnknownArchitecture(String),
 
     #[error("unsupported model feature: {0}")]
@@ -71,10 +83,53 @@ pub enum GemmaError {
 }
 
 impl GemmaError {
+    /// A file that could not be read (or written, or listed): the I/O error is the source.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         GemmaError::Io {
             path: path.into(),
             source,
         }
+    }
+
+    /// A weight file the engine cannot use, for a reason of its own.
+    pub fn invalid_weight_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        GemmaError::InvalidWeightFile {
+            path: path.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A weight file a parser rejected: the parser's message is the reason, and its error
+    /// stays reachable as the source.
+    pub fn weight_file_rejected(
+        path: impl Into<PathBuf>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        GemmaError::InvalidWeightFile {
+            path: path.into(),
+            reason: source.to_string(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::weights::gguf::{GgufError, GgufFile};
+
+    #[test]
+    fn a_rejected_weight_file_reads_as_before_and_keeps_the_parsers_error() {
+        let Err(parse_error) = GgufFile::parse(b"not a gguf file") else {
+            panic!("garbage parsed as a GGUF");
+        };
+        let sentence = format!("/w.gguf is not a valid weight file: {parse_error}");
+        let e = GemmaError::weight_file_rejected("/w.gguf", parse_error);
+        assert_eq!(e.to_string(), sentence);
+        let source = e.source().expect("the parser's error is the source");
+        assert!(source.downcast_ref::<GgufError>().is_some(), "{source:?}");
     }
 }

@@ -1,11 +1,7 @@
 //! Scoring a token sequence: the logits of every position, for parity checks from outside the
 //! test suite (`gemmakit eval`).
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
-
-use npyz::WriterBuilder;
 
 use crate::device::{BackendKind, ComputeDevice};
 use crate::engine::media::MediaEncoder;
@@ -72,33 +68,4 @@ pub fn all_logits_with_media(
         },
         LogitsFor::All,
     )
-}
-
-/// Writes a float32 C-order `.npy` array.
-pub fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
-    let file = File::create(path).map_err(|e| GemmaError::io(path, e))?;
-    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(BufWriter::new(file))
-        .begin_nd()
-        .map_err(|e| GemmaError::io(path, e))?;
-    writer
-        .extend(values.iter().copied())
-        .map_err(|e| GemmaError::io(path, e))?;
-    writer.finish().map_err(|e| GemmaError::io(path, e))?;
-    Ok(())
-}
-
-/// Parses `2,17,301` into token ids.
-pub fn parse_token_list(text: &str) -> Result<Vec<u32>> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .map_err(|_| GemmaError::InvalidArgument(format!("`{s}` is not a token id")))
-        })
-        .collect()
 }

@@ -1,30 +1,18 @@
 //! `gemmakit bench` on the tiny fixture (sanity of the numbers and the JSON, no speed
-//! thresholds), and the measured Auto backend choice.
+//! thresholds), and the measured Auto backend choice. The command line itself is tested in
+//! cli/tests/bench_command.rs.
 
 mod common;
 
 use gemmakit::kernels::cpu::ActivationPrecision;
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::fixture_dir;
+use common::{positive, tiny_gguf};
 use gemmakit::bench::{BenchOptions, KvType, run_bench};
 use gemmakit::engine::BackendChoice;
 use gemmakit::engine::auto::{AutoPolicy, choose_auto};
 use gemmakit::source::ModelSource;
 use gemmakit::{BackendKind, GemmaError};
-
-fn tiny_gguf() -> PathBuf {
-    fixture_dir("tiny_gemma4_e2b").join("model-f32.gguf")
-}
-
-fn positive(v: &serde_json::Value, key: &str) -> f64 {
-    let x = v[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{key}` missing or not a number in {v}"));
-    assert!(x.is_finite() && x > 0.0, "`{key}` = {x}");
-    x
-}
 
 #[test]
 fn bench_reports_sane_numbers_for_every_configuration() {
@@ -75,57 +63,6 @@ fn bench_reports_sane_numbers_for_every_configuration() {
     }
     // Decode at a depth is measured once and shared by the prompt lengths.
     assert_eq!(results[0].decode_tok_s, results[1].decode_tok_s);
-}
-
-#[test]
-fn bench_command_line_prints_one_json_object_per_configuration() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gemmakit"))
-        .args(["bench", "-m"])
-        .arg(tiny_gguf())
-        .args([
-            "-p",
-            "5",
-            "-n",
-            "2,4",
-            "-r",
-            "2",
-            "-t",
-            "1",
-            "--backend",
-            "cpu",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2);
-    for (v, n_gen) in lines.iter().zip([2, 4]) {
-        for key in ["prefill_tok_s", "decode_tok_s", "ttft_ms", "load_ms"] {
-            positive(v, key);
-        }
-        assert!(v.get("peak_rss_bytes").is_some());
-        assert_eq!(v["n_prompt"], 5);
-        assert_eq!(v["n_gen"], n_gen);
-        assert_eq!(v["decode_tokens_run"], n_gen * 2);
-    }
-
-    let out = Command::new(env!("CARGO_BIN_EXE_gemmakit"))
-        .args(["bench", "-m"])
-        .arg(tiny_gguf())
-        .args(["-p", "5", "-n", "2", "--kv-type", "f16", "--json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("f32 only"));
 }
 
 #[test]

@@ -7,49 +7,108 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use gemmakit::GemmaError;
 
-/// Kotlin's `message` lists the fields (`path=…, reason=…`); `toString()` (Kotlin) and
-/// `description` (Swift) give the engine's own sentence.
+/// Kotlin's `message` lists the fields (`path=…, reason=…, engineMessage=…`); `toString()`
+/// (Kotlin) and `description` (Swift) give `engine_message`, the engine error's own sentence
+/// (its `Display`), so the two languages never drift from the engine's wording. The other fields
+/// are the parts a program may want to act on. (`engine_message`, not `message`: a field named
+/// `message` clashes with `Throwable.message` in the generated Kotlin.)
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 #[uniffi::export(Display)]
 pub enum GemmaKitError {
-    #[error("cannot read {path}: {reason}")]
-    Io { path: String, reason: String },
-    #[error("{path} is not a valid weight file: {reason}")]
-    InvalidWeightFile { path: String, reason: String },
-    #[error("invalid model config: {reason}")]
-    InvalidConfig { reason: String },
-    #[error("unknown model architecture `{architecture}` (supported: gemma4, gemma4_text)")]
-    UnknownArchitecture { architecture: String },
-    #[error("unsupported model feature: {feature}")]
-    Unsupported { feature: String },
-    #[error("tensor `{name}` is missing from the checkpoint")]
-    MissingTensor { name: String },
-    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    #[error("{engine_message}")]
+    Io {
+        path: String,
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    InvalidWeightFile {
+        path: String,
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    InvalidConfig {
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    UnknownArchitecture {
+        architecture: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    Unsupported {
+        feature: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    MissingTensor {
+        name: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
     ShapeMismatch {
         name: String,
         expected: Vec<u64>,
         found: Vec<u64>,
+        engine_message: String,
     },
-    #[error("tensor `{name}` has unsupported element type {dtype}")]
-    UnsupportedDtype { name: String, dtype: String },
-    #[error("token id {id} is outside the vocabulary (size {vocab})")]
-    TokenOutOfRange { id: u32, vocab: u64 },
-    #[error("{requested} positions do not fit in the context of {context_len} tokens")]
-    ContextOverflow { requested: u64, context_len: u64 },
-    #[error("the model needs about {needed} bytes of memory, over the budget of {budget} bytes")]
-    MemoryBudgetExceeded { needed: u64, budget: u64 },
-    #[error("invalid image: {reason}")]
-    InvalidImage { reason: String },
-    #[error("invalid audio: {reason}")]
-    InvalidAudio { reason: String },
-    #[error("media do not match the prompt: {reason}")]
-    MediaMismatch { reason: String },
-    #[error("invalid argument: {reason}")]
-    InvalidArgument { reason: String },
-    #[error("backend `{backend}` is unavailable: {reason}")]
-    BackendUnavailable { backend: String, reason: String },
-    #[error("device error: {reason}")]
-    Device { reason: String },
+    #[error("{engine_message}")]
+    UnsupportedDtype {
+        name: String,
+        dtype: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    TokenOutOfRange {
+        id: u32,
+        vocab: u64,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    ContextOverflow {
+        requested: u64,
+        context_len: u64,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    MemoryBudgetExceeded {
+        needed: u64,
+        budget: u64,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    InvalidImage {
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    InvalidAudio {
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    MediaMismatch {
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    InvalidArgument {
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    BackendUnavailable {
+        backend: String,
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    Device {
+        reason: String,
+        engine_message: String,
+    },
     /// A Kotlin/Swift callback (the generation sink) threw; generation was stopped.
     #[error("a callback failed: {reason}")]
     Callback { reason: String },
@@ -62,21 +121,34 @@ impl From<GemmaError> for GemmaKitError {
     fn from(e: GemmaError) -> Self {
         use GemmaKitError as K;
         let n = |v: usize| v as u64;
+        let engine_message = e.to_string();
         match e {
             GemmaError::Io { path, source } => K::Io {
                 path: path.display().to_string(),
                 reason: source.to_string(),
+                engine_message,
             },
-            GemmaError::InvalidWeightFile { path, reason } => K::InvalidWeightFile {
+            GemmaError::InvalidWeightFile { path, reason, .. } => K::InvalidWeightFile {
                 path: path.display().to_string(),
                 reason,
+                engine_message,
             },
-            GemmaError::InvalidConfig(reason) => K::InvalidConfig { reason },
-            GemmaError::UnknownArchitecture(architecture) => {
-                K::UnknownArchitecture { architecture }
-            }
-            GemmaError::Unsupported(feature) => K::Unsupported { feature },
-            GemmaError::MissingTensor(name) => K::MissingTensor { name },
+            GemmaError::InvalidConfig(reason) => K::InvalidConfig {
+                reason,
+                engine_message,
+            },
+            GemmaError::UnknownArchitecture(architecture) => K::UnknownArchitecture {
+                architecture,
+                engine_message,
+            },
+            GemmaError::Unsupported(feature) => K::Unsupported {
+                feature,
+                engine_message,
+            },
+            GemmaError::MissingTensor(name) => K::MissingTensor {
+                name,
+                engine_message,
+            },
             GemmaError::ShapeMismatch {
                 name,
                 expected,
@@ -85,11 +157,17 @@ impl From<GemmaError> for GemmaKitError {
                 name,
                 expected: expected.into_iter().map(n).collect(),
                 found: found.into_iter().map(n).collect(),
+                engine_message,
             },
-            GemmaError::UnsupportedDtype { name, dtype } => K::UnsupportedDtype { name, dtype },
+            GemmaError::UnsupportedDtype { name, dtype } => K::UnsupportedDtype {
+                name,
+                dtype,
+                engine_message,
+            },
             GemmaError::TokenOutOfRange { id, vocab } => K::TokenOutOfRange {
                 id,
                 vocab: n(vocab),
+                engine_message,
             },
             GemmaError::ContextOverflow {
                 requested,
@@ -97,18 +175,38 @@ impl From<GemmaError> for GemmaKitError {
             } => K::ContextOverflow {
                 requested: n(requested),
                 context_len: n(context_len),
+                engine_message,
             },
-            GemmaError::MemoryBudgetExceeded { needed, budget } => {
-                K::MemoryBudgetExceeded { needed, budget }
-            }
-            GemmaError::InvalidImage(reason) => K::InvalidImage { reason },
-            GemmaError::InvalidAudio(reason) => K::InvalidAudio { reason },
-            GemmaError::MediaMismatch(reason) => K::MediaMismatch { reason },
-            GemmaError::InvalidArgument(reason) => K::InvalidArgument { reason },
-            GemmaError::BackendUnavailable { backend, reason } => {
-                K::BackendUnavailable { backend, reason }
-            }
-            GemmaError::Device(reason) => K::Device { reason },
+            GemmaError::MemoryBudgetExceeded { needed, budget } => K::MemoryBudgetExceeded {
+                needed,
+                budget,
+                engine_message,
+            },
+            GemmaError::InvalidImage(reason) => K::InvalidImage {
+                reason,
+                engine_message,
+            },
+            GemmaError::InvalidAudio(reason) => K::InvalidAudio {
+                reason,
+                engine_message,
+            },
+            GemmaError::MediaMismatch(reason) => K::MediaMismatch {
+                reason,
+                engine_message,
+            },
+            GemmaError::InvalidArgument(reason) => K::InvalidArgument {
+                reason,
+                engine_message,
+            },
+            GemmaError::BackendUnavailable { backend, reason } => K::BackendUnavailable {
+                backend,
+                reason,
+                engine_message,
+            },
+            GemmaError::Device(reason) => K::Device {
+                reason,
+                engine_message,
+            },
         }
     }
 }
@@ -160,5 +258,28 @@ mod tests {
         .into();
         assert!(matches!(&e, GemmaKitError::Io { path, .. } if path == "/x.gguf"));
         assert!(e.to_string().starts_with("cannot read /x.gguf: "), "{e}");
+    }
+
+    #[test]
+    fn every_engine_error_reads_as_the_engine_wrote_it() {
+        let engine_errors = [
+            GemmaError::UnknownArchitecture("llama".into()),
+            GemmaError::invalid_weight_file("/w.gguf", "truncated"),
+            GemmaError::ShapeMismatch {
+                name: "t".into(),
+                expected: vec![2, 3],
+                found: vec![3, 2],
+            },
+            GemmaError::ContextOverflow {
+                requested: 9,
+                context_len: 8,
+            },
+            GemmaError::Device("lost".into()),
+        ];
+        for engine_error in engine_errors {
+            let sentence = engine_error.to_string();
+            let ffi_error: GemmaKitError = engine_error.into();
+            assert_eq!(ffi_error.to_string(), sentence);
+        }
     }
 }

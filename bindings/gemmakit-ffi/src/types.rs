@@ -629,8 +629,10 @@ pub(crate) fn parse_tool_declarations(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            serde_json::from_str(t).map_err(|e| GemmaKitError::InvalidArgument {
-                reason: format!("tool declaration {i} is not valid JSON: {e}"),
+            serde_json::from_str(t).map_err(|e| {
+                GemmaKitError::from(gemmakit::GemmaError::InvalidArgument(format!(
+                    "tool declaration {i} is not valid JSON: {e}"
+                )))
             })
         })
         .collect()

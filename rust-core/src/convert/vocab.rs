@@ -46,10 +46,7 @@ pub struct GgufVocab {
 const SPECIAL_TYPES: [&str; 7] = ["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
 
 fn invalid(path: &Path, reason: impl Into<String>) -> GemmaError {
-    GemmaError::InvalidWeightFile {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    GemmaError::invalid_weight_file(path, reason)
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {

@@ -28,10 +28,7 @@ impl GgufModelFile {
         let file = File::open(path).map_err(|e| GemmaError::io(path, e))?;
         // SAFETY: read-only mapping; the file is assumed not to change while in use.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?;
-        let gguf = GgufFile::parse(&map).map_err(|e| GemmaError::InvalidWeightFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let gguf = GgufFile::parse(&map).map_err(|e| GemmaError::weight_file_rejected(path, e))?;
         Ok(GgufModelFile {
             gguf,
             map: Arc::new(map),

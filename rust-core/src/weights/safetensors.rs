@@ -25,10 +25,10 @@ pub fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     paths.sort();
     if paths.is_empty() {
-        return Err(GemmaError::InvalidWeightFile {
-            path: dir.to_path_buf(),
-            reason: "the directory holds no *.safetensors file".into(),
-        });
+        return Err(GemmaError::invalid_weight_file(
+            dir,
+            "the directory holds no *.safetensors file",
+        ));
     }
     Ok(paths)
 }
@@ -44,12 +44,9 @@ pub fn open(paths: &[PathBuf], prefixes: &[&str]) -> Result<WeightStore> {
         // file is not truncated or rewritten by another process while it is in use.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| GemmaError::io(path, e))?;
         let map = Arc::new(map);
-        let invalid = |reason: String| GemmaError::InvalidWeightFile {
-            path: path.clone(),
-            reason,
-        };
-        let (header_len, metadata) =
-            SafeTensors::read_metadata(&map).map_err(|e| invalid(e.to_string()))?;
+        let invalid = |reason: String| GemmaError::invalid_weight_file(path, reason);
+        let (header_len, metadata) = SafeTensors::read_metadata(&map)
+            .map_err(|e| GemmaError::weight_file_rejected(path, e))?;
         let data_start = 8 + header_len;
         for (name, info) in metadata.tensors() {
             if !prefixes.is_empty() && !prefixes.iter().any(|p| name.starts_with(p)) {
@@ -79,7 +76,7 @@ pub fn open(paths: &[PathBuf], prefixes: &[&str]) -> Result<WeightStore> {
                 info.shape.clone(),
                 log.clone(),
             )
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|e| GemmaError::weight_file_rejected(path, e))?;
             tensors.insert(name, tensor);
         }
     }

@@ -14,6 +14,22 @@ pub fn fixture_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The tiny Gemma 4 E2B fixture as an f32 GGUF (llama.cpp's converter): the quickest model to
+/// load, for tests of the engine's plumbing rather than its numbers.
+pub fn tiny_gguf() -> PathBuf {
+    fixture_dir("tiny_gemma4_e2b").join("model-f32.gguf")
+}
+
+/// The number at `key` of a JSON object, asserted finite and above zero (a measured rate,
+/// time or size).
+pub fn positive(v: &serde_json::Value, key: &str) -> f64 {
+    let x = v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` missing or not a number in {v}"));
+    assert!(x.is_finite() && x > 0.0, "`{key}` = {x}");
+    x
+}
+
 /// Reference tensors written by transformers (`reference_outputs.safetensors`).
 pub struct Reference {
     tensors: HashMap<String, (Vec<usize>, Vec<u8>, safetensors::Dtype)>,

@@ -1,0 +1,181 @@
+//! Options shared by several commands, and their conversion into engine options.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use gemmakit::engine::BackendChoice;
+use gemmakit::generate::GenerateOptions;
+use gemmakit::kernels::cpu::ActivationPrecision;
+use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
+use gemmakit::model::audio::AttentionWindow;
+use gemmakit::sampling::SamplingOptions;
+use gemmakit::{GemmaError, Result};
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file or a Hugging Face checkpoint directory. Default: the demo model (Gemma 3
+    /// 270M, fetched into $GEMMAKIT_HOME on first use).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// cpu, gpu or auto.
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    #[arg(long, default_value_t = 4096)]
+    pub context: usize,
+    /// CPU threads (default: one per core).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// llama.cpp's vision/audio GGUF for a GGUF model (default: mmproj*.gguf next to it).
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
+    /// Audio tower attention window: transformers (12 keys) or jax (13).
+    #[arg(long, default_value = "transformers")]
+    pub audio_window: AudioWindowArg,
+    /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
+    #[arg(long)]
+    pub int8_prefill: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AudioWindowArg {
+    Transformers,
+    Jax,
+}
+
+impl From<AudioWindowArg> for AttentionWindow {
+    fn from(w: AudioWindowArg) -> Self {
+        match w {
+            AudioWindowArg::Transformers => AttentionWindow::Transformers,
+            AudioWindowArg::Jax => AttentionWindow::Jax,
+        }
+    }
+}
+
+/// Images, audio and video frames given on the command line.
+#[derive(Args, Clone, Default)]
+pub struct MediaArgs {
+    /// An image (JPEG, PNG, WebP); repeatable, placed in order before the prompt text.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Soft tokens per image: 70, 140, 280, 560 or 1120.
+    #[arg(long, default_value_t = 280)]
+    image_tokens: usize,
+    /// A WAV file; repeatable, placed after the images.
+    #[arg(long = "audio")]
+    audios: Vec<PathBuf>,
+    /// A video frame image; repeatable, in order: together they form one video.
+    #[arg(long = "frame")]
+    frames: Vec<PathBuf>,
+    /// Frame rate of --frame images (frame i is at i/fps seconds).
+    #[arg(long, default_value_t = 1.0)]
+    fps: f64,
+}
+
+impl MediaArgs {
+    pub fn load(&self) -> Result<Vec<Media>> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| GemmaError::io(p, e));
+        let mut media = Vec::new();
+        for p in &self.images {
+            let image =
+                ImageInput::from_bytes(&read(p)?)?.with_max_soft_tokens(self.image_tokens)?;
+            media.push(Media::Image(image));
+        }
+        for p in &self.audios {
+            let audio = AudioInput::from_wav_bytes(&read(p)?)?;
+            if audio.clips().was_split() {
+                eprintln!(
+                    "gemmakit: {} is {:.1} s: encoded as {} clips of at most 30 s",
+                    p.display(),
+                    audio.duration_secs(),
+                    audio.clips().clips.len()
+                );
+            }
+            media.push(Media::Audio(audio));
+        }
+        if !self.frames.is_empty() {
+            let frames = self
+                .frames
+                .iter()
+                .map(|p| ImageInput::from_bytes(&read(p)?))
+                .collect::<Result<Vec<_>>>()?;
+            media.push(Media::Video(VideoInput::from_frames_at_fps(
+                frames, self.fps,
+            )?));
+        }
+        Ok(media)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Stop before this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repeat_penalty,
+                seed: self.seed,
+                ..SamplingOptions::default()
+            },
+            max_tokens: self.max_tokens,
+            stop_strings: self.stop.clone(),
+            stop_token_ids: Vec::new(),
+        }
+    }
+}
+
+/// The `--backend` of `run`, `chat`, `info`, `tokenize` and `bench`.
+pub fn backend_choice(name: &str) -> Result<BackendChoice> {
+    match name {
+        "auto" => Ok(BackendChoice::Auto),
+        "cpu" => Ok(BackendChoice::Cpu),
+        "gpu" => Ok(BackendChoice::Gpu),
+        other => Err(GemmaError::InvalidArgument(format!(
+            "unknown backend `{other}` (cpu, gpu, auto)"
+        ))),
+    }
+}
+
+/// The CPU prefill numerics `--int8-prefill` selects.
+pub fn activations(int8: bool) -> ActivationPrecision {
+    if int8 {
+        ActivationPrecision::Int8
+    } else {
+        ActivationPrecision::F32
+    }
+}
+
+/// Parses `2,17,301` into token ids (`run --prompt-tokens`, `eval --tokens`).
+pub fn parse_token_list(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| GemmaError::InvalidArgument(format!("`{s}` is not a token id")))
+        })
+        .collect()
+}

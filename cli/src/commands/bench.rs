@@ -1,0 +1,124 @@
+//! `gemmakit bench`: llama-bench-style measurements, as a markdown table or JSON lines.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use gemmakit::bench::{BenchOptions, BenchResult, KvType, Spread, run_bench};
+use gemmakit::{GemmaError, Result};
+
+use crate::args::{activations, backend_choice};
+
+// Short flags as llama-bench's, so its users can reuse their command lines.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// Prompt lengths, comma-separated.
+    #[arg(short = 'p', long = "n-prompt", default_value = "512")]
+    n_prompt: String,
+    /// Generation lengths, comma-separated.
+    #[arg(short = 'n', long = "n-gen", default_value = "128")]
+    n_gen: String,
+    /// Tokens already in the cache before each test, comma-separated.
+    #[arg(short = 'd', long = "n-depth", default_value = "0")]
+    depth: String,
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    repetitions: usize,
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// KV cache element type (only f32 is implemented).
+    #[arg(long, default_value = "f32")]
+    kv_type: String,
+    /// Skip the cold-load measurement.
+    #[arg(long)]
+    no_cold: bool,
+    /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
+    #[arg(long)]
+    int8_prefill: bool,
+    /// One JSON object per configuration (one per line) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_list(what: &str, text: &str) -> Result<Vec<usize>> {
+    text.split(',')
+        .map(|t| {
+            t.trim().parse().map_err(|_| {
+                GemmaError::InvalidArgument(format!("{what}: `{t}` is not a whole number"))
+            })
+        })
+        .collect()
+}
+
+pub fn execute(args: BenchArgs) -> Result<()> {
+    let options = BenchOptions {
+        model: args.model,
+        n_prompt: parse_list("-p", &args.n_prompt)?,
+        n_gen: parse_list("-n", &args.n_gen)?,
+        depths: parse_list("-d", &args.depth)?,
+        threads: args.threads,
+        repetitions: args.repetitions,
+        backend: backend_choice(&args.backend)?,
+        kv_type: args.kv_type.parse::<KvType>()?,
+        cold_load: !args.no_cold,
+        cpu_prefill_activations: activations(args.int8_prefill),
+    };
+    let json = args.json;
+    let results = run_bench(&options, &mut |r| {
+        if json {
+            println!("{}", r.to_json());
+        }
+    })?;
+    if !json {
+        print!("{}", format_table(&results));
+        if let Some(r) = results.first() {
+            println!(
+                "\nbackend: {} ({}; {})",
+                r.backend, r.device, r.backend_reason
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A markdown table in the spirit of llama-bench's.
+fn format_table(results: &[BenchResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| model | size | backend | threads | test | prefill t/s | decode t/s | ttft ms | load ms (warm / cold) | peak RSS |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---|---:|---:|---:|---:|---:|");
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    for r in results {
+        let name = Path::new(&r.model)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| r.model.clone());
+        let sp = |x: &Spread| format!("{:.2} ± {:.2}", x.median, x.stddev);
+        let _ = writeln!(
+            s,
+            "| {name} | {:.2} GiB | {} | {} | pp{} tg{} @ d{} | {} | {} | {:.1} | {:.0} / {} | {} |",
+            gib(r.model_bytes),
+            r.backend,
+            r.threads,
+            r.n_prompt,
+            r.n_gen,
+            r.depth,
+            sp(&r.prefill_tok_s),
+            sp(&r.decode_tok_s),
+            r.ttft_ms.median,
+            r.load_ms,
+            r.load_cold_ms
+                .map(|c| format!("{c:.0}"))
+                .unwrap_or_else(|| "n/a".into()),
+            r.peak_rss_bytes
+                .map(|b| format!("{:.2} GiB", gib(b)))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+    }
+    s
+}
