@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-demo-model.sh >/dev/null
-cargo build --release --bin gemmakit
+cargo build --release --workspace --all-targets  # the profile CI builds: no second feature set
 exec ./target/release/gemmakit run --backend cpu --max-tokens 64 \
   --prompt "${1:-The three most useful things to pack for a week of hiking are}"

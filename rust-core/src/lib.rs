@@ -1,8 +1,10 @@
 //! GemmaKit: offline Gemma 4 inference for phones.
 //!
-//! Data flows one way: file ([`weights`]) → model graph ([`model`]) → logits. The graph is
-//! written once on burn tensors and runs on the CPU (burn-flex) or a GPU (burn-wgpu), chosen at
-//! run time ([`backend`]); the weight products go through our own kernels ([`kernels`]).
+//! Data flows one way: file ([`source`], [`weights`]) → model graph ([`model`]) → logits →
+//! sampler ([`sampling`]) → text ([`engine`]); media are preprocessed ([`media`]) before the
+//! towers. The graph is written once on burn tensors and runs on the CPU (burn-flex) or a GPU
+//! (burn-wgpu), chosen at run time ([`device`]); the weight products go through our own kernels
+//! ([`kernels`]). ARCHITECTURE.md at the repository root gives the layers and their rules.
 
 pub mod bench;
 pub mod chat;
