@@ -17,7 +17,7 @@ use crate::media::audio::{FeatureExtractor, FeatureExtractorConfig};
 use crate::media::layout::PlaceholderIds;
 use crate::model::gguf::GgufModelFile;
 use crate::model::names::TEXT_PREFIXES;
-use crate::model::towers::{TowerFiles, Towers};
+use crate::model::towers::TowerFiles;
 use crate::model::{GemmaConfig, GemmaModel};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{self, WeightStore};
@@ -197,11 +197,6 @@ impl ModelSource {
                 )),
             },
         })
-    }
-
-    /// The towers (loaded on first use) on `device`.
-    pub fn towers(&self, mmproj: Option<&Path>, device: ComputeDevice) -> Result<Towers> {
-        Ok(Towers::new(self.tower_files(mmproj)?, device))
     }
 
     /// The audio front end's settings: a checkpoint's `processor_config.json` or

@@ -24,7 +24,7 @@ use gemmakit::media::{AudioInput, ImageInput, Media};
 use gemmakit::model::audio::AttentionWindow;
 use gemmakit::model::{LogitsFor, SoftTokens};
 use gemmakit::source::ModelSource;
-use gemmakit::{BackendKind, GemmaError};
+use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 
 const CPU_TOL: f32 = 1e-3;
 const GPU_TOL: f32 = 1e-3;
@@ -49,7 +49,7 @@ fn check(fixture: &str, backend: BackendKind, tol: f32) {
 
     let logits = all_logits_with_media(
         &model,
-        &dir,
+        &ModelSource::open(&dir).unwrap(),
         None,
         AttentionWindow::Transformers,
         &ids,
@@ -132,10 +132,11 @@ fn placeholder_mismatches_are_typed_errors() {
     let dir = fixture_dir(fixture);
     let media = fixture_media(&reference);
     let ids = reference.ids("mm.input_ids");
+    let source = ModelSource::open(&dir).unwrap();
     let run = |ids: &[u32], media: &[Media]| {
         all_logits_with_media(
             &model,
-            &dir,
+            &source,
             None,
             AttentionWindow::Transformers,
             ids,
@@ -292,11 +293,14 @@ fn gguf_with_mmproj_matches_transformers() {
     let fixture = "tiny_gemma4_e2b";
     let reference = Reference::load(fixture);
     let path = fixture_dir(fixture).join("model-f32.gguf");
-    let model = gemmakit::eval::load_model(&path, BackendKind::Cpu).unwrap();
+    let source = ModelSource::open(&path).unwrap();
+    let model = source
+        .load_model(ComputeDevice::open(BackendKind::Cpu).unwrap())
+        .unwrap();
     let media = fixture_media(&reference);
     let logits = all_logits_with_media(
         &model,
-        &path,
+        &source,
         None,
         AttentionWindow::Transformers,
         &reference.ids("mm.input_ids"),

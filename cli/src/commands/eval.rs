@@ -5,7 +5,9 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use gemmakit::eval::{all_logits_with_media, load_model};
+use gemmakit::ComputeDevice;
+use gemmakit::eval::all_logits_with_media;
+use gemmakit::source::ModelSource;
 use gemmakit::{BackendKind, GemmaError, Result};
 use npyz::WriterBuilder;
 
@@ -34,10 +36,11 @@ pub struct EvalArgs {
 pub fn execute(args: EvalArgs) -> Result<()> {
     let tokens = parse_token_list(&args.tokens)?;
     let media = args.media.load()?;
-    let model = load_model(&args.model, args.backend)?;
+    let source = ModelSource::open(&args.model)?;
+    let model = source.load_model(ComputeDevice::open(args.backend)?)?;
     let logits = all_logits_with_media(
         &model,
-        &args.model,
+        &source,
         args.mmproj.as_deref(),
         args.audio_window.into(),
         &tokens,
