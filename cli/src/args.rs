@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use gemmakit::engine::BackendChoice;
-use gemmakit::generate::GenerateOptions;
+use gemmakit::generate::{Constraint, GenerateOptions};
 use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
@@ -126,11 +126,35 @@ pub struct SamplingArgs {
     /// Stop before this string (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
+    /// The answer is JSON valid under the JSON schema in this file.
+    #[arg(long, value_name = "FILE", group = "constraint")]
+    json_schema: Option<PathBuf>,
+    /// The answer fully matches this regular expression.
+    #[arg(long, value_name = "REGEX", group = "constraint")]
+    regex: Option<String>,
+    /// The answer follows the Lark grammar in this file (llguidance's dialect).
+    #[arg(long, value_name = "FILE.lark", group = "constraint")]
+    grammar: Option<PathBuf>,
+    /// The answer is exactly one of these strings (repeatable).
+    #[arg(long = "choice", value_name = "TEXT", group = "constraint")]
+    choices: Vec<String>,
 }
 
 impl SamplingArgs {
-    pub fn options(&self) -> GenerateOptions {
-        GenerateOptions {
+    pub fn options(&self) -> Result<GenerateOptions> {
+        let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| GemmaError::io(p, e));
+        let constraint = if let Some(path) = &self.json_schema {
+            Some(Constraint::json_schema_text(&read(path)?)?)
+        } else if let Some(rx) = &self.regex {
+            Some(Constraint::Regex(rx.clone()))
+        } else if let Some(path) = &self.grammar {
+            Some(Constraint::Lark(read(path)?))
+        } else if !self.choices.is_empty() {
+            Some(Constraint::Choice(self.choices.clone()))
+        } else {
+            None
+        };
+        Ok(GenerateOptions {
             sampling: SamplingOptions {
                 temperature: self.temperature,
                 top_k: self.top_k,
@@ -143,7 +167,8 @@ impl SamplingArgs {
             max_tokens: self.max_tokens,
             stop_strings: self.stop.clone(),
             stop_token_ids: Vec::new(),
-        }
+            constraint,
+        })
     }
 }
 

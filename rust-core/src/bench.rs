@@ -388,6 +388,89 @@ pub fn run_bench(
     Ok(results)
 }
 
+/// Decode speed with and without a constraint: same engine, prompt, sampling and seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstrainedBench {
+    /// The first constrained request's extra latency: building the token trie and lexer
+    /// slices for the vocabulary (once per engine).
+    pub prepare_ms: f64,
+    pub free_decode_tok_s: Spread,
+    pub constrained_decode_tok_s: Spread,
+    /// Tokens generated per repetition (the constrained answer ends where the schema does).
+    pub free_tokens: Vec<usize>,
+    pub constrained_tokens: Vec<usize>,
+}
+
+impl ConstrainedBench {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "test": "constrained_decode",
+            "prepare_ms": self.prepare_ms,
+            "free_decode_tok_s": self.free_decode_tok_s.median,
+            "constrained_decode_tok_s": self.constrained_decode_tok_s.median,
+            "slowdown": 1.0 - self.constrained_decode_tok_s.median / self.free_decode_tok_s.median.max(1e-9),
+            "free_tokens": self.free_tokens,
+            "constrained_tokens": self.constrained_tokens,
+        })
+    }
+}
+
+/// Samples (Gemma's recommended settings, seeds 0..repetitions) up to `n_gen` tokens after a
+/// short prompt, without and with `constraint`, alternating so drift hits both alike.
+pub fn run_constrained_bench(
+    options: &BenchOptions,
+    constraint: crate::constraint::Constraint,
+) -> Result<ConstrainedBench> {
+    validate(options)?;
+    let n_gen = options.n_gen.iter().copied().max().unwrap_or(128);
+    let engine = Engine::load(
+        &options.model,
+        EngineOptions {
+            backend: options.backend,
+            context_len: n_gen + 64,
+            chat_format: ChatFormat::PlainText,
+            cpu_prefill_activations: options.cpu_prefill_activations,
+            ..EngineOptions::default()
+        },
+    )?;
+    let start = Instant::now();
+    engine.prepare_constraints()?;
+    let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
+    let prompt = engine
+        .tokenizer()
+        .encode_prompt("The requested record, as JSON:\n", false)?;
+    let run = |seed: u64, constraint: Option<crate::constraint::Constraint>| {
+        let options = crate::generate::GenerateOptions {
+            sampling: crate::sampling::SamplingOptions {
+                seed: Some(seed),
+                ..crate::sampling::SamplingOptions::gemma_default()
+            },
+            max_tokens: n_gen,
+            constraint,
+            ..Default::default()
+        };
+        engine.generate_from_tokens(&prompt, &options, &mut |_| crate::generate::Flow::Continue)
+    };
+    run(0, Some(constraint.clone()))?; // warm-up
+    let (mut free, mut constrained) = (Vec::new(), Vec::new());
+    let (mut free_tokens, mut constrained_tokens) = (Vec::new(), Vec::new());
+    for seed in 0..options.repetitions.max(1) as u64 {
+        let out = run(seed, None)?;
+        free.push(out.stats.decode_tok_s);
+        free_tokens.push(out.stats.generated_tokens);
+        let out = run(seed, Some(constraint.clone()))?;
+        constrained.push(out.stats.decode_tok_s);
+        constrained_tokens.push(out.stats.generated_tokens);
+    }
+    Ok(ConstrainedBench {
+        prepare_ms,
+        free_decode_tok_s: Spread::of(&free),
+        constrained_decode_tok_s: Spread::of(&constrained),
+        free_tokens,
+        constrained_tokens,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

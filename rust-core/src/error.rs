@@ -75,6 +75,11 @@ pub enum GemmaError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A JSON schema, regex, grammar or strict tool set that cannot constrain decoding, or a
+    /// constraint that failed while decoding.
+    #[error("invalid constraint: {0}")]
+    InvalidConstraint(String),
+
     #[error("backend `{backend}` is unavailable: {reason}")]
     BackendUnavailable { backend: String, reason: String },
 

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod constraint;
 pub mod convert;
 pub mod device;
 pub mod engine;

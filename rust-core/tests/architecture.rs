@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("tokenizer", 3),
     ("sampling", 3),
     ("media", 4),
+    ("constraint", 4),
     ("chat", 5),
     ("source", 5),
     ("convert", 6),

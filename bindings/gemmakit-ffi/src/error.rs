@@ -99,6 +99,11 @@ pub enum GemmaKitError {
         engine_message: String,
     },
     #[error("{engine_message}")]
+    InvalidConstraint {
+        reason: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
     BackendUnavailable {
         backend: String,
         reason: String,
@@ -195,6 +200,10 @@ impl From<GemmaError> for GemmaKitError {
                 engine_message,
             },
             GemmaError::InvalidArgument(reason) => K::InvalidArgument {
+                reason,
+                engine_message,
+            },
+            GemmaError::InvalidConstraint(reason) => K::InvalidConstraint {
                 reason,
                 engine_message,
             },

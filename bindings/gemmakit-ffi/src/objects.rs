@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gemmakit::conversation::Conversation as CoreConversation;
 use gemmakit::engine::Engine as CoreEngine;
-use gemmakit::generate::{Event, Flow, GenerationOutput};
+use gemmakit::generate::{self, Event, Flow, GenerationOutput};
 use gemmakit::media::{AudioInput, ImageInput};
 
 use crate::error::{GemmaKitError, guard};
@@ -57,7 +57,12 @@ impl Engine {
         u32::try_from(self.inner.context_len()).unwrap_or(u32::MAX)
     }
 
-    /// A new, empty conversation. It keeps the model alive until it is closed too.
+    /// Prepares constrained decoding for this model (about a second for a 262k vocabulary);
+    /// otherwise done by the first constrained request. Call it off the main thread.
+    pub fn prepare_constraints(&self) -> Result<(), GemmaKitError> {
+        guard(|| Ok(self.inner.prepare_constraints()?))
+    }
+
     /// Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt.
     pub fn caption(
         &self,
@@ -65,7 +70,7 @@ impl Engine {
         options: GenerateOptions,
         sink: Option<Arc<dyn GenerationSink>>,
     ) -> Result<GenerationResult, GemmaKitError> {
-        let options = options.into();
+        let options = generate::GenerateOptions::try_from(options)?;
         guard(|| {
             let image = ImageInput::from_bytes(&image)?;
             run_turn(sink, |on_event| {
@@ -82,7 +87,7 @@ impl Engine {
         language: String,
         options: GenerateOptions,
     ) -> Result<String, GemmaKitError> {
-        let options = options.into();
+        let options = generate::GenerateOptions::try_from(options)?;
         guard(|| {
             let audio = AudioInput::from_wav_bytes(&wav)?;
             let (text, _) = self
@@ -118,7 +123,7 @@ impl Conversation {
         options: GenerateOptions,
         sink: Option<Arc<dyn GenerationSink>>,
     ) -> Result<GenerationResult, GemmaKitError> {
-        let options = options.into();
+        let options = generate::GenerateOptions::try_from(options)?;
         guard(|| run_turn(sink, |on_event| self.inner.send(&text, &options, on_event)))
     }
 
@@ -130,7 +135,7 @@ impl Conversation {
         options: GenerateOptions,
         sink: Option<Arc<dyn GenerationSink>>,
     ) -> Result<GenerationResult, GemmaKitError> {
-        let options = options.into();
+        let options = generate::GenerateOptions::try_from(options)?;
         guard(|| {
             let parts = parts
                 .into_iter()
@@ -150,7 +155,7 @@ impl Conversation {
         options: GenerateOptions,
         sink: Option<Arc<dyn GenerationSink>>,
     ) -> Result<GenerationResult, GemmaKitError> {
-        let options = options.into();
+        let options = generate::GenerateOptions::try_from(options)?;
         guard(|| {
             run_turn(sink, |on_event| {
                 self.inner

@@ -408,16 +408,59 @@ pub struct GenerateOptions {
     /// Extra stop ids, on top of the model's end-of-turn ids.
     #[uniffi(default)]
     pub stop_token_ids: Vec<u32>,
+    /// The shape the answer must take; `null`/`nil`: free text.
+    #[uniffi(default)]
+    pub constraint: Option<Constraint>,
 }
 
-impl From<GenerateOptions> for generate::GenerateOptions {
-    fn from(o: GenerateOptions) -> Self {
-        generate::GenerateOptions {
+/// The shape the answer must take (the thought channel stays free).
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum Constraint {
+    /// JSON valid under this JSON schema (the schema's text).
+    JsonSchema { schema: String },
+    /// Text that fully matches this regular expression.
+    Regex { pattern: String },
+    /// Text of this Lark grammar (llguidance's dialect, `start` is the root).
+    Lark { grammar: String },
+    /// Exactly one of these strings.
+    Choice { options: Vec<String> },
+}
+
+impl TryFrom<Constraint> for generate::Constraint {
+    type Error = gemmakit::GemmaError;
+    fn try_from(c: Constraint) -> Result<Self, Self::Error> {
+        Ok(match c {
+            Constraint::JsonSchema { schema } => generate::Constraint::json_schema_text(&schema)?,
+            Constraint::Regex { pattern } => generate::Constraint::Regex(pattern),
+            Constraint::Lark { grammar } => generate::Constraint::Lark(grammar),
+            Constraint::Choice { options } => generate::Constraint::Choice(options),
+        })
+    }
+}
+
+impl From<generate::Constraint> for Constraint {
+    fn from(c: generate::Constraint) -> Self {
+        match c {
+            generate::Constraint::JsonSchema(schema) => Constraint::JsonSchema {
+                schema: schema.to_string(),
+            },
+            generate::Constraint::Regex(pattern) => Constraint::Regex { pattern },
+            generate::Constraint::Lark(grammar) => Constraint::Lark { grammar },
+            generate::Constraint::Choice(options) => Constraint::Choice { options },
+        }
+    }
+}
+
+impl TryFrom<GenerateOptions> for generate::GenerateOptions {
+    type Error = gemmakit::GemmaError;
+    fn try_from(o: GenerateOptions) -> Result<Self, Self::Error> {
+        Ok(generate::GenerateOptions {
             sampling: o.sampling.into(),
             max_tokens: o.max_tokens as usize,
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
-        }
+            constraint: o.constraint.map(TryInto::try_into).transpose()?,
+        })
     }
 }
 
@@ -428,6 +471,7 @@ impl From<generate::GenerateOptions> for GenerateOptions {
             max_tokens: saturating_u32(o.max_tokens),
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
+            constraint: o.constraint.map(Into::into),
         }
     }
 }

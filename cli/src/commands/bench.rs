@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use gemmakit::bench::{BenchOptions, BenchResult, KvType, Spread, run_bench};
+use gemmakit::bench::{
+    BenchOptions, BenchResult, KvType, Spread, run_bench, run_constrained_bench,
+};
+use gemmakit::generate::Constraint;
 use gemmakit::{GemmaError, Result};
 
 use crate::args::{activations, backend_choice};
@@ -41,6 +44,10 @@ pub struct BenchArgs {
     /// One JSON object per configuration (one per line) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure sampled decode with and without a constraint to the JSON schema in this
+    /// file (same engine, prompt and seeds; up to the largest -n tokens).
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<PathBuf>,
 }
 
 fn parse_list(what: &str, text: &str) -> Result<Vec<usize>> {
@@ -67,6 +74,12 @@ pub fn execute(args: BenchArgs) -> Result<()> {
         cpu_prefill_activations: activations(args.int8_prefill),
     };
     let json = args.json;
+    let schema = match &args.json_schema {
+        Some(path) => Some(Constraint::json_schema_text(
+            &std::fs::read_to_string(path).map_err(|e| GemmaError::io(path, e))?,
+        )?),
+        None => None,
+    };
     let results = run_bench(&options, &mut |r| {
         if json {
             println!("{}", r.to_json());
@@ -78,6 +91,23 @@ pub fn execute(args: BenchArgs) -> Result<()> {
             println!(
                 "\nbackend: {} ({}; {})",
                 r.backend, r.device, r.backend_reason
+            );
+        }
+    }
+    if let Some(constraint) = schema {
+        let c = run_constrained_bench(&options, constraint)?;
+        if json {
+            println!("{}", c.to_json());
+        } else {
+            println!(
+                "\nconstrained decode (JSON schema): {:.2} tok/s vs {:.2} free ({:+.1}%); \
+                 first constrained request +{:.0} ms (vocabulary prepared once)",
+                c.constrained_decode_tok_s.median,
+                c.free_decode_tok_s.median,
+                100.0
+                    * (c.constrained_decode_tok_s.median / c.free_decode_tok_s.median.max(1e-9)
+                        - 1.0),
+                c.prepare_ms
             );
         }
     }

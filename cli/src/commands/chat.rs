@@ -39,7 +39,7 @@ pub fn execute(args: ChatArgs) -> Result<()> {
     }
     chat.set_system_prompt(system.as_deref());
     chat.set_thinking(think);
-    let options = sampling.options();
+    let options = sampling.options()?;
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");

@@ -68,7 +68,7 @@ pub fn execute(args: RunArgs) -> Result<()> {
         ChatFormat::Auto
     };
     let engine = load_engine(&model, format, json)?;
-    let options = sampling.options();
+    let options = sampling.options()?;
     let mut on_event = |e: Event| {
         if json {
             Flow::Continue

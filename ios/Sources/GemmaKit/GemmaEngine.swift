@@ -33,6 +33,13 @@ public final class GemmaEngine: @unchecked Sendable {
     /// Maximum positions per conversation.
     public var contextLen: Int { Int(engine.contextLen()) }
 
+    /// Prepares constrained decoding (JSON schema, regex, grammar, strict tools) off the
+    /// caller's thread; otherwise the first constrained request pays for it.
+    public func prepareConstraints() async throws {
+        let engine = self.engine
+        try await runOffThread { try engine.prepareConstraints() }
+    }
+
     /// Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, off the caller's thread.
     public func caption(_ image: Data, options: GenerateOptions = GenerateOptions()) async throws -> GenerationResult {
         let engine = self.engine

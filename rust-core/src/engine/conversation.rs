@@ -244,6 +244,7 @@ impl Conversation {
                 },
             },
             options,
+            &s.render.tools,
             &self.cancel,
             on_event,
         );

@@ -8,8 +8,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use serde_json::Value;
+
 use super::EngineInner;
+use super::guide::Guide;
 use crate::chat::tools::{ToolCall, parse_tool_call};
+pub use crate::constraint::Constraint;
 use crate::error::Result;
 use crate::model::{KvCache, LogitsFor, SoftTokens};
 use crate::sampling::{Sampler, SamplingOptions};
@@ -25,6 +29,9 @@ pub struct GenerateOptions {
     pub stop_strings: Vec<String>,
     /// Extra stop ids, on top of the model's end-of-turn ids.
     pub stop_token_ids: Vec<u32>,
+    /// The shape the answer must take (the thought channel stays free). A bad schema, regex or
+    /// grammar is an error before any token is generated.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -34,6 +41,7 @@ impl Default for GenerateOptions {
             max_tokens: 256,
             stop_strings: Vec::new(),
             stop_token_ids: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -381,11 +389,13 @@ pub(crate) struct NewTokens<'a> {
 }
 
 /// Prefills `input` after `sequence`, then samples until a stop condition, streaming events.
+/// `tools`: the declarations offered to the model (strict ones constrain its calls).
 pub(crate) fn generate(
     engine: &EngineInner,
     sequence: &mut Sequence,
     input: NewTokens<'_>,
     options: &GenerateOptions,
+    tools: &[Value],
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(Event) -> Flow,
 ) -> Result<GenerationOutput> {
@@ -413,6 +423,13 @@ pub(crate) fn generate(
             "nothing to prefill".into(),
         ));
     }
+    let stop_ids: Vec<u32> = end_of_turn_ids
+        .iter()
+        .chain(&options.stop_token_ids)
+        .copied()
+        .collect();
+    // Before the prefill: a bad constraint is an error that costs nothing.
+    let mut guide = Guide::new(engine, options, tools, &stop_ids)?;
     let mut logits = prefill_in_chunks(new_tokens, soft_tokens, |tokens, soft| {
         forward(cache, tokens, soft)
     })?;
@@ -425,20 +442,29 @@ pub(crate) fn generate(
     let mut events = Vec::new();
     let mut ttft = None;
     let decode_start = Instant::now();
-    let stop_ids: Vec<u32> = end_of_turn_ids
-        .iter()
-        .chain(&options.stop_token_ids)
-        .copied()
-        .collect();
     let tool_response = router.markers.tool_response_open;
-    let stop_reason = loop {
+    let stop_reason = 'decode: loop {
         if cancel.swap(false, Ordering::SeqCst) {
             break StopReason::Cancelled;
         }
         if generated.len() >= options.max_tokens {
             break StopReason::MaxTokens;
         }
-        let next = sampler.sample(&logits, context);
+        let mut next = sampler.sample(&logits, context);
+        let mut forced = Vec::new();
+        if let Some(guide) = &mut guide {
+            // The sampled token is checked first; only a rejected one costs a full mask, and
+            // the draw from the masked logits follows the constrained distribution.
+            if !guide.allows(next)? {
+                guide.mask(&mut logits)?;
+                next = sampler.sample(&logits, context);
+                if !guide.allows(next)? {
+                    return Err(crate::error::GemmaError::InvalidConstraint(
+                        "no token can continue the constrained text".into(),
+                    ));
+                }
+            }
+        }
         ttft.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1e3);
         if Some(next) == tool_response && !router.tool_calls.is_empty() {
             break StopReason::ToolCall;
@@ -446,28 +472,46 @@ pub(crate) fn generate(
         if stop_ids.contains(&next) {
             break StopReason::EndOfTurn;
         }
-        generated.push(next);
-        let routed = router.push(next, &mut events);
-        let mut flow = Flow::Continue;
-        for event in events.drain(..) {
-            if on_event(event) == Flow::Stop {
-                flow = Flow::Stop;
-            }
+        let mut budget_spent = false;
+        if let Some(guide) = &mut guide {
+            forced = guide.advance(next)?;
+            // Forced tokens count against the budget like sampled ones.
+            let room = options.max_tokens.saturating_sub(generated.len() + 1);
+            budget_spent = forced.len() > room;
+            forced.truncate(room);
         }
-        if matches!(routed, Routed::StopString) {
-            break StopReason::StopString;
+        let step: Vec<u32> = std::iter::once(next).chain(forced).collect();
+        let mut flow = Flow::Continue;
+        for &id in &step {
+            generated.push(id);
+            let routed = router.push(id, &mut events);
+            for event in events.drain(..) {
+                if on_event(event) == Flow::Stop {
+                    flow = Flow::Stop;
+                }
+            }
+            if matches!(routed, Routed::StopString) {
+                break 'decode StopReason::StopString;
+            }
         }
         if flow == Flow::Stop {
             break StopReason::CallbackStopped;
         }
+        if budget_spent {
+            break StopReason::MaxTokens;
+        }
+        if guide.as_ref().is_some_and(Guide::finished) {
+            break StopReason::EndOfTurn;
+        }
         if generated.len() >= options.max_tokens {
             break StopReason::MaxTokens;
         }
-        if cache.len() + 1 > cache.max_len() {
+        if cache.len() + step.len() > cache.max_len() {
             break StopReason::ContextFull;
         }
-        logits = forward(cache, &[next], SoftTokens::NONE)?;
-        context.push(next);
+        // Forced tokens go in with the sampled one: one pass, like a short prefill.
+        logits = forward(cache, &step, SoftTokens::NONE)?;
+        context.extend_from_slice(&step);
     };
     router.finish(&mut events);
     for event in events.drain(..) {

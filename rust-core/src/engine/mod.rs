@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod auto;
 pub mod conversation;
 pub mod generate;
+mod guide;
 pub mod media;
 
 use self::auto::AutoPolicy;
@@ -29,6 +30,7 @@ use self::generate::{
 use self::media::MediaEncoder;
 use crate::chat::ChatTemplate;
 use crate::chat::Part;
+use crate::constraint::ConstraintCompiler;
 use crate::device::ActivationPrecision;
 use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
@@ -126,7 +128,8 @@ pub struct ModelInfo {
 
 pub(crate) struct EngineInner {
     pub model: GemmaModel,
-    pub tokenizer: Tokenizer,
+    /// Shared with the constraint compiler's token environment.
+    pub tokenizer: Arc<Tokenizer>,
     pub template: Option<ChatTemplate>,
     /// Ids that end a model turn (`<eos>`, `<end_of_turn>` / `<turn|>`, …).
     pub end_of_turn_ids: Vec<u32>,
@@ -138,12 +141,32 @@ pub(crate) struct EngineInner {
     /// Image/audio/video support: the towers (loaded on first use) and the placeholder ids;
     /// `Err` says why the model has none.
     pub media: std::result::Result<(MediaEncoder, PlaceholderIds), String>,
+    /// The constraint compiler, built on the first constrained request; `Err` says why it
+    /// cannot be.
+    pub constraints: OnceLock<std::result::Result<Arc<ConstraintCompiler>, String>>,
 }
 
 impl EngineInner {
     /// An empty sequence with a cache for the whole context.
     pub(crate) fn new_sequence(&self) -> Sequence {
         Sequence::new(self.model.new_cache(self.context_len))
+    }
+
+    /// The constraint compiler, built now if this is the first request that needs it.
+    pub(crate) fn constraint_compiler(&self) -> Result<&ConstraintCompiler> {
+        let built = self.constraints.get_or_init(|| {
+            let start = std::time::Instant::now();
+            let compiler = ConstraintCompiler::new(self.tokenizer.clone(), &self.end_of_turn_ids);
+            log::info!(
+                "constrained decoding prepared in {:.0} ms",
+                start.elapsed().as_secs_f64() * 1e3
+            );
+            compiler.map(Arc::new).map_err(|e| e.to_string())
+        });
+        match built {
+            Ok(compiler) => Ok(compiler),
+            Err(why) => Err(GemmaError::InvalidConstraint(why.clone())),
+        }
     }
 
     pub(crate) fn media_support(&self) -> Result<(&MediaEncoder, &PlaceholderIds)> {
@@ -288,7 +311,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 model,
-                tokenizer,
+                tokenizer: Arc::new(tokenizer),
                 template,
                 end_of_turn_ids,
                 context_len,
@@ -296,6 +319,7 @@ impl Engine {
                 info,
                 backend,
                 media,
+                constraints: OnceLock::new(),
             }),
         })
     }
@@ -348,9 +372,18 @@ impl Engine {
                 soft: SoftTokens::NONE,
             },
             options,
+            &[],
             &never,
             on_event,
         )
+    }
+
+    /// Builds what constrained decoding needs for this model (the token trie of its
+    /// vocabulary: about a second and tens of MB for a 262k vocabulary). It is otherwise built
+    /// on the first constrained request; an app calls this on a background thread to keep that
+    /// request's first token fast.
+    pub fn prepare_constraints(&self) -> Result<()> {
+        self.inner.constraint_compiler().map(|_| ())
     }
 
     /// Where image/audio input would be encoded, or why this model takes none.

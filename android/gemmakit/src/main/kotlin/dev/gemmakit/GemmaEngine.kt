@@ -40,6 +40,13 @@ class GemmaEngine private constructor(private val engine: Engine) : AutoCloseabl
     val contextLen: Int get() = open().contextLen().toInt()
 
     /** Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, on [Dispatchers.IO]. */
+    /**
+     * Prepares constrained decoding (JSON schema, regex, grammar, strict tools) for this model
+     * off the caller's thread; otherwise the first constrained request pays for it (about a
+     * second for a 262k vocabulary).
+     */
+    suspend fun prepareConstraints() = withContext(Dispatchers.IO) { open().prepareConstraints() }
+
     suspend fun caption(image: ByteArray, options: GenerateOptions = GenerateOptions()): GenerationResult =
         withContext(Dispatchers.IO) { open().caption(image, options, null) }
 

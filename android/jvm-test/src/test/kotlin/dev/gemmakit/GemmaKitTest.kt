@@ -3,6 +3,7 @@ package dev.gemmakit
 import dev.gemmakit.ffi.BackendChoice
 import dev.gemmakit.ffi.BackendKind
 import dev.gemmakit.ffi.Chunk
+import dev.gemmakit.ffi.Constraint
 import dev.gemmakit.ffi.EngineOptions
 import dev.gemmakit.ffi.GemmaKitException
 import dev.gemmakit.ffi.GenerateOptions
@@ -98,6 +99,26 @@ class GemmaKitTest {
         val recommended = SamplingOptions.gemmaRecommended()
         assertEquals(64u, recommended.topK)
         assertEquals(1.0f, recommended.temperature)
+    }
+
+    @Test
+    fun `constrained answers follow their choice and regex, bad schemas throw`() = runBlocking {
+        engine.prepareConstraints()
+        val words = listOf("alpha", "beta", "gamma delta")
+        engine.conversation().use { chat ->
+            val choice = GenerateOptions(maxTokens = 16u, constraint = Constraint.Choice(words))
+            val answer = chat.send("Pick one", choice)
+            assertTrue(answer.text in words, answer.text)
+        }
+        engine.conversation().use { chat ->
+            val date = GenerateOptions(maxTokens = 24u, constraint = Constraint.Regex("[0-9]{4}-[0-9]{2}-[0-9]{2}"))
+            val answer = chat.send("When?", date)
+            assertTrue(Regex("[0-9]{4}-[0-9]{2}-[0-9]{2}").matches(answer.text), answer.text)
+        }
+        engine.conversation().use { chat ->
+            val bad = GenerateOptions(constraint = Constraint.JsonSchema("{\"type\": 12"))
+            assertThrows<GemmaKitException.InvalidConstraint> { runBlocking { chat.send("x", bad) } }
+        }
     }
 
     @Test
