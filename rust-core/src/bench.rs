@@ -440,7 +440,7 @@ pub fn run_constrained_bench(
         .tokenizer()
         .encode_prompt("The requested record, as JSON:\n", false)?;
     let run = |seed: u64, constraint: Option<crate::constraint::Constraint>| {
-        let options = crate::generate::GenerateOptions {
+        let options = crate::engine::generate::GenerateOptions {
             sampling: crate::sampling::SamplingOptions {
                 seed: Some(seed),
                 ..crate::sampling::SamplingOptions::gemma_default()
@@ -449,7 +449,9 @@ pub fn run_constrained_bench(
             constraint,
             ..Default::default()
         };
-        engine.generate_from_tokens(&prompt, &options, &mut |_| crate::generate::Flow::Continue)
+        engine.generate_from_tokens(&prompt, &options, &mut |_| {
+            crate::engine::generate::Flow::Continue
+        })
     };
     run(0, Some(constraint.clone()))?; // warm-up
     let (mut free, mut constrained) = (Vec::new(), Vec::new());
