@@ -102,7 +102,7 @@ class GemmaKitTest {
     }
 
     @Test
-    fun `constrained answers follow their choice and regex, bad schemas throw`() = runBlocking {
+    fun `constrained answers follow their choice and regex, bad schemas throw`(): Unit = runBlocking {
         engine.prepareConstraints()
         val words = listOf("alpha", "beta", "gamma delta")
         engine.conversation().use { chat ->
