@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod chat;
 pub mod convert;
+pub mod delivery;
 pub mod device;
 pub mod engine;
 pub mod error;
