@@ -9,7 +9,8 @@
 
 use crate::device::BackendKind;
 use crate::error::{GemmaError, Result};
-use crate::model::config::{AttentionKind, GemmaConfig};
+use crate::engine::generate::PREFILL_CHUNK;
+use crate::model::config::{Architecture, AttentionKind, GemmaConfig};
 use crate::model::kv_cache::ROLLBACK_SLACK;
 use crate::model::towers::TowerFiles;
 use crate::source::ModelSource;
@@ -17,26 +18,32 @@ use crate::source::ModelSource;
 /// Bytes per cached key or value element (the cache is f32).
 const KV_ELEMENT_BYTES: u64 = 4;
 
-/// The runtime's memory beyond weights and KV cache, per backend: a fixed part (code, thread
-/// pools and their stacks, tokenizer, allocator slack) and a part per vocabulary entry
-/// (embedding lookups, logits and the sampler's buffers scale with the vocabulary), fitted to
-/// measured peak RSS minus weights minus KV (BENCHMARKS.md "Memory check").
+/// The runtime's memory beyond weights and KV cache, fitted to measured peak RSS minus weights
+/// minus KV (BENCHMARKS.md "Memory check"): a fixed part (code, thread pools and stacks, the
+/// tokenizer, allocator slack) and the activations of one prefill chunk, which grow with the
+/// chunk's positions and the hidden size (Gemma 4's per-layer inputs and wider MLPs make its
+/// factor the larger).
 struct RuntimeOverhead {
     fixed: u64,
-    per_vocab_entry: u64,
+    /// f32 activations held per prefill position, per unit of hidden size.
+    activation_floats_per_hidden: u64,
 }
 
-const fn runtime_overhead(backend: BackendKind) -> RuntimeOverhead {
+fn runtime_overhead(backend: BackendKind, architecture: Architecture) -> RuntimeOverhead {
+    let activation_floats_per_hidden = match architecture {
+        Architecture::Gemma3 => 30,
+        Architecture::Gemma4 => 150,
+    };
     match backend {
         BackendKind::Cpu => RuntimeOverhead {
-            fixed: 96 << 20,
-            per_vocab_entry: 512,
+            fixed: 128 << 20,
+            activation_floats_per_hidden,
         },
         // Not calibrated on a GPU (none on the measuring machine): the CPU's figures plus the
         // graphics driver's own allocation.
         BackendKind::Gpu => RuntimeOverhead {
-            fixed: 352 << 20,
-            per_vocab_entry: 512,
+            fixed: 384 << 20,
+            activation_floats_per_hidden,
         },
     }
 }
@@ -77,12 +84,15 @@ impl MemoryEstimate {
             None => 0,
         };
         let config = source.config();
-        let overhead = runtime_overhead(backend);
+        let overhead = runtime_overhead(backend, config.architecture);
+        let chunk = PREFILL_CHUNK.min(context_len) as u64;
+        let activations =
+            chunk * overhead.activation_floats_per_hidden * config.hidden_size as u64 * 4;
         Ok(MemoryEstimate {
             weights,
             kv_cache: kv_cache_bytes(config, context_len),
             towers,
-            runtime: overhead.fixed + overhead.per_vocab_entry * config.vocab_size as u64,
+            runtime: overhead.fixed + activations,
         })
     }
 }
