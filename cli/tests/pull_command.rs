@@ -10,19 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use http_server::{FileServer, Route, reference_sha256, test_bytes};
+use http_server::{FileServer, Route, reference_sha256, temp_dir, test_bytes};
 
 fn gemmakit(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gemmakit"));
     c.env("GEMMAKIT_HOME", home).env_remove("HF_TOKEN");
     c
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gemmakit-pull-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn text(bytes: &[u8]) -> String {

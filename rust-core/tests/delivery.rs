@@ -15,16 +15,9 @@ use gemmakit::delivery::{
     DownloadProgress, DownloadRequest, Downloaded, RetryPolicy, Verification, download,
 };
 use gemmakit::error::DownloadFailure;
-use http_server::{FileServer, Route, reference_sha256, test_bytes};
+use http_server::{FileServer, Route, reference_sha256, temp_dir, test_bytes};
 
 const MIB: usize = 1 << 20;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gemmakit-dl-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A request with quick retries (the default backoff is half a second and up).
 fn request(url: String, dest: &Path) -> DownloadRequest {

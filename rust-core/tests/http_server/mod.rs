@@ -213,6 +213,14 @@ fn respond_status(
     stream.shutdown(Shutdown::Both)
 }
 
+/// A fresh, empty directory under the system's temp dir, unique to this process and `name`.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gemmakit-http-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// `len` bytes that differ at every offset a test cuts at (a seeded xorshift).
 pub fn test_bytes(len: usize, seed: u64) -> Arc<Vec<u8>> {
     let mut state = seed | 1;
