@@ -3,8 +3,30 @@
 # If a target's standard library cannot be downloaded, says why and skips it (exit 0): the
 # check is advisory on machines without access to the rustup distribution server.
 # oslog stays off for iOS: its build script compiles C with the Apple SDK.
+#
+# ring (rustls' crypto, for model downloads) compiles C and assembly in its build script, and
+# cargo check runs build scripts. Without an NDK or Xcode, ring is built freestanding with
+# clang (apt: clang llvm): `--target=<triple>` and RING_CORE_NOSTDLIBINC, which ring supports
+# for cross-builds without a C library's headers; an empty SDKROOT keeps cc-rs from calling
+# xcrun, and the one SDK header ring reads, TargetConditionals.h, is given the values of an
+# iOS device. These objects only serve the check: a real app build uses the NDK's / Xcode's
+# clang instead (android/build-jni-libs.sh, ios/build-xcframework.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v clang >/dev/null || ! command -v llvm-ar >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq clang llvm >/dev/null; } \
+    || echo "check-mobile-targets: clang/llvm-ar not installable; ring's build script will fail"
+fi
+empty_sdk="${TMPDIR:-/tmp}/gemmakit-empty-sdk"
+mkdir -p "$empty_sdk/include"
+cat > "$empty_sdk/include/TargetConditionals.h" <<'H'
+#define TARGET_OS_MAC 1
+#define TARGET_OS_OSX 0
+#define TARGET_OS_IPHONE 1
+#define TARGET_OS_IOS 1
+H
 
 status=0
 for target in ${GEMMAKIT_MOBILE_TARGETS:-aarch64-linux-android aarch64-apple-ios}; do
@@ -16,7 +38,11 @@ for target in ${GEMMAKIT_MOBILE_TARGETS:-aarch64-linux-android aarch64-apple-ios
     fi
   fi
   echo "check-mobile-targets: cargo check -p gemmakit-ffi --target $target"
-  if ! cargo check --release --locked -p gemmakit-ffi --target "$target"; then
+  triple=${target//-/_}
+  if ! env "CC_$triple=clang" "AR_$triple=llvm-ar" \
+      "CFLAGS_$triple=--target=$target -ffreestanding -nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -I$empty_sdk/include" \
+      SDKROOT="$empty_sdk" IPHONEOS_DEPLOYMENT_TARGET=13.0 \
+      cargo check --release --locked -p gemmakit-ffi --target "$target"; then
     echo "check-mobile-targets: FAILED $target"
     status=1
   fi

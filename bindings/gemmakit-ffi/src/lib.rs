@@ -9,11 +9,13 @@
 
 uniffi::setup_scaffolding!();
 
+pub mod download;
 pub mod error;
 pub mod objects;
 pub mod platform;
 pub mod types;
 
+pub use download::{DownloadListener, ModelDownload};
 pub use error::GemmaKitError;
 pub use objects::{Conversation, Engine, GenerationSink};
 pub use types::*;

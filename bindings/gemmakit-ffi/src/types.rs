@@ -51,9 +51,17 @@ pub struct EngineOptions {
     /// CPU worker threads (`null`: one per core). Process-wide: the first engine loaded sets it.
     #[uniffi(default = None)]
     pub threads: Option<u32>,
-    /// Refuse to load when the estimated memory need exceeds this many bytes.
+    /// Bytes the app may use (Android: `ActivityManager.MemoryInfo.availMem`; iOS:
+    /// `os_proc_available_memory()`); `null`: the device's `MemAvailable` where there is one.
+    /// A model whose estimate is larger is refused (`MemoryBudgetExceeded`) before loading.
     #[uniffi(default = None)]
     pub memory_budget: Option<u64>,
+    /// Load even when the memory check refuses.
+    #[uniffi(default = false)]
+    pub ignore_memory_check: bool,
+    /// Count the vision/audio towers in the memory check.
+    #[uniffi(default = false)]
+    pub memory_for_media: bool,
     /// `null`/`nil`: the engine's default (`Auto`).
     #[uniffi(default = None)]
     pub chat_format: Option<ChatFormat>,
@@ -115,6 +123,8 @@ impl From<EngineOptions> for engine::EngineOptions {
             context_len: o.context_len as usize,
             threads: o.threads.map(|t| t as usize),
             memory_budget: o.memory_budget,
+            ignore_memory_check: o.ignore_memory_check,
+            memory_for_media: o.memory_for_media,
             chat_format: o.chat_format.map_or(d.chat_format, Into::into),
             mmproj: o.mmproj_path.map(Into::into),
             audio_window: if o.audio_jax_window {
@@ -138,6 +148,8 @@ impl From<engine::EngineOptions> for EngineOptions {
             context_len: saturating_u32(o.context_len),
             threads: o.threads.map(saturating_u32),
             memory_budget: o.memory_budget,
+            ignore_memory_check: o.ignore_memory_check,
+            memory_for_media: o.memory_for_media,
             chat_format: Some(o.chat_format.into()),
             mmproj_path: o.mmproj.map(|p| p.display().to_string()),
             audio_jax_window: o.audio_window == AttentionWindow::Jax,

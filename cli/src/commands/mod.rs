@@ -5,6 +5,8 @@ pub mod chat;
 pub mod convert;
 pub mod eval;
 pub mod info;
+pub mod models;
+pub mod pull;
 pub mod run;
 pub mod tokenize;
 

@@ -21,6 +21,7 @@ pub mod conversation;
 pub mod generate;
 mod guide;
 pub mod media;
+pub mod memory;
 
 use self::auto::AutoPolicy;
 use self::conversation::Conversation;
@@ -28,6 +29,7 @@ use self::generate::{
     Event, Flow, GenerateOptions, GenerationOutput, NewTokens, Sequence, generate,
 };
 use self::media::MediaEncoder;
+use self::memory::MemoryEstimate;
 use crate::chat::ChatTemplate;
 use crate::chat::Part;
 use crate::constraint::ConstraintCompiler;
@@ -37,7 +39,7 @@ use crate::error::{GemmaError, Result};
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
 use crate::model::audio::AttentionWindow;
-use crate::model::config::{Architecture, AttentionKind};
+use crate::model::config::Architecture;
 use crate::model::{GemmaModel, SoftTokens};
 use crate::source::ModelSource;
 use crate::tokenizer::Tokenizer;
@@ -71,8 +73,15 @@ pub struct EngineOptions {
     /// CPU worker threads (`None`: one per core). The pool is process-wide: the first engine
     /// loaded sets it.
     pub threads: Option<usize>,
-    /// Refuse to load when the estimated memory need exceeds this many bytes.
+    /// Bytes this process may use (Android: `ActivityManager.MemoryInfo.availMem`; iOS:
+    /// `os_proc_available_memory()`). `None`: the device's available memory where the
+    /// platform reports it (Linux and Android: `MemAvailable`). A model whose estimate
+    /// ([`memory::MemoryEstimate`]) is larger is refused before it is loaded.
     pub memory_budget: Option<u64>,
+    /// Load even when the memory check refuses (the app takes the risk).
+    pub ignore_memory_check: bool,
+    /// Count the vision/audio towers in the memory check (they are loaded on first use).
+    pub memory_for_media: bool,
     pub chat_format: ChatFormat,
     /// llama.cpp's vision/audio GGUF for a GGUF text model (default: an `mmproj*.gguf` next to
     /// the model file). Checkpoint directories carry their towers.
@@ -92,6 +101,8 @@ impl Default for EngineOptions {
             context_len: 4096,
             threads: None,
             memory_budget: None,
+            ignore_memory_check: false,
+            memory_for_media: false,
             chat_format: ChatFormat::Auto,
             mmproj: None,
             audio_window: AttentionWindow::default(),
@@ -120,7 +131,7 @@ pub struct ModelInfo {
     /// Tensor element types and how many bytes of weights each holds.
     pub weight_types: BTreeMap<String, u64>,
     pub file_bytes: u64,
-    /// Estimated resident memory at `context_len` (weights actually read + KV cache).
+    /// Estimated peak resident memory at `context_len` (see [`memory::MemoryEstimate`]).
     pub estimated_memory_bytes: u64,
     pub kv_cache_bytes: u64,
     pub chat_template: Option<String>,
@@ -229,6 +240,25 @@ impl Engine {
             log::warn!("thread count not applied ({e}); the process-wide pool already exists");
         }
         let source = ModelSource::open(path)?;
+        let context_len = options
+            .context_len
+            .min(source.config().max_position_embeddings);
+        let towers = match options.memory_for_media {
+            true => Some(source.tower_files(options.mmproj.as_deref())?),
+            false => None,
+        };
+        let planned_backend = match options.backend {
+            BackendChoice::Gpu => BackendKind::Gpu,
+            // Auto measures on the CPU first, with the weights mapped as the CPU maps them.
+            BackendChoice::Cpu | BackendChoice::Auto => BackendKind::Cpu,
+        };
+        let estimate =
+            MemoryEstimate::for_source(&source, context_len, planned_backend, towers.as_ref())?;
+        memory::check(
+            &estimate,
+            options.memory_budget,
+            options.ignore_memory_check,
+        )?;
         let (device, reason, preloaded) =
             choose_backend(options.backend, &source, options.cpu_prefill_activations)?;
         let backend = BackendReport {
@@ -272,24 +302,13 @@ impl Engine {
             }
         }
 
-        let context_len = options
-            .context_len
-            .min(model.config().max_position_embeddings);
         let info = model_info(
             &model,
             source.name().to_string(),
             source.file_bytes(),
-            context_len,
+            &estimate,
             template.as_ref(),
         );
-        if let Some(budget) = options.memory_budget
-            && info.estimated_memory_bytes > budget
-        {
-            return Err(GemmaError::MemoryBudgetExceeded {
-                needed: info.estimated_memory_bytes,
-                budget,
-            });
-        }
         let media = match (architecture, source.placeholder_ids(Some(&tokenizer))?) {
             (Architecture::Gemma3, _) => Err("Gemma 3 models are text-only here".to_string()),
             (_, None) => Err("the vocabulary has no <|image|>/<|audio|>/<|video|> tokens".into()),
@@ -467,31 +486,14 @@ fn model_info(
     model: &GemmaModel,
     name: String,
     file_bytes: u64,
-    context_len: usize,
+    estimate: &MemoryEstimate,
     template: Option<&ChatTemplate>,
 ) -> ModelInfo {
     let c = model.config();
     let mut weight_types = BTreeMap::new();
-    let mut resident = 0u64;
     for t in model.weights().tensors() {
         *weight_types.entry(t.dtype().to_string()).or_insert(0) += t.byte_len() as u64;
-        // The per-layer-embedding table is only gathered (a few rows per token).
-        if !t.name().ends_with("embed_tokens_per_layer.weight") {
-            resident += t.byte_len() as u64;
-        }
     }
-    let kv_cache_bytes: u64 = c
-        .layers
-        .iter()
-        .filter(|l| l.kv_source.is_none())
-        .map(|l| {
-            let positions = match l.kind {
-                AttentionKind::Full => context_len,
-                AttentionKind::Sliding => c.sliding_window.min(context_len),
-            };
-            (2 * l.num_kv_heads * l.head_dim * positions * 4) as u64
-        })
-        .sum();
     ModelInfo {
         architecture: format!("{:?}", c.architecture).to_lowercase(),
         name,
@@ -501,8 +503,8 @@ fn model_info(
         max_context: c.max_position_embeddings,
         weight_types,
         file_bytes,
-        estimated_memory_bytes: resident + kv_cache_bytes,
-        kv_cache_bytes,
+        estimated_memory_bytes: estimate.total(),
+        kv_cache_bytes: estimate.kv_cache,
         chat_template: template.map(|t| t.name().to_string()),
     }
 }

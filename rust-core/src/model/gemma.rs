@@ -265,9 +265,11 @@ impl GemmaModel {
             .iter()
             .map(|spec| match (spec.kv_source, spec.kind) {
                 (Some(_), _) => None,
-                (None, AttentionKind::Full) => {
-                    Some(LayerCache::growing(spec.num_kv_heads, spec.head_dim))
-                }
+                (None, AttentionKind::Full) => Some(LayerCache::growing(
+                    spec.num_kv_heads,
+                    spec.head_dim,
+                    max_len,
+                )),
                 (None, AttentionKind::Sliding) => Some(LayerCache::ring(
                     self.config.sliding_window,
                     slack,

@@ -16,14 +16,13 @@ pub struct StepKv {
 
 #[derive(Clone)]
 enum Storage {
-    Growing,
+    /// Doubles as positions come, never beyond `max_len` (the context): the memory check
+    /// counts a full layer at exactly the context length.
+    Growing { max_len: usize },
     /// `capacity` = window + rollback slack: the extra slots keep positions that have left the
     /// window, so a conversation can roll back a few tokens (a re-tokenized answer) without
     /// rebuilding the cache.
-    Ring {
-        window: usize,
-        capacity: usize,
-    },
+    Ring { window: usize, capacity: usize },
 }
 
 /// Positions a sliding-layer ring keeps beyond its window, so the cache can be rolled back by
@@ -43,8 +42,8 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
-    pub fn growing(kv_heads: usize, head_dim: usize) -> Self {
-        Self::with_storage(Storage::Growing, kv_heads, head_dim)
+    pub fn growing(kv_heads: usize, head_dim: usize, max_len: usize) -> Self {
+        Self::with_storage(Storage::Growing { max_len }, kv_heads, head_dim)
     }
 
     pub fn ring(window: usize, slack: usize, kv_heads: usize, head_dim: usize) -> Self {
@@ -67,7 +66,7 @@ impl LayerCache {
     /// `positions`, and returns what this step's queries attend over.
     pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
         match self.storage {
-            Storage::Growing => self.append_growing(k, v, positions),
+            Storage::Growing { max_len } => self.append_growing(k, v, positions, max_len),
             Storage::Ring { capacity, .. } => self.append_ring(capacity, k, v, positions),
         }
     }
@@ -76,7 +75,7 @@ impl LayerCache {
     /// past `len` has overwritten positions the shorter sequence needs.
     fn can_truncate(&self, current: usize, len: usize) -> bool {
         match self.storage {
-            Storage::Growing => true,
+            Storage::Growing { .. } => true,
             Storage::Ring { window, capacity } => {
                 current.saturating_sub(capacity) <= len.saturating_sub(window)
             }
@@ -86,7 +85,7 @@ impl LayerCache {
     /// Forgets every position ≥ `len` (check [`can_truncate`](Self::can_truncate) first).
     fn truncate(&mut self, len: usize) {
         match self.storage {
-            Storage::Growing => self.slot_pos.truncate(len),
+            Storage::Growing { .. } => self.slot_pos.truncate(len),
             Storage::Ring { .. } => self
                 .slot_pos
                 .iter_mut()
@@ -99,14 +98,20 @@ impl LayerCache {
         Tensor::zeros([self.kv_heads, slots, self.head_dim], device)
     }
 
-    fn append_growing(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> StepKv {
+    fn append_growing(
+        &mut self,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        positions: &[usize],
+        max_len: usize,
+    ) -> StepKv {
         let t = positions.len();
         let len = self.slot_pos.len();
         let needed = len + t;
         let device = k.device();
         let capacity = self.k.as_ref().map_or(0, |c| c.dims()[1]);
         if capacity < needed {
-            let new_capacity = needed.max(capacity * 2).max(64);
+            let new_capacity = (capacity * 2).max(64).min(max_len).max(needed);
             let mut grown_k = self.zeros(new_capacity, &device);
             let mut grown_v = self.zeros(new_capacity, &device);
             if let (Some(old_k), Some(old_v)) = (self.k.take(), self.v.take()) {
