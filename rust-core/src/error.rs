@@ -93,6 +93,11 @@ pub enum GemmaError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A chat template went past one of the limits a template may use (a model file's template
+    /// is code from the internet): the limit is named.
+    #[error("chat template exceeded its {limit} limit")]
+    ChatTemplateLimit { limit: String },
+
     /// A JSON schema, regex, grammar or strict tool set that cannot constrain decoding, or a
     /// constraint that failed while decoding.
     #[error("invalid constraint: {0}")]

@@ -15,6 +15,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod kernels;
 pub mod media;
 pub mod model;

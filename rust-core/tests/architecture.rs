@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// Layer of each top-level module, lowest first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
+    ("files", 0),
     ("device", 1),
     ("delivery", 1),
     ("weights", 1),
@@ -116,4 +117,61 @@ fn no_source_file_is_over_a_thousand_lines() {
         })
         .collect();
     assert!(long.is_empty(), "{long:#?}");
+}
+
+/// Library code, without its unit tests: the text before a file's first `#[cfg(test)]` or
+/// `#[cfg(all(test, …))]`; files that are test modules themselves are skipped.
+fn library_code(src: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files
+        .into_iter()
+        .filter(|f| {
+            let relative = f.strip_prefix(src).unwrap();
+            !(relative.ends_with("tests.rs")
+                || relative.components().any(|c| c.as_os_str() == "tests"))
+        })
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let end = ["#[cfg(test)]", "#[cfg(all(test"]
+                .iter()
+                .filter_map(|m| text.find(m))
+                .min()
+                .unwrap_or(text.len());
+            (f, text[..end].to_string())
+        })
+        .collect()
+}
+
+/// Input from files, media and the caller must become a `GemmaError`, never a panic (a panic
+/// would take down the app embedding us). So library code has no `.unwrap()` (an `.expect`
+/// names the invariant that makes it safe, and reviewers check that no input reaches it), no
+/// `todo!`/`unimplemented!`/`dbg!`, and `panic!`/`unreachable!` only in the kernels, where
+/// they guard our own dispatch tables.
+#[test]
+fn library_code_has_no_panicking_shortcuts() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    for (file, code) in library_code(&src) {
+        let relative = file.strip_prefix(&src).unwrap().display().to_string();
+        let in_kernels = relative.starts_with("kernels");
+        for (i, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            let mut bad: Vec<&str> = [".unwrap()", "todo!(", "unimplemented!(", "dbg!("]
+                .into_iter()
+                .filter(|p| line.contains(p))
+                .collect();
+            if !in_kernels {
+                bad.extend(
+                    ["panic!(", "unreachable!("]
+                        .into_iter()
+                        .filter(|p| line.contains(p)),
+                );
+            }
+            for pattern in bad {
+                violations.push(format!("src/{relative}:{}: {pattern}", i + 1));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
 }

@@ -100,6 +100,11 @@ pub enum GemmaKitError {
         engine_message: String,
     },
     #[error("{engine_message}")]
+    ChatTemplateLimit {
+        limit: String,
+        engine_message: String,
+    },
+    #[error("{engine_message}")]
     InvalidConstraint {
         reason: String,
         engine_message: String,
@@ -278,6 +283,10 @@ impl From<GemmaError> for GemmaKitError {
             },
             GemmaError::InvalidArgument(reason) => K::InvalidArgument {
                 reason,
+                engine_message,
+            },
+            GemmaError::ChatTemplateLimit { limit } => K::ChatTemplateLimit {
+                limit,
                 engine_message,
             },
             GemmaError::InvalidConstraint(reason) => K::InvalidConstraint {

@@ -208,14 +208,19 @@ impl Conversation {
         self.inner.set_context_policy(policy.into())
     }
 
-    /// The transcript so far.
+    /// The transcript after the last finished turn (never waits for a running one).
     pub fn messages(&self) -> Vec<ChatMessage> {
         self.inner.messages().into_iter().map(Into::into).collect()
     }
 
-    /// Positions currently held in the KV cache.
+    /// Positions held in the KV cache after the last finished turn (never waits).
     pub fn cached_tokens(&self) -> u32 {
         u32::try_from(self.inner.cached_tokens()).unwrap_or(u32::MAX)
+    }
+
+    /// The statistics of the last finished turn (never waits).
+    pub fn last_stats(&self) -> Option<GenerationStats> {
+        self.inner.last_stats().map(Into::into)
     }
 
     /// Whether turns are rendered with a chat template (false: plain text continuation).

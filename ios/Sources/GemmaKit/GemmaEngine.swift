@@ -157,6 +157,9 @@ public final class GemmaConversation: @unchecked Sendable {
 
     public var cachedTokens: Int { Int(conversation.cachedTokens()) }
 
+    /// Statistics of the last finished turn (nil before the first); never waits for a running one.
+    public var lastStats: GenerationStats? { conversation.lastStats() }
+
     /// One turn as a stream: the blocking native call runs on its own thread; its sink yields
     /// into the stream. The stream ends after the native call has returned.
     private func turn(_ run: @escaping @Sendable (GenerationSink) throws -> GenerationResult) -> AsyncThrowingStream<GenerationEvent, Error> {

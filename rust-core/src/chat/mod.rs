@@ -183,7 +183,35 @@ impl ChatTemplate {
     }
 }
 
+/// What a chat template may use. A GGUF's template is code from the internet: these bound its
+/// time and memory. Fuel counts instructions and produced data (minijinja charges one fuel per
+/// instruction and per 64 bytes of strings and lists made), so it also bounds string-doubling
+/// and loop bombs; a real Gemma template renders a long conversation in a few thousand.
+pub mod limits {
+    /// Instructions plus produced data (64 bytes a unit): at most ~64 MiB of strings.
+    pub const FUEL: u64 = 1_000_000;
+    /// minijinja's recursion counter (a loop or `if` costs 1, a macro call ~10).
+    pub const RECURSION: usize = 200;
+    /// Template source text.
+    pub const SOURCE_BYTES: usize = 1 << 20;
+    /// Rendered prompt: 4 MiB of text is far past any context length.
+    pub const OUTPUT_BYTES: usize = 4 << 20;
+}
+
 fn template_error(e: JinjaError) -> GemmaError {
+    match e.kind() {
+        ErrorKind::OutOfFuel => {
+            return GemmaError::ChatTemplateLimit {
+                limit: format!("fuel ({} steps)", limits::FUEL),
+            };
+        }
+        ErrorKind::InvalidOperation if e.to_string().contains("recursion limit exceeded") => {
+            return GemmaError::ChatTemplateLimit {
+                limit: format!("recursion depth ({})", limits::RECURSION),
+            };
+        }
+        _ => {}
+    }
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
@@ -228,7 +256,16 @@ pub fn render_jinja_values(
     add_generation_prompt: bool,
     kwargs: &serde_json::Map<String, Value>,
 ) -> Result<String> {
+    if source.len() > limits::SOURCE_BYTES {
+        return Err(GemmaError::ChatTemplateLimit {
+            limit: format!("source size ({} bytes)", limits::SOURCE_BYTES),
+        });
+    }
+    // No loader: `include`/`import` find nothing, and the context below is all a template
+    // sees (no files, environment or network).
     let mut env = Environment::new();
+    env.set_fuel(Some(limits::FUEL));
+    env.set_recursion_limit(limits::RECURSION);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     // transformers renders with trim_blocks and lstrip_blocks.
     let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -259,8 +296,15 @@ pub fn render_jinja_values(
         eos_token => eos,
     };
     let extra = JinjaValue::from(minijinja::value::Serde(kwargs));
-    tmpl.render(context! { ..extra, ..base })
-        .map_err(template_error)
+    let text = tmpl
+        .render(context! { ..extra, ..base })
+        .map_err(template_error)?;
+    if text.len() > limits::OUTPUT_BYTES {
+        return Err(GemmaError::ChatTemplateLimit {
+            limit: format!("output size ({} bytes)", limits::OUTPUT_BYTES),
+        });
+    }
+    Ok(text)
 }
 
 /// Where Jinja2 under Python and minijinja differ in ways chat templates can see.

@@ -59,7 +59,7 @@ impl PartialPaths {
 
     pub fn write_meta(&self, meta: &PartialMeta) -> Result<()> {
         let json = serde_json::to_vec(meta).expect("plain data serializes");
-        std::fs::write(&self.meta, json).map_err(|e| GemmaError::io(&self.meta, e))
+        crate::files::write_atomic(&self.meta, &json).map_err(|e| GemmaError::io(&self.meta, e))
     }
 
     /// Bytes in the partial file (0 when there is none).

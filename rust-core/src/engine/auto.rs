@@ -85,13 +85,40 @@ fn cache_key(path: &Path, cpu: &ComputeDevice, gpu: &ComputeDevice) -> String {
     )
 }
 
+/// The remembered measurements; a missing file is empty, and an unreadable or corrupt one is
+/// ignored with a warning (it is rewritten whole after the next measurement).
 fn read_cache(file: &Path) -> serde_json::Map<String, serde_json::Value> {
-    std::fs::read_to_string(file)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default()
+    let text = match std::fs::read(file) {
+        Ok(bytes) if bytes.len() <= MAX_CACHE_BYTES => bytes,
+        Ok(bytes) => {
+            log::warn!(
+                "ignoring {}: {} bytes is too large",
+                file.display(),
+                bytes.len()
+            );
+            return Default::default();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
+        Err(e) => {
+            log::warn!("ignoring {}: {e}", file.display());
+            return Default::default();
+        }
+    };
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => {
+            log::warn!("ignoring {}: not a JSON object", file.display());
+            Default::default()
+        }
+        Err(e) => {
+            log::warn!("ignoring {}: {e}", file.display());
+            Default::default()
+        }
+    }
 }
+
+/// The cache holds a few entries per model and device pair; anything bigger is not ours.
+const MAX_CACHE_BYTES: usize = 1 << 20;
 
 /// Picks the backend for `BackendChoice::Auto`. No usable GPU, or only a software one that
 /// the policy does not let compete: the CPU, with that reason. Otherwise the faster of the
@@ -177,7 +204,10 @@ pub fn choose_auto(source: &ModelSource, policy: &AutoPolicy) -> Result<AutoChoi
         let written = file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(file, serde_json::Value::Object(cache).to_string()));
+            .and_then(|()| {
+                let json = serde_json::Value::Object(cache).to_string();
+                crate::files::write_atomic(file, json.as_bytes())
+            });
         remembered = match written {
             Ok(()) => format!("; cached in {}", file.display()),
             Err(e) => format!("; not cached ({e})"),

@@ -6,13 +6,13 @@
 //! differently), the cache is rolled back to the common prefix when it can be, and rebuilt
 //! otherwise: the cache never holds ids that differ from the prompt.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use super::generate::{
-    Event, Flow, GenerateOptions, GenerationOutput, NewTokens, Sequence, generate,
+    CancelState, Event, Flow, GenerateOptions, GenerationOutput, GenerationStats, NewTokens,
+    Sequence, generate,
 };
 use crate::chat::{Message, Part, RenderOptions, Role};
 use crate::engine::EngineInner;
@@ -58,19 +58,30 @@ impl Prompt {
     }
 }
 
+/// What readers see while a turn holds the conversation: the state after the last finished
+/// operation.
+#[derive(Clone, Default)]
+struct Snapshot {
+    messages: Arc<Vec<Message>>,
+    cached_tokens: usize,
+    last_stats: Option<GenerationStats>,
+}
+
 pub struct Conversation {
     engine: Arc<EngineInner>,
     state: Mutex<State>,
-    cancel: Arc<AtomicBool>,
+    snapshot: Mutex<Snapshot>,
+    cancel: Arc<CancelState>,
 }
 
-/// Cancels a conversation's running generation from any thread.
+/// Cancels a conversation's generation from any thread: the running turn and any turn already
+/// waiting for the conversation stop (within one token); later turns are not affected.
 #[derive(Clone)]
-pub struct CancelHandle(Arc<AtomicBool>);
+pub struct CancelHandle(Arc<CancelState>);
 
 impl CancelHandle {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.cancel();
     }
 }
 
@@ -86,12 +97,27 @@ impl Conversation {
                 sequence,
                 context_media: Vec::new(),
             }),
-            cancel: Arc::new(AtomicBool::new(false)),
+            snapshot: Mutex::default(),
+            cancel: Arc::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn snapshot(&self) -> MutexGuard<'_, Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `s` to readers (called with the state lock held, after every change).
+    fn publish(&self, s: &State, last_stats: Option<GenerationStats>) {
+        let mut snap = self.snapshot();
+        snap.messages = Arc::new(s.messages.clone());
+        snap.cached_tokens = s.sequence.tokens().len();
+        if last_stats.is_some() {
+            snap.last_stats = last_stats;
+        }
     }
 
     /// Sets (or with `None` removes) the system prompt.
@@ -103,6 +129,7 @@ impl Conversation {
         if let Some(text) = text {
             s.messages.insert(0, Message::system(text));
         }
+        self.publish(&s, None);
     }
 
     /// Tool declarations (OpenAI function format) offered to the model.
@@ -119,13 +146,19 @@ impl Conversation {
         self.lock().policy = policy;
     }
 
+    /// The transcript after the last finished turn; never waits for a running one.
     pub fn messages(&self) -> Vec<Message> {
-        self.lock().messages.clone()
+        self.snapshot().messages.as_ref().clone()
     }
 
-    /// Positions currently held in the KV cache.
+    /// Positions held in the KV cache after the last finished turn; never waits.
     pub fn cached_tokens(&self) -> usize {
-        self.lock().sequence.tokens().len()
+        self.snapshot().cached_tokens
+    }
+
+    /// The statistics of the last finished turn; never waits.
+    pub fn last_stats(&self) -> Option<GenerationStats> {
+        self.snapshot().last_stats.clone()
     }
 
     /// Whether turns are rendered with a chat template (false: plain text continuation).
@@ -138,8 +171,9 @@ impl Conversation {
         CancelHandle(self.cancel.clone())
     }
 
+    /// Stops the running turn and any turn already waiting for this conversation.
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
     }
 
     /// Forgets every message (the system prompt too) and the cache.
@@ -148,12 +182,14 @@ impl Conversation {
         s.messages.clear();
         s.sequence = self.engine.new_sequence();
         s.context_media.clear();
+        self.publish(&s, None);
     }
 
     /// An independent copy: writing to one never changes the other. The KV cache is shared
     /// copy-on-write, so forking costs no prefill.
     pub fn fork(&self) -> Conversation {
         let s = self.lock();
+        let snapshot = self.snapshot().clone();
         Conversation {
             engine: self.engine.clone(),
             state: Mutex::new(State {
@@ -163,7 +199,8 @@ impl Conversation {
                 sequence: s.sequence.clone(),
                 context_media: s.context_media.clone(),
             }),
-            cancel: Arc::new(AtomicBool::new(false)),
+            snapshot: Mutex::new(snapshot),
+            cancel: Arc::default(),
         }
     }
 
@@ -212,6 +249,9 @@ impl Conversation {
         options: &GenerateOptions,
         on_event: &mut dyn FnMut(Event) -> Flow,
     ) -> Result<GenerationOutput> {
+        // The ticket is taken before waiting for the conversation: a cancel() issued while
+        // this turn waits is not lost.
+        let cancel = self.cancel.begin_turn();
         let mut guard = self.lock();
         let s = &mut *guard;
         let saved_messages = s.messages.clone();
@@ -232,7 +272,6 @@ impl Conversation {
             }
         };
         let ids = &prompt.ids;
-        self.cancel.store(false, Ordering::SeqCst);
         let result = generate(
             &self.engine,
             &mut s.sequence,
@@ -245,7 +284,7 @@ impl Conversation {
             },
             options,
             &s.render.tools,
-            &self.cancel,
+            &cancel,
             on_event,
         );
         match result {
@@ -254,6 +293,7 @@ impl Conversation {
                 let mut answer = Message::assistant(output.text.clone());
                 answer.tool_calls = output.tool_calls.clone();
                 s.messages.push(answer);
+                self.publish(s, Some(output.stats.clone()));
                 Ok(output)
             }
             Err(e) => {
@@ -261,6 +301,7 @@ impl Conversation {
                 s.messages = saved_messages;
                 s.sequence = self.engine.new_sequence();
                 s.context_media.clear();
+                self.publish(s, None);
                 Err(e)
             }
         }

@@ -5,7 +5,8 @@
 //! is streamed separately; tool calls (`<|tool_call>call:NAME{…}<tool_call|>`) are parsed into
 //! structured calls. Other control tokens are never shown.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -301,6 +302,52 @@ impl<'a> OutputRouter<'a> {
     }
 }
 
+/// A conversation's cancellation: `cancel()` stops every turn that began before it, whether
+/// that turn is running or still waiting for the conversation.
+#[derive(Debug, Default)]
+pub(crate) struct CancelState {
+    /// Turns begun so far (each takes the next number as its ticket).
+    started: AtomicU64,
+    /// Every turn with a ticket up to this one is cancelled.
+    cancelled_through: AtomicU64,
+}
+
+impl CancelState {
+    pub(crate) fn cancel(&self) {
+        let started = self.started.load(Ordering::SeqCst);
+        self.cancelled_through.fetch_max(started, Ordering::SeqCst);
+    }
+
+    /// Registers a turn that begins now (before it waits for anything).
+    pub(crate) fn begin_turn(self: &Arc<Self>) -> TurnCancel {
+        let ticket = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        TurnCancel {
+            state: self.clone(),
+            ticket,
+        }
+    }
+}
+
+/// One turn's view of its conversation's cancellation.
+pub(crate) struct TurnCancel {
+    state: Arc<CancelState>,
+    ticket: u64,
+}
+
+impl TurnCancel {
+    /// A turn nothing can cancel.
+    pub(crate) fn never() -> Self {
+        TurnCancel {
+            state: Arc::default(),
+            ticket: u64::MAX,
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.state.cancelled_through.load(Ordering::SeqCst) >= self.ticket
+    }
+}
+
 /// Prompt positions per forward pass: attention scores of one pass are
 /// `[heads, chunk, keys]`, so a long prompt in one pass would need hundreds of megabytes
 /// (8 heads × 4096² × 4 B = 512 MiB at 4k); chunks keep that to `[heads, 512, keys]`.
@@ -396,7 +443,7 @@ pub(crate) fn generate(
     input: NewTokens<'_>,
     options: &GenerateOptions,
     tools: &[Value],
-    cancel: &AtomicBool,
+    cancel: &TurnCancel,
     on_event: &mut dyn FnMut(Event) -> Flow,
 ) -> Result<GenerationOutput> {
     let EngineInner {
@@ -430,6 +477,26 @@ pub(crate) fn generate(
         .collect();
     // Before the prefill: a bad constraint is an error that costs nothing.
     let mut guide = Guide::new(engine, options, tools, &stop_ids)?;
+    if cancel.is_cancelled() {
+        // Cancelled while waiting for the conversation: nothing runs.
+        let stats = GenerationStats {
+            prompt_tokens: context.len() + new_tokens.len(),
+            prefilled_tokens: 0,
+            generated_tokens: 0,
+            prefill_tok_s: 0.0,
+            decode_tok_s: 0.0,
+            time_to_first_token_ms: 0.0,
+            stop_reason: StopReason::Cancelled,
+        };
+        on_event(Event::Done(stats.clone()));
+        return Ok(GenerationOutput {
+            tokens: Vec::new(),
+            text: String::new(),
+            thought: String::new(),
+            tool_calls: Vec::new(),
+            stats,
+        });
+    }
     let mut logits = prefill_in_chunks(new_tokens, soft_tokens, |tokens, soft| {
         forward(cache, tokens, soft)
     })?;
@@ -444,7 +511,7 @@ pub(crate) fn generate(
     let decode_start = Instant::now();
     let tool_response = router.markers.tool_response_open;
     let stop_reason = 'decode: loop {
-        if cancel.swap(false, Ordering::SeqCst) {
+        if cancel.is_cancelled() {
             break StopReason::Cancelled;
         }
         if generated.len() >= options.max_tokens {

@@ -382,7 +382,7 @@ impl Engine {
                 context_len: self.inner.context_len,
             });
         }
-        let never = std::sync::atomic::AtomicBool::new(false);
+        let never = generate::TurnCancel::never();
         generate(
             &self.inner,
             &mut self.inner.new_sequence(),

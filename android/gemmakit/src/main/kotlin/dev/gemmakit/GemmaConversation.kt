@@ -115,11 +115,14 @@ class GemmaConversation internal constructor(
 
     fun setContextPolicy(policy: ContextPolicy) = open().setContextPolicy(policy)
 
-    /** The transcript so far. */
+    /** The transcript after the last finished turn; never waits for a running one. */
     val messages: List<ChatMessage> get() = open().messages()
 
-    /** Positions currently held in the KV cache. */
+    /** Positions held in the KV cache after the last finished turn; never waits. */
     val cachedTokens: Int get() = open().cachedTokens().toInt()
+
+    /** Statistics of the last finished turn (null before the first); never waits. */
+    val lastStats: GenerationStats? get() = open().lastStats()
 
     /** Whether turns are rendered with a chat template (false: plain text continuation). */
     val usesChatTemplate: Boolean get() = open().usesChatTemplate()

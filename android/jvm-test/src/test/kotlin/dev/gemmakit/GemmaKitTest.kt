@@ -315,6 +315,36 @@ class GemmaKitTest {
         Unit
     }
 
+    private fun procStatusKb(field: String): Long =
+        File("/proc/self/status").readLines().first { it.startsWith("$field:") }
+            .split(Regex("\\s+"))[1].toLong()
+
+    private fun openFds(): Int = File("/proc/self/fd").list()!!.size
+
+    @Test
+    fun `a thousand turns and a hundred forks keep memory, fds and threads flat`(): Unit = runBlocking {
+        engine.conversation().use { chat ->
+            suspend fun turn(i: Int) {
+                chat.send("item $i", greedy(2))
+                if (i % 10 == 0) chat.fork().use { it.send("fork $i", greedy(2)) }
+                if (i % 100 == 99) {
+                    chat.reset()
+                    assertEquals(0, chat.cachedTokens, "a reset conversation holds no KV")
+                }
+            }
+            repeat(200) { turn(it) }
+            System.gc()
+            val (rss0, fds0, threads0) = Triple(procStatusKb("VmRSS"), openFds(), procStatusKb("Threads"))
+            for (i in 200 until 1200) turn(i)
+            System.gc()
+            val (rss1, fds1, threads1) = Triple(procStatusKb("VmRSS"), openFds(), procStatusKb("Threads"))
+            println("soak through Kotlin: RSS $rss0 -> $rss1 kB, fds $fds0 -> $fds1, threads $threads0 -> $threads1")
+            assertTrue(rss1 <= rss0 * 105 / 100, "RSS grew from $rss0 to $rss1 kB")
+            assertEquals(fds0, fds1, "file descriptors leaked")
+            assertTrue(threads1 <= threads0, "threads grew from $threads0 to $threads1")
+        }
+    }
+
     @Test
     fun `1000 streamed tokens leak no JVM threads`() = runBlocking {
         // Warm up the IO dispatcher and the JNA callback machinery.
