@@ -33,5 +33,8 @@ fn a_budget_below_the_estimate_refuses_and_the_override_loads() {
         Ok(_) => panic!("loaded over budget"),
     }
     assert!(Engine::load(&path, options(Some(estimate), false)).is_ok());
-    assert!(Engine::load(&path, options(Some(1), true)).is_ok(), "the override");
+    assert!(
+        Engine::load(&path, options(Some(1), true)).is_ok(),
+        "the override"
+    );
 }

@@ -8,8 +8,8 @@
 //! BENCHMARKS.md "Memory check").
 
 use crate::device::BackendKind;
-use crate::error::{GemmaError, Result};
 use crate::engine::generate::PREFILL_CHUNK;
+use crate::error::{GemmaError, Result};
 use crate::model::config::{Architecture, AttentionKind, GemmaConfig};
 use crate::model::kv_cache::ROLLBACK_SLACK;
 use crate::model::towers::TowerFiles;
