@@ -435,6 +435,21 @@ fn hostile_answers_are_refused() {
         "{err:?}"
     );
     assert_nothing_left(&dest);
+    // A Content-Length of 1 TiB: refused before anything is allocated or written.
+    server.route(
+        "/huge.gguf",
+        Route {
+            declared_len: Some(1 << 40),
+            ..Route::file(body.clone())
+        },
+    );
+    let dest = dir.join("huge.gguf");
+    let err = failure(run(&request(server.url("/huge.gguf"), &dest)).0);
+    assert!(
+        matches!(err, DownloadFailure::InvalidResponse(ref w) if w.contains("1099511627776 bytes")),
+        "{err:?}"
+    );
+    assert_nothing_left(&dest);
     // Not a URL, not http(s), not a sha256: refused before any request.
     for (url, sha) in [
         ("ftp://x/y", None),

@@ -31,6 +31,8 @@ pub struct Route {
     pub cuts: Arc<Mutex<VecDeque<u64>>>,
     /// Send Content-Range from this offset instead of the one asked for (a broken server).
     pub wrong_range_start: Option<u64>,
+    /// Declare this Content-Length instead of the body's (a hostile server).
+    pub declared_len: Option<u64>,
 }
 
 impl Route {
@@ -170,7 +172,8 @@ fn serve(
     } else {
         "HTTP/1.1 200 OK\r\n".to_string()
     };
-    head += &format!("Content-Length: {}\r\nConnection: close\r\n", len - start);
+    let declared = route.declared_len.unwrap_or(len - start);
+    head += &format!("Content-Length: {declared}\r\nConnection: close\r\n");
     if route.ranges {
         head += "Accept-Ranges: bytes\r\n";
     }
