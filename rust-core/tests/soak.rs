@@ -28,7 +28,7 @@ fn a_thousand_turns_and_a_hundred_forks_leave_memory_fds_and_threads_flat() {
         &demo_model_path(),
         EngineOptions {
             backend: BackendChoice::Cpu,
-            context_len: 256,
+            context_len: 1024,
             ..EngineOptions::default()
         },
     )
@@ -37,6 +37,8 @@ fn a_thousand_turns_and_a_hundred_forks_leave_memory_fds_and_threads_flat() {
         max_tokens: 2,
         ..GenerateOptions::default()
     };
+    // 100 turns of ~6 tokens fit in the context, so every turn reuses the cache (a dropped
+    // oldest turn would shift the transcript and re-run it whole).
     let chat = engine.conversation();
     chat.set_context_policy(ContextPolicy::DropOldestTurns);
     let turn = |i: usize| {
