@@ -319,6 +319,12 @@ class GemmaKitTest {
         File("/proc/self/status").readLines().first { it.startsWith("$field:") }
             .split(Regex("\\s+"))[1].toLong()
 
+    /** Memory the JVM itself has committed (heap and non-heap pools), in kB. */
+    private fun jvmCommittedKb(): Long {
+        val memory = java.lang.management.ManagementFactory.getMemoryMXBean()
+        return (memory.heapMemoryUsage.committed + memory.nonHeapMemoryUsage.committed) / 1024
+    }
+
     private fun openFds(): Int = File("/proc/self/fd").list()!!.size
 
     @Test
@@ -327,18 +333,20 @@ class GemmaKitTest {
             suspend fun turn(i: Int) {
                 chat.send("item $i", greedy(2))
                 if (i % 10 == 0) chat.fork().use { it.send("fork $i", greedy(2)) }
-                if (i % 100 == 99) {
+                if (i % 50 == 49) {
                     chat.reset()
                     assertEquals(0, chat.cachedTokens, "a reset conversation holds no KV")
                 }
             }
             repeat(200) { turn(it) }
             System.gc()
+            val jvm0 = jvmCommittedKb()
             val (rss0, fds0, threads0) = Triple(procStatusKb("VmRSS"), openFds(), procStatusKb("Threads"))
             for (i in 200 until 1200) turn(i)
             System.gc()
+            val jvm1 = jvmCommittedKb()
             val (rss1, fds1, threads1) = Triple(procStatusKb("VmRSS"), openFds(), procStatusKb("Threads"))
-            println("soak through Kotlin: RSS $rss0 -> $rss1 kB, fds $fds0 -> $fds1, threads $threads0 -> $threads1")
+            println("soak through Kotlin: RSS $rss0 -> $rss1 kB, JVM-committed $jvm0 -> $jvm1 kB, fds $fds0 -> $fds1, threads $threads0 -> $threads1")
             assertTrue(rss1 <= rss0 * 105 / 100, "RSS grew from $rss0 to $rss1 kB")
             assertEquals(fds0, fds1, "file descriptors leaked")
             assertTrue(threads1 <= threads0, "threads grew from $threads0 to $threads1")
