@@ -173,6 +173,12 @@ impl Audio {
             )));
         }
         let samples = resample_to_16k(mono, rate)?;
+        // Finite samples far outside full scale (±3e38) can sum past f32's range in the filter.
+        if !samples.iter().all(|s| s.is_finite()) {
+            return Err(invalid(format!(
+                "the audio overflows when resampled (peak amplitude {peak:.1e}; full scale is 1.0)"
+            )));
+        }
         if samples.len() < MIN_CLIP_SAMPLES {
             return Err(invalid(format!(
                 "the audio is too short: {} samples at 16 kHz, at least {MIN_CLIP_SAMPLES} \

@@ -94,7 +94,10 @@ impl GemmaConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| GemmaError::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| GemmaError::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            GemmaError::InvalidConfig(format!("{}: not UTF-8: {e}", path.display()))
+        })?;
         Self::from_json(&text)
     }
 

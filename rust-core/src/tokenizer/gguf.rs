@@ -63,9 +63,15 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
         Ok(lines) => lines
             .iter()
             .map(|line| {
-                line.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| invalid(format!("merge `{line}` is not two pieces")))
+                let (a, b) = line
+                    .split_once(' ')
+                    .ok_or_else(|| invalid(format!("merge `{line}` is not two pieces")))?;
+                // tokenizers' BPE builder panics on a merge whose join is longer than every
+                // piece; a merge must make a piece of the vocabulary anyway.
+                if ![a, b, &format!("{a}{b}")].iter().all(|p| vocab.contains_key(*p)) {
+                    return Err(invalid(format!("merge `{line}` is not of and into vocabulary pieces")));
+                }
+                Ok((a.to_string(), b.to_string()))
             })
             .collect::<Result<Vec<_>>>()?,
         Err(_) => {

@@ -79,13 +79,19 @@ impl Tokenizer {
 
     /// Loads a Hugging Face `tokenizer.json`.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let hf = HfTokenizer::from_file(path)
-            .map_err(|e| GemmaError::InvalidConfig(format!("{}: {e}", path.display())))?;
-        Self::from_hf(hf)
+        let json = std::fs::read(path).map_err(|e| GemmaError::io(path, e))?;
+        let json = String::from_utf8(json).map_err(|e| {
+            GemmaError::InvalidConfig(format!("{}: not UTF-8: {e}", path.display()))
+        })?;
+        Self::from_json_str(&json)
     }
 
     /// Parses the contents of a `tokenizer.json`.
     pub fn from_json_str(json: &str) -> Result<Self> {
+        // tokenizers 0.23 panics (an `expect` in its decoder deserializer) on a syntax error
+        // inside "decoder"; checked first, the JSON reaches it well-formed, where it cannot fail.
+        serde_json::from_str::<serde::de::IgnoredAny>(json)
+            .map_err(|e| GemmaError::InvalidConfig(format!("tokenizer.json: {e}")))?;
         let hf: HfTokenizer = json
             .parse()
             .map_err(|e| GemmaError::InvalidConfig(format!("tokenizer.json: {e}")))?;
@@ -93,10 +99,20 @@ impl Tokenizer {
     }
 
     fn from_hf(hf: HfTokenizer) -> Result<Self> {
-        let size = hf.get_vocab_size(true);
+        // Ids index tables (and the model's embedding): every id the tokenizer can return must
+        // lie below the size, and a size far above the piece count would be a hostile allocation.
+        let vocab = hf.get_vocab(true);
+        let size = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+        if size > 2 * vocab.len() + 1024 {
+            return Err(GemmaError::InvalidConfig(format!(
+                "tokenizer.json: token id {} in a vocabulary of {} pieces",
+                size - 1,
+                vocab.len()
+            )));
+        }
         let mut pieces = vec![String::new(); size];
         let mut kinds = vec![TokenKind::Normal; size];
-        for (piece, id) in hf.get_vocab(true) {
+        for (piece, id) in vocab {
             if let Some(slot) = pieces.get_mut(id as usize) {
                 *slot = piece;
             }

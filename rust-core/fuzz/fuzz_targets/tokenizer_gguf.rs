@@ -1,0 +1,10 @@
+#![no_main]
+//! See checks/tokenizer_gguf.rs.
+
+#[allow(dead_code)]
+#[path = "../checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    checks::tokenizer_gguf::run(data);
+});
