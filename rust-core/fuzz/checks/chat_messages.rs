@@ -48,8 +48,8 @@ pub fn run(data: &[u8]) -> Outcome {
     };
     match template.render(&messages, &options) {
         Ok(_) => Outcome::Accepted,
-        Err(e @ GemmaError::InvalidArgument(_)) => Outcome::Rejected(e.to_string()),
-        Err(e) => panic!("a conversation a template rejects is InvalidArgument, got {e:?}"),
+        Err(e @ (GemmaError::InvalidArgument(_) | GemmaError::ChatTemplateLimit { .. })) => Outcome::Rejected(e.to_string()),
+        Err(e) => panic!("a conversation a template rejects is InvalidArgument or ChatTemplateLimit, got {e:?}"),
     }
 }
 

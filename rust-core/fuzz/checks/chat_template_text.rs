@@ -38,8 +38,8 @@ pub fn run(data: &[u8]) -> Outcome {
         let options = RenderOptions { add_generation_prompt, enable_thinking, tools };
         match template.render(&messages, &options) {
             Ok(_) => {}
-            Err(e @ GemmaError::InvalidArgument(_)) => outcome = Outcome::Rejected(e.to_string()),
-            Err(e) => panic!("a bad template is InvalidArgument, got {e:?}"),
+            Err(e @ (GemmaError::InvalidArgument(_) | GemmaError::ChatTemplateLimit { .. })) => outcome = Outcome::Rejected(e.to_string()),
+            Err(e) => panic!("a bad template is InvalidArgument or ChatTemplateLimit, got {e:?}"),
         }
     }
     outcome
