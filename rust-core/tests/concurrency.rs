@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -62,20 +62,25 @@ fn a_cancel_issued_while_a_turn_waits_for_the_conversation_is_not_lost() {
         let engine = tiny();
         let chat = Arc::new(engine.conversation());
         chat.set_context_policy(ContextPolicy::DropOldestTurns);
-        let started = Arc::new(AtomicBool::new(false));
-        // A: a long turn that holds the conversation.
+        // A: a turn that holds the conversation, parked inside its event callback until the
+        // second turn is waiting and the cancel has been issued (no race with its length).
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
         let a = {
-            let (chat, started) = (chat.clone(), started.clone());
+            let chat = chat.clone();
             std::thread::spawn(move || {
+                let mut first = true;
                 chat.send("first", &long(100_000), &mut |_| {
-                    started.store(true, Ordering::SeqCst);
+                    if first {
+                        first = false;
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                    }
                     Flow::Continue
                 })
             })
         };
-        while !started.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        started_rx.recv().unwrap();
         // B: waits for A to release the conversation.
         let b = {
             let chat = chat.clone();
@@ -83,6 +88,7 @@ fn a_cancel_issued_while_a_turn_waits_for_the_conversation_is_not_lost() {
         };
         std::thread::sleep(Duration::from_millis(300));
         chat.cancel();
+        release_tx.send(()).unwrap();
         let a = a.join().unwrap().unwrap();
         let b = b.join().unwrap().unwrap();
         assert_eq!(a.stats.stop_reason, StopReason::Cancelled);
@@ -112,42 +118,39 @@ fn messages_and_stats_are_readable_while_a_turn_runs() {
         let cached = chat.cached_tokens();
         let stats = chat.last_stats().expect("a finished turn has stats");
         assert_eq!(stats.generated_tokens, 3);
-        let started = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicBool::new(false));
+        // The running turn parks inside its event callback, holding the conversation, until
+        // the readers are done: a reader that waited for the turn would hang here.
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
         let runner = {
-            let (chat, started, done) = (chat.clone(), started.clone(), done.clone());
+            let chat = chat.clone();
             std::thread::spawn(move || {
-                let out = chat.send("go on", &long(100_000), &mut |_| {
-                    started.store(true, Ordering::SeqCst);
+                let mut first = true;
+                chat.send("go on", &long(100_000), &mut |_| {
+                    if first {
+                        first = false;
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                    }
                     Flow::Continue
-                });
-                done.store(true, Ordering::SeqCst);
-                out
+                })
             })
         };
-        while !started.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        started_rx.recv().unwrap();
         for _ in 0..20 {
             assert_eq!(chat.messages(), before);
             assert_eq!(chat.cached_tokens(), cached);
             assert_eq!(chat.last_stats(), Some(stats.clone()));
         }
-        assert!(
-            !done.load(Ordering::SeqCst),
-            "the readers waited for the turn"
-        );
         chat.cancel();
+        release_tx.send(()).unwrap();
         let out = runner.join().unwrap().unwrap();
+        assert_eq!(out.stats.stop_reason, StopReason::Cancelled);
         let after = chat.messages();
         assert_eq!(after.len(), before.len() + 2);
         assert_eq!(after.last().unwrap().content, out.text);
     });
 }
-
-/// What one conversation's sends returned: every assistant message must be one of them.
-#[derive(Default)]
-struct Answers(Mutex<HashSet<String>>);
 
 #[test]
 fn eight_threads_of_random_operations_neither_deadlock_nor_panic() {
@@ -157,12 +160,15 @@ fn eight_threads_of_random_operations_neither_deadlock_nor_panic() {
         let engine = Arc::new(tiny());
         let root = Arc::new(engine.conversation());
         root.set_context_policy(ContextPolicy::DropOldestTurns);
-        let pool: Arc<Mutex<Vec<(Arc<Conversation>, Arc<Answers>)>>> =
-            Arc::new(Mutex::new(vec![(root, Arc::new(Answers::default()))]));
+        let pool: Arc<Mutex<Vec<Arc<Conversation>>>> = Arc::new(Mutex::new(vec![root]));
+        // Every answer any send returned: every assistant message of every transcript must be
+        // one of them (checked after all threads joined, so no bookkeeping race).
+        let answers: Arc<Mutex<HashSet<String>>> = Arc::default();
         let sends = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (pool, engine, sends) = (pool.clone(), engine.clone(), sends.clone());
+                let (pool, engine, sends, answers) =
+                    (pool.clone(), engine.clone(), sends.clone(), answers.clone());
                 std::thread::spawn(move || {
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(t as u64);
                     for op in 0..OPS {
@@ -171,10 +177,10 @@ fn eight_threads_of_random_operations_neither_deadlock_nor_panic() {
                             (!pool.is_empty())
                                 .then(|| pool[rng.random_range(0..pool.len())].clone())
                         };
-                        let Some((chat, answers)) = pick else {
+                        let Some(chat) = pick else {
                             let fresh = Arc::new(engine.conversation());
                             fresh.set_context_policy(ContextPolicy::DropOldestTurns);
-                            pool.lock().unwrap().push((fresh, Arc::default()));
+                            pool.lock().unwrap().push(fresh);
                             continue;
                         };
                         match rng.random_range(0..100) {
@@ -200,15 +206,12 @@ fn eight_threads_of_random_operations_neither_deadlock_nor_panic() {
                                     )
                                     .unwrap_or_else(|e| panic!("send failed: {e}"));
                                 assert_eq!(streamed, out.text, "the stream is the answer");
-                                answers.0.lock().unwrap().insert(out.text);
+                                answers.lock().unwrap().insert(out.text);
                                 sends.fetch_add(1, Ordering::Relaxed);
                             }
                             55..=69 => {
                                 let fork = Arc::new(chat.fork());
-                                let inherited = answers.0.lock().unwrap().clone();
-                                pool.lock()
-                                    .unwrap()
-                                    .push((fork, Arc::new(Answers(Mutex::new(inherited)))));
+                                pool.lock().unwrap().push(fork);
                             }
                             70..=84 => chat.cancel(),
                             85..=92 => {
@@ -230,8 +233,8 @@ fn eight_threads_of_random_operations_neither_deadlock_nor_panic() {
             w.join().expect("no worker panicked");
         }
         assert!(sends.load(Ordering::Relaxed) > THREADS * OPS / 3);
-        for (chat, answers) in pool.lock().unwrap().iter() {
-            let answers = answers.0.lock().unwrap();
+        let answers = answers.lock().unwrap();
+        for chat in pool.lock().unwrap().iter() {
             for m in chat.messages() {
                 if m.role == Role::Assistant {
                     assert!(

@@ -13,7 +13,11 @@ use std::path::Path;
 use checks::Outcome;
 
 fn replay(target: &str) {
-    let check = checks::CHECKS.iter().find(|(name, _)| *name == target).expect("a known target").1;
+    let check = checks::CHECKS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .expect("a known target")
+        .1;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut accepted_seeds = 0;
     for (dir, found) in [
@@ -30,7 +34,10 @@ fn replay(target: &str) {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             let outcome = check(&data);
             if found && name.starts_with("invalid-") {
-                assert!(matches!(outcome, Outcome::Rejected(_)), "{target}/{name}: {outcome:?}");
+                assert!(
+                    matches!(outcome, Outcome::Rejected(_)),
+                    "{target}/{name}: {outcome:?}"
+                );
             }
             if found && name.starts_with("valid-") {
                 assert_eq!(outcome, Outcome::Accepted, "{target}/{name}");

@@ -15,7 +15,10 @@ static FEATURES: LazyLock<FeatureExtractor> = LazyLock::new(FeatureExtractor::de
 
 pub fn run(data: &[u8]) -> Outcome {
     let (public, audio) = if data.starts_with(b"RIFF") {
-        (AudioInput::from_wav_bytes(data), Audio::from_wav_bytes(data))
+        (
+            AudioInput::from_wav_bytes(data),
+            Audio::from_wav_bytes(data),
+        )
     } else {
         let Some((head, body)) = data.split_first_chunk::<7>() else {
             return Outcome::NotApplicable;
@@ -23,15 +26,19 @@ pub fn run(data: &[u8]) -> Outcome {
         let rate = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let channels = u16::from_le_bytes([head[4], head[5]]);
         if head[6] & 1 == 1 {
-            let samples: Vec<f32> =
-                body.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let samples: Vec<f32> = body
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
             (
                 AudioInput::from_pcm_f32(&samples, rate, channels),
                 Audio::from_pcm_f32(&samples, rate, channels),
             )
         } else {
-            let samples: Vec<i16> =
-                body.chunks_exact(2).map(|b| i16::from_le_bytes(b.try_into().unwrap())).collect();
+            let samples: Vec<i16> = body
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes(b.try_into().unwrap()))
+                .collect();
             (
                 AudioInput::from_pcm_i16(&samples, rate, channels),
                 Audio::from_pcm_i16(&samples, rate, channels),
@@ -61,7 +68,10 @@ pub fn run(data: &[u8]) -> Outcome {
         let features = FEATURES
             .extract(audio.clip_samples(clip))
             .expect("every planned clip has features");
-        assert_eq!(features.features.len(), features.num_frames * features.num_mel_bins);
+        assert_eq!(
+            features.features.len(),
+            features.num_frames * features.num_mel_bins
+        );
         assert_eq!(features.mask.len(), features.num_frames);
         assert!(features.features.iter().all(|v| v.is_finite()));
     }

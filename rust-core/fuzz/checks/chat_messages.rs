@@ -32,7 +32,10 @@ pub fn run(data: &[u8]) -> Outcome {
         let mut m = Message::new(role, text(&mut b));
         if role == Role::Assistant {
             for _ in 0..b.up_to(2) {
-                m.tool_calls.push(ToolCall { name: text(&mut b), arguments: json(&mut b) });
+                m.tool_calls.push(ToolCall {
+                    name: text(&mut b),
+                    arguments: json(&mut b),
+                });
             }
         }
         if role == Role::Tool || b.up_to(7) == 0 {
@@ -48,17 +51,35 @@ pub fn run(data: &[u8]) -> Outcome {
     };
     match template.render(&messages, &options) {
         Ok(_) => Outcome::Accepted,
-        Err(e @ (GemmaError::InvalidArgument(_) | GemmaError::ChatTemplateLimit { .. })) => Outcome::Rejected(e.to_string()),
-        Err(e) => panic!("a conversation a template rejects is InvalidArgument or ChatTemplateLimit, got {e:?}"),
+        Err(e @ (GemmaError::InvalidArgument(_) | GemmaError::ChatTemplateLimit { .. })) => {
+            Outcome::Rejected(e.to_string())
+        }
+        Err(e) => panic!(
+            "a conversation a template rejects is InvalidArgument or ChatTemplateLimit, got {e:?}"
+        ),
     }
 }
 
 /// Text made of markers the templates and the model's turn syntax care about, and free text.
 fn text(b: &mut Bytes) -> String {
     let markers = [
-        "<start_of_turn>", "<end_of_turn>", "<|turn>", "<turn|>", "<|\"|>", "<|tool_call>",
-        "<tool_call|>", "<|image|>", "<|audio|>", "{{", "}}", "{%", "\n", " ", "call:",
-        "<|channel>thought", "get_weather",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<|turn>",
+        "<turn|>",
+        "<|\"|>",
+        "<|tool_call>",
+        "<tool_call|>",
+        "<|image|>",
+        "<|audio|>",
+        "{{",
+        "}}",
+        "{%",
+        "\n",
+        " ",
+        "call:",
+        "<|channel>thought",
+        "get_weather",
     ];
     let mut s = String::new();
     for _ in 0..b.up_to(4) {

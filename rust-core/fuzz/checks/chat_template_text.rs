@@ -30,15 +30,25 @@ pub fn run(data: &[u8]) -> Outcome {
         Message::tool_result("get_weather", "{\"temp\": 21}"),
         Message::assistant("21 degrees."),
     ];
-    let tools = vec![json!({"type": "function", "function": {"name": "get_weather",
+    let tools = vec![
+        json!({"type": "function", "function": {"name": "get_weather",
         "description": "Weather", "parameters": {"type": "object",
-        "properties": {"city": {"type": "string"}}, "required": ["city"]}}})];
+        "properties": {"city": {"type": "string"}}, "required": ["city"]}}}),
+    ];
     let mut outcome = Outcome::Accepted;
-    for (add_generation_prompt, enable_thinking, tools) in [(true, false, tools), (false, true, vec![])] {
-        let options = RenderOptions { add_generation_prompt, enable_thinking, tools };
+    for (add_generation_prompt, enable_thinking, tools) in
+        [(true, false, tools), (false, true, vec![])]
+    {
+        let options = RenderOptions {
+            add_generation_prompt,
+            enable_thinking,
+            tools,
+        };
         match template.render(&messages, &options) {
             Ok(_) => {}
-            Err(e @ (GemmaError::InvalidArgument(_) | GemmaError::ChatTemplateLimit { .. })) => outcome = Outcome::Rejected(e.to_string()),
+            Err(e @ (GemmaError::InvalidArgument(_) | GemmaError::ChatTemplateLimit { .. })) => {
+                outcome = Outcome::Rejected(e.to_string())
+            }
             Err(e) => panic!("a bad template is InvalidArgument or ChatTemplateLimit, got {e:?}"),
         }
     }

@@ -36,7 +36,9 @@ pub fn run(data: &[u8]) -> Outcome {
         0 => Constraint::json_schema_text(text).and_then(|c| compiler.start(&c)),
         1 => compiler.start(&Constraint::Regex(text.into())),
         2 => compiler.start(&Constraint::Lark(text.into())),
-        3 => compiler.start(&Constraint::Choice(text.lines().map(String::from).collect())),
+        3 => compiler.start(&Constraint::Choice(
+            text.lines().map(String::from).collect(),
+        )),
         _ => match serde_json::from_str::<Vec<Value>>(text) {
             Ok(tools) => compiler.start_tool_call(&tools),
             Err(_) => return Outcome::NotApplicable,
@@ -66,10 +68,16 @@ pub fn run(data: &[u8]) -> Outcome {
             break;
         }
         let pick = allowed[head[1 + step % 4] as usize * (step + 1) % allowed.len()];
-        assert!(m.allows(pick).unwrap(), "token {pick} is in the mask but not allowed");
+        assert!(
+            m.allows(pick).unwrap(),
+            "token {pick} is in the mask but not allowed"
+        );
         assert!(!m.allows(*vocab as u32).unwrap());
         if pick == *eos {
-            assert!(m.is_accepting().unwrap(), "end of turn allowed before the text is complete");
+            assert!(
+                m.is_accepting().unwrap(),
+                "end of turn allowed before the text is complete"
+            );
             break;
         }
         // A fork stands where its original stood; one consumed token rolls back to there.

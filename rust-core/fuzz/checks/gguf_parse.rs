@@ -15,7 +15,9 @@ pub fn run(data: &[u8]) -> Outcome {
     };
 
     for t in file.tensors() {
-        let bytes = t.data(data).expect("a parsed tensor range lies inside the parsed bytes");
+        let bytes = t
+            .data(data)
+            .expect("a parsed tensor range lies inside the parsed bytes");
         assert_eq!(bytes.len(), t.byte_len());
         assert_eq!(t.byte_range().start % file.alignment() as usize, 0);
         if t.n_elements() == 0 || !quant::is_supported(t.ggml_type()) {
@@ -31,21 +33,35 @@ pub fn run(data: &[u8]) -> Outcome {
     }
 
     for key in file.metadata().keys() {
-        let _ = (file.get_u32(key), file.get_f32(key), file.get_bool(key), file.get_uint(key));
-        let _ = (file.get_str(key), file.get_array(key), file.get_str_array(key));
+        let _ = (
+            file.get_u32(key),
+            file.get_f32(key),
+            file.get_bool(key),
+            file.get_uint(key),
+        );
+        let _ = (
+            file.get_str(key),
+            file.get_array(key),
+            file.get_str_array(key),
+        );
         let _ = file.get_f32_array(key);
     }
 
     let rewritten = rewrite(&file, data);
     let reparsed = GgufFile::parse(&rewritten).expect("the writer's output parses");
-    assert_eq!(rewrite(&reparsed, &rewritten), rewritten, "write(parse(write(x))) == write(x)");
+    assert_eq!(
+        rewrite(&reparsed, &rewritten),
+        rewritten,
+        "write(parse(write(x))) == write(x)"
+    );
     Outcome::Accepted
 }
 
 fn rewrite(file: &GgufFile, data: &[u8]) -> Vec<u8> {
     let mut w = GgufWriter::new();
     for (k, v) in file.metadata() {
-        w.add_metadata(k.clone(), v.clone()).expect("parsed metadata is writable");
+        w.add_metadata(k.clone(), v.clone())
+            .expect("parsed metadata is writable");
     }
     for t in file.tensors() {
         w.add_tensor(t.name(), t.shape(), t.ggml_type(), t.data(data).unwrap())

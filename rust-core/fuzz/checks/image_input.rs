@@ -18,7 +18,9 @@ pub fn run(data: &[u8]) -> Outcome {
         Err(e @ GemmaError::InvalidImage(_)) => return Outcome::Rejected(e.to_string()),
         Err(e) => panic!("a bad image is InvalidImage, got {e:?}"),
     };
-    let input = input.with_max_soft_tokens(budget).expect("a supported budget is accepted");
+    let input = input
+        .with_max_soft_tokens(budget)
+        .expect("a supported budget is accepted");
     assert!(input.clone().with_max_soft_tokens(budget + 1).is_err());
 
     // The engine preprocesses the decoded image (`ImageInput` holds it privately).
@@ -27,11 +29,17 @@ pub fn run(data: &[u8]) -> Outcome {
     let params = ImageParams::for_budget(budget).unwrap();
     let pre = preprocess(&img, &params).expect("a decoded image preprocesses");
     let (w, h) = (img.width() as usize, img.height() as usize);
-    assert_eq!(pre.num_soft_tokens, soft_token_count(w, h, &params).unwrap());
+    assert_eq!(
+        pre.num_soft_tokens,
+        soft_token_count(w, h, &params).unwrap()
+    );
     assert!(pre.num_soft_tokens <= budget);
     assert!(pre.num_patches <= params.max_patches());
     assert_eq!(pre.max_patches(), params.max_patches());
-    assert_eq!(pre.pixel_values.len(), params.max_patches() * params.patch_len());
+    assert_eq!(
+        pre.pixel_values.len(),
+        params.max_patches() * params.patch_len()
+    );
     assert_eq!(pre.patch_grid.0 * pre.patch_grid.1, pre.num_patches);
     assert!(pre.pixel_values.iter().all(|v| (0.0..=1.0).contains(v)));
     let patches = pre.patches();

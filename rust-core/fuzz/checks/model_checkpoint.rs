@@ -39,7 +39,11 @@ pub fn run(data: &[u8]) -> Outcome {
     assert_eq!(source.file_bytes(), shard.len() as u64);
     let cfg = source.config();
     let _ = (cfg.num_layers(), cfg.first_kv_shared_layer());
-    let _ = (source.chat_template(), source.instruction_tuned(), source.placeholder_ids(None));
+    let _ = (
+        source.chat_template(),
+        source.instruction_tuned(),
+        source.placeholder_ids(None),
+    );
     let store = match source.weights() {
         Ok(store) => store,
         Err(e) => return rejected(e),

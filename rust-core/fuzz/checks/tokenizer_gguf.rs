@@ -39,12 +39,18 @@ fn vocabulary(b: &mut Bytes) -> Vec<u8> {
     if b.flag() {
         let len = len_of(b);
         let scores = (0..len).map(|_| b.f32()).collect();
-        meta.push(("tokenizer.ggml.scores", MetaValue::Array(MetaArray::F32(scores))));
+        meta.push((
+            "tokenizer.ggml.scores",
+            MetaValue::Array(MetaArray::F32(scores)),
+        ));
     }
     if b.flag() {
         let len = len_of(b);
         let types = (0..len).map(|_| b.up_to(8) as i32 - 1).collect();
-        meta.push(("tokenizer.ggml.token_type", MetaValue::Array(MetaArray::I32(types))));
+        meta.push((
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(MetaArray::I32(types)),
+        ));
     }
     if b.flag() {
         let merges = (0..b.up_to(20))
@@ -56,7 +62,10 @@ fn vocabulary(b: &mut Bytes) -> Vec<u8> {
                 }
             })
             .collect();
-        meta.push(("tokenizer.ggml.merges", MetaValue::Array(MetaArray::String(merges))));
+        meta.push((
+            "tokenizer.ggml.merges",
+            MetaValue::Array(MetaArray::String(merges)),
+        ));
     }
     for key in [
         "tokenizer.ggml.unknown_token_id",
@@ -64,16 +73,26 @@ fn vocabulary(b: &mut Bytes) -> Vec<u8> {
         "tokenizer.ggml.eos_token_id",
     ] {
         if b.flag() {
-            let id = if b.flag() { b.up_to(41) as u32 } else { b.u32() };
+            let id = if b.flag() {
+                b.up_to(41) as u32
+            } else {
+                b.u32()
+            };
             meta.push((key, MetaValue::U32(id)));
         }
     }
-    for key in ["tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_space_prefix"] {
+    for key in [
+        "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.add_space_prefix",
+    ] {
         if b.flag() {
             meta.push((key, MetaValue::Bool(b.flag())));
         }
     }
-    meta.push(("tokenizer.ggml.tokens", MetaValue::Array(MetaArray::String(tokens))));
+    meta.push((
+        "tokenizer.ggml.tokens",
+        MetaValue::Array(MetaArray::String(tokens)),
+    ));
     let mut w = GgufWriter::new();
     for (k, v) in meta {
         w.add_metadata(k, v).expect("distinct keys");
@@ -86,6 +105,8 @@ fn piece(b: &mut Bytes) -> String {
     if b.up_to(3) == 0 {
         return b.text();
     }
-    let parts = ["a", "b", "ab", "\u{2581}", " ", "<0x41>", "<0xFF>", "<bos>", "<eos>", "é", "<"];
+    let parts = [
+        "a", "b", "ab", "\u{2581}", " ", "<0x41>", "<0xFF>", "<bos>", "<eos>", "é", "<",
+    ];
     (0..=b.up_to(3)).map(|_| *b.pick(&parts)).collect()
 }

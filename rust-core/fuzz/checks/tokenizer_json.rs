@@ -30,12 +30,20 @@ pub fn exercise(tok: &Tokenizer, text: &str) {
         let Ok(ids) = tok.encode(text, special) else {
             continue;
         };
-        let prompt = tok.encode_prompt(text, special).expect("encodes as encode did");
+        let prompt = tok
+            .encode_prompt(text, special)
+            .expect("encodes as encode did");
         assert!(prompt.ends_with(&ids));
         for &id in &ids {
-            assert!((id as usize) < vocab, "id {id} outside the vocabulary of {vocab}");
+            assert!(
+                (id as usize) < vocab,
+                "id {id} outside the vocabulary of {vocab}"
+            );
             let _ = (tok.kind(id), tok.is_control(id));
-            assert_eq!(tok.token_bytes(id).is_empty(), tok.decode(&[id], false).is_empty());
+            assert_eq!(
+                tok.token_bytes(id).is_empty(),
+                tok.decode(&[id], false).is_empty()
+            );
         }
         let _ = (tok.decode(&ids, true), tok.decode(&ids, false));
     }

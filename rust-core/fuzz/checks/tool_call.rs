@@ -23,7 +23,11 @@ pub fn run(data: &[u8]) -> Outcome {
         let written = format!("call:{}{}", call.name, to_gemma_syntax(&call.arguments));
         let again = parse_tool_call(&written).expect("a written call parses");
         assert_eq!(again.name, call.name);
-        assert!(same(&again.arguments, &call.arguments), "{written}: {:?}", again.arguments);
+        assert!(
+            same(&again.arguments, &call.arguments),
+            "{written}: {:?}",
+            again.arguments
+        );
     }
     Outcome::Accepted
 }
@@ -31,7 +35,9 @@ pub fn run(data: &[u8]) -> Outcome {
 /// Keys are identifiers and strings hold no string delimiter: what Gemma syntax can express.
 fn plain(v: &Value) -> bool {
     let ident = |k: &str| {
-        k.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        k.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
             && k.chars().all(|c| c.is_alphanumeric() || c == '_')
     };
     match v {

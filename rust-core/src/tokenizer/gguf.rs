@@ -68,8 +68,13 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
                     .ok_or_else(|| invalid(format!("merge `{line}` is not two pieces")))?;
                 // tokenizers' BPE builder panics on a merge whose join is longer than every
                 // piece; a merge must make a piece of the vocabulary anyway.
-                if ![a, b, &format!("{a}{b}")].iter().all(|p| vocab.contains_key(*p)) {
-                    return Err(invalid(format!("merge `{line}` is not of and into vocabulary pieces")));
+                if ![a, b, &format!("{a}{b}")]
+                    .iter()
+                    .all(|p| vocab.contains_key(*p))
+                {
+                    return Err(invalid(format!(
+                        "merge `{line}` is not of and into vocabulary pieces"
+                    )));
                 }
                 Ok((a.to_string(), b.to_string()))
             })
