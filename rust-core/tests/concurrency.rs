@@ -56,6 +56,29 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
+type Turn = std::thread::JoinHandle<gemmakit::Result<gemmakit::generate::GenerationOutput>>;
+
+/// Starts a long turn that parks inside its first event callback, holding the conversation,
+/// until the returned sender is sent to; returns once the turn is parked.
+fn parked_turn(chat: &Arc<Conversation>, prompt: &'static str) -> (Turn, mpsc::Sender<()>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let chat = chat.clone();
+    let turn = std::thread::spawn(move || {
+        let mut first = true;
+        chat.send(prompt, &long(100_000), &mut |_| {
+            if first {
+                first = false;
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            }
+            Flow::Continue
+        })
+    });
+    started_rx.recv().unwrap();
+    (turn, release_tx)
+}
+
 #[test]
 fn a_cancel_issued_while_a_turn_waits_for_the_conversation_is_not_lost() {
     within(120, || {
@@ -64,23 +87,7 @@ fn a_cancel_issued_while_a_turn_waits_for_the_conversation_is_not_lost() {
         chat.set_context_policy(ContextPolicy::DropOldestTurns);
         // A: a turn that holds the conversation, parked inside its event callback until the
         // second turn is waiting and the cancel has been issued (no race with its length).
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let a = {
-            let chat = chat.clone();
-            std::thread::spawn(move || {
-                let mut first = true;
-                chat.send("first", &long(100_000), &mut |_| {
-                    if first {
-                        first = false;
-                        started_tx.send(()).unwrap();
-                        release_rx.recv().unwrap();
-                    }
-                    Flow::Continue
-                })
-            })
-        };
-        started_rx.recv().unwrap();
+        let (a, release_tx) = parked_turn(&chat, "first");
         // B: waits for A to release the conversation.
         let b = {
             let chat = chat.clone();
@@ -120,23 +127,7 @@ fn messages_and_stats_are_readable_while_a_turn_runs() {
         assert_eq!(stats.generated_tokens, 3);
         // The running turn parks inside its event callback, holding the conversation, until
         // the readers are done: a reader that waited for the turn would hang here.
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let runner = {
-            let chat = chat.clone();
-            std::thread::spawn(move || {
-                let mut first = true;
-                chat.send("go on", &long(100_000), &mut |_| {
-                    if first {
-                        first = false;
-                        started_tx.send(()).unwrap();
-                        release_rx.recv().unwrap();
-                    }
-                    Flow::Continue
-                })
-            })
-        };
-        started_rx.recv().unwrap();
+        let (runner, release_tx) = parked_turn(&chat, "go on");
         for _ in 0..20 {
             assert_eq!(chat.messages(), before);
             assert_eq!(chat.cached_tokens(), cached);
