@@ -349,7 +349,9 @@ class GemmaKitTest {
             println("soak through Kotlin: RSS $rss0 -> $rss1 kB, JVM-committed $jvm0 -> $jvm1 kB, fds $fds0 -> $fds1, threads $threads0 -> $threads1")
             assertTrue(rss1 <= rss0 * 105 / 100, "RSS grew from $rss0 to $rss1 kB")
             assertEquals(fds0, fds1, "file descriptors leaked")
-            assertTrue(threads1 <= threads0, "threads grew from $threads0 to $threads1")
+            // A leak per turn or per fork would add hundreds of threads; the JVM may still start one
+            // service thread of its own late (a compiler or GC worker), which is not ours.
+            assertTrue(threads1 <= threads0 + 2, "threads grew from $threads0 to $threads1")
         }
     }
 
