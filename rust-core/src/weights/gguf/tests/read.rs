@@ -99,7 +99,9 @@ fn truncated_at_every_length() {
         .map(|t| t.byte_range().end)
         .max()
         .unwrap();
-    for len in 0..bytes.len() {
+    // Under Miri (~1000x slower) every length of the header region and every 17th after it.
+    let lengths = (0..bytes.len()).filter(|&len| !cfg!(miri) || len < 512 || len % 17 == 0);
+    for len in lengths {
         let res = GgufFile::parse(&bytes[..len]);
         if len < data_end {
             let e = res.expect_err("truncated file parsed");
