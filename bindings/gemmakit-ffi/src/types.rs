@@ -423,6 +423,56 @@ pub struct GenerateOptions {
     /// The shape the answer must take; `null`/`nil`: free text.
     #[uniffi(default)]
     pub constraint: Option<Constraint>,
+    /// Speculative decoding; the output is unchanged.
+    #[uniffi(default)]
+    pub draft: Draft,
+}
+
+/// Who drafts tokens for speculative decoding.
+#[derive(Debug, Clone, PartialEq, Default, uniffi::Enum)]
+pub enum Draft {
+    /// Plain decoding.
+    #[default]
+    None,
+    /// Prompt lookup: the last `n` tokens (down to 1) matched earlier in the conversation
+    /// propose up to `m` tokens; `adaptive` shrinks `m` while drafts are rejected.
+    Ngram { n: u32, m: u32, adaptive: bool },
+    /// Gemma 4's MTP assistant model at `path` (not supported yet: an error).
+    Mtp { path: String },
+}
+
+impl From<Draft> for generate::Draft {
+    fn from(d: Draft) -> Self {
+        match d {
+            Draft::None => generate::Draft::None,
+            Draft::Ngram { n, m, adaptive } => generate::Draft::Ngram {
+                ngram: n as usize,
+                max_tokens: m as usize,
+                adaptive,
+            },
+            Draft::Mtp { path } => generate::Draft::Mtp(path.into()),
+        }
+    }
+}
+
+impl From<generate::Draft> for Draft {
+    fn from(d: generate::Draft) -> Self {
+        match d {
+            generate::Draft::None => Draft::None,
+            generate::Draft::Ngram {
+                ngram,
+                max_tokens,
+                adaptive,
+            } => Draft::Ngram {
+                n: saturating_u32(ngram),
+                m: saturating_u32(max_tokens),
+                adaptive,
+            },
+            generate::Draft::Mtp(path) => Draft::Mtp {
+                path: path.display().to_string(),
+            },
+        }
+    }
 }
 
 /// The shape the answer must take (the thought channel stays free).
@@ -472,6 +522,7 @@ impl TryFrom<GenerateOptions> for generate::GenerateOptions {
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
             constraint: o.constraint.map(TryInto::try_into).transpose()?,
+            draft: o.draft.into(),
         })
     }
 }
@@ -484,6 +535,7 @@ impl From<generate::GenerateOptions> for GenerateOptions {
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
             constraint: o.constraint.map(Into::into),
+            draft: o.draft.into(),
         }
     }
 }
@@ -531,6 +583,10 @@ pub struct GenerationStats {
     pub decode_tok_s: f64,
     pub time_to_first_token_ms: f64,
     pub stop_reason: StopReason,
+    /// Speculative decoding: tokens drafted, drafted tokens kept, verify passes.
+    pub drafted: u32,
+    pub accepted: u32,
+    pub rounds: u32,
 }
 
 impl From<generate::GenerationStats> for GenerationStats {
@@ -543,6 +599,9 @@ impl From<generate::GenerationStats> for GenerationStats {
             decode_tok_s: s.decode_tok_s,
             time_to_first_token_ms: s.time_to_first_token_ms,
             stop_reason: s.stop_reason.into(),
+            drafted: saturating_u32(s.drafted),
+            accepted: saturating_u32(s.accepted),
+            rounds: saturating_u32(s.rounds),
         }
     }
 }
