@@ -419,8 +419,13 @@ impl VerifyCost {
 
 /// Speculative decoding's verify cost: for each k, the time of one pass over 1 + k tokens
 /// (the verify pass, logits for every row, then rolled back) ÷ one single-token decode step,
-/// both at the first depth of `options` (16 passes per repetition, interleaved).
-pub fn run_verify_cost(options: &BenchOptions, ks: &[usize]) -> Result<Vec<VerifyCost>> {
+/// both at the first depth of `options` (8 passes per repetition, interleaved); `on_result`
+/// sees each k as soon as it is measured.
+pub fn run_verify_cost(
+    options: &BenchOptions,
+    ks: &[usize],
+    on_result: &mut dyn FnMut(&VerifyCost),
+) -> Result<Vec<VerifyCost>> {
     validate(options)?;
     if let Some(n) = options.threads {
         let _ = rayon::ThreadPoolBuilder::new()
@@ -442,7 +447,7 @@ pub fn run_verify_cost(options: &BenchOptions, ks: &[usize]) -> Result<Vec<Verif
     let mut cache = model.new_cache(engine.context_len());
     fill_cache(model, &mut cache, depth)?;
     let tokens = bench_tokens(model.config().vocab_size, kmax + 1, 5);
-    const PASSES: usize = 16;
+    const PASSES: usize = 8;
     let mut time = |n: usize| -> Result<f64> {
         let start = Instant::now();
         for _ in 0..PASSES {
@@ -463,12 +468,14 @@ pub fn run_verify_cost(options: &BenchOptions, ks: &[usize]) -> Result<Vec<Verif
             decode.push(time(1)?);
             verify.push(time(k + 1)?);
         }
-        results.push(VerifyCost {
+        let cost = VerifyCost {
             k,
             depth,
             decode_ms: Spread::of(&decode),
             verify_ms: Spread::of(&verify),
-        });
+        };
+        on_result(&cost);
+        results.push(cost);
     }
     Ok(results)
 }

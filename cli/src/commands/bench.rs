@@ -86,12 +86,11 @@ pub fn execute(args: BenchArgs) -> Result<()> {
     let json = args.json;
     if let Some(kmax) = args.verify_cost {
         let ks: Vec<usize> = (1..=kmax.max(1)).collect();
-        let costs = run_verify_cost(&options, &ks)?;
         if !json {
             println!("| k | decode step ms | verify 1+k ms | ratio |");
             println!("|---:|---:|---:|---:|");
         }
-        for c in &costs {
+        run_verify_cost(&options, &ks, &mut |c| {
             if json {
                 println!("{}", c.to_json());
             } else {
@@ -105,7 +104,7 @@ pub fn execute(args: BenchArgs) -> Result<()> {
                     c.ratio()
                 );
             }
-        }
+        })?;
         return Ok(());
     }
     let draft = args.draft.draft()?;
