@@ -39,15 +39,16 @@ impl Draft {
     pub fn ngram() -> Self {
         Draft::Ngram {
             ngram: 3,
-            max_tokens: MAX_VERIFY_TOKENS - 1,
+            max_tokens: MAX_DRAFT_TOKENS,
             adaptive: true,
         }
     }
 }
 
-/// Longest n-gram and draft the options accept (bounds a search and the verify pass).
+/// Longest n-gram the options accept (bounds the search).
 pub const MAX_NGRAM: usize = 16;
-pub const MAX_DRAFT_TOKENS: usize = 16;
+/// Longest draft: the sampled token and its drafts make one verify pass at decode cost.
+pub const MAX_DRAFT_TOKENS: usize = MAX_VERIFY_TOKENS - 1;
 
 /// Proposes the next few tokens of a sequence.
 pub(crate) trait Drafter: Send {
