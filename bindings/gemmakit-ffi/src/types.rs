@@ -423,17 +423,14 @@ pub struct GenerateOptions {
     /// The shape the answer must take; `null`/`nil`: free text.
     #[uniffi(default)]
     pub constraint: Option<Constraint>,
-    /// Speculative decoding; the output is unchanged.
+    /// Speculative decoding (the output is unchanged); `null`/`nil`: plain decoding.
     #[uniffi(default)]
-    pub draft: Draft,
+    pub draft: Option<Draft>,
 }
 
 /// Who drafts tokens for speculative decoding.
-#[derive(Debug, Clone, PartialEq, Default, uniffi::Enum)]
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum Draft {
-    /// Plain decoding.
-    #[default]
-    None,
     /// Prompt lookup: the last `n` tokens (down to 1) matched earlier in the conversation
     /// propose up to `m` tokens; `adaptive` shrinks `m` while drafts are rejected.
     Ngram { n: u32, m: u32, adaptive: bool },
@@ -441,37 +438,34 @@ pub enum Draft {
     Mtp { path: String },
 }
 
-impl From<Draft> for generate::Draft {
-    fn from(d: Draft) -> Self {
-        match d {
-            Draft::None => generate::Draft::None,
-            Draft::Ngram { n, m, adaptive } => generate::Draft::Ngram {
-                ngram: n as usize,
-                max_tokens: m as usize,
-                adaptive,
-            },
-            Draft::Mtp { path } => generate::Draft::Mtp(path.into()),
-        }
+/// `None`: plain decoding.
+fn core_draft(d: Option<Draft>) -> generate::Draft {
+    match d {
+        None => generate::Draft::None,
+        Some(Draft::Ngram { n, m, adaptive }) => generate::Draft::Ngram {
+            ngram: n as usize,
+            max_tokens: m as usize,
+            adaptive,
+        },
+        Some(Draft::Mtp { path }) => generate::Draft::Mtp(path.into()),
     }
 }
 
-impl From<generate::Draft> for Draft {
-    fn from(d: generate::Draft) -> Self {
-        match d {
-            generate::Draft::None => Draft::None,
-            generate::Draft::Ngram {
-                ngram,
-                max_tokens,
-                adaptive,
-            } => Draft::Ngram {
-                n: saturating_u32(ngram),
-                m: saturating_u32(max_tokens),
-                adaptive,
-            },
-            generate::Draft::Mtp(path) => Draft::Mtp {
-                path: path.display().to_string(),
-            },
-        }
+fn ffi_draft(d: generate::Draft) -> Option<Draft> {
+    match d {
+        generate::Draft::None => None,
+        generate::Draft::Ngram {
+            ngram,
+            max_tokens,
+            adaptive,
+        } => Some(Draft::Ngram {
+            n: saturating_u32(ngram),
+            m: saturating_u32(max_tokens),
+            adaptive,
+        }),
+        generate::Draft::Mtp(path) => Some(Draft::Mtp {
+            path: path.display().to_string(),
+        }),
     }
 }
 
@@ -522,7 +516,7 @@ impl TryFrom<GenerateOptions> for generate::GenerateOptions {
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
             constraint: o.constraint.map(TryInto::try_into).transpose()?,
-            draft: o.draft.into(),
+            draft: core_draft(o.draft),
         })
     }
 }
@@ -535,7 +529,7 @@ impl From<generate::GenerateOptions> for GenerateOptions {
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
             constraint: o.constraint.map(Into::into),
-            draft: o.draft.into(),
+            draft: ffi_draft(o.draft),
         }
     }
 }
