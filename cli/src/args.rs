@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use gemmakit::engine::BackendChoice;
-use gemmakit::generate::{Constraint, GenerateOptions};
+use gemmakit::generate::{Constraint, Draft, GenerateOptions};
 use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
@@ -146,6 +146,48 @@ pub struct SamplingArgs {
     /// The answer is exactly one of these strings (repeatable).
     #[arg(long = "choice", value_name = "TEXT", group = "constraint")]
     choices: Vec<String>,
+    #[command(flatten)]
+    draft: DraftArgs,
+}
+
+/// Speculative decoding (`run`, `chat`, `bench`).
+#[derive(Args, Clone)]
+pub struct DraftArgs {
+    /// Drafter: `none` or `ngram` (prompt lookup). Output is unchanged; copying answers
+    /// decode faster.
+    #[arg(long, default_value = "none", value_name = "none|ngram")]
+    draft: String,
+    /// Prompt lookup: longest n-gram matched.
+    #[arg(long, default_value_t = 3)]
+    draft_ngram: usize,
+    /// Most tokens drafted per verify pass.
+    #[arg(long, default_value_t = 7)]
+    draft_max: usize,
+    /// Draft `--draft-max` tokens every time instead of adapting to the acceptance.
+    #[arg(long)]
+    draft_fixed: bool,
+    /// Gemma 4's MTP assistant model (not supported yet).
+    #[arg(long, value_name = "PATH", conflicts_with = "draft")]
+    draft_model: Option<PathBuf>,
+}
+
+impl DraftArgs {
+    pub fn draft(&self) -> Result<Draft> {
+        if let Some(path) = &self.draft_model {
+            return Ok(Draft::Mtp(path.clone()));
+        }
+        match self.draft.as_str() {
+            "none" => Ok(Draft::None),
+            "ngram" => Ok(Draft::Ngram {
+                ngram: self.draft_ngram,
+                max_tokens: self.draft_max,
+                adaptive: !self.draft_fixed,
+            }),
+            other => Err(GemmaError::InvalidArgument(format!(
+                "unknown drafter `{other}` (none, ngram; --draft-model PATH for MTP)"
+            ))),
+        }
+    }
 }
 
 impl SamplingArgs {
@@ -176,6 +218,7 @@ impl SamplingArgs {
             stop_strings: self.stop.clone(),
             stop_token_ids: Vec::new(),
             constraint,
+            draft: self.draft.draft()?,
         })
     }
 }

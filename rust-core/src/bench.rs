@@ -388,6 +388,205 @@ pub fn run_bench(
     Ok(results)
 }
 
+/// One verify pass over 1 + k tokens against one decode step, same cache depth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyCost {
+    pub k: usize,
+    pub depth: usize,
+    pub decode_ms: Spread,
+    pub verify_ms: Spread,
+}
+
+impl VerifyCost {
+    /// Median verify pass ÷ median decode step.
+    pub fn ratio(&self) -> f64 {
+        self.verify_ms.median / self.decode_ms.median.max(1e-12)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "test": "verify_cost",
+            "k": self.k,
+            "depth": self.depth,
+            "decode_ms": self.decode_ms.median,
+            "verify_ms": self.verify_ms.median,
+            "ratio": self.ratio(),
+            "decode_ms_spread": self.decode_ms.json(),
+            "verify_ms_spread": self.verify_ms.json(),
+        })
+    }
+}
+
+/// Speculative decoding's verify cost: for each k, the time of one pass over 1 + k tokens
+/// (the verify pass, logits for every row, then rolled back) ÷ one single-token decode step,
+/// both at the first depth of `options` (8 passes per repetition, interleaved); `on_result`
+/// sees each k as soon as it is measured.
+pub fn run_verify_cost(
+    options: &BenchOptions,
+    ks: &[usize],
+    on_result: &mut dyn FnMut(&VerifyCost),
+) -> Result<Vec<VerifyCost>> {
+    validate(options)?;
+    if let Some(n) = options.threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
+    }
+    let depth = options.depths.first().copied().unwrap_or(0);
+    let kmax = ks.iter().copied().max().unwrap_or(1);
+    let engine = Engine::load(
+        &options.model,
+        EngineOptions {
+            backend: options.backend,
+            context_len: depth + kmax + 64,
+            chat_format: ChatFormat::PlainText,
+            ..EngineOptions::default()
+        },
+    )?;
+    let model = engine.model();
+    let mut cache = model.new_cache(engine.context_len());
+    fill_cache(model, &mut cache, depth)?;
+    let tokens = bench_tokens(model.config().vocab_size, kmax + 1, 5);
+    const PASSES: usize = 8;
+    let mut time = |n: usize| -> Result<f64> {
+        let start = Instant::now();
+        for _ in 0..PASSES {
+            if n == 1 {
+                std::hint::black_box(model.forward(&mut cache, &tokens[..1], LogitsFor::Last)?);
+            } else {
+                std::hint::black_box(model.verify(&mut cache, &tokens[..n])?);
+            }
+            cache.truncate(depth);
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3 / PASSES as f64)
+    };
+    time(1)?; // warm-up
+    let mut results = Vec::new();
+    for &k in ks {
+        let (mut decode, mut verify) = (Vec::new(), Vec::new());
+        for _ in 0..options.repetitions {
+            decode.push(time(1)?);
+            verify.push(time(k + 1)?);
+        }
+        let cost = VerifyCost {
+            k,
+            depth,
+            decode_ms: Spread::of(&decode),
+            verify_ms: Spread::of(&verify),
+        };
+        on_result(&cost);
+        results.push(cost);
+    }
+    Ok(results)
+}
+
+/// Prompt lookup against plain decoding on prompts whose answers copy their context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftBench {
+    pub prompt: String,
+    pub plain_decode_tok_s: Spread,
+    pub draft_decode_tok_s: Spread,
+    /// Whether every drafted generation equalled the plain one, token for token.
+    pub identical: bool,
+    pub generated_tokens: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub rounds: usize,
+}
+
+impl DraftBench {
+    pub fn speedup(&self) -> f64 {
+        self.draft_decode_tok_s.median / self.plain_decode_tok_s.median.max(1e-9)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "test": "draft",
+            "prompt": self.prompt,
+            "plain_decode_tok_s": self.plain_decode_tok_s.median,
+            "draft_decode_tok_s": self.draft_decode_tok_s.median,
+            "speedup": self.speedup(),
+            "identical": self.identical,
+            "generated_tokens": self.generated_tokens,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "rounds": self.rounds,
+        })
+    }
+}
+
+/// Prompts whose answers copy from their context (prompt lookup's use case).
+pub const COPYING_PROMPTS: [&str; 2] = [
+    "Repeat this list exactly, one item per line, but write pears instead of plums:\n\
+     apples, bread, milk, eggs, butter, cheese, plums, rice, beans, coffee, tea, sugar, salt, \
+     pepper, flour, oil, vinegar, honey, jam, yoghurt",
+    "Quote this paragraph word for word:\n\
+     The quick brown fox jumps over the lazy dog. The dog wakes up, looks around, and goes back \
+     to sleep. The fox runs into the forest, where it finds a river, drinks some water, and \
+     rests under an old oak tree until the sun goes down.",
+];
+
+/// Greedy generation (chat template, up to the largest `n_gen` tokens) of each prompt without
+/// and with `draft`, alternating, `repetitions` times each.
+pub fn run_draft_bench(
+    options: &BenchOptions,
+    draft: crate::engine::generate::Draft,
+    prompts: &[&str],
+) -> Result<Vec<DraftBench>> {
+    validate(options)?;
+    if let Some(n) = options.threads {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global();
+    }
+    let n_gen = options.n_gen.iter().copied().max().unwrap_or(128);
+    let engine = Engine::load(
+        &options.model,
+        EngineOptions {
+            backend: options.backend,
+            context_len: n_gen + 512,
+            ..EngineOptions::default()
+        },
+    )?;
+    let run = |prompt: &str, draft: crate::engine::generate::Draft| {
+        let options = crate::engine::generate::GenerateOptions {
+            max_tokens: n_gen,
+            draft,
+            ..Default::default()
+        };
+        engine.conversation().send(prompt, &options, &mut |_| {
+            crate::engine::generate::Flow::Continue
+        })
+    };
+    let mut results = Vec::new();
+    for &prompt in prompts {
+        run(prompt, draft.clone())?; // warm-up
+        let (mut plain, mut drafted) = (Vec::new(), Vec::new());
+        let mut identical = true;
+        let mut last = None;
+        for _ in 0..options.repetitions.max(1) {
+            let a = run(prompt, crate::engine::generate::Draft::None)?;
+            let b = run(prompt, draft.clone())?;
+            identical &= a.tokens == b.tokens;
+            plain.push(a.stats.decode_tok_s);
+            drafted.push(b.stats.decode_tok_s);
+            last = Some(b);
+        }
+        let last = last.ok_or_else(|| GemmaError::InvalidArgument("no repetitions".into()))?;
+        results.push(DraftBench {
+            prompt: prompt.to_string(),
+            plain_decode_tok_s: Spread::of(&plain),
+            draft_decode_tok_s: Spread::of(&drafted),
+            identical,
+            generated_tokens: last.stats.generated_tokens,
+            drafted: last.stats.drafted,
+            accepted: last.stats.accepted,
+            rounds: last.stats.rounds,
+        });
+    }
+    Ok(results)
+}
+
 /// Decode speed with and without a constraint: same engine, prompt, sampling and seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConstrainedBench {

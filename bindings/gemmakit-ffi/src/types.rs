@@ -423,6 +423,50 @@ pub struct GenerateOptions {
     /// The shape the answer must take; `null`/`nil`: free text.
     #[uniffi(default)]
     pub constraint: Option<Constraint>,
+    /// Speculative decoding (the output is unchanged); `null`/`nil`: plain decoding.
+    #[uniffi(default)]
+    pub draft: Option<Draft>,
+}
+
+/// Who drafts tokens for speculative decoding.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum Draft {
+    /// Prompt lookup: the last `n` tokens (down to 1) matched earlier in the conversation
+    /// propose up to `m` tokens; `adaptive` shrinks `m` while drafts are rejected.
+    Ngram { n: u32, m: u32, adaptive: bool },
+    /// Gemma 4's MTP assistant model at `path` (not supported yet: an error).
+    Mtp { path: String },
+}
+
+/// `None`: plain decoding.
+fn core_draft(d: Option<Draft>) -> generate::Draft {
+    match d {
+        None => generate::Draft::None,
+        Some(Draft::Ngram { n, m, adaptive }) => generate::Draft::Ngram {
+            ngram: n as usize,
+            max_tokens: m as usize,
+            adaptive,
+        },
+        Some(Draft::Mtp { path }) => generate::Draft::Mtp(path.into()),
+    }
+}
+
+fn ffi_draft(d: generate::Draft) -> Option<Draft> {
+    match d {
+        generate::Draft::None => None,
+        generate::Draft::Ngram {
+            ngram,
+            max_tokens,
+            adaptive,
+        } => Some(Draft::Ngram {
+            n: saturating_u32(ngram),
+            m: saturating_u32(max_tokens),
+            adaptive,
+        }),
+        generate::Draft::Mtp(path) => Some(Draft::Mtp {
+            path: path.display().to_string(),
+        }),
+    }
 }
 
 /// The shape the answer must take (the thought channel stays free).
@@ -472,6 +516,7 @@ impl TryFrom<GenerateOptions> for generate::GenerateOptions {
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
             constraint: o.constraint.map(TryInto::try_into).transpose()?,
+            draft: core_draft(o.draft),
         })
     }
 }
@@ -484,6 +529,7 @@ impl From<generate::GenerateOptions> for GenerateOptions {
             stop_strings: o.stop_strings,
             stop_token_ids: o.stop_token_ids,
             constraint: o.constraint.map(Into::into),
+            draft: ffi_draft(o.draft),
         }
     }
 }
@@ -531,6 +577,10 @@ pub struct GenerationStats {
     pub decode_tok_s: f64,
     pub time_to_first_token_ms: f64,
     pub stop_reason: StopReason,
+    /// Speculative decoding: tokens drafted, drafted tokens kept, verify passes.
+    pub drafted: u32,
+    pub accepted: u32,
+    pub rounds: u32,
 }
 
 impl From<generate::GenerationStats> for GenerationStats {
@@ -543,6 +593,9 @@ impl From<generate::GenerationStats> for GenerationStats {
             decode_tok_s: s.decode_tok_s,
             time_to_first_token_ms: s.time_to_first_token_ms,
             stop_reason: s.stop_reason.into(),
+            drafted: saturating_u32(s.drafted),
+            accepted: saturating_u32(s.accepted),
+            rounds: saturating_u32(s.rounds),
         }
     }
 }

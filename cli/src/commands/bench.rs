@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use gemmakit::bench::{
-    BenchOptions, BenchResult, KvType, Spread, run_bench, run_constrained_bench,
+    BenchOptions, BenchResult, COPYING_PROMPTS, KvType, Spread, run_bench, run_constrained_bench,
+    run_draft_bench, run_verify_cost,
 };
 use gemmakit::generate::Constraint;
+use gemmakit::generate::Draft;
 use gemmakit::{GemmaError, Result};
 
-use crate::args::{activations, backend_choice};
+use crate::args::{DraftArgs, activations, backend_choice};
 
 // Short flags as llama-bench's, so its users can reuse their command lines.
 #[derive(Args)]
@@ -48,6 +50,14 @@ pub struct BenchArgs {
     /// file (same engine, prompt and seeds; up to the largest -n tokens).
     #[arg(long, value_name = "FILE")]
     json_schema: Option<PathBuf>,
+    /// With `--draft ngram`: also decode copying prompts (greedy, chat template) without and
+    /// with the drafter: identical output?, decode tok/s of each, drafted/accepted/rounds.
+    #[command(flatten)]
+    draft: DraftArgs,
+    /// Speculative decoding's verify cost instead of the usual tests: one pass over 1 + k
+    /// tokens ÷ one decode step, for k = 1..=K, at the first -d depth.
+    #[arg(long, value_name = "K")]
+    verify_cost: Option<usize>,
 }
 
 fn parse_list(what: &str, text: &str) -> Result<Vec<usize>> {
@@ -74,6 +84,52 @@ pub fn execute(args: BenchArgs) -> Result<()> {
         cpu_prefill_activations: activations(args.int8_prefill),
     };
     let json = args.json;
+    if let Some(kmax) = args.verify_cost {
+        let ks: Vec<usize> = (1..=kmax.max(1)).collect();
+        if !json {
+            println!("| k | decode step ms | verify 1+k ms | ratio |");
+            println!("|---:|---:|---:|---:|");
+        }
+        run_verify_cost(&options, &ks, &mut |c| {
+            if json {
+                println!("{}", c.to_json());
+            } else {
+                println!(
+                    "| {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2} |",
+                    c.k,
+                    c.decode_ms.median,
+                    c.decode_ms.stddev,
+                    c.verify_ms.median,
+                    c.verify_ms.stddev,
+                    c.ratio()
+                );
+            }
+        })?;
+        return Ok(());
+    }
+    let draft = args.draft.draft()?;
+    if draft != Draft::None {
+        for d in run_draft_bench(&options, draft, &COPYING_PROMPTS)? {
+            if json {
+                println!("{}", d.to_json());
+            } else {
+                println!(
+                    "draft: {:.2} tok/s vs {:.2} plain (x{:.2}), identical output: {}, \
+                     {} tokens, {} drafted, {} accepted, {} rounds  [{}…]",
+                    d.draft_decode_tok_s.median,
+                    d.plain_decode_tok_s.median,
+                    d.speedup(),
+                    d.identical,
+                    d.generated_tokens,
+                    d.drafted,
+                    d.accepted,
+                    d.rounds,
+                    d.prompt.chars().take(40).collect::<String>()
+                );
+            }
+        }
+        return Ok(());
+    }
     let schema = match &args.json_schema {
         Some(path) => Some(Constraint::json_schema_text(
             &std::fs::read_to_string(path).map_err(|e| GemmaError::io(path, e))?,

@@ -46,6 +46,9 @@ fn stats_json(out: &GenerationOutput) -> serde_json::Value {
         "decode_tok_s": s.decode_tok_s,
         "ttft_ms": s.time_to_first_token_ms,
         "stop_reason": format!("{:?}", s.stop_reason),
+        "drafted": s.drafted,
+        "accepted": s.accepted,
+        "rounds": s.rounds,
     })
 }
 
@@ -130,6 +133,12 @@ pub fn execute(args: RunArgs) -> Result<()> {
             s.time_to_first_token_ms,
             s.stop_reason
         );
+        if s.rounds > 0 {
+            eprintln!(
+                "[speculative: {} drafted, {} accepted in {} verify passes]",
+                s.drafted, s.accepted, s.rounds
+            );
+        }
     }
     Ok(())
 }

@@ -1,10 +1,18 @@
 //! The decode loop: prefill, then sample → stream → feed, until a stop condition.
 //!
+//! Speculative decoding (`GenerateOptions::draft`): after a token is sampled, a drafter
+//! (`draft.rs`) guesses the tokens after it and one verify pass feeds them all; the loop then
+//! samples from each verified row in turn, exactly as it would from a plain decode step, and a
+//! draft is kept while the sampled token equals it. At the first disagreement the sampled token
+//! stands and the drafts after it are rolled back from the cache. Stop conditions, constraints,
+//! tool calls and cancel see every token one by one as without drafting.
+//!
 //! Output routing: visible text is streamed in UTF-8-safe chunks, held back while it could
 //! still turn into a stop string; Gemma 4's thought channel (`<|channel>thought\n…<channel|>`)
 //! is streamed separately; tool calls (`<|tool_call>call:NAME{…}<tool_call|>`) are parsed into
 //! structured calls. Other control tokens are never shown.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -12,10 +20,13 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::EngineInner;
+pub use super::draft::Draft;
+use super::draft::{DraftLength, Drafter, drafter};
 use super::guide::Guide;
 use crate::chat::tools::{ToolCall, parse_tool_call};
 pub use crate::constraint::Constraint;
-use crate::error::Result;
+use crate::error::{GemmaError, Result};
+use crate::model::gemma::MAX_VERIFY_TOKENS;
 use crate::model::{KvCache, LogitsFor, SoftTokens};
 use crate::sampling::{Sampler, SamplingOptions};
 use crate::tokenizer::Tokenizer;
@@ -33,6 +44,9 @@ pub struct GenerateOptions {
     /// The shape the answer must take (the thought channel stays free). A bad schema, regex or
     /// grammar is an error before any token is generated.
     pub constraint: Option<Constraint>,
+    /// Speculative decoding: who drafts tokens for the model to verify several at a time.
+    /// The output is the same as without (token for token with the same seed).
+    pub draft: Draft,
 }
 
 impl Default for GenerateOptions {
@@ -43,6 +57,7 @@ impl Default for GenerateOptions {
             stop_strings: Vec::new(),
             stop_token_ids: Vec::new(),
             constraint: None,
+            draft: Draft::None,
         }
     }
 }
@@ -74,6 +89,10 @@ pub struct GenerationStats {
     pub decode_tok_s: f64,
     pub time_to_first_token_ms: f64,
     pub stop_reason: StopReason,
+    /// Speculative decoding: tokens drafted, drafted tokens kept, verify passes run.
+    pub drafted: usize,
+    pub accepted: usize,
+    pub rounds: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -348,6 +367,101 @@ impl TurnCancel {
     }
 }
 
+/// Speculative decoding's state in one generation: the drafter, the drafts of the last verify
+/// pass not yet sampled (each with the logits of the position after it), and the counters.
+struct Speculation {
+    drafter: Option<(Box<dyn Drafter>, DraftLength)>,
+    pending: VecDeque<(u32, Vec<f32>)>,
+    /// Tokens drafted in the current round.
+    round: usize,
+    drafted: usize,
+    accepted: usize,
+    rounds: usize,
+}
+
+impl Speculation {
+    fn new(drafter: Option<(Box<dyn Drafter>, DraftLength)>) -> Self {
+        Speculation {
+            drafter,
+            pending: VecDeque::new(),
+            round: 0,
+            drafted: 0,
+            accepted: 0,
+            rounds: 0,
+        }
+    }
+
+    /// The logits after the next pending draft, if `step` (what the loop sampled, with any
+    /// forced tokens) is exactly that draft.
+    fn take_accepted(&mut self, step: &[u32]) -> Option<Vec<f32>> {
+        match (step, self.pending.front()) {
+            ([id], Some((draft, _))) if id == draft => {
+                self.accepted += 1;
+                self.pending.pop_front().map(|(_, row)| row)
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends the current round: the drafts not taken leave the cache (back to `len` positions),
+    /// and the draft length learns how the round went.
+    fn end_round(&mut self, cache: &mut KvCache, len: usize) -> Result<()> {
+        if self.round == 0 {
+            return Ok(());
+        }
+        let kept = self.round - self.pending.len();
+        if let Some((_, length)) = &mut self.drafter {
+            length.update(self.round, kept);
+        }
+        self.round = 0;
+        self.pending.clear();
+        if !cache.truncate(len) {
+            // Unreachable: drafts are far shorter than the sliding rings' rollback slack.
+            return Err(GemmaError::Unsupported(
+                "the KV cache cannot roll back the rejected drafts".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Up to `room` draft tokens to follow `context` + `step`.
+    fn propose(&mut self, context: &[u32], step: &[u32], room: usize) -> Vec<u32> {
+        let Some((drafter, length)) = &mut self.drafter else {
+            return Vec::new();
+        };
+        let max = length
+            .get()
+            .min(room)
+            .min(MAX_VERIFY_TOKENS.saturating_sub(step.len()));
+        if max == 0 {
+            return Vec::new();
+        }
+        let mut history = Vec::with_capacity(context.len() + step.len());
+        history.extend_from_slice(context);
+        history.extend_from_slice(step);
+        drafter.propose(&history, max)
+    }
+
+    /// Starts a round from the verify pass's `rows` over `step` + `drafts`: returns the logits
+    /// after `step` and keeps one row per draft.
+    fn start_round(&mut self, rows: &[f32], step: usize, drafts: Vec<u32>) -> Result<Vec<f32>> {
+        let n = step + drafts.len();
+        if step == 0 || rows.len() % n != 0 {
+            return Err(GemmaError::InvalidArgument(
+                "verify pass returned the wrong number of rows".into(),
+            ));
+        }
+        let vocab = rows.len() / n;
+        let mut rows = rows.chunks_exact(vocab).skip(step - 1);
+        let next = rows.next().map(<[f32]>::to_vec).unwrap_or_default();
+        self.round = drafts.len();
+        self.drafted += drafts.len();
+        self.rounds += 1;
+        self.pending = drafts.into_iter().zip(rows.map(<[f32]>::to_vec)).collect();
+        Ok(next)
+    }
+}
+
 /// Prompt positions per forward pass: attention scores of one pass are
 /// `[heads, chunk, keys]`, so a long prompt in one pass would need hundreds of megabytes
 /// (8 heads × 4096² × 4 B = 512 MiB at 4k); chunks keep that to `[heads, 512, keys]`.
@@ -464,6 +578,10 @@ pub(crate) fn generate(
         let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
         model.forward_with_soft_tokens(cache, tokens, soft, LogitsFor::Last)
     };
+    let verify = |cache: &mut KvCache, tokens: &[u32]| -> Result<Vec<f32>> {
+        let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
+        model.verify(cache, tokens)
+    };
 
     if new_tokens.is_empty() {
         return Err(crate::error::GemmaError::InvalidArgument(
@@ -475,8 +593,9 @@ pub(crate) fn generate(
         .chain(&options.stop_token_ids)
         .copied()
         .collect();
-    // Before the prefill: a bad constraint is an error that costs nothing.
+    // Before the prefill: a bad constraint or drafter is an error that costs nothing.
     let mut guide = Guide::new(engine, options, tools, &stop_ids)?;
+    let mut spec = Speculation::new(drafter(&options.draft)?);
     if cancel.is_cancelled() {
         // Cancelled while waiting for the conversation: nothing runs.
         let stats = GenerationStats {
@@ -487,6 +606,9 @@ pub(crate) fn generate(
             decode_tok_s: 0.0,
             time_to_first_token_ms: 0.0,
             stop_reason: StopReason::Cancelled,
+            drafted: 0,
+            accepted: 0,
+            rounds: 0,
         };
         on_event(Event::Done(stats.clone()));
         return Ok(GenerationOutput {
@@ -573,13 +695,32 @@ pub(crate) fn generate(
         if generated.len() >= options.max_tokens {
             break StopReason::MaxTokens;
         }
+        if let Some(row) = spec.take_accepted(&step) {
+            // A draft the sampler agreed with: already in the cache, its logits verified.
+            logits = row;
+            context.extend_from_slice(&step);
+            continue;
+        }
+        // No draft waiting, or the sampler disagreed: drop the unverified drafts.
+        spec.end_round(cache, context.len())?;
         if cache.len() + step.len() > cache.max_len() {
             break StopReason::ContextFull;
         }
-        // Forced tokens go in with the sampled one: one pass, like a short prefill.
-        logits = forward(cache, &step, SoftTokens::NONE)?;
+        let room = (cache.max_len() - cache.len() - step.len())
+            .min(options.max_tokens.saturating_sub(generated.len() + 1));
+        let drafts = spec.propose(context, &step, room);
+        if drafts.is_empty() {
+            // Forced tokens go in with the sampled one: one pass, like a short prefill.
+            logits = forward(cache, &step, SoftTokens::NONE)?;
+        } else {
+            let fed: Vec<u32> = step.iter().chain(&drafts).copied().collect();
+            let rows = verify(cache, &fed)?;
+            logits = spec.start_round(&rows, step.len(), drafts)?;
+        }
         context.extend_from_slice(&step);
     };
+    // Drafts nobody sampled leave the cache, which then holds exactly `context`.
+    spec.end_round(cache, context.len())?;
     router.finish(&mut events);
     for event in events.drain(..) {
         on_event(event);
@@ -593,6 +734,9 @@ pub(crate) fn generate(
         decode_tok_s: generated.len().saturating_sub(1) as f64 / decode_time.max(1e-9),
         time_to_first_token_ms: ttft.unwrap_or(0.0),
         stop_reason,
+        drafted: spec.drafted,
+        accepted: spec.accepted,
+        rounds: spec.rounds,
     };
     on_event(Event::Done(stats.clone()));
     Ok(GenerationOutput {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod auto;
 pub mod conversation;
+mod draft;
 pub mod generate;
 mod guide;
 pub mod media;

@@ -19,6 +19,10 @@ use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
 use crate::weights::{MappedTensor, WeightStore};
 
+/// Most tokens a [`GemmaModel::verify`] pass runs at decode cost (the CPU kernels' few-token
+/// path; more take the prefill path).
+pub const MAX_VERIFY_TOKENS: usize = crate::kernels::cpu::TILED_MIN_TOKENS - 1;
+
 /// Which positions of a forward pass produce logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitsFor {
@@ -290,6 +294,16 @@ impl GemmaModel {
         which: LogitsFor,
     ) -> Result<Vec<f32>> {
         self.run(cache, tokens, SoftTokens::NONE, which, None)
+    }
+
+    /// Speculative decoding's verify pass: runs `tokens` (the token just sampled, then the
+    /// drafted ones) in one pass and returns logits `[tokens.len(), vocab]`, row `i` scoring the
+    /// position after `tokens[i]`. Up to [`MAX_VERIFY_TOKENS`] tokens the weight products take
+    /// the decode kernels (each weight read once, each row's product that of its own decode
+    /// step). The caller rolls rejected positions back with
+    /// [`KvCache::truncate`](super::kv_cache::KvCache::truncate).
+    pub fn verify(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.run(cache, tokens, SoftTokens::NONE, LogitsFor::All, None)
     }
 
     /// [`forward`](Self::forward) with image/audio/video soft tokens in placeholder positions.

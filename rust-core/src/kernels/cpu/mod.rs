@@ -48,8 +48,15 @@ pub const TILE_ROWS: usize = 64;
 /// read-add-write of the outputs.
 pub const KC: usize = 512;
 /// From this many tokens on, the tiled (prefill) path runs; below it, the fused dot path runs
-/// once per token over the same rows (which then come from cache).
-pub const TILED_MIN_TOKENS: usize = 4;
+/// once per token over the same rows (which then come from cache). A speculative-decoding
+/// verify pass (the sampled token and up to 7 drafted ones) stays on the fused path: it reads
+/// each weight from memory once, like a decode step, and each token's product is
+/// bit-identical to that token's decode step.
+pub const TILED_MIN_TOKENS: usize = 9;
+
+/// Output rows the few-token path dots with every token before moving on, so those rows' bytes
+/// stay in L1 while they are reused.
+const ROWS_BLOCK: usize = 16;
 
 /// Instruction-set level of the CPU kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,30 +350,42 @@ fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &
         pool::for_each_task(rows.div_ceil(per_task), &|task| {
             let r0 = task * per_task;
             let n = per_task.min(rows - r0);
-            let bytes = &w.bytes[r0 * stride..(r0 + n) * stride];
             let dst = dst;
-            for t in 0..tokens {
-                let xt = &x[t * cols..(t + 1) * cols];
-                // SAFETY: row range r0..r0+n of token t belongs to this task alone, and lies
-                // inside `out` (checked by the caller).
-                let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + r0), n) };
+            // Blocks of rows, each dotted with every token while it is in L1: the weights are
+            // read from memory once however many tokens there are.
+            for b0 in (0..n).step_by(ROWS_BLOCK) {
+                let bn = ROWS_BLOCK.min(n - b0);
+                let rb = r0 + b0;
+                let bytes = &w.bytes[rb * stride..(rb + bn) * stride];
                 match fused {
                     Some(f) => {
-                        let st = &sums[(t * cols / 32).min(sums.len())..];
-                        // SAFETY: the ISA was checked by the caller; `bytes` holds n rows of
-                        // `stride` bytes encoding `cols` elements.
-                        unsafe { f(bytes, stride, xt, st, o) }
+                        for t in 0..tokens {
+                            let xt = &x[t * cols..(t + 1) * cols];
+                            // SAFETY: rows rb..rb+bn of token t belong to this task alone and
+                            // lie inside `out` (checked by the caller).
+                            let o = unsafe {
+                                std::slice::from_raw_parts_mut(dst.0.add(t * rows + rb), bn)
+                            };
+                            let st = &sums[(t * cols / 32).min(sums.len())..];
+                            // SAFETY: the ISA was checked by the caller; `bytes` holds bn rows
+                            // of `stride` bytes encoding `cols` elements.
+                            unsafe { f(bytes, stride, xt, st, o) }
+                        }
                     }
                     None => with_scratch(&SCRATCH, cols, |row| {
-                        for (r, o) in o.iter_mut().enumerate() {
+                        for r in 0..bn {
                             quant::dequantize_row(
                                 w.dtype,
                                 &bytes[r * stride..(r + 1) * stride],
                                 row,
                             )
                             .expect("row layout validated");
-                            // SAFETY: ISA checked by the caller.
-                            *o = unsafe { (k.dot_f32)(row, xt) };
+                            for t in 0..tokens {
+                                let xt = &x[t * cols..(t + 1) * cols];
+                                // SAFETY: ISA checked by the caller; element (t, rb + r) belongs
+                                // to this task alone and lies inside `out`.
+                                unsafe { *dst.0.add(t * rows + rb + r) = (k.dot_f32)(row, xt) };
+                            }
                         }
                     }),
                 }

@@ -4,6 +4,7 @@ import dev.gemmakit.ffi.BackendChoice
 import dev.gemmakit.ffi.BackendKind
 import dev.gemmakit.ffi.Chunk
 import dev.gemmakit.ffi.Constraint
+import dev.gemmakit.ffi.Draft
 import dev.gemmakit.ffi.EngineOptions
 import dev.gemmakit.ffi.GemmaKitException
 import dev.gemmakit.ffi.GenerateOptions
@@ -118,6 +119,22 @@ class GemmaKitTest {
         engine.conversation().use { chat ->
             val bad = GenerateOptions(constraint = Constraint.JsonSchema("{\"type\": 12"))
             assertThrows<GemmaKitException.InvalidConstraint> { runBlocking { chat.send("x", bad) } }
+        }
+    }
+
+    @Test
+    fun `prompt lookup gives the plain answer and counts its drafts, MTP is unsupported`(): Unit = runBlocking {
+        val prompt = "one two three one two three one two three"
+        val plain = engine.conversation().use { it.send(prompt, greedy(24)) }
+        val drafted = engine.conversation().use {
+            it.send(prompt, GenerateOptions(maxTokens = 24u, draft = Draft.Ngram(3u, 7u, true)))
+        }
+        assertEquals(plain.tokenIds, drafted.tokenIds)
+        assertEquals(0u, plain.stats.drafted)
+        assertTrue(drafted.stats.accepted <= drafted.stats.drafted, drafted.stats.toString())
+        engine.conversation().use { chat ->
+            val mtp = GenerateOptions(draft = Draft.Mtp("assistant.gguf"))
+            assertThrows<GemmaKitException.Unsupported> { runBlocking { chat.send("x", mtp) } }
         }
     }
 
