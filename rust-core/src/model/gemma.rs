@@ -6,6 +6,8 @@
 //! decoder layers (sandwich norms, q/k/v norms, RoPE per layer type, KV sharing, GeGLU MLP,
 //! per-layer input gate, layer scalar) → final norm → tied LM head → softcap → host logits.
 
+use std::sync::Arc;
+
 use burn::tensor::Tensor;
 
 use super::attention::{MaskCache, Visibility, attend};
@@ -16,6 +18,7 @@ use super::names::TEXT_PREFIXES;
 use super::ops::{from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::device::ComputeDevice;
+use crate::kernels::kv::{KvCodec, KvTypes};
 use crate::error::{GemmaError, Result};
 use crate::weights::{MappedTensor, WeightStore};
 
@@ -112,6 +115,10 @@ pub struct GemmaModel {
     layers: Vec<DecoderLayer>,
     /// Distinct inverse-frequency vectors; layers refer to them by index.
     rope_frequencies: Vec<Vec<f32>>,
+    /// The KV cache's element types, and per layer owning a cache the key and value codecs
+    /// (`None` for f32 keys and values: tensors).
+    kv_types: KvTypes,
+    kv_codecs: Vec<Option<(Arc<KvCodec>, Arc<KvCodec>)>>,
 }
 
 impl GemmaModel {
@@ -235,7 +242,45 @@ impl GemmaModel {
             final_norm,
             layers,
             rope_frequencies,
+            kv_types: KvTypes::F32,
+            kv_codecs: Vec::new(),
         })
+    }
+
+    /// The KV cache's element types of caches made from now on (f32 until set). Types other
+    /// than f32 are encoded on the host: a GPU model refuses them (typed error).
+    pub fn set_kv_types(&mut self, types: KvTypes) -> Result<()> {
+        if types == KvTypes::F32 {
+            self.kv_types = types;
+            self.kv_codecs.clear();
+            return Ok(());
+        }
+        if !super::ops::is_host(&self.device.device) {
+            return Err(GemmaError::Unsupported(format!(
+                "KV type {}/{} on the GPU backend (it supports f32 only so far; use the CPU \
+                 backend or --kv-type f32)",
+                types.k, types.v
+            )));
+        }
+        let mut codecs = Vec::with_capacity(self.config.layers.len());
+        for (i, spec) in self.config.layers.iter().enumerate() {
+            codecs.push(if spec.kv_source.is_some() {
+                None
+            } else {
+                let (h, d, seed) = (spec.num_kv_heads, spec.head_dim, 2 * i as u64);
+                Some((
+                    Arc::new(KvCodec::new(types.k, h, d, seed)?),
+                    Arc::new(KvCodec::new(types.v, h, d, seed + 1)?),
+                ))
+            });
+        }
+        self.kv_types = types;
+        self.kv_codecs = codecs;
+        Ok(())
+    }
+
+    pub fn kv_types(&self) -> KvTypes {
+        self.kv_types
     }
 
     pub fn config(&self) -> &GemmaConfig {
@@ -263,19 +308,21 @@ impl GemmaModel {
             .config
             .layers
             .iter()
-            .map(|spec| match (spec.kv_source, spec.kind) {
-                (Some(_), _) => None,
-                (None, AttentionKind::Full) => Some(LayerCache::growing(
-                    spec.num_kv_heads,
-                    spec.head_dim,
-                    max_len,
-                )),
-                (None, AttentionKind::Sliding) => Some(LayerCache::ring(
-                    self.config.sliding_window,
-                    slack,
-                    spec.num_kv_heads,
-                    spec.head_dim,
-                )),
+            .enumerate()
+            .map(|(i, spec)| {
+                let cache = match (spec.kv_source, spec.kind) {
+                    (Some(_), _) => return None,
+                    (None, AttentionKind::Full) => {
+                        LayerCache::growing(spec.num_kv_heads, spec.head_dim, max_len)
+                    }
+                    (None, AttentionKind::Sliding) => LayerCache::ring(
+                        self.config.sliding_window,
+                        slack,
+                        spec.num_kv_heads,
+                        spec.head_dim,
+                    ),
+                };
+                Some(cache.encoded_with(self.kv_codecs.get(i).and_then(Option::as_ref)))
             })
             .collect();
         KvCache::new(layers, max_len.min(self.config.max_position_embeddings))
@@ -513,7 +560,7 @@ impl DecoderLayer {
                 } else {
                     v
                 };
-                cache.append(k.swap_dims(0, 1), v.swap_dims(0, 1), pass.query_positions)
+                cache.append(k.swap_dims(0, 1), v.swap_dims(0, 1), pass.query_positions)?
             }
             (LayerKv::Own(_), None) => {
                 return Err(GemmaError::InvalidArgument(
