@@ -4,9 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use gemmakit::bench::{
-    BenchOptions, BenchResult, Spread, run_bench, run_constrained_bench,
-};
+use gemmakit::bench::{BenchOptions, BenchResult, Spread, run_bench, run_constrained_bench};
 use gemmakit::generate::Constraint;
 use gemmakit::{GemmaError, Result};
 

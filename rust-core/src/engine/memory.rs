@@ -10,9 +10,9 @@
 use crate::device::BackendKind;
 use crate::engine::generate::PREFILL_CHUNK;
 use crate::error::{GemmaError, Result};
+use crate::kernels::kv::KvTypes;
 use crate::model::config::{Architecture, AttentionKind, GemmaConfig};
 use crate::model::kv_cache::ROLLBACK_SLACK;
-use crate::kernels::kv::KvTypes;
 use crate::model::towers::TowerFiles;
 use crate::source::ModelSource;
 

@@ -138,7 +138,13 @@ impl KvCodec {
             KvType::Tq(bits) => {
                 let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
                 let signs = (0..kv_heads * d)
-                    .map(|_| if splitmix(&mut state) >> 63 == 0 { 1.0 } else { -1.0 })
+                    .map(|_| {
+                        if splitmix(&mut state) >> 63 == 0 {
+                            1.0
+                        } else {
+                            -1.0
+                        }
+                    })
                     .collect();
                 (signs, codebook(d, bits))
             }
@@ -511,5 +517,273 @@ impl EncodedRows {
         if self.data.len() < want {
             self.data.resize(want, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! References are float64 computations written here: a Lloyd-Max iteration by Simpson
+    //! integration of the exact coordinate density, orthogonality of the rotation's matrix,
+    //! the paper's distortion bound, and softmax attention over the decoded rows.
+
+    use super::*;
+    use crate::kernels::attention::AttentionCall;
+    use crate::kernels::cpu::attention::{KvView, attend_one};
+
+    /// Standard normal samples (splitmix64 + Box-Muller), in f64.
+    fn gaussians(n: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed;
+        let mut uniform = || (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
+        (0..n)
+            .map(|_| {
+                let (u, v) = (uniform().max(1e-300), uniform());
+                (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+            })
+            .collect()
+    }
+
+    fn unit(x: Vec<f64>) -> Vec<f64> {
+        let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+        x.into_iter().map(|v| v / n).collect()
+    }
+
+    #[test]
+    fn rotation_is_orthogonal_and_round_trips() {
+        for d in [256usize, 512] {
+            let codec = KvCodec::new(KvType::Tq(4), 2, d, 7).unwrap();
+            // Columns of Π for head 1, accumulated in f64: ΠᵀΠ must be the identity.
+            let mut columns = Vec::with_capacity(d);
+            for j in 0..d {
+                let mut e = vec![0.0f32; d];
+                e[j] = 1.0;
+                codec.rotate(1, &mut e);
+                columns.push(e.into_iter().map(f64::from).collect::<Vec<f64>>());
+            }
+            let mut worst = 0.0f64;
+            for a in 0..d {
+                for b in a..d {
+                    let dot: f64 = columns[a].iter().zip(&columns[b]).map(|(x, y)| x * y).sum();
+                    let want = if a == b { 1.0 } else { 0.0 };
+                    worst = worst.max((dot - want).abs());
+                }
+            }
+            assert!(worst <= 1e-6, "d={d}: ΠᵀΠ off the identity by {worst}");
+            let x: Vec<f32> = gaussians(d, 3).into_iter().map(|v| v as f32).collect();
+            let mut y = x.clone();
+            codec.rotate(0, &mut y);
+            codec.unrotate(0, &mut y);
+            let err = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err <= 1e-6, "d={d}: round trip error {err}");
+        }
+    }
+
+    /// Lloyd-Max levels for the density ∝ (1−t²)^((d−3)/2), by composite Simpson integration
+    /// of each cell, iterated to a fixed point (f64).
+    fn reference_levels(d: usize, bits: u8) -> Vec<f64> {
+        let e = (d as f64 - 3.0) / 2.0;
+        let f = |t: f64| (1.0 - t * t).max(0.0).powf(e);
+        let simpson = |g: &dyn Fn(f64) -> f64, a: f64, b: f64| {
+            let n = 600;
+            let h = (b - a) / n as f64;
+            let mut s = g(a) + g(b);
+            for i in 1..n {
+                s += g(a + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+            }
+            s * h / 3.0
+        };
+        let edge = (16.0 / (d as f64).sqrt()).min(1.0);
+        let count = 1usize << bits;
+        let mut levels: Vec<f64> = (0..count)
+            .map(|k| edge * (-0.5 + (k as f64 + 0.5) / count as f64))
+            .collect();
+        for _ in 0..3000 {
+            let bounds: Vec<f64> = std::iter::once(-edge)
+                .chain(levels.windows(2).map(|w| 0.5 * (w[0] + w[1])))
+                .chain(std::iter::once(edge))
+                .collect();
+            let next: Vec<f64> = bounds
+                .windows(2)
+                .map(|b| simpson(&|t| t * f(t), b[0], b[1]) / simpson(&|t| f(t), b[0], b[1]))
+                .collect();
+            let moved = next
+                .iter()
+                .zip(&levels)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            levels = next;
+            if moved < 1e-12 {
+                break;
+            }
+        }
+        levels
+    }
+
+    #[test]
+    fn codebooks_are_lloyd_max_for_the_rotated_coordinate_density() {
+        for d in [256usize, 512] {
+            for bits in [2u8, 3, 4] {
+                let want = reference_levels(d, bits);
+                let got = codebook(d, bits);
+                // In units of 1/√d (the levels of N(0, 1) for large d).
+                let scale = (d as f64).sqrt();
+                for (g, w) in got.iter().zip(&want) {
+                    let (g, w) = (*g as f64 * scale, w * scale);
+                    assert!((g - w).abs() <= 1e-3, "d={d} b={bits}: {g} vs {w}");
+                }
+            }
+        }
+        // And the spec's N(0, 1) table at b=2 (d → ∞), loosely at d=512.
+        let b2 = codebook(512, 2);
+        let top = b2[3] as f64 * 512f64.sqrt();
+        assert!((top - 1.5104).abs() < 0.01, "{top}");
+    }
+
+    #[test]
+    fn mse_distortion_is_within_the_papers_bound() {
+        let d = 256;
+        for bits in [2u8, 3, 4] {
+            let codec = KvCodec::new(KvType::Tq(bits), 1, d, 11).unwrap();
+            let mut row = vec![0u8; codec.row_bytes()];
+            let mut out = vec![0.0f32; d];
+            let trials = 200;
+            let mut total = 0.0f64;
+            for t in 0..trials {
+                let u = unit(gaussians(d, 100 + t));
+                let x: Vec<f32> = u.iter().map(|&v| v as f32).collect();
+                codec.encode(0, &x, &mut row);
+                codec.decode(0, &row, &mut out);
+                total += u
+                    .iter()
+                    .zip(&out)
+                    .map(|(a, &b)| (a - b as f64).powi(2))
+                    .sum::<f64>();
+            }
+            let mse = total / trials as f64;
+            let bound = 3f64.sqrt() * std::f64::consts::PI / 2.0 * 4f64.powi(-(bits as i32));
+            let floor = 4f64.powi(-(bits as i32));
+            assert!(
+                mse <= bound,
+                "b={bits}: D_mse {mse} above the bound {bound}"
+            );
+            assert!(
+                mse >= floor * 0.9,
+                "b={bits}: D_mse {mse} below any quantizer's {floor}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_on_encoded_rows_equals_attention_on_their_decoded_values() {
+        let (d, kv_heads, groups, slots) = (64usize, 2usize, 2usize, 300usize);
+        let heads = kv_heads * groups;
+        let q: Vec<f32> = gaussians(heads * d, 1)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let keys = gaussians(slots * kv_heads * d, 2);
+        let values = gaussians(slots * kv_heads * d, 3);
+        let visible: Vec<f32> = (0..slots)
+            .map(|s| if s % 7 == 3 { 0.0 } else { 1.0 })
+            .collect();
+        let scale = 0.125f32;
+        for (kt, vt) in KvType::ALL
+            .into_iter()
+            .map(|t| (t, t))
+            .chain([(KvType::Tq(4), KvType::Tq(3)), (KvType::F16, KvType::Tq(2))])
+        {
+            let encode = |ty: KvType, seed: u64, src: &[f64]| {
+                let codec = Arc::new(KvCodec::new(ty, kv_heads, d, seed).unwrap());
+                let mut rows = EncodedRows::new(codec, kv_heads);
+                rows.grow_to(slots);
+                let x: Vec<f32> = src.iter().map(|&v| v as f32).collect();
+                // `write` takes [kv_heads, t, d]; src is [slots, kv_heads, d].
+                let mut by_head = vec![0.0f32; x.len()];
+                for s in 0..slots {
+                    for h in 0..kv_heads {
+                        let from = (s * kv_heads + h) * d;
+                        let to = (h * slots + s) * d;
+                        by_head[to..to + d].copy_from_slice(&x[from..from + d]);
+                    }
+                }
+                for s in 0..slots {
+                    rows.write(s, &by_head, slots, s);
+                }
+                rows
+            };
+            let (k, v) = (encode(kt, 5, &keys), encode(vt, 6, &values));
+            let mut got = vec![0.0f32; heads * d];
+            let call = AttentionCall { groups, scale };
+            attend_one(
+                &q,
+                d,
+                KvView::Encoded(&k),
+                KvView::Encoded(&v),
+                &visible,
+                call,
+                &mut got,
+            );
+            // Reference: decode every row, then softmax attention in f64.
+            let decoded = |rows: &EncodedRows, h: usize, s: usize| {
+                let mut out = vec![0.0f32; d];
+                rows.codec.decode(h, rows.row(h, s), &mut out);
+                out
+            };
+            for h in 0..heads {
+                let g = h / groups;
+                let qh = &q[h * d..(h + 1) * d];
+                let scores: Vec<Option<f64>> = (0..slots)
+                    .map(|s| {
+                        (visible[s] > 0.0).then(|| {
+                            let key = decoded(&k, g, s);
+                            scale as f64
+                                * qh.iter()
+                                    .zip(&key)
+                                    .map(|(a, &b)| *a as f64 * b as f64)
+                                    .sum::<f64>()
+                        })
+                    })
+                    .collect();
+                let max = scores
+                    .iter()
+                    .flatten()
+                    .fold(f64::NEG_INFINITY, |m, &s| m.max(s));
+                let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
+                let mut want = vec![0.0f64; d];
+                for (s, score) in scores.iter().enumerate() {
+                    if let Some(score) = score {
+                        let p = (score - max).exp() / total;
+                        let value = decoded(&v, g, s);
+                        want.iter_mut()
+                            .zip(&value)
+                            .for_each(|(w, &x)| *w += p * x as f64);
+                    }
+                }
+                let worst = want
+                    .iter()
+                    .zip(&got[h * d..(h + 1) * d])
+                    .map(|(w, &g)| (w - g as f64).abs())
+                    .fold(0.0, f64::max);
+                assert!(worst <= 1e-5, "{kt}/{vt} head {h}: {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn kv_type_names_round_trip_and_bad_names_are_typed_errors() {
+        for t in KvType::ALL {
+            assert_eq!(t.name().parse::<KvType>().unwrap(), t);
+        }
+        assert!(matches!(
+            "q4".parse::<KvType>(),
+            Err(GemmaError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            KvCodec::new(KvType::Tq(4), 1, 96, 0),
+            Err(GemmaError::Unsupported(_))
+        ));
     }
 }

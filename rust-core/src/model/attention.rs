@@ -135,23 +135,37 @@ fn attend_encoded(
         scale,
     };
     let mut out = vec![0.0f32; tq * heads * d];
-    let rows = q.chunks_exact(heads * d).zip(out.chunks_exact_mut(heads * d));
-    for ((q, out), &at) in rows.zip(visibility.query_positions) {
-        let flags = key_pos
-            .iter()
-            .map(|p| match p {
-                Some(p) if visible(visibility.kind, visibility.window, at, *p) => 1.0,
-                _ => 0.0,
-            })
-            .collect::<Vec<f32>>();
-        crate::kernels::cpu::attention::attend_one(
-            q,
+    if let [at] = visibility.query_positions {
+        // One token (decode): split over the keys instead, so a long cache uses every thread.
+        let flags = visibility_flags(visibility.kind, visibility.window, *at, key_pos);
+        let (k, v) = (KvView::Encoded(k), KvView::Encoded(v));
+        crate::kernels::cpu::attention::attend_one(&q, d, k, v, &flags, call, &mut out);
+        return Ok(from_host(out, [tq, heads * d], &device));
+    }
+    // Query blocks bound the visibility flags to [block, keys].
+    for (start, rows) in (0..tq)
+        .step_by(HOST_QUERY_BLOCK)
+        .map(|s| (s, HOST_QUERY_BLOCK.min(tq - s)))
+    {
+        let mut flags = Vec::with_capacity(rows * key_pos.len());
+        for &at in &visibility.query_positions[start..start + rows] {
+            flags.extend(visibility_flags(
+                visibility.kind,
+                visibility.window,
+                at,
+                key_pos,
+            ));
+        }
+        let span = start * heads * d..(start + rows) * heads * d;
+        crate::kernels::cpu::attention::attend_many(
+            &q[span.clone()],
+            rows,
             d,
             KvView::Encoded(k),
             KvView::Encoded(v),
             &flags,
             call,
-            out,
+            &mut out[span],
         );
     }
     Ok(from_host(out, [tq, heads * d], &device))
@@ -277,14 +291,27 @@ fn build_visibility(
     key_pos: &[Option<usize>],
     device: &Device,
 ) -> Tensor<1> {
-    let flags = key_pos
+    from_host(
+        visibility_flags(kind, window, q, key_pos),
+        [key_pos.len()],
+        device,
+    )
+}
+
+/// 1.0 where a query at `q` may see the key slot, 0.0 elsewhere (empty slots included).
+fn visibility_flags(
+    kind: AttentionKind,
+    window: usize,
+    q: usize,
+    key_pos: &[Option<usize>],
+) -> Vec<f32> {
+    key_pos
         .iter()
         .map(|k| match k {
             Some(k) if visible(kind, window, q, *k) => 1.0,
             _ => 0.0,
         })
-        .collect::<Vec<f32>>();
-    from_host(flags, [key_pos.len()], device)
+        .collect()
 }
 
 /// One query token with our fused kernel (kernels::attention: CubeCL on the

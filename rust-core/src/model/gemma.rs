@@ -18,8 +18,8 @@ use super::names::TEXT_PREFIXES;
 use super::ops::{from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::device::ComputeDevice;
-use crate::kernels::kv::{KvCodec, KvTypes};
 use crate::error::{GemmaError, Result};
+use crate::kernels::kv::{KvCodec, KvTypes};
 use crate::weights::{MappedTensor, WeightStore};
 
 /// Which positions of a forward pass produce logits.
@@ -256,12 +256,21 @@ impl GemmaModel {
             return Ok(());
         }
         if !super::ops::is_host(&self.device.device) {
-            return Err(GemmaError::Unsupported(format!(
-                "KV type {}/{} on the GPU backend (it supports f32 only so far; use the CPU \
-                 backend or --kv-type f32)",
-                types.k, types.v
-            )));
+            return Err(self.unsupported_kv(types));
         }
+        let codecs = self.kv_codecs_for(types)?;
+        self.kv_types = types;
+        self.kv_codecs = codecs;
+        Ok(())
+    }
+
+    pub fn kv_types(&self) -> KvTypes {
+        self.kv_types
+    }
+
+    /// Per layer owning a cache, its key and value codecs for `types`: the rotations are
+    /// seeded by the layer index, so every cache of these types encodes alike.
+    fn kv_codecs_for(&self, types: KvTypes) -> Result<Vec<Option<(Arc<KvCodec>, Arc<KvCodec>)>>> {
         let mut codecs = Vec::with_capacity(self.config.layers.len());
         for (i, spec) in self.config.layers.iter().enumerate() {
             codecs.push(if spec.kv_source.is_some() {
@@ -274,13 +283,28 @@ impl GemmaModel {
                 ))
             });
         }
-        self.kv_types = types;
-        self.kv_codecs = codecs;
-        Ok(())
+        Ok(codecs)
     }
 
-    pub fn kv_types(&self) -> KvTypes {
-        self.kv_types
+    /// A fresh cache as [`new_cache_with_slack`](Self::new_cache_with_slack) but of `types`
+    /// instead of the model's (comparisons of KV types on one loaded model).
+    pub fn new_cache_typed(&self, max_len: usize, slack: usize, types: KvTypes) -> Result<KvCache> {
+        if types != KvTypes::F32 && !super::ops::is_host(&self.device.device) {
+            return Err(self.unsupported_kv(types));
+        }
+        let codecs = match types {
+            KvTypes::F32 => Vec::new(),
+            _ => self.kv_codecs_for(types)?,
+        };
+        Ok(self.cache_with(max_len, slack, &codecs))
+    }
+
+    fn unsupported_kv(&self, types: KvTypes) -> GemmaError {
+        GemmaError::Unsupported(format!(
+            "KV type {}/{} on the GPU backend (it supports f32 only so far; use the CPU \
+             backend or --kv-type f32)",
+            types.k, types.v
+        ))
     }
 
     pub fn config(&self) -> &GemmaConfig {
@@ -304,6 +328,15 @@ impl GemmaModel {
     /// A fresh cache whose sliding rings keep `slack` positions beyond the window (0: the
     /// smallest cache, which wraps soonest).
     pub fn new_cache_with_slack(&self, max_len: usize, slack: usize) -> KvCache {
+        self.cache_with(max_len, slack, &self.kv_codecs)
+    }
+
+    fn cache_with(
+        &self,
+        max_len: usize,
+        slack: usize,
+        codecs: &[Option<(Arc<KvCodec>, Arc<KvCodec>)>],
+    ) -> KvCache {
         let layers = self
             .config
             .layers
@@ -322,7 +355,7 @@ impl GemmaModel {
                         spec.head_dim,
                     ),
                 };
-                Some(cache.encoded_with(self.kv_codecs.get(i).and_then(Option::as_ref)))
+                Some(cache.encoded_with(codecs.get(i).and_then(Option::as_ref)))
             })
             .collect();
         KvCache::new(layers, max_len.min(self.config.max_position_embeddings))

@@ -124,7 +124,12 @@ impl LayerCache {
     /// [`append`](Self::append) for encoded rows: the new tokens are encoded once; a full
     /// layer appends them, a ring copies them into their slots (after a longer step has been
     /// given the ring and the new rows to attend over, as in [`append_ring`](Self::append_ring)).
-    fn append_encoded(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> Result<StepKv> {
+    fn append_encoded(
+        &mut self,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        positions: &[usize],
+    ) -> Result<StepKv> {
         let t = positions.len();
         let Some((ring_k, ring_v)) = self.encoded.as_mut() else {
             return Err(crate::error::GemmaError::InvalidArgument(

@@ -175,12 +175,8 @@ pub fn attend_one(
     let slots = visible.len();
     let chunks = slots.div_ceil(SLOTS_PER_TASK).max(1);
     let rotated_q;
-    let q = match k.rotation() {
-        Some(codec) => {
-            let mut r = q.to_vec();
-            for (h, row) in r.chunks_exact_mut(d).enumerate() {
-                codec.rotate(h / groups, row);
-            }
+    let q = match rotated_queries(q, d, groups, heads, k) {
+        Some(r) => {
             rotated_q = r;
             &rotated_q[..]
         }
@@ -244,6 +240,96 @@ pub fn attend_one(
         o.iter_mut().for_each(|o| *o *= inv);
         if let Some(codec) = v.rotation() {
             codec.unrotate(g, o);
+        }
+    }
+}
+
+/// `q` (rows of `heads` query heads) rotated by their KV heads' rotations when the keys are
+/// TurboQuant rows (`None`: the keys need no rotated query).
+fn rotated_queries(
+    q: &[f32],
+    d: usize,
+    groups: usize,
+    heads: usize,
+    k: KvView<'_>,
+) -> Option<Vec<f32>> {
+    let codec = k.rotation()?;
+    let mut r = q.to_vec();
+    for (i, row) in r.chunks_exact_mut(d).enumerate() {
+        codec.rotate((i % heads) / groups, row);
+    }
+    Some(r)
+}
+
+/// [`attend_one`] for `rows` query tokens at once (`q` `[rows, heads, d]`, `visible`
+/// `[rows, slots]`, `out` `[rows, heads, d]`): one task per (row, KV head), each over every
+/// slot, so a prefill chunk over encoded rows spreads over the threads in one dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_many(
+    q: &[f32],
+    rows: usize,
+    d: usize,
+    k: KvView<'_>,
+    v: KvView<'_>,
+    visible: &[f32],
+    call: AttentionCall,
+    out: &mut [f32],
+) {
+    let heads = q.len() / (rows * d).max(1);
+    let groups = call.groups.max(1);
+    let kv_heads = heads / groups;
+    let slots = visible.len() / rows.max(1);
+    let rotated_q;
+    let q = match rotated_queries(q, d, groups, heads, k) {
+        Some(r) => {
+            rotated_q = r;
+            &rotated_q[..]
+        }
+        None => q,
+    };
+    let part_len = d + 2;
+    let mut parts = vec![0.0f32; rows * kv_heads * groups * part_len];
+    let dst = OutPtr(parts.as_mut_ptr());
+    let task_body = chunk_task();
+    pool::for_each_task(rows * kv_heads, &|task| {
+        let (r, g) = (task / kv_heads, task % kv_heads);
+        let dst = dst;
+        // SAFETY: task (r, g) owns parts[task·groups·part_len ..][.. groups·part_len].
+        let mine = unsafe {
+            std::slice::from_raw_parts_mut(dst.0.add(task * groups * part_len), groups * part_len)
+        };
+        let at = (r * heads + g * groups) * d;
+        // SAFETY: `chunk_task` returned a body this CPU runs.
+        unsafe {
+            task_body(
+                Chunk {
+                    q: &q[at..at + groups * d],
+                    d,
+                    g,
+                    slots: 0..slots,
+                    k,
+                    v,
+                    visible: &visible[r * slots..(r + 1) * slots],
+                    scale: call.scale,
+                },
+                mine,
+            )
+        };
+    });
+    // Part (r, g, j) is query head g·groups + j of row r: the same order as `out`'s heads.
+    for (o, part) in out.chunks_exact_mut(d).zip(parts.chunks_exact(part_len)) {
+        o.fill(0.0);
+        if part[0] == f32::NEG_INFINITY {
+            continue;
+        }
+        let inv = 1.0 / part[1];
+        o.iter_mut()
+            .zip(&part[2..])
+            .for_each(|(o, &a)| *o = a * inv);
+    }
+    if let Some(codec) = v.rotation() {
+        for (i, o) in out.chunks_exact_mut(d).enumerate() {
+            codec.unrotate((i % heads) / groups, o);
         }
     }
 }
