@@ -248,6 +248,7 @@ impl KvCodec {
     /// `acc += w·x̃` for a row of a non-rotated type (f32, f16, q8_0).
     #[inline(always)]
     pub fn accumulate(&self, row: &[u8], w: f32, acc: &mut [f32]) {
+        let h = half_table();
         match self.ty {
             KvType::F32 => acc
                 .iter_mut()
@@ -256,10 +257,10 @@ impl KvCodec {
             KvType::F16 => acc
                 .iter_mut()
                 .zip(row.chunks_exact(2))
-                .for_each(|(a, b)| *a += w * f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                .for_each(|(a, b)| *a += w * half(h, b[0], b[1])),
             KvType::Q8_0 => {
                 for (a, b) in acc.chunks_mut(Q8_BLOCK).zip(row.chunks_exact(2 + Q8_BLOCK)) {
-                    let s = w * f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    let s = w * half(h, b[0], b[1]);
                     a.iter_mut()
                         .zip(&b[2..])
                         .for_each(|(a, &q)| *a += s * (q as i8) as f32);
@@ -275,7 +276,8 @@ impl KvCodec {
         let KvType::Tq(bits) = self.ty else {
             return self.accumulate(row, w, acc);
         };
-        let s = w * f16::from_le_bytes([row[0], row[1]]).to_f32();
+        let h = half_table();
+        let s = w * half(h, row[0], row[1]);
         let levels = &self.levels;
         let codes = &row[2..];
         match bits {
@@ -304,6 +306,7 @@ impl KvCodec {
     /// head's rotation ([`rotate`](Self::rotate)).
     #[inline(always)]
     pub fn dot(&self, q: &[f32], row: &[u8]) -> f32 {
+        let h = half_table();
         match self.ty {
             KvType::F32 => q
                 .iter()
@@ -313,13 +316,13 @@ impl KvCodec {
             KvType::F16 => q
                 .iter()
                 .zip(row.chunks_exact(2))
-                .map(|(q, b)| q * f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .map(|(q, b)| q * half(h, b[0], b[1]))
                 .sum(),
             KvType::Q8_0 => q
                 .chunks(Q8_BLOCK)
                 .zip(row.chunks_exact(2 + Q8_BLOCK))
                 .map(|(q, b)| {
-                    let s = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    let s = half(h, b[0], b[1]);
                     s * q
                         .iter()
                         .zip(&b[2..])
@@ -328,7 +331,7 @@ impl KvCodec {
                 })
                 .sum(),
             KvType::Tq(bits) => {
-                let s = f16::from_le_bytes([row[0], row[1]]).to_f32();
+                let s = half(h, row[0], row[1]);
                 let levels = &self.levels;
                 let codes = &row[2..];
                 let sum: f32 = match bits {
@@ -353,6 +356,18 @@ impl KvCodec {
     pub fn is_rotated(&self) -> bool {
         matches!(self.ty, KvType::Tq(_))
     }
+}
+
+/// Every f16 as f32 (256 KiB): in the attention loops a look-up is faster than a conversion.
+fn half_table() -> &'static [f32] {
+    static TABLE: OnceLock<Box<[f32]>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|h| f16::from_bits(h).to_f32()).collect())
+}
+
+/// The f16 in little-endian bytes `lo`, `hi`, through [`half_table`].
+#[inline(always)]
+fn half(table: &[f32], lo: u8, hi: u8) -> f32 {
+    table[usize::from(u16::from_le_bytes([lo, hi]))]
 }
 
 fn put_bits(codes: &mut [u8], j: usize, bits: u8, value: u32) {

@@ -299,6 +299,13 @@ pub fn attend_many(
             std::slice::from_raw_parts_mut(dst.0.add(task * groups * part_len), groups * part_len)
         };
         let at = (r * heads + g * groups) * d;
+        // Only the slots between the row's first and last visible one (causal: half).
+        let flags = &visible[r * slots..(r + 1) * slots];
+        let lo = flags.iter().position(|&f| f > 0.0).unwrap_or(0);
+        let hi = flags
+            .iter()
+            .rposition(|&f| f > 0.0)
+            .map_or(lo, |last| last + 1);
         // SAFETY: `chunk_task` returned a body this CPU runs.
         unsafe {
             task_body(
@@ -306,10 +313,10 @@ pub fn attend_many(
                     q: &q[at..at + groups * d],
                     d,
                     g,
-                    slots: 0..slots,
+                    slots: lo..hi,
                     k,
                     v,
-                    visible: &visible[r * slots..(r + 1) * slots],
+                    visible: flags,
                     scale: call.scale,
                 },
                 mine,
