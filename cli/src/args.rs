@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use gemmakit::engine::BackendChoice;
+use gemmakit::engine::{BackendChoice, KvType};
 use gemmakit::generate::{Constraint, Draft, GenerateOptions};
 use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
@@ -42,6 +42,35 @@ pub struct ModelArgs {
     /// Load even when the memory check says the model does not fit.
     #[arg(long)]
     pub ignore_memory_check: bool,
+    #[command(flatten)]
+    pub kv: KvTypeArgs,
+}
+
+/// The KV cache's element types, as llama.cpp's `-ctk`/`-ctv`.
+#[derive(Args, Clone, Default)]
+pub struct KvTypeArgs {
+    /// KV cache element type for keys and values: f32, f16, q8_0, tq4, tq3, tq2 (default: f16
+    /// on the CPU, f32 on a GPU).
+    #[arg(long)]
+    pub kv_type: Option<String>,
+    /// Keys only (overrides --kv-type).
+    #[arg(long, visible_alias = "ctk")]
+    pub kv_type_k: Option<String>,
+    /// Values only (overrides --kv-type).
+    #[arg(long, visible_alias = "ctv")]
+    pub kv_type_v: Option<String>,
+}
+
+impl KvTypeArgs {
+    /// (keys, values); `None`: the backend's default.
+    pub fn types(&self) -> Result<(Option<KvType>, Option<KvType>)> {
+        let parse = |t: &Option<String>| t.as_deref().map(str::parse::<KvType>).transpose();
+        let both = parse(&self.kv_type)?;
+        Ok((
+            parse(&self.kv_type_k)?.or(both),
+            parse(&self.kv_type_v)?.or(both),
+        ))
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

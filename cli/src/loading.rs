@@ -51,6 +51,7 @@ pub fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Re
     );
     bar.set_message(format!("loading {}", path.display()));
     bar.enable_steady_tick(Duration::from_millis(100));
+    let (kv_type_k, kv_type_v) = args.kv.types()?;
     let engine = Engine::load(
         &path,
         EngineOptions {
@@ -64,6 +65,8 @@ pub fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Re
             mmproj: args.mmproj.clone(),
             audio_window: args.audio_window.into(),
             cpu_prefill_activations: activations(args.int8_prefill),
+            kv_type_k,
+            kv_type_v,
         },
     );
     bar.finish_and_clear();

@@ -8,7 +8,7 @@ mod loading;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{bench, chat, convert, eval, info, models, pull, run, tokenize};
+use commands::{bench, chat, convert, eval, info, models, perplexity, pull, run, tokenize};
 
 #[derive(Parser)]
 #[command(name = "gemmakit", version, about = "Offline Gemma inference")]
@@ -33,6 +33,9 @@ enum Command {
     /// Writes the logits of every position of a token sequence as a float32 .npy array of
     /// shape [positions, vocab] (a developer command for parity checks).
     Eval(eval::EvalArgs),
+    /// llama-perplexity's perplexity of a text (chunks of --ctx tokens, second halves
+    /// scored), with the KL divergence and top-1 agreement of --kv-type against an f32 cache.
+    Perplexity(perplexity::PerplexityArgs),
     /// Writes a GGUF in llama.cpp's `gemma4` layout: a Hugging Face Gemma 4 checkpoint's text
     /// model (--hf DIR), or full-size random weights for benchmarks (--random e2b|e4b).
     Convert(convert::ConvertArgs),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::execute(args),
         Command::Tokenize(args) => tokenize::execute(args),
         Command::Eval(args) => eval::execute(args),
+        Command::Perplexity(args) => perplexity::execute(args),
         Command::Convert(args) => convert::execute(args),
         Command::Bench(args) => bench::execute(args),
         Command::Pull(args) => pull::execute(args),

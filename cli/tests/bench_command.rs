@@ -52,9 +52,9 @@ fn bench_command_line_prints_one_json_object_per_configuration() {
     let out = Command::new(env!("CARGO_BIN_EXE_gemmakit"))
         .args(["bench", "-m"])
         .arg(tiny_gguf())
-        .args(["-p", "5", "-n", "2", "--kv-type", "f16", "--json"])
+        .args(["-p", "5", "-n", "2", "--kv-type", "q4", "--json"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("f32 only"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown KV type `q4`"));
 }

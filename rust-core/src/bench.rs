@@ -13,36 +13,15 @@
 //! high-water mark (`VmHWM`), so it covers everything the run touched.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Instant;
 
 use serde_json::json;
 
 use crate::device::ActivationPrecision;
 use crate::device::BackendKind;
-use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
+use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions, KvType, KvTypes};
 use crate::error::{GemmaError, Result};
 use crate::model::{GemmaModel, LogitsFor};
-
-/// Element type of the KV cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvType {
-    F32,
-    F16,
-}
-
-impl FromStr for KvType {
-    type Err = GemmaError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(KvType::F32),
-            "f16" => Ok(KvType::F16),
-            other => Err(GemmaError::InvalidArgument(format!(
-                "unknown KV cache type `{other}` (f32, f16)"
-            ))),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
@@ -53,7 +32,9 @@ pub struct BenchOptions {
     pub threads: Option<usize>,
     pub repetitions: usize,
     pub backend: BackendChoice,
-    pub kv_type: KvType,
+    /// KV element types of keys and values (`None`: the backend's default).
+    pub kv_type_k: Option<KvType>,
+    pub kv_type_v: Option<KvType>,
     /// Also measure a cold load (drops the file from the page cache first).
     pub cold_load: bool,
     /// CPU prefill numerics.
@@ -70,7 +51,8 @@ impl Default for BenchOptions {
             threads: None,
             repetitions: 3,
             backend: BackendChoice::Auto,
-            kv_type: KvType::F32,
+            kv_type_k: None,
+            kv_type_v: None,
             cold_load: true,
             cpu_prefill_activations: ActivationPrecision::F32,
         }
@@ -128,7 +110,7 @@ pub struct BenchResult {
     pub device: String,
     pub backend_reason: String,
     pub threads: usize,
-    pub kv_type: KvType,
+    pub kv_types: KvTypes,
     /// What the CPU prefill ran with (`Int8` only where requested and supported).
     pub prefill_activations: ActivationPrecision,
     pub n_prompt: usize,
@@ -157,7 +139,8 @@ impl BenchResult {
             "device": self.device,
             "backend_reason": self.backend_reason,
             "threads": self.threads,
-            "kv_type": match self.kv_type { KvType::F32 => "f32", KvType::F16 => "f16" },
+            "kv_type_k": self.kv_types.k.name(),
+            "kv_type_v": self.kv_types.v.name(),
             "prefill_activations": match self.prefill_activations {
                 ActivationPrecision::F32 => "f32",
                 ActivationPrecision::Int8 => "int8",
@@ -252,11 +235,6 @@ fn time_decode(model: &GemmaModel, ctx: usize, depth: usize, n_gen: usize) -> Re
 }
 
 fn validate(options: &BenchOptions) -> Result<()> {
-    if options.kv_type != KvType::F32 {
-        return Err(GemmaError::Unsupported(
-            "KV cache type f16: the KV cache is f32 only".into(),
-        ));
-    }
     let bad = |m: &str| Err(GemmaError::InvalidArgument(m.into()));
     if options.repetitions == 0 {
         return bad("repetitions must be at least 1");
@@ -298,6 +276,8 @@ pub fn run_bench(
         memory_budget: None,
         chat_format: ChatFormat::PlainText,
         cpu_prefill_activations: options.cpu_prefill_activations,
+        kv_type_k: options.kv_type_k,
+        kv_type_v: options.kv_type_v,
         ..EngineOptions::default()
     };
     let model_bytes = std::fs::metadata(&options.model)
@@ -360,7 +340,7 @@ pub fn run_bench(
                     device: engine.backend().device.clone(),
                     backend_reason: engine.backend().reason.clone(),
                     threads: rayon::current_num_threads(),
-                    kv_type: options.kv_type,
+                    kv_types: model.kv_types(),
                     prefill_activations: match engine.backend().backend {
                         BackendKind::Cpu => {
                             crate::kernels::cpu::int8::effective(options.cpu_prefill_activations)
@@ -681,17 +661,5 @@ mod tests {
         let s = Spread::of(&[3.0, 1.0, 2.0, 10.0]);
         assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
         assert!((s.stddev - 3.5355).abs() < 1e-3);
-    }
-
-    #[test]
-    fn f16_kv_cache_is_a_typed_error() {
-        let options = BenchOptions {
-            kv_type: KvType::F16,
-            ..BenchOptions::default()
-        };
-        assert!(matches!(
-            run_bench(&options, &mut |_| {}),
-            Err(GemmaError::Unsupported(_))
-        ));
     }
 }

@@ -8,7 +8,7 @@ use gemmakit::kernels::cpu::ActivationPrecision;
 use std::path::PathBuf;
 
 use common::{positive, tiny_gguf};
-use gemmakit::bench::{BenchOptions, KvType, run_bench};
+use gemmakit::bench::{BenchOptions, run_bench};
 use gemmakit::engine::BackendChoice;
 use gemmakit::engine::auto::{AutoPolicy, choose_auto};
 use gemmakit::source::ModelSource;
@@ -24,9 +24,10 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         threads: None,
         repetitions: 2,
         backend: BackendChoice::Cpu,
-        kv_type: KvType::F32,
         cold_load: true,
         cpu_prefill_activations: ActivationPrecision::F32,
+        kv_type_k: None,
+        kv_type_v: None,
     };
     let mut seen = 0;
     let results = run_bench(&options, &mut |_| seen += 1).unwrap();
@@ -73,10 +74,6 @@ fn bench_rejects_bad_options() {
         ..BenchOptions::default()
     };
     for options in [
-        BenchOptions {
-            kv_type: KvType::F16,
-            ..base.clone()
-        },
         BenchOptions {
             repetitions: 0,
             ..base.clone()

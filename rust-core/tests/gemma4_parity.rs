@@ -226,3 +226,110 @@ fn cache_rollback_within_the_ring_slack_is_exact() {
         CPU_TOL,
     );
 }
+
+/// Every KV type (and a mixed K/V pair) against its own results without the cache operation:
+/// the prompt fed in uneven chunks equals one pass, through rings that wrap (slack 0 and 3) it
+/// equals the same chunks through a ring that never wraps; a rollback after other tokens, a
+/// fork whose copy writes other tokens (copy on write: the original is untouched) and prefix
+/// reuse (the fork rolled back to the shared prefix) equal the same two passes on a fresh
+/// cache. The tolerance is the f32 parity's, except for f16: float-order noise (another slot
+/// order sums the same values differently) can move a later layer's key across an f16
+/// rounding boundary, which moves logits by ~1e-3 (f16 vs f32 itself: ~2e-2).
+#[test]
+fn every_kv_type_keeps_its_cache_operations_exact() {
+    use gemmakit::engine::{KvType, KvTypes};
+    let reference = Reference::load("tiny_gemma4_e2b");
+    let model = load("tiny_gemma4_e2b", BackendKind::Cpu);
+    let prompt = reference.ids("long.input_ids");
+    let (n, vocab) = (prompt.len(), model.config().vocab_size);
+    let mixed = KvTypes {
+        k: KvType::Tq(4),
+        v: KvType::Tq(3),
+    };
+    let other: Vec<u32> = prompt[..12].iter().rev().copied().collect();
+    for types in KvType::ALL.map(KvTypes::both).into_iter().chain([mixed]) {
+        let name = format!("{}/{}", types.k, types.v);
+        let tol = if types == KvTypes::both(KvType::F16) {
+            2e-3
+        } else {
+            CPU_TOL
+        };
+        let fresh = |slack| model.new_cache_typed(n, slack, types).unwrap();
+        let run = |cache: &mut gemmakit::model::KvCache, tokens: &[u32]| {
+            model.forward(cache, tokens, LogitsFor::All).unwrap()
+        };
+        let one_pass = run(&mut fresh(0), &prompt);
+        let chunked = |slack| {
+            let mut cache = fresh(slack);
+            let (mut out, mut start) = (Vec::new(), 0);
+            for size in [1usize, 3, 9, 2, 12, 1, 5, 7].iter().cycle() {
+                if start >= n {
+                    break;
+                }
+                let end = (start + size).min(n);
+                out.extend(run(&mut cache, &prompt[start..end]));
+                start = end;
+            }
+            out
+        };
+        let unwrapped = chunked(n);
+        assert_close(
+            &format!("{name}: chunks vs one pass"),
+            &unwrapped,
+            &one_pass,
+            tol,
+        );
+        for slack in [0, 3] {
+            let wrapped = chunked(slack);
+            assert_close(
+                &format!("{name}: ring wraps, slack {slack}"),
+                &wrapped,
+                &unwrapped,
+                tol,
+            );
+        }
+        // Two passes split at `at` on a fresh cache: the reference of the operations below.
+        let two_pass = |at: usize| {
+            let mut cache = fresh(12);
+            run(&mut cache, &prompt[..at]);
+            run(&mut cache, &prompt[at..])
+        };
+        let mut cache = fresh(12);
+        run(&mut cache, &prompt[..n - 12]);
+        run(&mut cache, &other);
+        assert!(cache.truncate(n - 12), "{name}: rollback within the slack");
+        let again = run(&mut cache, &prompt[n - 12..]);
+        assert_close(
+            &format!("{name}: after rollback"),
+            &again,
+            &two_pass(n - 12),
+            tol,
+        );
+        assert_close(
+            &format!("{name}: rollback vs one pass"),
+            &again,
+            &one_pass[(n - 12) * vocab..],
+            tol,
+        );
+
+        let shared = 20;
+        let want = two_pass(shared);
+        let mut original = fresh(12);
+        run(&mut original, &prompt[..shared]);
+        let mut fork = original.clone();
+        run(&mut fork, &other);
+        let rest = run(&mut original, &prompt[shared..]);
+        assert_close(
+            &format!("{name}: original after a fork wrote"),
+            &rest,
+            &want,
+            tol,
+        );
+        assert!(
+            fork.truncate(shared),
+            "{name}: fork back to the shared prefix"
+        );
+        let reused = run(&mut fork, &prompt[shared..]);
+        assert_close(&format!("{name}: prefix reuse"), &reused, &want, tol);
+    }
+}

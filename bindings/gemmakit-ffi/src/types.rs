@@ -11,7 +11,9 @@ use gemmakit::BackendKind as CoreBackendKind;
 use gemmakit::chat::tools::ToolCall as CoreToolCall;
 use gemmakit::chat::{Message, Part, Role as CoreRole};
 use gemmakit::conversation::ContextPolicy as CoreContextPolicy;
-use gemmakit::engine::{self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat};
+use gemmakit::engine::{
+    self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat, KvType as CoreKvType,
+};
 use gemmakit::generate::{self, StopReason as CoreStopReason};
 use gemmakit::kernels::cpu::ActivationPrecision;
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoFrame, VideoInput};
@@ -37,6 +39,45 @@ pub enum ChatFormat {
     Auto,
     /// Never apply a template: the conversation is plain text continuation.
     PlainText,
+}
+
+/// The KV cache's element type (keys and values are chosen separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum KvType {
+    F32,
+    F16,
+    /// 8-bit blocks (llama.cpp's q8_0).
+    Q8_0,
+    /// TurboQuant at 4, 3 or 2 bits a value (rotation + Lloyd-Max codebook).
+    Tq4,
+    Tq3,
+    Tq2,
+}
+
+impl From<KvType> for CoreKvType {
+    fn from(t: KvType) -> Self {
+        match t {
+            KvType::F32 => CoreKvType::F32,
+            KvType::F16 => CoreKvType::F16,
+            KvType::Q8_0 => CoreKvType::Q8_0,
+            KvType::Tq4 => CoreKvType::Tq(4),
+            KvType::Tq3 => CoreKvType::Tq(3),
+            KvType::Tq2 => CoreKvType::Tq(2),
+        }
+    }
+}
+
+impl From<CoreKvType> for KvType {
+    fn from(t: CoreKvType) -> Self {
+        match t {
+            CoreKvType::F32 => KvType::F32,
+            CoreKvType::F16 => KvType::F16,
+            CoreKvType::Q8_0 => KvType::Q8_0,
+            CoreKvType::Tq(4) => KvType::Tq4,
+            CoreKvType::Tq(3) => KvType::Tq3,
+            CoreKvType::Tq(_) => KvType::Tq2,
+        }
+    }
 }
 
 /// How to load a model. Every field has a default: `EngineOptions()` in Kotlin and Swift.
@@ -75,6 +116,13 @@ pub struct EngineOptions {
     /// as exact as llama.cpp); `false`: exact f32 (default).
     #[uniffi(default = false)]
     pub int8_prefill: bool,
+    /// KV cache element type of keys (`null`/`nil`: the backend's default, f16 on the CPU and
+    /// f32 on a GPU; other types than f32 run on the CPU only so far).
+    #[uniffi(default = None)]
+    pub kv_type_k: Option<KvType>,
+    /// KV cache element type of values (as `kv_type_k`).
+    #[uniffi(default = None)]
+    pub kv_type_v: Option<KvType>,
 }
 
 impl From<BackendChoice> for CoreBackendChoice {
@@ -137,6 +185,8 @@ impl From<EngineOptions> for engine::EngineOptions {
             } else {
                 ActivationPrecision::F32
             },
+            kv_type_k: o.kv_type_k.map(Into::into),
+            kv_type_v: o.kv_type_v.map(Into::into),
         }
     }
 }
@@ -154,6 +204,8 @@ impl From<engine::EngineOptions> for EngineOptions {
             mmproj_path: o.mmproj.map(|p| p.display().to_string()),
             audio_jax_window: o.audio_window == AttentionWindow::Jax,
             int8_prefill: o.cpu_prefill_activations == ActivationPrecision::Int8,
+            kv_type_k: o.kv_type_k.map(Into::into),
+            kv_type_v: o.kv_type_v.map(Into::into),
         }
     }
 }

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use gemmakit::bench::{
-    BenchOptions, BenchResult, COPYING_PROMPTS, KvType, Spread, run_bench, run_constrained_bench,
+    BenchOptions, BenchResult, COPYING_PROMPTS, Spread, run_bench, run_constrained_bench,
     run_draft_bench, run_verify_cost,
 };
 use gemmakit::generate::Constraint;
 use gemmakit::generate::Draft;
 use gemmakit::{GemmaError, Result};
 
-use crate::args::{DraftArgs, activations, backend_choice};
+use crate::args::{DraftArgs, KvTypeArgs, activations, backend_choice};
 
 // Short flags as llama-bench's, so its users can reuse their command lines.
 #[derive(Args)]
@@ -34,9 +34,8 @@ pub struct BenchArgs {
     repetitions: usize,
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// KV cache element type (only f32 is implemented).
-    #[arg(long, default_value = "f32")]
-    kv_type: String,
+    #[command(flatten)]
+    kv: KvTypeArgs,
     /// Skip the cold-load measurement.
     #[arg(long)]
     no_cold: bool,
@@ -71,6 +70,7 @@ fn parse_list(what: &str, text: &str) -> Result<Vec<usize>> {
 }
 
 pub fn execute(args: BenchArgs) -> Result<()> {
+    let (kv_type_k, kv_type_v) = args.kv.types()?;
     let options = BenchOptions {
         model: args.model,
         n_prompt: parse_list("-p", &args.n_prompt)?,
@@ -79,7 +79,8 @@ pub fn execute(args: BenchArgs) -> Result<()> {
         threads: args.threads,
         repetitions: args.repetitions,
         backend: backend_choice(&args.backend)?,
-        kv_type: args.kv_type.parse::<KvType>()?,
+        kv_type_k,
+        kv_type_v,
         cold_load: !args.no_cold,
         cpu_prefill_activations: activations(args.int8_prefill),
     };

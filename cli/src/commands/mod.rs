@@ -6,6 +6,7 @@ pub mod convert;
 pub mod eval;
 pub mod info;
 pub mod models;
+pub mod perplexity;
 pub mod pull;
 pub mod run;
 pub mod tokenize;

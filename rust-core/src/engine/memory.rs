@@ -10,13 +10,11 @@
 use crate::device::BackendKind;
 use crate::engine::generate::PREFILL_CHUNK;
 use crate::error::{GemmaError, Result};
+use crate::kernels::kv::KvTypes;
 use crate::model::config::{Architecture, AttentionKind, GemmaConfig};
 use crate::model::kv_cache::ROLLBACK_SLACK;
 use crate::model::towers::TowerFiles;
 use crate::source::ModelSource;
-
-/// Bytes per cached key or value element (the cache is f32).
-const KV_ELEMENT_BYTES: u64 = 4;
 
 /// The runtime's memory beyond weights and KV cache, fitted to measured peak RSS minus weights
 /// minus KV (BENCHMARKS.md "Memory check"): a fixed part (code, thread pools and stacks, the
@@ -71,6 +69,7 @@ impl MemoryEstimate {
         source: &ModelSource,
         context_len: usize,
         backend: BackendKind,
+        kv_types: KvTypes,
         towers: Option<&TowerFiles>,
     ) -> Result<Self> {
         let weights = source
@@ -90,7 +89,7 @@ impl MemoryEstimate {
             chunk * overhead.activation_floats_per_hidden * config.hidden_size as u64 * 4;
         Ok(MemoryEstimate {
             weights,
-            kv_cache: kv_cache_bytes(config, context_len),
+            kv_cache: kv_cache_bytes(config, context_len, kv_types),
             towers,
             runtime: overhead.fixed + activations,
         })
@@ -100,7 +99,7 @@ impl MemoryEstimate {
 /// The KV cache of a conversation at `context_len` positions: full-attention layers hold every
 /// position, sliding layers a ring of the window plus the rollback slack (allocated whole);
 /// layers that share another's KV hold none.
-pub fn kv_cache_bytes(config: &GemmaConfig, context_len: usize) -> u64 {
+pub fn kv_cache_bytes(config: &GemmaConfig, context_len: usize, kv_types: KvTypes) -> u64 {
     config
         .layers
         .iter()
@@ -110,7 +109,7 @@ pub fn kv_cache_bytes(config: &GemmaConfig, context_len: usize) -> u64 {
                 AttentionKind::Full => context_len,
                 AttentionKind::Sliding => config.sliding_window + ROLLBACK_SLACK,
             };
-            2 * (l.num_kv_heads * l.head_dim * positions) as u64 * KV_ELEMENT_BYTES
+            (kv_types.token_bytes(l.num_kv_heads, l.head_dim) * positions) as u64
         })
         .sum()
 }

@@ -37,6 +37,7 @@ use crate::constraint::ConstraintCompiler;
 use crate::device::ActivationPrecision;
 use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
+pub use crate::kernels::kv::{KvType, KvTypes};
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
 use crate::model::audio::AttentionWindow;
@@ -93,6 +94,29 @@ pub struct EngineOptions {
     /// CPU prefill numerics: exact f32 (default) or 8-bit activations, faster on CPUs with
     /// integer dot instructions and as exact as llama.cpp (see kernels::cpu::int8).
     pub cpu_prefill_activations: ActivationPrecision,
+    /// The KV cache's element type for keys and for values (`None`: the backend's default,
+    /// [`default_kv_type`]). Types other than f32 run on the CPU backend only so far.
+    pub kv_type_k: Option<KvType>,
+    pub kv_type_v: Option<KvType>,
+}
+
+/// The KV type a backend uses when the options name none: f16 on the CPU (perplexity within
+/// 0.1 % of f32, BENCHMARKS.md "KV cache precision"), f32 on a GPU (its kernels read f32).
+pub fn default_kv_type(backend: BackendKind) -> KvType {
+    match backend {
+        BackendKind::Cpu => KvType::F16,
+        BackendKind::Gpu => KvType::F32,
+    }
+}
+
+impl EngineOptions {
+    /// The KV types on `backend`.
+    pub fn kv_types(&self, backend: BackendKind) -> KvTypes {
+        KvTypes {
+            k: self.kv_type_k.unwrap_or(default_kv_type(backend)),
+            v: self.kv_type_v.unwrap_or(default_kv_type(backend)),
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -108,6 +132,8 @@ impl Default for EngineOptions {
             mmproj: None,
             audio_window: AttentionWindow::default(),
             cpu_prefill_activations: ActivationPrecision::F32,
+            kv_type_k: None,
+            kv_type_v: None,
         }
     }
 }
@@ -253,8 +279,18 @@ impl Engine {
             // Auto measures on the CPU first, with the weights mapped as the CPU maps them.
             BackendChoice::Cpu | BackendChoice::Auto => BackendKind::Cpu,
         };
-        let estimate =
-            MemoryEstimate::for_source(&source, context_len, planned_backend, towers.as_ref())?;
+        // Auto may still choose a GPU, whose default KV type is the larger one.
+        let planned_kv = match options.backend {
+            BackendChoice::Auto => options.kv_types(BackendKind::Gpu),
+            _ => options.kv_types(planned_backend),
+        };
+        let estimate = MemoryEstimate::for_source(
+            &source,
+            context_len,
+            planned_backend,
+            planned_kv,
+            towers.as_ref(),
+        )?;
         memory::check(
             &estimate,
             options.memory_budget,
@@ -267,10 +303,12 @@ impl Engine {
             device: device.description.clone(),
             reason,
         };
-        let model = match preloaded {
+        let kv_types = options.kv_types(device.kind);
+        let mut model = match preloaded {
             Some(model) => model,
             None => source.load_model(device)?,
         };
+        model.set_kv_types(kv_types)?;
         let tokenizer = source.tokenizer()?;
 
         let architecture = model.config().architecture;

@@ -48,7 +48,7 @@ pub fn decode_attention(
 
 fn kv_view(t: &FlexTensor) -> KvView<'_> {
     let l = t.layout();
-    KvView {
+    KvView::F32 {
         data: &t.storage::<f32>()[l.start_offset()..],
         head_stride: l.strides()[0] as usize,
         slot_stride: l.strides()[1] as usize,

@@ -7,3 +7,4 @@
 pub mod attention;
 pub mod cpu;
 pub mod gpu;
+pub mod kv;

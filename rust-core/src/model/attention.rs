@@ -3,7 +3,10 @@
 use burn::tensor::{Device, Tensor};
 
 use super::config::AttentionKind;
-use super::kv_cache::StepKv;
+use super::kv_cache::{KvRows, StepKv};
+use crate::kernels::attention::AttentionCall;
+use crate::kernels::cpu::attention::KvView;
+use crate::kernels::kv::EncodedRows;
 use burn::tensor::activation::softmax;
 
 use super::ops::{from_host, is_host, to_host};
@@ -100,6 +103,9 @@ pub fn attend(
         query_positions,
     } = visibility;
     let device = q.device();
+    if let KvRows::Encoded { k, v } = &kv.rows {
+        return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
+    }
     if query_positions.len() == 1 {
         let visible = build_visibility(kind, window, query_positions[0], &kv.key_pos, &device);
         return Ok(attend_one(q, kv, &visible, scale));
@@ -107,9 +113,62 @@ pub fn attend(
     if is_host(&device) {
         return attend_on_host(q, kv, kind, window, query_positions, scale);
     }
-    let groups = q.dims()[1] / kv.k.dims()[0];
+    let groups = q.dims()[1] / kv.kv_heads();
     let mask = masks.get(visibility, kv, groups, &device);
     Ok(attend_masked(q, kv, &mask, scale))
+}
+
+/// Attention over encoded rows (any KV type but all-f32), on the host: each query row through
+/// the decode kernel, which reads the rows without decoding the cache.
+fn attend_encoded(
+    q: Tensor<3>,
+    (k, v): (&EncodedRows, &EncodedRows),
+    key_pos: &[Option<usize>],
+    visibility: Visibility<'_>,
+    scale: f32,
+) -> Result<Tensor<2>> {
+    let [tq, heads, d] = q.dims();
+    let device = q.device();
+    let q = to_host(q)?;
+    let call = AttentionCall {
+        groups: heads / k.kv_heads.max(1),
+        scale,
+    };
+    let mut out = vec![0.0f32; tq * heads * d];
+    if let [at] = visibility.query_positions {
+        // One token (decode): split over the keys instead, so a long cache uses every thread.
+        let flags = visibility_flags(visibility.kind, visibility.window, *at, key_pos);
+        let (k, v) = (KvView::Encoded(k), KvView::Encoded(v));
+        crate::kernels::cpu::attention::attend_one(&q, d, k, v, &flags, call, &mut out);
+        return Ok(from_host(out, [tq, heads * d], &device));
+    }
+    // Query blocks bound the visibility flags to [block, keys].
+    for (start, rows) in (0..tq)
+        .step_by(HOST_QUERY_BLOCK)
+        .map(|s| (s, HOST_QUERY_BLOCK.min(tq - s)))
+    {
+        let mut flags = Vec::with_capacity(rows * key_pos.len());
+        for &at in &visibility.query_positions[start..start + rows] {
+            flags.extend(visibility_flags(
+                visibility.kind,
+                visibility.window,
+                at,
+                key_pos,
+            ));
+        }
+        let span = start * heads * d..(start + rows) * heads * d;
+        crate::kernels::cpu::attention::attend_many(
+            &q[span.clone()],
+            rows,
+            d,
+            KvView::Encoded(k),
+            KvView::Encoded(v),
+            &flags,
+            call,
+            &mut out[span],
+        );
+    }
+    Ok(from_host(out, [tq, heads * d], &device))
 }
 
 /// Many queries through burn's ops with an additive `mask` from [`build_mask`].
@@ -163,9 +222,12 @@ fn attend_on_host(
     let kv = if first == 0 && keys == kv.key_pos.len() {
         kv
     } else {
+        let (k, v) = dense(kv);
         narrowed = StepKv {
-            k: kv.k.clone().narrow(1, first, keys),
-            v: kv.v.clone().narrow(1, first, keys),
+            rows: KvRows::Dense {
+                k: k.clone().narrow(1, first, keys),
+                v: v.clone().narrow(1, first, keys),
+            },
             key_pos: kv.key_pos[first..first + keys].to_vec(),
         };
         &narrowed
@@ -192,11 +254,11 @@ const HOST_QUERY_BLOCK: usize = 128;
 /// Scores `[kv_heads, groups·Tq, keys]`: heads kv·G..kv·G+G share KV head kv.
 fn grouped_scores(q: Tensor<3>, kv: &StepKv, scale: f32) -> (Tensor<3>, [usize; 3]) {
     let [tq, heads, d] = q.dims();
-    let kv_heads = kv.k.dims()[0];
+    let kv_heads = kv.kv_heads();
     let groups = heads / kv_heads;
     // [Tq, H, d] → [H, Tq, d] → [Hkv, G·Tq, d].
     let q = q.swap_dims(0, 1).reshape([kv_heads, groups * tq, d]);
-    let mut scores = q.matmul(kv.k.clone().swap_dims(1, 2));
+    let mut scores = q.matmul(dense(kv).0.clone().swap_dims(1, 2));
     if scale != 1.0 {
         scores = scores * scale;
     }
@@ -206,10 +268,19 @@ fn grouped_scores(q: Tensor<3>, kv: &StepKv, scale: f32) -> (Tensor<3>, [usize; 
 /// `probs · V`, back to `[Tq, heads·d]`.
 fn mix_values(probs: Tensor<3>, kv: &StepKv, [tq, heads, d]: [usize; 3]) -> Tensor<2> {
     probs
-        .matmul(kv.v.clone())
+        .matmul(dense(kv).1.clone())
         .reshape([heads, tq, d])
         .swap_dims(0, 1)
         .reshape([tq, heads * d])
+}
+
+/// The tensors of a dense step (the callers dispatch encoded steps to [`attend_encoded`] first).
+fn dense(kv: &StepKv) -> (&Tensor<3>, &Tensor<3>) {
+    match &kv.rows {
+        KvRows::Dense { k, v } => Some((k, v)),
+        KvRows::Encoded { .. } => None,
+    }
+    .expect("encoded steps go through attend_encoded")
 }
 
 /// `[keys]`: 1 where a query at `q` may see the key slot, 0 elsewhere (empty slots included).
@@ -220,27 +291,41 @@ fn build_visibility(
     key_pos: &[Option<usize>],
     device: &Device,
 ) -> Tensor<1> {
-    let flags = key_pos
+    from_host(
+        visibility_flags(kind, window, q, key_pos),
+        [key_pos.len()],
+        device,
+    )
+}
+
+/// 1.0 where a query at `q` may see the key slot, 0.0 elsewhere (empty slots included).
+fn visibility_flags(
+    kind: AttentionKind,
+    window: usize,
+    q: usize,
+    key_pos: &[Option<usize>],
+) -> Vec<f32> {
+    key_pos
         .iter()
         .map(|k| match k {
             Some(k) if visible(kind, window, q, *k) => 1.0,
             _ => 0.0,
         })
-        .collect::<Vec<f32>>();
-    from_host(flags, [key_pos.len()], device)
+        .collect()
 }
 
 /// One query token with our fused kernel (kernels::attention: CubeCL on the
 /// GPU, split-over-keys SIMD on the CPU): `q` `[1, heads, d]` → `[1, heads·d]`.
 fn attend_one(q: Tensor<3>, kv: &StepKv, visible: &Tensor<1>, scale: f32) -> Tensor<2> {
     let [_, heads, d] = q.dims();
-    let groups = heads / kv.k.dims()[0];
+    let groups = heads / kv.kv_heads();
+    let (k, v) = dense(kv);
     let out = crate::kernels::attention::decode_attention(
         q.reshape([heads, d]),
-        kv.k.clone(),
-        kv.v.clone(),
+        k.clone(),
+        v.clone(),
         visible.clone(),
-        crate::kernels::attention::AttentionCall { groups, scale },
+        AttentionCall { groups, scale },
     );
     out.reshape([1, heads * d])
 }
@@ -273,14 +358,16 @@ mod tests {
             &dev,
         );
         let kv = StepKv {
-            k: Tensor::from_data(
-                TensorData::new(values(kv_heads * keys * d, 2), [kv_heads, keys, d]),
-                &dev,
-            ),
-            v: Tensor::from_data(
-                TensorData::new(values(kv_heads * keys * d, 3), [kv_heads, keys, d]),
-                &dev,
-            ),
+            rows: KvRows::Dense {
+                k: Tensor::from_data(
+                    TensorData::new(values(kv_heads * keys * d, 2), [kv_heads, keys, d]),
+                    &dev,
+                ),
+                v: Tensor::from_data(
+                    TensorData::new(values(kv_heads * keys * d, 3), [kv_heads, keys, d]),
+                    &dev,
+                ),
+            },
             key_pos: (0..keys).map(Some).collect(),
         };
         let q_pos: Vec<usize> = (cached..keys).collect();

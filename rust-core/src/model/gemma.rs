@@ -6,6 +6,8 @@
 //! decoder layers (sandwich norms, q/k/v norms, RoPE per layer type, KV sharing, GeGLU MLP,
 //! per-layer input gate, layer scalar) → final norm → tied LM head → softcap → host logits.
 
+use std::sync::Arc;
+
 use burn::tensor::Tensor;
 
 use super::attention::{MaskCache, Visibility, attend};
@@ -17,6 +19,7 @@ use super::ops::{from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
+use crate::kernels::kv::{KvCodec, KvTypes};
 use crate::weights::{MappedTensor, WeightStore};
 
 /// Most tokens a [`GemmaModel::verify`] pass runs at decode cost (the CPU kernels' few-token
@@ -116,6 +119,10 @@ pub struct GemmaModel {
     layers: Vec<DecoderLayer>,
     /// Distinct inverse-frequency vectors; layers refer to them by index.
     rope_frequencies: Vec<Vec<f32>>,
+    /// The KV cache's element types, and per layer owning a cache the key and value codecs
+    /// (`None` for f32 keys and values: tensors).
+    kv_types: KvTypes,
+    kv_codecs: Vec<Option<(Arc<KvCodec>, Arc<KvCodec>)>>,
 }
 
 impl GemmaModel {
@@ -239,7 +246,69 @@ impl GemmaModel {
             final_norm,
             layers,
             rope_frequencies,
+            kv_types: KvTypes::F32,
+            kv_codecs: Vec::new(),
         })
+    }
+
+    /// The KV cache's element types of caches made from now on (f32 until set). Types other
+    /// than f32 are encoded on the host: a GPU model refuses them (typed error).
+    pub fn set_kv_types(&mut self, types: KvTypes) -> Result<()> {
+        if types == KvTypes::F32 {
+            self.kv_types = types;
+            self.kv_codecs.clear();
+            return Ok(());
+        }
+        if !super::ops::is_host(&self.device.device) {
+            return Err(self.unsupported_kv(types));
+        }
+        let codecs = self.kv_codecs_for(types)?;
+        self.kv_types = types;
+        self.kv_codecs = codecs;
+        Ok(())
+    }
+
+    pub fn kv_types(&self) -> KvTypes {
+        self.kv_types
+    }
+
+    /// Per layer owning a cache, its key and value codecs for `types`: the rotations are
+    /// seeded by the layer index, so every cache of these types encodes alike.
+    fn kv_codecs_for(&self, types: KvTypes) -> Result<Vec<Option<(Arc<KvCodec>, Arc<KvCodec>)>>> {
+        let mut codecs = Vec::with_capacity(self.config.layers.len());
+        for (i, spec) in self.config.layers.iter().enumerate() {
+            codecs.push(if spec.kv_source.is_some() {
+                None
+            } else {
+                let (h, d, seed) = (spec.num_kv_heads, spec.head_dim, 2 * i as u64);
+                Some((
+                    Arc::new(KvCodec::new(types.k, h, d, seed)?),
+                    Arc::new(KvCodec::new(types.v, h, d, seed + 1)?),
+                ))
+            });
+        }
+        Ok(codecs)
+    }
+
+    /// A fresh cache as [`new_cache_with_slack`](Self::new_cache_with_slack) but of `types`
+    /// instead of the model's (comparisons of KV types on one loaded model).
+    pub fn new_cache_typed(&self, max_len: usize, slack: usize, types: KvTypes) -> Result<KvCache> {
+        if types != KvTypes::F32 && !super::ops::is_host(&self.device.device) {
+            return Err(self.unsupported_kv(types));
+        }
+        let codecs = match types {
+            KvTypes::F32 => Vec::new(),
+            _ => self.kv_codecs_for(types)?,
+        };
+        Ok(self.cache_with(max_len, slack, &codecs))
+    }
+
+    fn unsupported_kv(&self, types: KvTypes) -> GemmaError {
+        GemmaError::Unsupported(format!(
+            "KV type {}/{} on the GPU backend (it supports f32 only so far; use the CPU \
+             backend or --kv-type f32)",
+            types.k, types.v
+        ))
     }
 
     pub fn config(&self) -> &GemmaConfig {
@@ -263,23 +332,34 @@ impl GemmaModel {
     /// A fresh cache whose sliding rings keep `slack` positions beyond the window (0: the
     /// smallest cache, which wraps soonest).
     pub fn new_cache_with_slack(&self, max_len: usize, slack: usize) -> KvCache {
+        self.cache_with(max_len, slack, &self.kv_codecs)
+    }
+
+    fn cache_with(
+        &self,
+        max_len: usize,
+        slack: usize,
+        codecs: &[Option<(Arc<KvCodec>, Arc<KvCodec>)>],
+    ) -> KvCache {
         let layers = self
             .config
             .layers
             .iter()
-            .map(|spec| match (spec.kv_source, spec.kind) {
-                (Some(_), _) => None,
-                (None, AttentionKind::Full) => Some(LayerCache::growing(
-                    spec.num_kv_heads,
-                    spec.head_dim,
-                    max_len,
-                )),
-                (None, AttentionKind::Sliding) => Some(LayerCache::ring(
-                    self.config.sliding_window,
-                    slack,
-                    spec.num_kv_heads,
-                    spec.head_dim,
-                )),
+            .enumerate()
+            .map(|(i, spec)| {
+                let cache = match (spec.kv_source, spec.kind) {
+                    (Some(_), _) => return None,
+                    (None, AttentionKind::Full) => {
+                        LayerCache::growing(spec.num_kv_heads, spec.head_dim, max_len)
+                    }
+                    (None, AttentionKind::Sliding) => LayerCache::ring(
+                        self.config.sliding_window,
+                        slack,
+                        spec.num_kv_heads,
+                        spec.head_dim,
+                    ),
+                };
+                Some(cache.encoded_with(codecs.get(i).and_then(Option::as_ref)))
             })
             .collect();
         KvCache::new(layers, max_len.min(self.config.max_position_embeddings))
@@ -527,7 +607,7 @@ impl DecoderLayer {
                 } else {
                     v
                 };
-                cache.append(k.swap_dims(0, 1), v.swap_dims(0, 1), pass.query_positions)
+                cache.append(k.swap_dims(0, 1), v.swap_dims(0, 1), pass.query_positions)?
             }
             (LayerKv::Own(_), None) => {
                 return Err(GemmaError::InvalidArgument(

@@ -8,20 +8,62 @@
 
 use super::{Isa, OutPtr, activation, dot, pool};
 use crate::kernels::attention::AttentionCall;
+use crate::kernels::kv::{EncodedRows, KvCodec};
 
-/// Keys (or values) of one layer: element `j` of slot `s` of KV head `h` is
-/// `data[h·head_stride + s·slot_stride + j]`.
+/// Keys (or values) of one layer.
 #[derive(Clone, Copy)]
-pub struct KvView<'a> {
-    pub data: &'a [f32],
-    pub head_stride: usize,
-    pub slot_stride: usize,
+pub enum KvView<'a> {
+    /// Element `j` of slot `s` of KV head `h` is `data[h·head_stride + s·slot_stride + j]`.
+    F32 {
+        data: &'a [f32],
+        head_stride: usize,
+        slot_stride: usize,
+    },
+    /// Rows in a KV type ([`crate::kernels::kv`]), read without decoding the cache.
+    Encoded(&'a EncodedRows),
 }
 
 impl KvView<'_> {
-    fn row(&self, head: usize, slot: usize, d: usize) -> &[f32] {
-        let at = head * self.head_stride + slot * self.slot_stride;
-        &self.data[at..at + d]
+    /// `q·k` for slot `slot` of KV head `head` (TurboQuant: `q` already rotated).
+    #[inline(always)]
+    fn score(&self, q: &[f32], head: usize, slot: usize) -> f32 {
+        match self {
+            KvView::F32 {
+                data,
+                head_stride,
+                slot_stride,
+            } => {
+                let at = head * head_stride + slot * slot_stride;
+                dot(q, &data[at..at + q.len()])
+            }
+            KvView::Encoded(rows) => rows.codec.dot(q, rows.row(head, slot)),
+        }
+    }
+
+    /// `acc += w·v` for slot `slot` of KV head `head` (TurboQuant: in the rotated domain).
+    #[inline(always)]
+    fn accumulate(&self, w: f32, head: usize, slot: usize, acc: &mut [f32]) {
+        match self {
+            KvView::F32 {
+                data,
+                head_stride,
+                slot_stride,
+            } => {
+                let (at, d) = (head * head_stride + slot * slot_stride, acc.len());
+                acc.iter_mut()
+                    .zip(&data[at..at + d])
+                    .for_each(|(a, &x)| *a += w * x);
+            }
+            KvView::Encoded(rows) => rows.codec.accumulate(rows.row(head, slot), w, acc),
+        }
+    }
+
+    /// The codec whose rotation this view's rows live in, if any.
+    fn rotation(&self) -> Option<&KvCodec> {
+        match self {
+            KvView::Encoded(rows) if rows.codec.is_rotated() => Some(&rows.codec),
+            _ => None,
+        }
     }
 }
 
@@ -54,10 +96,9 @@ fn chunk_body(c: Chunk<'_>, out: &mut [f32]) {
         if c.visible[s] <= 0.0 {
             continue;
         }
-        let key = c.k.row(c.g, s, d);
         for j in 0..groups {
             let qj = &c.q[j * d..(j + 1) * d];
-            scores[j * n + i] = dot(qj, key) * c.scale;
+            scores[j * n + i] = c.k.score(qj, c.g, s) * c.scale;
         }
     }
     for j in 0..groups {
@@ -80,11 +121,10 @@ fn chunk_body(c: Chunk<'_>, out: &mut [f32]) {
         if c.visible[s] <= 0.0 {
             continue;
         }
-        let value = c.v.row(c.g, s, d);
         for j in 0..groups {
             let p = scores[j * n + i];
             let acc = &mut out[j * (d + 2) + 2..(j + 1) * (d + 2)];
-            acc.iter_mut().zip(value).for_each(|(a, &x)| *a += p * x);
+            c.v.accumulate(p, c.g, s, acc);
         }
     }
 }
@@ -118,6 +158,8 @@ fn chunk_task() -> ChunkFn {
 
 /// `out[h] = Σ_s softmax_s(scale · q_h·k_s) v_s` over the visible slots (`visible[s] > 0`), for
 /// `q` `[heads, d]`; head `h` reads KV head `h / groups`. A head that sees no slot gets zeros.
+/// TurboQuant keys are scored against the query rotated once per head; TurboQuant values are
+/// summed in the rotated domain and rotated back once per head.
 pub fn attend_one(
     q: &[f32],
     d: usize,
@@ -132,6 +174,14 @@ pub fn attend_one(
     let kv_heads = heads / groups;
     let slots = visible.len();
     let chunks = slots.div_ceil(SLOTS_PER_TASK).max(1);
+    let rotated_q;
+    let q = match rotated_queries(q, d, groups, heads, k) {
+        Some(r) => {
+            rotated_q = r;
+            &rotated_q[..]
+        }
+        None => q,
+    };
     // Per (kv head, chunk, head in group): running max, sum of exponentials, then d sums.
     let part_len = d + 2;
     let mut parts = vec![0.0f32; kv_heads * chunks * groups * part_len];
@@ -188,5 +238,105 @@ pub fn attend_one(
         }
         let inv = 1.0 / total;
         o.iter_mut().for_each(|o| *o *= inv);
+        if let Some(codec) = v.rotation() {
+            codec.unrotate(g, o);
+        }
+    }
+}
+
+/// `q` (rows of `heads` query heads) rotated by their KV heads' rotations when the keys are
+/// TurboQuant rows (`None`: the keys need no rotated query).
+fn rotated_queries(
+    q: &[f32],
+    d: usize,
+    groups: usize,
+    heads: usize,
+    k: KvView<'_>,
+) -> Option<Vec<f32>> {
+    let codec = k.rotation()?;
+    let mut r = q.to_vec();
+    for (i, row) in r.chunks_exact_mut(d).enumerate() {
+        codec.rotate((i % heads) / groups, row);
+    }
+    Some(r)
+}
+
+/// [`attend_one`] for `rows` query tokens at once (`q` `[rows, heads, d]`, `visible`
+/// `[rows, slots]`, `out` `[rows, heads, d]`): one task per (row, KV head), each over every
+/// slot, so a prefill chunk over encoded rows spreads over the threads in one dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_many(
+    q: &[f32],
+    rows: usize,
+    d: usize,
+    k: KvView<'_>,
+    v: KvView<'_>,
+    visible: &[f32],
+    call: AttentionCall,
+    out: &mut [f32],
+) {
+    let heads = q.len() / (rows * d).max(1);
+    let groups = call.groups.max(1);
+    let kv_heads = heads / groups;
+    let slots = visible.len() / rows.max(1);
+    let rotated_q;
+    let q = match rotated_queries(q, d, groups, heads, k) {
+        Some(r) => {
+            rotated_q = r;
+            &rotated_q[..]
+        }
+        None => q,
+    };
+    let part_len = d + 2;
+    let mut parts = vec![0.0f32; rows * kv_heads * groups * part_len];
+    let dst = OutPtr(parts.as_mut_ptr());
+    let task_body = chunk_task();
+    pool::for_each_task(rows * kv_heads, &|task| {
+        let (r, g) = (task / kv_heads, task % kv_heads);
+        let dst = dst;
+        // SAFETY: task (r, g) owns parts[task·groups·part_len ..][.. groups·part_len].
+        let mine = unsafe {
+            std::slice::from_raw_parts_mut(dst.0.add(task * groups * part_len), groups * part_len)
+        };
+        let at = (r * heads + g * groups) * d;
+        // Only the slots between the row's first and last visible one (causal: half).
+        let flags = &visible[r * slots..(r + 1) * slots];
+        let lo = flags.iter().position(|&f| f > 0.0).unwrap_or(0);
+        let hi = flags
+            .iter()
+            .rposition(|&f| f > 0.0)
+            .map_or(lo, |last| last + 1);
+        // SAFETY: `chunk_task` returned a body this CPU runs.
+        unsafe {
+            task_body(
+                Chunk {
+                    q: &q[at..at + groups * d],
+                    d,
+                    g,
+                    slots: lo..hi,
+                    k,
+                    v,
+                    visible: flags,
+                    scale: call.scale,
+                },
+                mine,
+            )
+        };
+    });
+    // Part (r, g, j) is query head g·groups + j of row r: the same order as `out`'s heads.
+    for (o, part) in out.chunks_exact_mut(d).zip(parts.chunks_exact(part_len)) {
+        o.fill(0.0);
+        if part[0] == f32::NEG_INFINITY {
+            continue;
+        }
+        let inv = 1.0 / part[1];
+        o.iter_mut()
+            .zip(&part[2..])
+            .for_each(|(o, &a)| *o = a * inv);
+    }
+    if let Some(codec) = v.rotation() {
+        for (i, o) in out.chunks_exact_mut(d).enumerate() {
+            codec.unrotate((i % heads) / groups, o);
+        }
     }
 }

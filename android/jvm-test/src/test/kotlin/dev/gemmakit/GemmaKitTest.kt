@@ -10,6 +10,7 @@ import dev.gemmakit.ffi.GemmaKitException
 import dev.gemmakit.ffi.GenerateOptions
 import dev.gemmakit.ffi.GenerationSink
 import dev.gemmakit.ffi.GenerationStats
+import dev.gemmakit.ffi.KvType
 import dev.gemmakit.ffi.LogitBias
 import dev.gemmakit.ffi.MessagePart
 import dev.gemmakit.ffi.Role
@@ -96,6 +97,8 @@ class GemmaKitTest {
         assertEquals(core.contextLen, mine.contextLen)
         assertEquals(core.threads, mine.threads)
         assertEquals(core.memoryBudget, mine.memoryBudget)
+        assertEquals(core.kvTypeK, mine.kvTypeK)
+        assertEquals(core.kvTypeV, mine.kvTypeV)
         assertEquals(BackendChoice.AUTO, core.backend, "null backend means the engine default")
         val recommended = SamplingOptions.gemmaRecommended()
         assertEquals(64u, recommended.topK)
@@ -291,6 +294,17 @@ class GemmaKitTest {
             }
         }.awaitAll()
         assertEquals(listOf(expected, expected), results)
+    }
+
+    @Test
+    fun `KV types are chosen per load, keys and values apart`() = runBlocking {
+        val options = engineOptions.copy(kvTypeK = KvType.Q8_0, kvTypeV = KvType.TQ3)
+        GemmaEngine.load(modelPath, options).use { quantized ->
+            quantized.conversation().use { chat ->
+                val answer = chat.send("Hello", long(8))
+                assertEquals(8u, answer.stats.generatedTokens)
+            }
+        }
     }
 
     @Test
