@@ -1,5 +1,5 @@
 // The GemmaKit Android library and the sample app. Before building: ../scripts/gen-bindings.sh (generated Kotlin)
-// and ./build-jni-libs.sh (native libraries for each ABI).
+// and ../scripts/build-jni-libs.sh (native libraries for each ABI).
 pluginManagement {
     repositories {
         google()

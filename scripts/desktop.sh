@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GemmaKit sample app on the desktop (Compose for Desktop, Linux x86_64, Maven).
-#   scripts/desktop.sh [MODEL.gguf]          opens the app (the model, if given, is loaded at start)
+#   scripts/desktop.sh                       opens the app on the demo model (fetched if missing)
+#   scripts/desktop.sh MODEL.gguf            opens the app on another model
+#   scripts/desktop.sh --no-model            opens the app on the model screen
 #   scripts/desktop.sh --screenshots OUT_DIR renders each screen headless to OUT_DIR/*.png with
 #                                            real engine output (demo model + tiny fixture)
 # Builds the host library, generates the JVM flavour of the Kotlin bindings into
@@ -19,16 +21,17 @@ target/release/uniffi-bindgen generate target/release/libgemmakit_ffi.so \
 
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/gemmakit-xdg}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-demo="${GEMMAKIT_DEMO_MODEL:-$HOME/.cache/gemmakit/models/gemma3-270m-q4_k_m.gguf}"
+demo="${GEMMAKIT_DEMO_MODEL:-$(./scripts/fetch-demo-model.sh | tail -n 1)}"
 
 cd android/desktop
 if [ "${1:-}" = "--screenshots" ]; then
   dir="$(realpath -m "${2:?usage: desktop.sh --screenshots OUT_DIR}")"
-  [ -f "$demo" ] || { echo "demo model missing: scripts/fetch-demo-model.sh (or GEMMAKIT_DEMO_MODEL)" >&2; exit 1; }
   root="$(cd ../.. && pwd)"
   exec mvn -B -ntp -q -Dstyle.color=never compile exec:exec \
     -Dgemmakit.main=dev.gemmakit.desktop.ScreenshotsKt \
     "-Dgemmakit.args=$dir $demo $root/tests/fixtures/tiny_gemma4_e2b/model-f32.gguf $root/tests/fixtures/images/rgba.png"
 fi
+model="${1:-$demo}"
+[ "$model" = "--no-model" ] && model=""
 exec mvn -B -ntp -q -Dstyle.color=never compile exec:exec \
-  -Dgemmakit.main=dev.gemmakit.desktop.MainKt "-Dgemmakit.args=${1:-}"
+  -Dgemmakit.main=dev.gemmakit.desktop.MainKt "-Dgemmakit.args=$model"

@@ -209,7 +209,7 @@ class SampleCoreTest {
 
     @Test
     fun `Stop ends the turn within one token, and the chat goes on from the stopped answer`() = runBlocking {
-        val vm = ChatViewModel(screenScope(), engine, noEos(400))
+        val vm = ChatViewModel(screenScope(), engine, noEos(60))
         vm.send("Go on forever")
         withTimeout(60_000) { vm.state.first { it.chunks >= 3 } }
         vm.stopAndWait()
@@ -226,7 +226,7 @@ class SampleCoreTest {
         assertTrue(vm.transcript.last { it.role == Role.ASSISTANT }.content.startsWith(shown))
         vm.send("And now?")!!.join()
         assertEquals(4, vm.state.value.lines.size)
-        assertEquals(400u, vm.state.value.stats!!.generatedTokens)
+        assertEquals(60u, vm.state.value.stats!!.generatedTokens)
         assertEquals(4, vm.transcript.size)
         vm.close()
     }
@@ -330,6 +330,19 @@ class SampleCoreTest {
         vm.transcribePcm(FloatArray(16000), 16000)!!.join()
         assertEquals("", vm.state.value.text)
         assertNotNull(vm.state.value.message)
+        vm.close()
+    }
+
+    @Test
+    fun `long audio is transcribed in clips, as the wrapper does`() = runBlocking {
+        val options = noEos(3)
+        val samples = tone(31.0)
+        val reference = engine.transcribe(jdkWav(samples), "English", options).trim()
+        val vm = TranscribeViewModel(screenScope(), engine, options)
+        vm.transcribePcm(Wav.fromPcm16(samples), 16000)!!.join()
+        assertNull(vm.state.value.message, vm.state.value.message)
+        assertEquals(31.0, vm.state.value.seconds, 1e-9)
+        assertEquals(reference, vm.state.value.text)
         vm.close()
     }
 }
