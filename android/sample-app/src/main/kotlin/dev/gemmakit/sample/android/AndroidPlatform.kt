@@ -29,9 +29,9 @@ import kotlin.concurrent.thread
  */
 object AndroidPlatform {
     /**
-     * Models live in the app's files dir. Sideload (no download) with
-     * `adb push model.gguf /data/local/tmp/` then
-     * `adb shell run-as dev.gemmakit.sample cp /data/local/tmp/model.gguf files/models/`.
+     * Models live in the app's files dir, at the catalogue's relative paths. Sideload (a debug
+     * build) with `adb push model.gguf /data/local/tmp/` then `adb shell run-as
+     * dev.gemmakit.sample cp /data/local/tmp/model.gguf files/models/<owner--repo>/` (README).
      */
     fun modelsDir(context: Context): File = File(context.filesDir, "models").apply { mkdirs() }
 
