@@ -151,8 +151,9 @@ final class ChatViewModel: ObservableObject {
         do { conversation = try engine.conversation() } catch { conversation = nil; message = userMessage(error) }
     }
 
-    func send(_ prompt: String) {
+    func send(_ prompt: String, options: GenerateOptions? = nil) {
         guard let conversation, !prompt.trimmingCharacters(in: .whitespaces).isEmpty, turn == nil else { return }
+        let options = options ?? self.options
         lines += [ChatLine(role: .user, text: prompt), ChatLine(role: .assistant, text: "")]
         generating = true
         chunks = 0
