@@ -1,5 +1,5 @@
-// The GemmaKit Android library. Before building: ../scripts/gen-bindings.sh (generated Kotlin)
-// and ./build-jni-libs.sh (native libraries for each ABI).
+// The GemmaKit Android library and the sample app. Before building: ../scripts/gen-bindings.sh (generated Kotlin)
+// and ../scripts/build-jni-libs.sh (native libraries for each ABI).
 pluginManagement {
     repositories {
         google()
@@ -16,3 +16,5 @@ dependencyResolutionManagement {
 }
 rootProject.name = "gemmakit-android"
 include(":gemmakit")
+// The sample app (Compose); its screens and logic are shared with the desktop app.
+include(":sample-app")

@@ -10,7 +10,7 @@
 # for cross-builds without a C library's headers; an empty SDKROOT keeps cc-rs from calling
 # xcrun, and the one SDK header ring reads, TargetConditionals.h, is given the values of an
 # iOS device. These objects only serve the check: a real app build uses the NDK's / Xcode's
-# clang instead (android/build-jni-libs.sh, ios/build-xcframework.sh).
+# clang instead (scripts/build-jni-libs.sh, ios/build-xcframework.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
