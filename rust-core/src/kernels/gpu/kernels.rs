@@ -91,8 +91,8 @@ pub fn packed_matmul<N: Size>(
         for t in 0..tile {
             let tok = tok0 + t as u32;
             if tok < tokens {
-                let mut dot = f32::new(0.0);
-                let mut sum = f32::new(0.0);
+                let mut dot = f32::new(0.0_f32);
+                let mut sum = f32::new(0.0_f32);
                 #[unroll]
                 for v in 0..vecs {
                     let xv = x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
@@ -151,7 +151,7 @@ pub fn dense_matmul<N: Size>(
             let tok = tok0 + t as u32;
             if tok < tokens {
                 let prod = wv * x[(tok * vecs_per_row + v) as usize];
-                let mut dot = f32::new(0.0);
+                let mut dot = f32::new(0.0_f32);
                 #[unroll]
                 for l in 0..N::value() {
                     dot += prod.extract(l);
@@ -248,7 +248,7 @@ pub fn decode_attention(
         let mut score = f32::new(-1.0e30);
         if visible[s as usize] > 0.5 {
             let row = (k_base + s * k_slot_stride) as usize;
-            let mut dot = f32::new(0.0);
+            let mut dot = f32::new(0.0_f32);
             for i in 0..head_dim {
                 dot += q[q_base + i] * k[row + i];
             }
@@ -261,7 +261,7 @@ pub fn decode_attention(
     let max = cube_reduce(&mut scratch, local_max, true);
 
     // Pass 2: the softmax denominator.
-    let mut local_sum = f32::new(0.0);
+    let mut local_sum = f32::new(0.0_f32);
     let mut s = unit;
     while s < slots {
         if visible[s as usize] > 0.5 {
@@ -278,7 +278,7 @@ pub fn decode_attention(
     let mut start = 0u32;
     while start < slots {
         let s = start + unit;
-        let mut p = f32::new(0.0);
+        let mut p = f32::new(0.0_f32);
         if s < slots {
             if visible[s as usize] > 0.5 {
                 p = (scores[(s_base + s) as usize] - max).exp();
