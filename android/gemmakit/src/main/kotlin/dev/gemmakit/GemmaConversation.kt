@@ -11,15 +11,17 @@ import dev.gemmakit.ffi.GenerationStats
 import dev.gemmakit.ffi.MessagePart
 import dev.gemmakit.ffi.SinkFlow
 import dev.gemmakit.ffi.ToolCall
+import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.channels.awaitClose
-import kotlinx.coroutines.channels.trySendBlocking
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.coroutines.flow.filterIsInstance
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.transform
 import kotlinx.coroutines.launch
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.selects.select
 import java.util.concurrent.atomic.AtomicBoolean
 
 /** What a turn streams, in order: text, thoughts and tool calls as produced, then [Finished]. */
@@ -152,6 +154,7 @@ class GemmaConversation internal constructor(
     private fun turn(run: (GenerationSink) -> GenerationResult): Flow<GenerationEvent> = callbackFlow {
         val stopped = AtomicBoolean(false)
         val running = AtomicBoolean(true)
+        val stop = CompletableDeferred<Unit>()
         val sink = object : GenerationSink {
             override fun onChunk(chunk: Chunk): SinkFlow {
                 if (stopped.get()) return SinkFlow.STOP
@@ -160,7 +163,21 @@ class GemmaConversation internal constructor(
                     is Chunk.Thought -> GenerationEvent.Thought(chunk.text)
                     is Chunk.Tool -> GenerationEvent.ToolCallRequested(chunk.call)
                 }
-                return if (trySendBlocking(event).isSuccess) SinkFlow.CONTINUE else SinkFlow.STOP
+                if (trySend(event).isSuccess) return SinkFlow.CONTINUE
+                // The collector is behind: wait for it, or for the flow to be closed. Not
+                // `trySendBlocking`: a cancelled collector cancels this producer, whose channel
+                // is only cancelled once its children (this native call) have finished, so a
+                // blocked send would wait for itself. `stop` is completed by awaitClose, which
+                // runs as soon as the producer is cancelled.
+                val sent = runCatching {
+                    runBlocking {
+                        select<Boolean> {
+                            channel.onSend(event) { true }
+                            stop.onAwait { false }
+                        }
+                    }
+                }.getOrDefault(false)
+                return if (sent) SinkFlow.CONTINUE else SinkFlow.STOP
             }
 
             override fun onDone(stats: GenerationStats) = Unit
@@ -177,6 +194,7 @@ class GemmaConversation internal constructor(
             }
         }
         awaitClose {
+            stop.complete(Unit)
             if (running.get()) {
                 stopped.set(true)
                 // The conversation may have been closed meanwhile (close() cancels too).
