@@ -174,14 +174,8 @@ pub fn attend_one(
     let kv_heads = heads / groups;
     let slots = visible.len();
     let chunks = slots.div_ceil(SLOTS_PER_TASK).max(1);
-    let rotated_q;
-    let q = match rotated_queries(q, d, groups, heads, k) {
-        Some(r) => {
-            rotated_q = r;
-            &rotated_q[..]
-        }
-        None => q,
-    };
+    let rotated_q = rotated_queries(q, d, groups, heads, k);
+    let q = &rotated_q[..];
     // Per (kv head, chunk, head in group): running max, sum of exponentials, then d sums.
     let part_len = d + 2;
     let mut parts = vec![0.0f32; kv_heads * chunks * groups * part_len];
@@ -245,20 +239,22 @@ pub fn attend_one(
 }
 
 /// `q` (rows of `heads` query heads) rotated by their KV heads' rotations when the keys are
-/// TurboQuant rows (`None`: the keys need no rotated query).
-fn rotated_queries(
-    q: &[f32],
+/// TurboQuant rows; `q` itself when the keys need no rotated query.
+fn rotated_queries<'q>(
+    q: &'q [f32],
     d: usize,
     groups: usize,
     heads: usize,
     k: KvView<'_>,
-) -> Option<Vec<f32>> {
-    let codec = k.rotation()?;
+) -> std::borrow::Cow<'q, [f32]> {
+    let Some(codec) = k.rotation() else {
+        return std::borrow::Cow::Borrowed(q);
+    };
     let mut r = q.to_vec();
     for (i, row) in r.chunks_exact_mut(d).enumerate() {
         codec.rotate((i % heads) / groups, row);
     }
-    Some(r)
+    std::borrow::Cow::Owned(r)
 }
 
 /// [`attend_one`] for `rows` query tokens at once (`q` `[rows, heads, d]`, `visible`
@@ -279,14 +275,8 @@ pub fn attend_many(
     let groups = call.groups.max(1);
     let kv_heads = heads / groups;
     let slots = visible.len() / rows.max(1);
-    let rotated_q;
-    let q = match rotated_queries(q, d, groups, heads, k) {
-        Some(r) => {
-            rotated_q = r;
-            &rotated_q[..]
-        }
-        None => q,
-    };
+    let rotated_q = rotated_queries(q, d, groups, heads, k);
+    let q = &rotated_q[..];
     let part_len = d + 2;
     let mut parts = vec![0.0f32; rows * kv_heads * groups * part_len];
     let dst = OutPtr(parts.as_mut_ptr());
