@@ -90,7 +90,20 @@ impl ComputeDevice {
     }
 }
 
+/// Why a build without the `gpu` cargo feature (a CPU-only mobile library) has no GPU.
+pub const NO_GPU_FEATURE: &str =
+    "this build of GemmaKit has no GPU backend (built without the `gpu` cargo feature)";
+
+#[cfg(not(feature = "gpu"))]
+fn gpu() -> Result<ComputeDevice> {
+    Err(GemmaError::BackendUnavailable {
+        backend: "gpu".into(),
+        reason: NO_GPU_FEATURE.into(),
+    })
+}
+
 /// The wgpu runtime can be initialised once per process; every caller shares that device.
+#[cfg(feature = "gpu")]
 fn gpu() -> Result<ComputeDevice> {
     static GPU: OnceLock<Result<ComputeDevice, String>> = OnceLock::new();
     GPU.get_or_init(|| {

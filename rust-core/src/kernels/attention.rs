@@ -16,7 +16,8 @@ pub struct AttentionCall {
     pub scale: f32,
 }
 
-#[backend_extension(Cube, Flex)]
+#[cfg_attr(feature = "gpu", backend_extension(Cube, Flex))]
+#[cfg_attr(not(feature = "gpu"), backend_extension(Flex))]
 pub trait DecodeAttentionOps: Backend {
     /// One query token's attention: `q` `[heads, d]`, `k`/`v` `[kv_heads, slots, d]`,
     /// `visible` `[slots]` (1 or 0); returns `[heads, d]`.

@@ -6,5 +6,6 @@
 
 pub mod attention;
 pub mod cpu;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod kv;

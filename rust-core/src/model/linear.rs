@@ -14,6 +14,7 @@ use crate::weights::{MappedTensor, WeightStore};
 
 pub enum Linear {
     Mapped(MappedTensor, kernels::cpu::ActivationPrecision),
+    #[cfg(feature = "gpu")]
     Gpu(kernels::gpu::GpuLinear),
 }
 
@@ -21,14 +22,19 @@ impl Linear {
     /// `weight` is `[out, in]` (PyTorch layout).
     pub fn load(weight: &MappedTensor, device: &ComputeDevice) -> Result<Self> {
         if device.is_host() {
-            Ok(Linear::Mapped(weight.clone(), device.activations))
-        } else {
-            Ok(Linear::Gpu(kernels::gpu::GpuLinear::upload(
-                weight,
-                device.max_binding_bytes,
-                &device.device,
-            )?))
+            return Ok(Linear::Mapped(weight.clone(), device.activations));
         }
+        #[cfg(feature = "gpu")]
+        return Ok(Linear::Gpu(kernels::gpu::GpuLinear::upload(
+            weight,
+            device.max_binding_bytes,
+            &device.device,
+        )?));
+        #[cfg(not(feature = "gpu"))]
+        Err(GemmaError::BackendUnavailable {
+            backend: "gpu".into(),
+            reason: crate::device::NO_GPU_FEATURE.into(),
+        })
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]` on `x`'s device.
@@ -40,6 +46,7 @@ impl Linear {
                 let y = kernels::cpu::matmul_mapped(&to_host(x)?, tokens, w, *precision);
                 Ok(from_host(y, [tokens, w.rows()], &device))
             }
+            #[cfg(feature = "gpu")]
             Linear::Gpu(w) => Ok(w.forward(x)),
         }
     }
@@ -57,6 +64,7 @@ impl Linear {
                     *precision,
                 ))
             }
+            #[cfg(feature = "gpu")]
             Linear::Gpu(w) => w.forward_to_host(x),
         }
     }
