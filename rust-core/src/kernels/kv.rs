@@ -232,123 +232,60 @@ impl KvCodec {
 
     /// Decodes one row (the inverse of [`encode`](Self::encode) up to its rounding).
     pub fn decode(&self, head: usize, row: &[u8], out: &mut [f32]) {
-        match self.ty {
-            KvType::Tq(_) => {
-                out.fill(0.0);
-                self.accumulate_rotated(row, 1.0, out);
-                self.unrotate(head, out);
-            }
-            _ => {
-                out.fill(0.0);
-                self.accumulate(row, 1.0, out);
-            }
+        self.expand(row, out);
+        if self.is_rotated() {
+            self.unrotate(head, out);
         }
     }
 
-    /// `acc += w·x̃` for a row of a non-rotated type (f32, f16, q8_0).
+    /// The row's `d` values in the domain attention works in: a TurboQuant row stays rotated
+    /// (scale · level per coordinate: queries are rotated to meet it, and value sums are rotated
+    /// back once per head), every other type is its values. Attention expands one row at a time
+    /// and uses it for every query head of its group, so the cache itself is never decoded.
     #[inline(always)]
-    pub fn accumulate(&self, row: &[u8], w: f32, acc: &mut [f32]) {
+    pub fn expand(&self, row: &[u8], out: &mut [f32]) {
         let h = half_table();
         match self.ty {
-            KvType::F32 => acc
+            KvType::F32 => out
                 .iter_mut()
                 .zip(row.chunks_exact(4))
-                .for_each(|(a, b)| *a += w * f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            KvType::F16 => acc
+                .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            KvType::F16 => out
                 .iter_mut()
                 .zip(row.chunks_exact(2))
-                .for_each(|(a, b)| *a += w * half(h, b[0], b[1])),
+                .for_each(|(o, b)| *o = half(h, b[0], b[1])),
             KvType::Q8_0 => {
-                for (a, b) in acc.chunks_mut(Q8_BLOCK).zip(row.chunks_exact(2 + Q8_BLOCK)) {
-                    let s = w * half(h, b[0], b[1]);
-                    a.iter_mut()
-                        .zip(&b[2..])
-                        .for_each(|(a, &q)| *a += s * (q as i8) as f32);
-                }
-            }
-            KvType::Tq(_) => self.accumulate_rotated(row, w, acc),
-        }
-    }
-
-    /// `acc += w·s·c[idx]`: a TurboQuant row in the rotated domain.
-    #[inline(always)]
-    pub fn accumulate_rotated(&self, row: &[u8], w: f32, acc: &mut [f32]) {
-        let KvType::Tq(bits) = self.ty else {
-            return self.accumulate(row, w, acc);
-        };
-        let h = half_table();
-        let s = w * half(h, row[0], row[1]);
-        let levels = &self.levels;
-        let codes = &row[2..];
-        match bits {
-            4 => {
-                for (pair, &byte) in acc.chunks_exact_mut(2).zip(codes) {
-                    pair[0] += s * levels[(byte & 15) as usize];
-                    pair[1] += s * levels[(byte >> 4) as usize];
-                }
-            }
-            2 => {
-                for (quad, &byte) in acc.chunks_exact_mut(4).zip(codes) {
-                    for (i, a) in quad.iter_mut().enumerate() {
-                        *a += s * levels[((byte >> (2 * i)) & 3) as usize];
-                    }
-                }
-            }
-            _ => {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a += s * levels[get_bits(codes, j, bits) as usize];
-                }
-            }
-        }
-    }
-
-    /// `q·x̃` for a row of this type; for TurboQuant `q` must already be rotated by this
-    /// head's rotation ([`rotate`](Self::rotate)).
-    #[inline(always)]
-    pub fn dot(&self, q: &[f32], row: &[u8]) -> f32 {
-        let h = half_table();
-        match self.ty {
-            KvType::F32 => q
-                .iter()
-                .zip(row.chunks_exact(4))
-                .map(|(q, b)| q * f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .sum(),
-            KvType::F16 => q
-                .iter()
-                .zip(row.chunks_exact(2))
-                .map(|(q, b)| q * half(h, b[0], b[1]))
-                .sum(),
-            KvType::Q8_0 => q
-                .chunks(Q8_BLOCK)
-                .zip(row.chunks_exact(2 + Q8_BLOCK))
-                .map(|(q, b)| {
+                for (o, b) in out.chunks_mut(Q8_BLOCK).zip(row.chunks_exact(2 + Q8_BLOCK)) {
                     let s = half(h, b[0], b[1]);
-                    s * q
-                        .iter()
+                    o.iter_mut()
                         .zip(&b[2..])
-                        .map(|(q, &x)| q * (x as i8) as f32)
-                        .sum::<f32>()
-                })
-                .sum(),
+                        .for_each(|(o, &q)| *o = s * (q as i8) as f32);
+                }
+            }
             KvType::Tq(bits) => {
                 let s = half(h, row[0], row[1]);
                 let levels = &self.levels;
                 let codes = &row[2..];
-                let sum: f32 = match bits {
-                    4 => q
-                        .chunks_exact(2)
-                        .zip(codes)
-                        .map(|(q, &b)| {
-                            q[0] * levels[(b & 15) as usize] + q[1] * levels[(b >> 4) as usize]
-                        })
-                        .sum(),
-                    _ => q
-                        .iter()
-                        .enumerate()
-                        .map(|(j, q)| q * levels[get_bits(codes, j, bits) as usize])
-                        .sum(),
-                };
-                s * sum
+                match bits {
+                    4 => {
+                        for (pair, &byte) in out.chunks_exact_mut(2).zip(codes) {
+                            pair[0] = s * levels[(byte & 15) as usize];
+                            pair[1] = s * levels[(byte >> 4) as usize];
+                        }
+                    }
+                    2 => {
+                        for (quad, &byte) in out.chunks_exact_mut(4).zip(codes) {
+                            for (i, o) in quad.iter_mut().enumerate() {
+                                *o = s * levels[((byte >> (2 * i)) & 3) as usize];
+                            }
+                        }
+                    }
+                    _ => {
+                        for (j, o) in out.iter_mut().enumerate() {
+                            *o = s * levels[get_bits(codes, j, bits) as usize];
+                        }
+                    }
+                }
             }
         }
     }
@@ -359,14 +296,20 @@ impl KvCodec {
 }
 
 /// Every f16 as f32 (256 KiB): in the attention loops a look-up is faster than a conversion.
-fn half_table() -> &'static [f32] {
-    static TABLE: OnceLock<Box<[f32]>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..=u16::MAX).map(|h| f16::from_bits(h).to_f32()).collect())
+fn half_table() -> &'static [f32; 1 << 16] {
+    static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Box::new([0.0f32; 1 << 16]);
+        for (h, v) in table.iter_mut().enumerate() {
+            *v = f16::from_bits(h as u16).to_f32();
+        }
+        table
+    })
 }
 
 /// The f16 in little-endian bytes `lo`, `hi`, through [`half_table`].
 #[inline(always)]
-fn half(table: &[f32], lo: u8, hi: u8) -> f32 {
+fn half(table: &[f32; 1 << 16], lo: u8, hi: u8) -> f32 {
     table[usize::from(u16::from_le_bytes([lo, hi]))]
 }
 
@@ -543,7 +486,7 @@ mod tests {
 
     use super::*;
     use crate::kernels::attention::AttentionCall;
-    use crate::kernels::cpu::attention::{KvView, attend_one};
+    use crate::kernels::cpu::attention::{KvView, attend_many, attend_one};
 
     /// Standard normal samples (splitmix64 + Box-Muller), in f64.
     fn gaussians(n: usize, seed: u64) -> Vec<f64> {
@@ -695,14 +638,18 @@ mod tests {
     fn attention_on_encoded_rows_equals_attention_on_their_decoded_values() {
         let (d, kv_heads, groups, slots) = (64usize, 2usize, 2usize, 300usize);
         let heads = kv_heads * groups;
-        let q: Vec<f32> = gaussians(heads * d, 1)
+        // Prefill rows: a sliding window that moves (first visible slot > 0), partial tiles and
+        // task blocks (37 rows), and one row that sees nothing (its output is zeros).
+        let rows = 37usize;
+        let q: Vec<f32> = gaussians(rows * heads * d, 1)
             .into_iter()
             .map(|v| v as f32)
             .collect();
         let keys = gaussians(slots * kv_heads * d, 2);
         let values = gaussians(slots * kv_heads * d, 3);
-        let visible: Vec<f32> = (0..slots)
-            .map(|s| if s % 7 == 3 { 0.0 } else { 1.0 })
+        let sees = |r: usize, s: usize| r != 5 && s % 7 != 3 && (3 * r..=150 + 4 * r).contains(&s);
+        let visible: Vec<f32> = (0..rows * slots)
+            .map(|i| if sees(i / slots, i % slots) { 1.0 } else { 0.0 })
             .collect();
         let scale = 0.125f32;
         for (kt, vt) in KvType::ALL
@@ -730,16 +677,30 @@ mod tests {
                 rows
             };
             let (k, v) = (encode(kt, 5, &keys), encode(vt, 6, &values));
-            let mut got = vec![0.0f32; heads * d];
             let call = AttentionCall { groups, scale };
-            attend_one(
+            // Decode (one query row, split over keys) for every row, and prefill (all rows).
+            let mut one = vec![0.0f32; rows * heads * d];
+            for r in 0..rows {
+                attend_one(
+                    &q[r * heads * d..(r + 1) * heads * d],
+                    d,
+                    KvView::Encoded(&k),
+                    KvView::Encoded(&v),
+                    &visible[r * slots..(r + 1) * slots],
+                    call,
+                    &mut one[r * heads * d..(r + 1) * heads * d],
+                );
+            }
+            let mut many = vec![0.0f32; rows * heads * d];
+            attend_many(
                 &q,
+                rows,
                 d,
                 KvView::Encoded(&k),
                 KvView::Encoded(&v),
                 &visible,
                 call,
-                &mut got,
+                &mut many,
             );
             // Reference: decode every row, then softmax attention in f64.
             let decoded = |rows: &EncodedRows, h: usize, s: usize| {
@@ -747,42 +708,48 @@ mod tests {
                 rows.codec.decode(h, rows.row(h, s), &mut out);
                 out
             };
-            for h in 0..heads {
-                let g = h / groups;
-                let qh = &q[h * d..(h + 1) * d];
-                let scores: Vec<Option<f64>> = (0..slots)
-                    .map(|s| {
-                        (visible[s] > 0.0).then(|| {
-                            let key = decoded(&k, g, s);
-                            scale as f64
-                                * qh.iter()
-                                    .zip(&key)
-                                    .map(|(a, &b)| *a as f64 * b as f64)
-                                    .sum::<f64>()
+            for r in 0..rows {
+                let flags = &visible[r * slots..(r + 1) * slots];
+                for h in 0..heads {
+                    let g = h / groups;
+                    let at = (r * heads + h) * d;
+                    let qh = &q[at..at + d];
+                    let scores: Vec<Option<f64>> = (0..slots)
+                        .map(|s| {
+                            (flags[s] > 0.0).then(|| {
+                                let key = decoded(&k, g, s);
+                                scale as f64
+                                    * qh.iter()
+                                        .zip(&key)
+                                        .map(|(a, &b)| *a as f64 * b as f64)
+                                        .sum::<f64>()
+                            })
                         })
-                    })
-                    .collect();
-                let max = scores
-                    .iter()
-                    .flatten()
-                    .fold(f64::NEG_INFINITY, |m, &s| m.max(s));
-                let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
-                let mut want = vec![0.0f64; d];
-                for (s, score) in scores.iter().enumerate() {
-                    if let Some(score) = score {
-                        let p = (score - max).exp() / total;
-                        let value = decoded(&v, g, s);
-                        want.iter_mut()
-                            .zip(&value)
-                            .for_each(|(w, &x)| *w += p * x as f64);
+                        .collect();
+                    let max = scores
+                        .iter()
+                        .flatten()
+                        .fold(f64::NEG_INFINITY, |m, &s| m.max(s));
+                    let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
+                    let mut want = vec![0.0f64; d];
+                    for (s, score) in scores.iter().enumerate() {
+                        if let Some(score) = score {
+                            let p = (score - max).exp() / total;
+                            let value = decoded(&v, g, s);
+                            want.iter_mut()
+                                .zip(&value)
+                                .for_each(|(w, &x)| *w += p * x as f64);
+                        }
+                    }
+                    for (what, got) in [("decode", &one), ("prefill", &many)] {
+                        let worst = want
+                            .iter()
+                            .zip(&got[at..at + d])
+                            .map(|(w, &g)| (w - g as f64).abs())
+                            .fold(0.0, f64::max);
+                        assert!(worst <= 1e-5, "{what} {kt}/{vt} row {r} head {h}: {worst}");
                     }
                 }
-                let worst = want
-                    .iter()
-                    .zip(&got[h * d..(h + 1) * d])
-                    .map(|(w, &g)| (w - g as f64).abs())
-                    .fold(0.0, f64::max);
-                assert!(worst <= 1e-5, "{kt}/{vt} head {h}: {worst}");
             }
         }
     }
