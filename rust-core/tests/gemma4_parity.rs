@@ -240,13 +240,12 @@ fn every_kv_type_keeps_its_cache_operations_exact() {
     check_cache_operations(BackendKind::Cpu, CPU_TOL);
 }
 
-/// The same on the GPU (encoded rows in device memory, `kernels::gpu::kv`), at the GPU's
-/// parity tolerance (its prefill products tile by chunk size, so chunked and one-pass sums
-/// differ in order).
+/// The same on the GPU (encoded rows in device memory, `kernels::gpu::kv`), at the same
+/// tolerances (measured on lavapipe: ≤ 2.1e-5 for every type but f16, ≤ 8.7e-4 for f16).
 #[test]
 fn every_kv_type_keeps_its_cache_operations_exact_on_the_gpu() {
     if gpu_expected() {
-        check_cache_operations(BackendKind::Gpu, GPU_TOL);
+        check_cache_operations(BackendKind::Gpu, CPU_TOL);
     }
 }
 
