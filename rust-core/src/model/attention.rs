@@ -108,15 +108,14 @@ pub fn attend(
             return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
         }
         KvRows::Device { k, v } => {
-            let window = (kind == AttentionKind::Sliding).then_some(window);
-            return Ok(crate::kernels::gpu::kv::attend(
-                q,
-                (k, v),
-                &kv.key_pos,
-                query_positions,
-                window,
+            use crate::kernels::gpu::kv::{Queries, attend};
+            let queries = Queries {
+                key_pos: &kv.key_pos,
+                q_pos: query_positions,
+                window: (kind == AttentionKind::Sliding).then_some(window),
                 scale,
-            ));
+            };
+            return Ok(attend(q, (k, v), queries));
         }
         KvRows::Dense { .. } => {}
     }

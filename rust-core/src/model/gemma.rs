@@ -337,9 +337,7 @@ impl GemmaModel {
             .map(|(i, spec)| {
                 let cache = match (spec.kv_source, spec.kind) {
                     (Some(_), _) => return None,
-                    (None, AttentionKind::Full) => {
-                        LayerCache::growing(spec.num_kv_heads, max_len)
-                    }
+                    (None, AttentionKind::Full) => LayerCache::growing(spec.num_kv_heads, max_len),
                     (None, AttentionKind::Sliding) => {
                         LayerCache::ring(self.config.sliding_window, slack, spec.num_kv_heads)
                     }

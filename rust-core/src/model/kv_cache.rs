@@ -149,8 +149,14 @@ impl LayerCache {
             let (k, v, key_pos) = self.append_planes(|c| &mut c.words, k, v, positions);
             return Ok(StepKv {
                 rows: KvRows::Device {
-                    k: DeviceRows { codec: kc, words: k },
-                    v: DeviceRows { codec: vc, words: v },
+                    k: DeviceRows {
+                        codec: kc,
+                        words: k,
+                    },
+                    v: DeviceRows {
+                        codec: vc,
+                        words: v,
+                    },
                 },
                 key_pos,
             });

@@ -203,118 +203,6 @@ fn cube_reduce(scratch: &mut Shared<[f32]>, value: f32, #[comptime] is_max: bool
     result
 }
 
-/// Attention of one query token over a KV cache, one cube per query head.
-///
-/// `q`: `[heads, head_dim]`; `k`, `v`: `[kv_heads, slots, head_dim]` with the given head and
-/// slot strides (element stride 1); `visible[s]` is 1 for a key the query may see, else 0;
-/// `scores`: `[heads, slots]` scratch. Query head `h` reads KV head `h / groups`. Softmax over
-/// the visible keys of `scale · q·k`, in f32, max-subtracted.
-///
-/// Each unit owns the slots `unit, unit + cube_size, …` for the scores (so it only reads back
-/// the scores it wrote), and `head_dim / cube_size` output elements for the weighted sum of
-/// values, which goes through shared memory one tile of `cube_size` slots at a time.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-pub fn decode_attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    visible: &[f32],
-    scores: &mut [f32],
-    out: &mut [f32],
-    slots: u32,
-    groups: u32,
-    k_head_stride: u32,
-    k_slot_stride: u32,
-    v_head_stride: u32,
-    v_slot_stride: u32,
-    scale: f32,
-    #[comptime] head_dim: usize,
-    #[comptime] cube_size: usize,
-) {
-    let head = CUBE_POS_X;
-    let kv_head = head / groups;
-    let unit = UNIT_POS;
-    let q_base = head as usize * head_dim;
-    let k_base = kv_head * k_head_stride;
-    let v_base = kv_head * v_head_stride;
-    let s_base = head * slots;
-    let mut scratch = Shared::<[f32]>::new_slice(cube_size);
-
-    // Pass 1: scores of this unit's slots, and their max.
-    let mut local_max = f32::new(-1.0e30);
-    let mut s = unit;
-    while s < slots {
-        let mut score = f32::new(-1.0e30);
-        if visible[s as usize] > 0.5 {
-            let row = (k_base + s * k_slot_stride) as usize;
-            let mut dot = f32::new(0.0_f32);
-            for i in 0..head_dim {
-                dot += q[q_base + i] * k[row + i];
-            }
-            score = dot * scale;
-            local_max = select(score > local_max, score, local_max);
-        }
-        scores[(s_base + s) as usize] = score;
-        s += CUBE_DIM;
-    }
-    let max = cube_reduce(&mut scratch, local_max, true);
-
-    // Pass 2: the softmax denominator.
-    let mut local_sum = f32::new(0.0_f32);
-    let mut s = unit;
-    while s < slots {
-        if visible[s as usize] > 0.5 {
-            local_sum += (scores[(s_base + s) as usize] - max).exp();
-        }
-        s += CUBE_DIM;
-    }
-    let total = cube_reduce(&mut scratch, local_sum, false);
-
-    // Pass 3: probabilities of one tile of slots in shared memory, then every unit adds the
-    // weighted values of its output elements.
-    let per_unit = comptime!(head_dim.div_ceil(cube_size));
-    let mut acc = Array::<f32>::new(per_unit);
-    let mut start = 0u32;
-    while start < slots {
-        let s = start + unit;
-        let mut p = f32::new(0.0_f32);
-        if s < slots {
-            if visible[s as usize] > 0.5 {
-                p = (scores[(s_base + s) as usize] - max).exp();
-            }
-        }
-        scratch[unit as usize] = p;
-        sync_cube();
-        let count = select(
-            slots - start < cube_size as u32,
-            slots - start,
-            cube_size as u32,
-        );
-        for j in 0..count {
-            let pj = scratch[j as usize];
-            let row = (v_base + (start + j) * v_slot_stride) as usize;
-            #[unroll]
-            for e in 0..per_unit {
-                let i = e * cube_size + unit as usize;
-                if i < head_dim {
-                    acc[e] += pj * v[row + i];
-                }
-            }
-        }
-        sync_cube();
-        start += cube_size as u32;
-    }
-    let inv = 1.0f32 / total;
-    #[unroll]
-    for e in 0..per_unit {
-        let i = e * cube_size + unit as usize;
-        if i < head_dim {
-            out[q_base + i] = acc[e] * inv;
-        }
-    }
-}
-
 /// KV element kinds of [`encoded_attention`] and [`encode_rows`] (comptime): a row is the CPU
 /// codec's bytes (`kernels::kv`), little-endian in u32 words, padded to a whole word.
 pub const KV_F32: u32 = 0;
@@ -357,14 +245,22 @@ pub fn f32_to_half(x: u32) -> u32 {
     } else if exp > 112u32 {
         // Normal f16.
         out = (sign | ((exp - 112u32) << 10) | (man >> 13))
-            + select((man & 0x1000u32) != 0u32 && (man & 0x2fffu32) != 0u32, 1u32, 0u32);
+            + select(
+                (man & 0x1000u32) != 0u32 && (man & 0x2fffu32) != 0u32,
+                1u32,
+                0u32,
+            );
     } else if exp >= 102u32 {
         // Subnormal f16: the implicit bit shifted in, rounded to nearest even.
         let m = man | 0x0080_0000u32;
         let shift = 126u32 - exp;
         let round = 1u32 << (shift - 1u32);
         out = (sign | (m >> shift))
-            + select((m & round) != 0u32 && (m & (3u32 * round - 1u32)) != 0u32, 1u32, 0u32);
+            + select(
+                (m & round) != 0u32 && (m & (3u32 * round - 1u32)) != 0u32,
+                1u32,
+                0u32,
+            );
     }
     out
 }
@@ -442,9 +338,14 @@ pub fn encode_rows(
     }
 }
 
-/// Attention of many query tokens over an encoded KV cache (any [`KV_F32`]…[`KV_TQ`] kind for
-/// keys and for values), one cube per (query head, query token); the structure of
-/// [`decode_attention`] with the rows decoded on load and f32 accumulation.
+/// Attention of query tokens over a KV cache of any [`KV_F32`]…[`KV_TQ`] kind for keys and
+/// for values (the f32 cache too: its rows are kind f32), one cube per (query head, query
+/// token): rows decoded on load, softmax over the visible keys of `scale · q·k` in f32,
+/// max-subtracted.
+///
+/// Each unit owns the slots `unit, unit + cube_size, …` for the scores (so it only reads back
+/// the scores it wrote), and `head_dim / cube_size` output elements for the weighted sum of
+/// values, which goes through shared memory one tile of `cube_size` slots at a time.
 ///
 /// `q`: `[tokens, heads, head_dim]` (for TurboQuant keys already rotated by the KV head's
 /// rotation); `k`, `v`: encoded rows `[kv_heads, slots, words]` with the given head and slot
@@ -516,7 +417,11 @@ pub fn encoded_attention(
     let mut s = unit;
     while s < slots {
         let score = scores[(s_base + s) as usize];
-        local_sum += select(score > f32::new(-1.0e29), (score - max).exp(), f32::new(0.0_f32));
+        local_sum += select(
+            score > f32::new(-1.0e29),
+            (score - max).exp(),
+            f32::new(0.0_f32),
+        );
         s += CUBE_DIM;
     }
     let total = cube_reduce(&mut scratch, local_sum, false);
@@ -535,7 +440,11 @@ pub fn encoded_attention(
         let mut p = f32::new(0.0_f32);
         if s < slots {
             let score = scores[(s_base + s) as usize];
-            p = select(score > f32::new(-1.0e29), (score - max).exp(), f32::new(0.0_f32));
+            p = select(
+                score > f32::new(-1.0e29),
+                (score - max).exp(),
+                f32::new(0.0_f32),
+            );
         }
         scratch[unit as usize] = p;
         sync_cube();

@@ -157,30 +157,36 @@ pub fn encode(codec: &KvCodec, x: Tensor<3>) -> Result<Tensor<3, Int>> {
     ))
 }
 
-/// Attention of `q` `[tokens, heads, d]` over encoded `k`, `v` whose slot `s` holds position
-/// `key_pos[s]`, for queries at `q_pos` seeing keys within `window` (`None`: every earlier
-/// key); returns `[tokens, heads·d]`.
-pub fn attend(
-    q: Tensor<3>,
-    (k, v): (&DeviceRows, &DeviceRows),
-    key_pos: &[Option<usize>],
-    q_pos: &[usize],
-    window: Option<usize>,
-    scale: f32,
-) -> Tensor<2> {
-    attend_in_blocks(q, (k, v), key_pos, q_pos, window, scale, SCORES_BYTES)
+/// The queries of one attention call: which keys each sees, and the score scale.
+#[derive(Debug, Clone, Copy)]
+pub struct Queries<'a> {
+    /// The position of each key slot (`None`: an empty slot).
+    pub key_pos: &'a [Option<usize>],
+    /// The position of each query token.
+    pub q_pos: &'a [usize],
+    /// A sliding layer's window (`None`: every earlier key).
+    pub window: Option<usize>,
+    pub scale: f32,
+}
+
+/// Attention of `q` `[tokens, heads, d]` over encoded `k`, `v`; returns `[tokens, heads·d]`.
+pub fn attend(q: Tensor<3>, rows: (&DeviceRows, &DeviceRows), queries: Queries<'_>) -> Tensor<2> {
+    attend_in_blocks(q, rows, queries, SCORES_BYTES)
 }
 
 /// [`attend`] with at most `scores_bytes` of scores a launch (tests force many blocks).
 pub(crate) fn attend_in_blocks(
     q: Tensor<3>,
     (k, v): (&DeviceRows, &DeviceRows),
-    key_pos: &[Option<usize>],
-    q_pos: &[usize],
-    window: Option<usize>,
-    scale: f32,
+    queries: Queries<'_>,
     scores_bytes: usize,
 ) -> Tensor<2> {
+    let Queries {
+        key_pos,
+        q_pos,
+        window,
+        scale,
+    } = queries;
     let [tokens, heads, d] = q.dims();
     let device = q.device();
     let kv_heads = k.words.dims()[0];
@@ -254,9 +260,11 @@ fn rotate(q: Tensor<3>, signs: &Tensor<2>, kv_heads: usize, h: &Tensor<2>) -> Te
 /// The inverse of [`rotate`]: Πᵀ·y = signs ∘ (H·y).
 fn unrotate(y: Tensor<3>, signs: &Tensor<2>, kv_heads: usize, h: &Tensor<2>) -> Tensor<3> {
     let [tokens, heads, d] = y.dims();
-    (y.reshape([tokens * heads, d])
-        .matmul(h.clone())
-        .reshape([tokens, kv_heads, heads / kv_heads, d])
-        * signs.clone().reshape([1, kv_heads, 1, d]))
+    (y.reshape([tokens * heads, d]).matmul(h.clone()).reshape([
+        tokens,
+        kv_heads,
+        heads / kv_heads,
+        d,
+    ]) * signs.clone().reshape([1, kv_heads, 1, d]))
     .reshape([tokens, heads, d])
 }

@@ -3,7 +3,8 @@
 //!
 //! - `pack`: GGUF blocks → GPU words (u32) + f32 block scales, once at load.
 //! - `kernels`: the `#[cube]` kernels (matrix-vector and token-tiled matrix-matrix products,
-//!   decode attention), shared-memory reductions only.
+//!   attention over f32 or encoded KV rows, the f32/f16 row encoder), shared-memory reductions
+//!   only.
 //! - `ops`: the kernels as a burn backend extension, callable on ordinary `Tensor`s.
 //! - `kv`: the KV cache's encoded rows on the device (every KV type but all-f32) and attention
 //!   over them, TurboQuant's rotations around it.

@@ -57,8 +57,8 @@ pub trait GpuKernelOps: Backend {
     /// f32 or f16 layout (`kernels::encode_rows`).
     fn encode_kv_rows(x: FloatTensor<Self>, layout: KvLayout) -> IntTensor<Self>;
 
-    /// Attention of `q` `[tokens, heads, d]` over encoded KV rows `[kv_heads, slots, words]`
-    /// (`kernels::encoded_attention`); returns `[tokens, heads, d]`.
+    /// Attention of `q` `[tokens, heads, d]` (or `[heads, d]`: one token) over encoded KV rows
+    /// `[kv_heads, slots, words]` (`kernels::encoded_attention`); returns `q`'s shape.
     #[allow(clippy::too_many_arguments)]
     fn encoded_attention(
         q: FloatTensor<Self>,
@@ -254,16 +254,17 @@ impl GpuKernelOps for CubeBackend {
         v_levels: CubeTensor,
         call: EncodedCall,
     ) -> CubeTensor {
+        let shape = q.meta.shape().clone();
         check_f32("q", &q);
         check_f32("k", &k);
         check_f32("v", &v);
         let q = bindable(q);
-        let qdims = q.meta.shape().clone();
-        let (tokens, heads, head_dim) = (qdims[0], qdims[1], qdims[2]);
+        let (heads, head_dim) = (shape[shape.num_dims() - 2], shape[shape.num_dims() - 1]);
+        let tokens = shape.num_elements() / (heads * head_dim).max(1);
         let slots = k.meta.shape()[1];
         let (k, v) = (unit_inner(k), unit_inner(v));
         let (ks, vs) = (k.meta.strides().clone(), v.meta.strides().clone());
-        let out = empty_f32(&q, Shape::new([tokens, heads, head_dim]));
+        let out = empty_f32(&q, shape);
         let scores = empty_f32(&q, Shape::new([tokens * heads, slots.max(1)]));
         let client = q.client.clone();
         kernels::encoded_attention::launch(
@@ -318,6 +319,9 @@ fn flat_grid(n: usize) -> CubeCount {
 }
 
 impl DecodeAttentionOps for CubeBackend {
+    /// The f32 cache through the encoded kernel (rows of kind f32): a visibility flag
+    /// serves as a key position, seen by one query at position 1 with a window of 1 (flag 1:
+    /// visible; flag 0: before the window).
     fn decode_attention(
         q: CubeTensor,
         k: CubeTensor,
@@ -325,40 +329,34 @@ impl DecodeAttentionOps for CubeBackend {
         visible: CubeTensor,
         call: AttentionCall,
     ) -> CubeTensor {
-        let q = bindable(q);
-        let qdims = q.meta.shape().clone();
-        let (heads, head_dim) = (qdims[0], qdims[1]);
-        let slots = k.meta.shape()[1];
-        let (k, v) = (unit_inner(k), unit_inner(v));
-        let (ks, vs) = (k.meta.strides().clone(), v.meta.strides().clone());
-        let visible = bindable(visible);
-        let out = empty_f32(&q, Shape::new([heads, head_dim]));
-        let scores = empty_f32(&q, Shape::new([heads, slots.max(1)]));
-        let client = q.client.clone();
-        kernels::decode_attention::launch(
-            &client,
-            CubeCount::Static(heads as u32, 1, 1),
-            CubeDim::new_1d(CUBE_SIZE as u32),
-            buffer(q),
-            buffer(k),
-            buffer(v),
-            buffer(visible),
-            buffer(scores),
-            buffer(out.clone()),
-            slots as u32,
-            call.groups as u32,
-            ks[0] as u32,
-            ks[1] as u32,
-            vs[0] as u32,
-            vs[1] as u32,
-            call.scale,
-            head_dim,
-            CUBE_SIZE,
+        let one = q.client.create_from_slice(&1.0f32.to_le_bytes());
+        let one = CubeTensor::new_contiguous(
+            q.client.clone(),
+            q.device.clone(),
+            Shape::new([1]),
+            one,
+            DType::F32,
         );
-        out
+        let f32_rows = KvLayout::of(crate::kernels::kv::KvType::F32);
+        let call = EncodedCall {
+            groups: call.groups,
+            scale: call.scale,
+            window: 1.0,
+            k: f32_rows,
+            v: f32_rows,
+        };
+        <Self as GpuKernelOps>::encoded_attention(
+            q,
+            k,
+            v,
+            visible,
+            one.clone(),
+            one.clone(),
+            one,
+            call,
+        )
     }
 }
-
 
 /// [`GpuKernelOps::quant_matmul_into`] on tensors.
 pub fn quant_matmul_into(

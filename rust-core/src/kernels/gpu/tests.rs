@@ -413,7 +413,10 @@ fn gpu_kv_encoding_is_the_cpu_codecs_bytes() {
                     cpu.row(h, s),
                     "{ty} d {d}: head {h} token {s}"
                 );
-                assert!(got[at + rb..at + wpr * 4].iter().all(|&b| b == 0), "{ty}: padding");
+                assert!(
+                    got[at + rb..at + wpr * 4].iter().all(|&b| b == 0),
+                    "{ty}: padding"
+                );
             }
         }
     }
@@ -421,7 +424,7 @@ fn gpu_kv_encoding_is_the_cpu_codecs_bytes() {
 
 #[test]
 fn gpu_encoded_attention_matches_f64_attention_over_decoded_rows() {
-    use super::kv::{DeviceRows, attend_in_blocks, encode};
+    use super::kv::{DeviceRows, Queries, attend_in_blocks, encode};
     use crate::kernels::kv::KvType;
     use crate::kernels::reference::{attention, decoded, encoded_rows, gaussians};
     let Some(device) = gpu() else { return };
@@ -468,19 +471,25 @@ fn gpu_encoded_attention_matches_f64_attention_over_decoded_rows() {
                 codec: rows.codec.clone(),
                 words: encode(
                     &rows.codec,
-                    Tensor::<3>::from_data(TensorData::new(x.to_vec(), [kv_heads, capacity, d]), dev),
+                    Tensor::<3>::from_data(
+                        TensorData::new(x.to_vec(), [kv_heads, capacity, d]),
+                        dev,
+                    ),
                 )
                 .expect("encode")
                 .slice(s![.., 0..slots, ..]),
             };
             let (k_dev, v_dev) = (upload(&k_rows, &keys), upload(&v_rows, &values));
+            let queries = Queries {
+                key_pos: &key_pos,
+                q_pos: &q_pos,
+                window,
+                scale,
+            };
             let out = attend_in_blocks(
                 Tensor::<3>::from_data(TensorData::new(q.clone(), [tokens, heads, d]), dev),
                 (&k_dev, &v_dev),
-                &key_pos,
-                &q_pos,
-                window,
-                scale,
+                queries,
                 budget,
             );
             let got = to_host(out).expect("read back");
