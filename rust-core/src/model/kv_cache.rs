@@ -3,9 +3,12 @@
 //! producer's view of the current step.
 //!
 //! f32 caches are burn tensors (on either device); the other KV types
-//! ([`crate::kernels::kv::KvType`]) are encoded rows on the host, encoded once on append and
-//! read by attention without decoding the cache. Both are copy on write: tensors are immutable
-//! values and encoded rows sit behind an `Arc`, so a forked cache shares them until it writes.
+//! ([`crate::kernels::kv::KvType`]) are encoded rows, encoded once on append and read by
+//! attention without decoding the cache: on the CPU host rows behind an `Arc`, on a GPU the
+//! same rows in u32 words in burn Int tensors (`kernels::gpu::kv`), which grow and wrap as the
+//! f32 tensors do (one piece of ring/growth logic, generic over the tensor kind). All are copy
+//! on write: tensors are immutable values and host rows sit behind an `Arc`, so a forked cache
+//! shares them until it writes.
 
 use std::sync::Arc;
 
