@@ -49,8 +49,8 @@ pub struct ModelArgs {
 /// The KV cache's element types, as llama.cpp's `-ctk`/`-ctv`.
 #[derive(Args, Clone, Default)]
 pub struct KvTypeArgs {
-    /// KV cache element type for keys and values: f32, f16, q8_0, tq4, tq3, tq2 (default: f16
-    /// on the CPU, f32 on a GPU).
+    /// KV cache element type for keys and values: f32, f16, q8_0, tq4, tq3, tq2 (default: f16,
+    /// on the CPU and on a GPU).
     #[arg(long)]
     pub kv_type: Option<String>,
     /// Keys only (overrides --kv-type).

@@ -117,7 +117,7 @@ pub struct EngineOptions {
     #[uniffi(default = false)]
     pub int8_prefill: bool,
     /// KV cache element type of keys (`null`/`nil`: the backend's default, f16 on the CPU and
-    /// f32 on a GPU; other types than f32 run on the CPU only so far).
+    /// on a GPU; every type runs on both).
     #[uniffi(default = None)]
     pub kv_type_k: Option<KvType>,
     /// KV cache element type of values (as `kv_type_k`).

@@ -95,17 +95,18 @@ pub struct EngineOptions {
     /// integer dot instructions and as exact as llama.cpp (see kernels::cpu::int8).
     pub cpu_prefill_activations: ActivationPrecision,
     /// The KV cache's element type for keys and for values (`None`: the backend's default,
-    /// [`default_kv_type`]). Types other than f32 run on the CPU backend only so far.
+    /// [`default_kv_type`]). Every type runs on both backends (on a GPU as encoded rows in
+    /// device memory, `kernels::gpu::kv`).
     pub kv_type_k: Option<KvType>,
     pub kv_type_v: Option<KvType>,
 }
 
-/// The KV type a backend uses when the options name none: f16 on the CPU (perplexity within
-/// 0.1 % of f32, BENCHMARKS.md "KV cache precision"), f32 on a GPU (its kernels read f32).
+/// The KV type a backend uses when the options name none: f16 on either (perplexity within
+/// 0.1 % of f32, BENCHMARKS.md "KV cache precision"; the GPU's kernels read f16 rows
+/// directly, `kernels::gpu::kv`).
 pub fn default_kv_type(backend: BackendKind) -> KvType {
     match backend {
-        BackendKind::Cpu => KvType::F16,
-        BackendKind::Gpu => KvType::F32,
+        BackendKind::Cpu | BackendKind::Gpu => KvType::F16,
     }
 }
 
@@ -279,7 +280,7 @@ impl Engine {
             // Auto measures on the CPU first, with the weights mapped as the CPU maps them.
             BackendChoice::Cpu | BackendChoice::Auto => BackendKind::Cpu,
         };
-        // Auto may still choose a GPU, whose default KV type is the larger one.
+        // Auto may still choose a GPU: count the KV types it would use.
         let planned_kv = match options.backend {
             BackendChoice::Auto => options.kv_types(BackendKind::Gpu),
             _ => options.kv_types(planned_backend),

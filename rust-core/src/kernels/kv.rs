@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use half::f16;
 
+use super::gpu::kv::DeviceTables;
 use crate::error::{GemmaError, Result};
 
 /// The element type of cached keys or values.
@@ -127,6 +128,8 @@ pub struct KvCodec {
     signs: Vec<f32>,
     /// The Lloyd-Max levels for one coordinate of a rotated unit vector, ascending.
     levels: Arc<[f32]>,
+    /// The signs and levels on the GPU, uploaded on first use there (`gpu::kv`).
+    device: OnceLock<DeviceTables>,
 }
 
 impl KvCodec {
@@ -155,6 +158,7 @@ impl KvCodec {
             d,
             signs,
             levels,
+            device: OnceLock::new(),
         })
     }
 
@@ -165,6 +169,21 @@ impl KvCodec {
     /// The codebook (TurboQuant only; empty otherwise).
     pub fn levels(&self) -> &[f32] {
         &self.levels
+    }
+
+    /// Every KV head's rotation signs, `[kv_heads·d]` ±1 (TurboQuant only; empty otherwise).
+    pub fn signs(&self) -> &[f32] {
+        &self.signs
+    }
+
+    /// KV heads of a rotated codec (0 otherwise: only rotations depend on the head).
+    pub fn kv_heads(&self) -> usize {
+        self.signs.len() / self.d.max(1)
+    }
+
+    /// This codec's tables on the GPU `device` (uploaded once; a process opens one GPU).
+    pub fn device_tables(&self, device: &burn::tensor::Device) -> &DeviceTables {
+        self.device.get_or_init(|| DeviceTables::new(self, device))
     }
 
     /// `x` ↦ Π·x for KV head `head`: y = H·(D∘x)/√d.
@@ -331,7 +350,7 @@ fn get_bits(codes: &[u8], j: usize, bits: u8) -> u32 {
     ((lo | hi << 8) >> shift) & ((1 << bits) - 1)
 }
 
-fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -487,18 +506,7 @@ mod tests {
     use super::*;
     use crate::kernels::attention::AttentionCall;
     use crate::kernels::cpu::attention::{KvView, attend_many, attend_one};
-
-    /// Standard normal samples (splitmix64 + Box-Muller), in f64.
-    fn gaussians(n: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed;
-        let mut uniform = || (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
-        (0..n)
-            .map(|_| {
-                let (u, v) = (uniform().max(1e-300), uniform());
-                (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-            })
-            .collect()
-    }
+    use crate::kernels::reference::{self, decoded, encoded_rows, gaussians};
 
     fn unit(x: Vec<f64>) -> Vec<f64> {
         let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -641,12 +649,10 @@ mod tests {
         // Prefill rows: a sliding window that moves (first visible slot > 0), partial tiles and
         // task blocks (37 rows), and one row that sees nothing (its output is zeros).
         let rows = 37usize;
-        let q: Vec<f32> = gaussians(rows * heads * d, 1)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect();
-        let keys = gaussians(slots * kv_heads * d, 2);
-        let values = gaussians(slots * kv_heads * d, 3);
+        let as_f32 = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        let q = as_f32(gaussians(rows * heads * d, 1));
+        let keys = as_f32(gaussians(kv_heads * slots * d, 2));
+        let values = as_f32(gaussians(kv_heads * slots * d, 3));
         let sees = |r: usize, s: usize| r != 5 && s % 7 != 3 && (3 * r..=150 + 4 * r).contains(&s);
         let visible: Vec<f32> = (0..rows * slots)
             .map(|i| if sees(i / slots, i % slots) { 1.0 } else { 0.0 })
@@ -657,94 +663,40 @@ mod tests {
             .map(|t| (t, t))
             .chain([(KvType::Tq(4), KvType::Tq(3)), (KvType::F16, KvType::Tq(2))])
         {
-            let encode = |ty: KvType, seed: u64, src: &[f64]| {
-                let codec = Arc::new(KvCodec::new(ty, kv_heads, d, seed).unwrap());
-                let mut rows = EncodedRows::new(codec, kv_heads);
-                rows.grow_to(slots);
-                let x: Vec<f32> = src.iter().map(|&v| v as f32).collect();
-                // `write` takes [kv_heads, t, d]; src is [slots, kv_heads, d].
-                let mut by_head = vec![0.0f32; x.len()];
-                for s in 0..slots {
-                    for h in 0..kv_heads {
-                        let from = (s * kv_heads + h) * d;
-                        let to = (h * slots + s) * d;
-                        by_head[to..to + d].copy_from_slice(&x[from..from + d]);
-                    }
-                }
-                for s in 0..slots {
-                    rows.write(s, &by_head, slots, s);
-                }
-                rows
-            };
-            let (k, v) = (encode(kt, 5, &keys), encode(vt, 6, &values));
+            let k = encoded_rows(kt, kv_heads, d, 5, &keys);
+            let v = encoded_rows(vt, kv_heads, d, 6, &values);
             let call = AttentionCall { groups, scale };
+            let row_q = |r: usize| &q[r * heads * d..(r + 1) * heads * d];
+            let row_flags = |r: usize| &visible[r * slots..(r + 1) * slots];
             // Decode (one query row, split over keys) for every row, and prefill (all rows).
             let mut one = vec![0.0f32; rows * heads * d];
-            for r in 0..rows {
-                attend_one(
-                    &q[r * heads * d..(r + 1) * heads * d],
-                    d,
-                    KvView::Encoded(&k),
-                    KvView::Encoded(&v),
-                    &visible[r * slots..(r + 1) * slots],
-                    call,
-                    &mut one[r * heads * d..(r + 1) * heads * d],
-                );
+            for (r, out) in one.chunks_exact_mut(heads * d).enumerate() {
+                let (kv, vv) = (KvView::Encoded(&k), KvView::Encoded(&v));
+                attend_one(row_q(r), d, kv, vv, row_flags(r), call, out);
             }
             let mut many = vec![0.0f32; rows * heads * d];
-            attend_many(
-                &q,
-                rows,
-                d,
-                KvView::Encoded(&k),
-                KvView::Encoded(&v),
-                &visible,
-                call,
-                &mut many,
-            );
+            let (kv, vv) = (KvView::Encoded(&k), KvView::Encoded(&v));
+            attend_many(&q, rows, d, kv, vv, &visible, call, &mut many);
             // Reference: decode every row, then softmax attention in f64.
-            let decoded = |rows: &EncodedRows, h: usize, s: usize| {
-                let mut out = vec![0.0f32; d];
-                rows.codec.decode(h, rows.row(h, s), &mut out);
-                out
-            };
+            let (dk, dv) = (decoded(&k), decoded(&v));
             for r in 0..rows {
-                let flags = &visible[r * slots..(r + 1) * slots];
-                for h in 0..heads {
-                    let g = h / groups;
-                    let at = (r * heads + h) * d;
-                    let qh = &q[at..at + d];
-                    let scores: Vec<Option<f64>> = (0..slots)
-                        .map(|s| {
-                            (flags[s] > 0.0).then(|| {
-                                let key = decoded(&k, g, s);
-                                scale as f64
-                                    * qh.iter()
-                                        .zip(&key)
-                                        .map(|(a, &b)| *a as f64 * b as f64)
-                                        .sum::<f64>()
-                            })
-                        })
-                        .collect();
-                    let max = scores
-                        .iter()
-                        .flatten()
-                        .fold(f64::NEG_INFINITY, |m, &s| m.max(s));
-                    let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
-                    let mut want = vec![0.0f64; d];
-                    for (s, score) in scores.iter().enumerate() {
-                        if let Some(score) = score {
-                            let p = (score - max).exp() / total;
-                            let value = decoded(&v, g, s);
-                            want.iter_mut()
-                                .zip(&value)
-                                .for_each(|(w, &x)| *w += p * x as f64);
-                        }
-                    }
-                    for (what, got) in [("decode", &one), ("prefill", &many)] {
-                        let worst = want
+                let want = reference::attention(
+                    row_q(r),
+                    &dk,
+                    &dv,
+                    row_flags(r),
+                    heads,
+                    kv_heads,
+                    slots,
+                    d,
+                    f64::from(scale),
+                );
+                for (what, got) in [("decode", &one), ("prefill", &many)] {
+                    let got = &got[r * heads * d..(r + 1) * heads * d];
+                    for h in 0..heads {
+                        let worst = want[h * d..(h + 1) * d]
                             .iter()
-                            .zip(&got[at..at + d])
+                            .zip(&got[h * d..(h + 1) * d])
                             .map(|(w, &g)| (w - g as f64).abs())
                             .fold(0.0, f64::max);
                         assert!(worst <= 1e-5, "{what} {kt}/{vt} row {r} head {h}: {worst}");

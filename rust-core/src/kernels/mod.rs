@@ -8,3 +8,5 @@ pub mod attention;
 pub mod cpu;
 pub mod gpu;
 pub mod kv;
+#[cfg(test)]
+pub(crate) mod reference;
