@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use gemmakit::kernels::cpu::ActivationPrecision;
+use gemmakit::kernels::cpu::{ActivationPrecision, Activations};
 use gemmakit::model::{GemmaModel, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 
@@ -49,7 +49,10 @@ fn check_variant(fixture: &str) {
     // wrong scale or packing gives errors in the tens (the kernels themselves are checked
     // against float64 in cpu_kernels.rs).
     let int8_device = ComputeDevice {
-        activations: ActivationPrecision::Int8,
+        activations: Activations {
+            prefill: ActivationPrecision::Int8,
+            decode: ActivationPrecision::Exact,
+        },
         ..ComputeDevice::open(BackendKind::Cpu).unwrap()
     };
     let q8_int8 =

@@ -179,8 +179,39 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     }
 }
 
-/// Fused row kernels over the helpers in module `$w`, compiled for features `$feat`.
-macro_rules! fused_kernels {
+/// Q5_0's fifth bits from the 32-bit `qh` at `p`: byte i all ones where bit i is set. Byte i of
+/// the spread keeps bit (i mod 8) of its source byte and sets every other bit, so comparing
+/// with all-ones tests that bit (ggml's bytes_from_bits_32).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    let qh = unsafe { (p as *const i32).read_unaligned() };
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    let spread = _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf), bit);
+    _mm256_cmpeq_epi8(spread, _mm256_set1_epi64x(-1))
+}
+
+/// 16 bytes of nibble pairs (Q4_0/Q5_0: byte i holds element i low, i + 16 high) as 32
+/// bytes in element order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibbles(q: __m128i) -> __m256i {
+    let m4 = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+        _mm_and_si128(q, m4),
+    )
+}
+
+/// Defines `sum_blocks` (compiled for features `$feat`, accumulating in `$w` vectors): shared
+/// by the exact fused kernels and the int8 decode kernels (`int8`).
+macro_rules! sum_blocks_fn {
     ($feat:literal, $w:ident) => {
         /// `Σ_i d_i·s_i` over one row's `blocks` blocks of `block_bytes` each, for
         /// `block(i) = (s_i, d_i)`: two accumulators, unrolled by hand (an array indexed by
@@ -209,6 +240,13 @@ macro_rules! fused_kernels {
             }
             $w::hsum($w::add(acc0, acc1))
         }
+    };
+}
+
+/// Fused row kernels over the helpers in module `$w`, compiled for features `$feat`.
+macro_rules! fused_kernels {
+    ($feat:literal, $w:ident) => {
+        sum_blocks_fn!($feat, $w);
 
         /// `halves` holds `Σx / 2` per 32-block of `x` (see `dot_q4_0`).
         #[target_feature(enable = $feat)]
@@ -239,33 +277,14 @@ macro_rules! fused_kernels {
         pub unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut [f32]) {
             let blocks = x.len() / 32;
             debug_assert!(rows.len() >= out.len() * stride);
-            let m4 = _mm_set1_epi8(0x0F);
-            // Byte i of the spread keeps bit (i mod 8) of its source byte and sets every other
-            // bit, so comparing with all-ones tests that bit (ggml's bytes_from_bits_32).
-            let shuf = _mm256_set_epi64x(
-                0x0303030303030303,
-                0x0202020202020202,
-                0x0101010101010101,
-                0,
-            );
-            let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-            let ones = _mm256_set1_epi64x(-1);
             let high = _mm256_set1_epi8(0xF0u8 as i8);
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
                     let block = |i: usize| {
                         let b = row.add(22 * i);
-                        let qh = (b.add(2) as *const i32).read_unaligned();
-                        let set = _mm256_cmpeq_epi8(
-                            _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf), bit),
-                            ones,
-                        );
-                        let q = _mm_loadu_si128(b.add(6) as *const __m128i);
-                        let nib = _mm256_set_m128i(
-                            _mm_and_si128(_mm_srli_epi16(q, 4), m4),
-                            _mm_and_si128(q, m4),
-                        );
+                        let set = fifth_bits(b.add(2));
+                        let nib = nibbles(_mm_loadu_si128(b.add(6) as *const __m128i));
                         // A clear fifth bit means value − 16: set the top nibble (two's complement).
                         let v = _mm256_or_si256(nib, _mm256_andnot_si256(set, high));
                         let s = $w::dot32(
@@ -400,6 +419,8 @@ macro_rules! fused_kernels {
         }
     };
 }
+
+pub(super) mod int8;
 
 mod avx2 {
     use super::*;
