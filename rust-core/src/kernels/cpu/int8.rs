@@ -606,17 +606,7 @@ portable_kernels!(q4_0: Q4_0, q5_0: Q5_0, q8_0: Q8_0, q4_k: Q4_K, q6_k: Q6_K);
 pub fn matvec_with(isa: DotIsa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
     assert!(supports_decode(w.dtype), "int8 decode of {}", w.dtype);
-    assert_eq!(
-        x.len(),
-        tokens * w.cols,
-        "activation shape does not match the weight"
-    );
-    assert_eq!(
-        out.len(),
-        tokens * w.rows,
-        "output shape does not match the weight"
-    );
-    if tokens == 0 || w.rows == 0 {
+    if super::is_empty_product(x, tokens, w, out) {
         return;
     }
     let xq = DecodeX::new(x, w.cols, w.dtype);

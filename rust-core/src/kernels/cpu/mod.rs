@@ -256,6 +256,20 @@ pub fn matmul_mapped(
 /// (which must be one of [`Isa::available`]; panics otherwise). Overwrites `out`.
 pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+    if is_empty_product(x, tokens, w, out) {
+        return;
+    }
+    let k = isa.kernels();
+    if tokens >= TILED_MIN_TOKENS {
+        matmul_tiled(k, x, tokens, w, out);
+    } else {
+        matmul_rows(k, x, tokens, w, out);
+    }
+}
+
+/// Panics unless `x` is `[tokens, w.cols]` and `out` `[tokens, w.rows]`; whether there is
+/// nothing to compute.
+pub(crate) fn is_empty_product(x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &[f32]) -> bool {
     assert_eq!(
         x.len(),
         tokens * w.cols,
@@ -266,15 +280,7 @@ pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: 
         tokens * w.rows,
         "output shape does not match the weight"
     );
-    if tokens == 0 || w.rows == 0 {
-        return;
-    }
-    let k = isa.kernels();
-    if tokens >= TILED_MIN_TOKENS {
-        matmul_tiled(k, x, tokens, w, out);
-    } else {
-        matmul_rows(k, x, tokens, w, out);
-    }
+    tokens == 0 || w.rows == 0
 }
 
 /// Raw output pointer shared by tasks that write disjoint elements.

@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{f16_at, fifth_bits, nibbles, prefetch_ahead, w256};
+use super::{f16_at, fifth_bits, nibbles, prefetch_ahead, q6_k_codes, w256};
 use crate::kernels::cpu::int8::{DotKernels, XTok};
 use crate::kernels::cpu::portable::scale_min_k4;
 
@@ -49,65 +49,65 @@ macro_rules! int8_kernels {
             }
         }
 
+        /// `out[r]` for the rows of a format with 32-element blocks of `block_bytes` bytes and
+        /// an f16 scale first: `dot(block, i)` is block `i`'s integer dot with the token as f32
+        /// lanes, scaled by `d·d_x`.
         #[target_feature(enable = $feat)]
-        pub unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
+        #[inline]
+        unsafe fn rows_32(
+            rows: &[u8],
+            stride: usize,
+            x: XTok<'_>,
+            out: &mut [f32],
+            block_bytes: usize,
+            dot: impl Fn(*const u8, usize) -> __m256,
+        ) {
             let blocks = x.step.len();
             debug_assert!(rows.len() >= out.len() * stride && x.q.len() >= 32 * blocks);
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
                     let block = |i: usize| {
-                        let b = row.add(18 * i);
-                        let w = nibbles(_mm_loadu_si128(b.add(2).cast()));
-                        (dot_codes(x, i, w), f16_at(b) * *x.step.get_unchecked(i))
+                        let b = row.add(block_bytes * i);
+                        (dot(b, i), f16_at(b) * *x.step.get_unchecked(i))
                     };
-                    *o = sum_blocks(row, 18, blocks, block);
+                    *o = sum_blocks(row, block_bytes, blocks, block);
                 }
+            }
+        }
+
+        #[target_feature(enable = $feat)]
+        pub unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
+            unsafe {
+                rows_32(rows, stride, x, out, 18, |b, i| {
+                    dot_codes(x, i, nibbles(_mm_loadu_si128(b.add(2).cast())))
+                })
             }
         }
 
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
-            let blocks = x.step.len();
-            debug_assert!(rows.len() >= out.len() * stride && x.q.len() >= 32 * blocks);
             let fifth = _mm256_set1_epi8(0x10);
-            for (r, o) in out.iter_mut().enumerate() {
-                unsafe {
-                    let row = rows.as_ptr().add(r * stride);
-                    let block = |i: usize| {
-                        let b = row.add(22 * i);
-                        let nib = nibbles(_mm_loadu_si128(b.add(6).cast()));
-                        let w = _mm256_or_si256(nib, _mm256_and_si256(fifth_bits(b.add(2)), fifth));
-                        (dot_codes(x, i, w), f16_at(b) * *x.step.get_unchecked(i))
-                    };
-                    *o = sum_blocks(row, 22, blocks, block);
-                }
+            unsafe {
+                rows_32(rows, stride, x, out, 22, |b, i| {
+                    let nib = nibbles(_mm_loadu_si128(b.add(6).cast()));
+                    let w = _mm256_or_si256(nib, _mm256_and_si256(fifth_bits(b.add(2)), fifth));
+                    dot_codes(x, i, w)
+                })
             }
         }
 
+        /// Signed codes: `|w|` times `x·sign(w)`.
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
-            let blocks = x.step.len();
-            debug_assert!(rows.len() >= out.len() * stride && x.q.len() >= 32 * blocks);
-            for (r, o) in out.iter_mut().enumerate() {
-                unsafe {
-                    let row = rows.as_ptr().add(r * stride);
-                    let block = |i: usize| {
-                        let b = row.add(34 * i);
-                        let w = _mm256_loadu_si256(b.add(2).cast());
-                        let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * i).cast());
-                        let dot = $dot(
-                            _mm256_setzero_si256(),
-                            _mm256_abs_epi8(w),
-                            _mm256_sign_epi8(xq, w),
-                        );
-                        (
-                            _mm256_cvtepi32_ps(dot),
-                            f16_at(b) * *x.step.get_unchecked(i),
-                        )
-                    };
-                    *o = sum_blocks(row, 34, blocks, block);
-                }
+            unsafe {
+                rows_32(rows, stride, x, out, 34, |b, i| {
+                    let w = _mm256_loadu_si256(b.add(2).cast());
+                    let xq = _mm256_loadu_si256(x.q.as_ptr().add(32 * i).cast());
+                    let zero = _mm256_setzero_si256();
+                    let dot = $dot(zero, _mm256_abs_epi8(w), _mm256_sign_epi8(xq, w));
+                    _mm256_cvtepi32_ps(dot)
+                })
             }
         }
 
@@ -117,35 +117,24 @@ macro_rules! int8_kernels {
             let blocks = x.step.len() / 8;
             debug_assert!(rows.len() >= out.len() * stride && x.q.len() >= 256 * blocks);
             let m4 = _mm256_set1_epi8(0x0F);
-            for (r, o) in out.iter_mut().enumerate() {
-                unsafe {
-                    let row = rows.as_ptr().add(r * stride);
-                    let (mut acc0, mut acc1) = (w256::zero(), w256::zero());
-                    let mut mins = 0.0f32;
-                    for i in 0..blocks {
-                        prefetch_ahead(row.add(144 * i), 144);
-                        let b = row.add(144 * i);
-                        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-                        let scales = std::slice::from_raw_parts(b.add(4), 12);
-                        for c in 0..4 {
-                            let q = _mm256_loadu_si256(b.add(16 + 32 * c).cast());
-                            let j = 8 * i + 2 * c;
-                            let s1 = dot_codes(x, j, _mm256_and_si256(q, m4));
-                            let s2 =
-                                dot_codes(x, j + 1, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-                            let (sc1, m1) = scale_min_k4(2 * c, scales);
-                            let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
-                            let (dx1, dx2) =
-                                (*x.step.get_unchecked(j), *x.step.get_unchecked(j + 1));
-                            acc0 = w256::fma_scalar(acc0, s1, d * f32::from(sc1) * dx1);
-                            acc1 = w256::fma_scalar(acc1, s2, d * f32::from(sc2) * dx2);
-                            mins += dmin * f32::from(m1) * *x.sum.get_unchecked(j)
-                                + dmin * f32::from(m2) * *x.sum.get_unchecked(j + 1);
-                        }
-                    }
-                    *o = w256::hsum(w256::add(acc0, acc1)) - mins;
+            q4_k_rows!(
+                w256,
+                rows,
+                stride,
+                blocks,
+                out,
+                |acc, mins, i, c, qs, sm| {
+                    let q = _mm256_loadu_si256(qs.cast());
+                    let j = 8 * i + 2 * c;
+                    let s1 = dot_codes(x, j, _mm256_and_si256(q, m4));
+                    let s2 = dot_codes(x, j + 1, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+                    let (dx1, dx2) = (*x.step.get_unchecked(j), *x.step.get_unchecked(j + 1));
+                    acc[0] = w256::fma_scalar(acc[0], s1, sm[0].0 * dx1);
+                    acc[1] = w256::fma_scalar(acc[1], s2, sm[1].0 * dx2);
+                    mins +=
+                        sm[0].1 * *x.sum.get_unchecked(j) + sm[1].1 * *x.sum.get_unchecked(j + 1);
                 }
-            }
+            );
         }
 
         /// Codes 0..63 (offset 32); one scale per 16 elements, so the dot's lanes 0–3 and
@@ -154,54 +143,24 @@ macro_rules! int8_kernels {
         pub unsafe fn rows_q6_k(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
             let blocks = x.step.len() / 8;
             debug_assert!(rows.len() >= out.len() * stride && x.q.len() >= 256 * blocks);
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(3);
-            for (r, o) in out.iter_mut().enumerate() {
-                unsafe {
-                    let row = rows.as_ptr().add(r * stride);
-                    let mut acc = [w256::zero(); 2];
-                    for i in 0..blocks {
-                        prefetch_ahead(row.add(210 * i), 210);
-                        let b = row.add(210 * i);
-                        let d = f16_at(b.add(208));
-                        for half in 0..2 {
-                            let ql = b.add(64 * half);
-                            let qh = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
-                            let sc = b.add(192 + 8 * half) as *const i8;
-                            let la = _mm256_loadu_si256(ql.cast());
-                            let lb = _mm256_loadu_si256(ql.add(32).cast());
-                            let top = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, m2), 4);
-                            let groups = [
-                                _mm256_or_si256(_mm256_and_si256(la, m4), top(qh)),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(lb, m4),
-                                    top(_mm256_srli_epi16(qh, 2)),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
-                                    top(_mm256_srli_epi16(qh, 4)),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                                    top(_mm256_srli_epi16(qh, 6)),
-                                ),
-                            ];
-                            for (g, w) in groups.into_iter().enumerate() {
-                                let j = 8 * i + 4 * half + g;
-                                let dd = d * *x.step.get_unchecked(j);
-                                let (sa, sb) = (*sc.add(2 * g), *sc.add(2 * g + 1));
-                                let s = _mm256_set_m128(
-                                    _mm_set1_ps(dd * f32::from(sb)),
-                                    _mm_set1_ps(dd * f32::from(sa)),
-                                );
-                                let a = &mut acc[g % 2];
-                                *a = _mm256_fmadd_ps(dot_codes(x, j, w), s, *a);
-                            }
-                        }
-                    }
-                    *o = w256::hsum(w256::add(acc[0], acc[1]));
+            q6_k_rows!(
+                w256,
+                rows,
+                stride,
+                blocks,
+                out,
+                |acc, i, half, g, w, d, sc| {
+                    let j = 8 * i + 4 * half + g;
+                    let dd = d * *x.step.get_unchecked(j);
+                    let (sa, sb) = (*sc.add(2 * g), *sc.add(2 * g + 1));
+                    let s = _mm256_set_m128(
+                        _mm_set1_ps(dd * f32::from(sb)),
+                        _mm_set1_ps(dd * f32::from(sa)),
+                    );
+                    let a = &mut acc[g % 2];
+                    *a = _mm256_fmadd_ps(dot_codes(x, j, w), s, *a);
                 }
-            }
+            );
         }
 
         pub(crate) static KERNELS: DotKernels = DotKernels {
