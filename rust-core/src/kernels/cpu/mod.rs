@@ -1,9 +1,10 @@
 //! CPU matrix products over weights that stay in the mapped file.
 //!
 //! `y[t, o] = Σ_i x[t, i] · W[o, i]` with `W` stored `[out, in]` in its file encoding and `x` in
-//! f32. Activations are never quantized: every weight is dequantized exactly (the same values
-//! as ggml's and gguf-py's reference decoders) and multiplied in f32, so the only difference from
-//! a float64 reference is f32 rounding of the sums. Two shapes of work:
+//! f32. Unless 8-bit activations are asked for ([`int8`], per phase), activations are never
+//! quantized: every weight is dequantized exactly (the same values as ggml's and gguf-py's
+//! reference decoders) and multiplied in f32, so the only difference from a float64 reference
+//! is f32 rounding of the sums. Two shapes of work:
 //!
 //! - **few tokens** (decode): each worker ([`pool`]) streams its output rows once and dots every row's
 //!   blocks with the activation straight from the packed bytes ([`Isa`]-specific fused kernels
