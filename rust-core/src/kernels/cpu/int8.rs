@@ -563,6 +563,8 @@ impl DecodeX {
 #[derive(Clone, Copy)]
 pub(crate) struct XTok<'a> {
     pub(crate) q: &'a [i8],
+    /// Read by the SIMD kernels only (x86 so far).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) init: &'a [i32],
     pub(crate) step: &'a [f32],
     pub(crate) sum: &'a [f32],
