@@ -34,7 +34,7 @@ use self::memory::MemoryEstimate;
 use crate::chat::ChatTemplate;
 use crate::chat::Part;
 use crate::constraint::ConstraintCompiler;
-use crate::device::ActivationPrecision;
+use crate::device::{ActivationPrecision, Activations};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
 pub use crate::kernels::kv::{KvType, KvTypes};
@@ -91,9 +91,14 @@ pub struct EngineOptions {
     /// Which keys the audio tower's local attention sees (transformers' 12, the default, or
     /// Google's JAX reference's 13).
     pub audio_window: AttentionWindow,
-    /// CPU prefill numerics: exact f32 (default) or 8-bit activations, faster on CPUs with
-    /// integer dot instructions and as exact as llama.cpp (see kernels::cpu::int8).
-    pub cpu_prefill_activations: ActivationPrecision,
+    /// CPU prefill numerics (chunks of at least `kernels::cpu::TILED_MIN_TOKENS` tokens):
+    /// exact f32 (default) or 8-bit activations, faster on CPUs with integer dot
+    /// instructions and llama.cpp's numerics class (see kernels::cpu::int8). A CPU without a
+    /// fast int8 kernel runs exact ([`Engine::activations`] says what runs).
+    pub prefill_activations: ActivationPrecision,
+    /// CPU decode numerics (decode steps, speculative verify, prompts shorter than a prefill
+    /// chunk): exact f32 (default) or 8-bit activations, as for prefill.
+    pub decode_activations: ActivationPrecision,
     /// The KV cache's element type for keys and for values (`None`: the backend's default,
     /// [`default_kv_type`]). Every type runs on both backends (on a GPU as encoded rows in
     /// device memory, `kernels::gpu::kv`).
@@ -111,6 +116,14 @@ pub fn default_kv_type(backend: BackendKind) -> KvType {
 }
 
 impl EngineOptions {
+    /// The CPU activation numerics these options ask for.
+    pub fn cpu_activations(&self) -> Activations {
+        Activations {
+            prefill: self.prefill_activations,
+            decode: self.decode_activations,
+        }
+    }
+
     /// The KV types on `backend`.
     pub fn kv_types(&self, backend: BackendKind) -> KvTypes {
         KvTypes {
@@ -132,7 +145,8 @@ impl Default for EngineOptions {
             chat_format: ChatFormat::Auto,
             mmproj: None,
             audio_window: AttentionWindow::default(),
-            cpu_prefill_activations: ActivationPrecision::F32,
+            prefill_activations: ActivationPrecision::Exact,
+            decode_activations: ActivationPrecision::Exact,
             kv_type_k: None,
             kv_type_v: None,
         }
@@ -225,12 +239,12 @@ pub struct Engine {
 fn choose_backend(
     choice: BackendChoice,
     source: &ModelSource,
-    cpu_activations: ActivationPrecision,
+    cpu_activations: Activations,
 ) -> Result<(ComputeDevice, String, Option<GemmaModel>)> {
     match choice {
         BackendChoice::Cpu => Ok((
             ComputeDevice {
-                activations: cpu_activations,
+                activations: crate::kernels::cpu::int8::effective(cpu_activations),
                 ..ComputeDevice::open(BackendKind::Cpu)?
             },
             "requested".into(),
@@ -298,7 +312,7 @@ impl Engine {
             options.ignore_memory_check,
         )?;
         let (device, reason, preloaded) =
-            choose_backend(options.backend, &source, options.cpu_prefill_activations)?;
+            choose_backend(options.backend, &source, options.cpu_activations())?;
         let backend = BackendReport {
             backend: device.kind,
             device: device.description.clone(),
@@ -385,6 +399,15 @@ impl Engine {
 
     pub fn backend(&self) -> &BackendReport {
         &self.inner.backend
+    }
+
+    /// The activation numerics that run: what the options asked for where this CPU has a
+    /// fast int8 kernel for the phase, exact otherwise (and always exact on a GPU).
+    pub fn activations(&self) -> Activations {
+        match self.inner.backend.backend {
+            BackendKind::Cpu => self.inner.model.device().activations,
+            BackendKind::Gpu => Activations::EXACT,
+        }
     }
 
     pub fn info(&self) -> &ModelInfo {
