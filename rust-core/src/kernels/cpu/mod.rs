@@ -243,11 +243,12 @@ pub fn matmul_mapped(
             int8::matmul(micro, x, tokens, w, &mut out);
             return out;
         }
-    } else if activations.decode == int8 && int8::supports_decode(w.dtype) {
-        if let Some(isa) = int8::DotIsa::fast() {
-            int8::matvec_with(isa, x, tokens, w, &mut out);
-            return out;
-        }
+    } else if activations.decode == int8
+        && int8::supports_decode(w.dtype)
+        && let Some(isa) = int8::DotIsa::fast()
+    {
+        int8::matvec_with(isa, x, tokens, w, &mut out);
+        return out;
     }
     matmul_with(Isa::detect(), x, tokens, w, &mut out);
     out
