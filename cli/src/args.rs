@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use gemmakit::engine::{BackendChoice, KvType};
+use gemmakit::engine::{BackendChoice, EngineOptions, KvType};
 use gemmakit::generate::{Constraint, Draft, GenerateOptions};
-use gemmakit::kernels::cpu::ActivationPrecision;
+use gemmakit::kernels::cpu::{ActivationPrecision, Activations};
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
 use gemmakit::sampling::SamplingOptions;
@@ -32,9 +32,8 @@ pub struct ModelArgs {
     /// Audio tower attention window: transformers (12 keys) or jax (13).
     #[arg(long, default_value = "transformers")]
     pub audio_window: AudioWindowArg,
-    /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
-    #[arg(long)]
-    pub int8_prefill: bool,
+    #[command(flatten)]
+    pub activations: ActivationArgs,
     /// Bytes the model may use (default: the system's MemAvailable); a larger estimate refuses
     /// to load.
     #[arg(long)]
@@ -46,11 +45,41 @@ pub struct ModelArgs {
     pub kv: KvTypeArgs,
 }
 
+/// CPU activation numerics per phase (`run`, `chat`, `bench`, `perplexity`).
+#[derive(Args, Clone, Default)]
+pub struct ActivationArgs {
+    /// CPU decode (and speculative verify) activations: exact (f32) or int8 (rounded to 8 bits
+    /// per 32 values, llama.cpp's numerics class; runs exact on CPUs without AVX2).
+    #[arg(long, value_name = "exact|int8")]
+    pub decode_activations: Option<ActivationPrecision>,
+    /// CPU prefill activations: exact or int8 (runs exact on CPUs without AVX-512 VNNI).
+    #[arg(long, value_name = "exact|int8")]
+    pub prefill_activations: Option<ActivationPrecision>,
+    /// Alias of `--prefill-activations int8`.
+    #[arg(long)]
+    pub int8_prefill: bool,
+}
+
+impl ActivationArgs {
+    /// What was asked for; unset phases keep the engine's defaults.
+    pub fn activations(&self) -> Activations {
+        let default = EngineOptions::default().cpu_activations();
+        Activations {
+            prefill: match (self.prefill_activations, self.int8_prefill) {
+                (Some(p), _) => p,
+                (None, true) => ActivationPrecision::Int8,
+                (None, false) => default.prefill,
+            },
+            decode: self.decode_activations.unwrap_or(default.decode),
+        }
+    }
+}
+
 /// The KV cache's element types, as llama.cpp's `-ctk`/`-ctv`.
 #[derive(Args, Clone, Default)]
 pub struct KvTypeArgs {
-    /// KV cache element type for keys and values: f32, f16, q8_0, tq4, tq3, tq2 (default: f16
-    /// on the CPU, f32 on a GPU).
+    /// KV cache element type for keys and values: f32, f16, q8_0, tq4, tq3, tq2 (default: f16,
+    /// on the CPU and on a GPU).
     #[arg(long)]
     pub kv_type: Option<String>,
     /// Keys only (overrides --kv-type).
@@ -261,15 +290,6 @@ pub fn backend_choice(name: &str) -> Result<BackendChoice> {
         other => Err(GemmaError::InvalidArgument(format!(
             "unknown backend `{other}` (cpu, gpu, auto)"
         ))),
-    }
-}
-
-/// The CPU prefill numerics `--int8-prefill` selects.
-pub fn activations(int8: bool) -> ActivationPrecision {
-    if int8 {
-        ActivationPrecision::Int8
-    } else {
-        ActivationPrecision::F32
     }
 }
 

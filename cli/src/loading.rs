@@ -9,7 +9,7 @@ use gemmakit::engine::{ChatFormat, Engine, EngineOptions};
 use gemmakit::{GemmaError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::{ModelArgs, activations, backend_choice};
+use crate::args::{ModelArgs, backend_choice};
 
 // Compiled in, so the installed binary can fetch the demo model without the source tree.
 const FETCH_SCRIPT: &str = include_str!("../../scripts/fetch-demo-model.sh");
@@ -64,7 +64,8 @@ pub fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Re
             chat_format,
             mmproj: args.mmproj.clone(),
             audio_window: args.audio_window.into(),
-            cpu_prefill_activations: activations(args.int8_prefill),
+            prefill_activations: args.activations.activations().prefill,
+            decode_activations: args.activations.activations().decode,
             kv_type_k,
             kv_type_v,
         },

@@ -17,8 +17,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::device::ActivationPrecision;
-use crate::device::BackendKind;
+use crate::device::Activations;
 use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions, KvType, KvTypes};
 use crate::error::{GemmaError, Result};
 use crate::model::{GemmaModel, LogitsFor};
@@ -37,8 +36,8 @@ pub struct BenchOptions {
     pub kv_type_v: Option<KvType>,
     /// Also measure a cold load (drops the file from the page cache first).
     pub cold_load: bool,
-    /// CPU prefill numerics.
-    pub cpu_prefill_activations: ActivationPrecision,
+    /// CPU activation numerics per phase.
+    pub cpu_activations: Activations,
 }
 
 impl Default for BenchOptions {
@@ -54,7 +53,7 @@ impl Default for BenchOptions {
             kv_type_k: None,
             kv_type_v: None,
             cold_load: true,
-            cpu_prefill_activations: ActivationPrecision::F32,
+            cpu_activations: Activations::EXACT,
         }
     }
 }
@@ -111,8 +110,8 @@ pub struct BenchResult {
     pub backend_reason: String,
     pub threads: usize,
     pub kv_types: KvTypes,
-    /// What the CPU prefill ran with (`Int8` only where requested and supported).
-    pub prefill_activations: ActivationPrecision,
+    /// What the CPU prefill and decode ran with (`Int8` only where requested and supported).
+    pub activations: Activations,
     pub n_prompt: usize,
     pub n_gen: usize,
     pub depth: usize,
@@ -141,10 +140,8 @@ impl BenchResult {
             "threads": self.threads,
             "kv_type_k": self.kv_types.k.name(),
             "kv_type_v": self.kv_types.v.name(),
-            "prefill_activations": match self.prefill_activations {
-                ActivationPrecision::F32 => "f32",
-                ActivationPrecision::Int8 => "int8",
-            },
+            "prefill_activations": self.activations.prefill.to_string(),
+            "decode_activations": self.activations.decode.to_string(),
             "n_prompt": self.n_prompt,
             "n_gen": self.n_gen,
             "depth": self.depth,
@@ -275,7 +272,8 @@ pub fn run_bench(
         threads: None,
         memory_budget: None,
         chat_format: ChatFormat::PlainText,
-        cpu_prefill_activations: options.cpu_prefill_activations,
+        prefill_activations: options.cpu_activations.prefill,
+        decode_activations: options.cpu_activations.decode,
         kv_type_k: options.kv_type_k,
         kv_type_v: options.kv_type_v,
         ..EngineOptions::default()
@@ -341,12 +339,7 @@ pub fn run_bench(
                     backend_reason: engine.backend().reason.clone(),
                     threads: rayon::current_num_threads(),
                     kv_types: model.kv_types(),
-                    prefill_activations: match engine.backend().backend {
-                        BackendKind::Cpu => {
-                            crate::kernels::cpu::int8::effective(options.cpu_prefill_activations)
-                        }
-                        BackendKind::Gpu => ActivationPrecision::F32,
-                    },
+                    activations: engine.activations(),
                     n_prompt,
                     n_gen,
                     depth,
@@ -608,7 +601,8 @@ pub fn run_constrained_bench(
             backend: options.backend,
             context_len: n_gen + 64,
             chat_format: ChatFormat::PlainText,
-            cpu_prefill_activations: options.cpu_prefill_activations,
+            prefill_activations: options.cpu_activations.prefill,
+            decode_activations: options.cpu_activations.decode,
             ..EngineOptions::default()
         },
     )?;

@@ -54,8 +54,9 @@ pub struct ComputeDevice {
     pub software: bool,
     /// Human-readable adapter description (e.g. "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
     pub description: String,
-    /// CPU prefill numerics (exact f32 unless the engine opts into 8-bit activations).
-    pub activations: ActivationPrecision,
+    /// CPU activation numerics per phase (exact f32 unless the engine opts into 8-bit
+    /// activations).
+    pub activations: Activations,
 }
 
 impl fmt::Debug for ComputeDevice {
@@ -83,7 +84,7 @@ impl ComputeDevice {
                 max_binding_bytes: usize::MAX,
                 software: false,
                 description: format!("burn-flex CPU, {} threads", rayon::current_num_threads()),
-                activations: ActivationPrecision::F32,
+                activations: Activations::EXACT,
             }),
             BackendKind::Gpu => gpu(),
         }
@@ -119,7 +120,7 @@ fn gpu() -> Result<ComputeDevice> {
                 .min(limits.max_buffer_size as usize),
             software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
             description: format!("{} / {:?}", info.name, info.backend),
-            activations: ActivationPrecision::F32,
+            activations: Activations::EXACT,
         })
     })
     .clone()
@@ -129,16 +130,54 @@ fn gpu() -> Result<ComputeDevice> {
     })
 }
 
-/// How the CPU multiplies activations with weights on the many-token (prefill) path.
+/// How the CPU multiplies activations with weights (see [`Activations`] for the phases).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ActivationPrecision {
     /// f32 activations times exactly dequantized weights (the reference numerics).
     #[default]
-    F32,
+    Exact,
     /// Activations rounded to 8 bits per 32-block (kernels::cpu::int8); used where the CPU
-    /// has integer dot instructions (AVX-512 VNNI) and the weight format is Q4_0, Q5_0, Q8_0 or
-    /// Q4_K.
+    /// has integer dot instructions for the phase and the weight format has an int8 kernel.
     Int8,
+}
+
+impl FromStr for ActivationPrecision {
+    type Err = GemmaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exact" | "f32" => Ok(ActivationPrecision::Exact),
+            "int8" => Ok(ActivationPrecision::Int8),
+            other => Err(GemmaError::InvalidArgument(format!(
+                "unknown activation precision `{other}` (expected exact or int8)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ActivationPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActivationPrecision::Exact => "exact",
+            ActivationPrecision::Int8 => "int8",
+        })
+    }
+}
+
+/// CPU activation numerics per phase: prefill is the many-token path (chunks of at least
+/// `kernels::cpu::TILED_MIN_TOKENS` tokens), decode the few-token one (decode steps, a
+/// speculative verify pass, a prompt shorter than that).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activations {
+    pub prefill: ActivationPrecision,
+    pub decode: ActivationPrecision,
+}
+
+impl Activations {
+    /// Exact in both phases.
+    pub const EXACT: Activations = Activations {
+        prefill: ActivationPrecision::Exact,
+        decode: ActivationPrecision::Exact,
+    };
 }
 
 /// Whether `device` is burn-flex (the CPU backend): the one test by which graph operations

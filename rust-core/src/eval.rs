@@ -1,9 +1,10 @@
 //! Scoring a token sequence: the logits of every position, for parity checks from outside the
-//! test suite (`gemmakit eval`), and perplexity with a KV type against f32
-//! (`gemmakit perplexity`).
+//! test suite (`gemmakit eval`), and perplexity with a KV type and activation numerics against
+//! an f32 cache with exact activations (`gemmakit perplexity`).
 
 use std::path::Path;
 
+use crate::device::Activations;
 use crate::engine::media::MediaEncoder;
 use crate::error::{GemmaError, Result};
 use crate::kernels::kv::KvTypes;
@@ -71,22 +72,51 @@ pub fn all_logits_with_media(
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerplexityReport {
     pub kv_types: KvTypes,
+    /// The scored model's activation numerics (the reference's are exact).
+    pub activations: Activations,
+    /// Positions per forward call in the scored halves ([`Numerics::step`]).
+    pub step: usize,
     pub ctx: usize,
     pub chunks: usize,
     /// Tokens scored (the second half of every chunk).
     pub tokens: usize,
     /// exp(mean negative log-likelihood) with `kv_types`.
     pub perplexity: f64,
-    /// The same with an f32 cache.
+    /// The same with an f32 cache and exact activations (the reference).
     pub perplexity_f32: f64,
-    /// Mean KL(p_f32 ‖ p_kv) over the scored positions, in nats.
+    /// Mean KL(p_ref ‖ p) over the scored positions, in nats.
     pub kl_vs_f32: f64,
-    /// Share of the scored positions whose most likely next token is the f32 cache's.
+    /// Share of the scored positions whose most likely next token is the reference's.
     pub top1_vs_f32: f64,
 }
 
 /// Positions run per forward call: bounds the logits held at once to `[64, vocab]`.
-const PIECE: usize = 64;
+pub const PIECE: usize = 64;
+
+/// The numerics a perplexity run compares with its reference.
+#[derive(Clone, Copy)]
+pub struct Numerics<'a> {
+    /// Exact activations: runs the reference (f32 cache).
+    pub reference: &'a GemmaModel,
+    /// The model scored with each KV type: `reference` itself, or the same weights loaded with
+    /// other activation numerics.
+    pub scored: &'a GemmaModel,
+    /// Positions per forward call in the scored half of a chunk, reference and scored alike:
+    /// [`PIECE`] runs them as prefill, 1 through the decode path as generation does (where
+    /// the decode activations apply).
+    pub step: usize,
+}
+
+impl<'a> Numerics<'a> {
+    /// One model, scored as prefill pieces.
+    pub fn single(model: &'a GemmaModel) -> Self {
+        Numerics {
+            reference: model,
+            scored: model,
+            step: PIECE,
+        }
+    }
+}
 
 /// Perplexity of `tokens` (BOS first) as llama.cpp's `llama-perplexity` computes it:
 /// non-overlapping chunks of `ctx` tokens, each run from an empty cache with its first token
@@ -100,14 +130,15 @@ pub fn perplexity(
     ctx: usize,
     kv_types: KvTypes,
 ) -> Result<PerplexityReport> {
-    perplexities(model, tokens, bos, ctx, &[kv_types])?
+    perplexities(Numerics::single(model), tokens, bos, ctx, &[kv_types])?
         .pop()
         .ok_or_else(|| GemmaError::InvalidArgument("no KV type given".into()))
 }
 
-/// [`perplexity`] for several KV types at once: the f32 pass runs once per chunk.
+/// [`perplexity`] for several KV types at once (the reference pass runs once per chunk), with
+/// `numerics.scored`'s activations against `numerics.reference`'s exact ones.
 pub fn perplexities(
-    model: &GemmaModel,
+    numerics: Numerics<'_>,
     tokens: &[u32],
     bos: u32,
     ctx: usize,
@@ -120,6 +151,12 @@ pub fn perplexities(
             tokens.len()
         )));
     }
+    let Numerics {
+        reference: model,
+        scored: scored_model,
+        step,
+    } = numerics;
+    let step = step.clamp(1, PIECE);
     let vocab = model.config().vocab_size;
     let first = ctx / 2;
     // Per type: Σ nll, Σ KL, top-1 agreements; and Σ nll of f32.
@@ -131,12 +168,15 @@ pub fn perplexities(
         let mut reference = model.new_cache_typed(ctx, ROLLBACK_SLACK, KvTypes::F32)?;
         let mut typed = kv_types
             .iter()
-            .map(|&t| model.new_cache_typed(ctx, ROLLBACK_SLACK, t))
+            .map(|&t| scored_model.new_cache_typed(ctx, ROLLBACK_SLACK, t))
             .collect::<Result<Vec<KvCache>>>()?;
         let mut start = 0;
         while start < ctx {
             // Pieces end at `first`, so unscored pieces need only their last row's logits.
-            let end = if start < first { first } else { ctx }.min(start + PIECE);
+            let end = match start < first {
+                true => first.min(start + PIECE),
+                false => ctx.min(start + step),
+            };
             let which = if start < first {
                 LogitsFor::Last
             } else {
@@ -154,7 +194,7 @@ pub fn perplexities(
             }
             scored += rows.len();
             for ((cache, &types), sum) in typed.iter_mut().zip(kv_types).zip(&mut sums) {
-                if types == KvTypes::F32 {
+                if types == KvTypes::F32 && std::ptr::eq(scored_model, model) {
                     *sum = (
                         sum.0
                             + ref_rows
@@ -170,7 +210,7 @@ pub fn perplexities(
                     );
                     continue;
                 }
-                let got = model.forward(cache, piece, which)?;
+                let got = scored_model.forward(cache, piece, which)?;
                 for (r, (&j, &(lse_p, top_p))) in rows.iter().zip(&ref_rows).enumerate() {
                     let p = &want[r * vocab..(r + 1) * vocab];
                     let q = &got[r * vocab..(r + 1) * vocab];
@@ -196,6 +236,8 @@ pub fn perplexities(
         .zip(sums)
         .map(|(&kv_types, (nll, kl, agree))| PerplexityReport {
             kv_types,
+            activations: scored_model.device().activations,
+            step,
             ctx,
             chunks,
             tokens: scored,

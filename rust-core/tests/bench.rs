@@ -4,7 +4,7 @@
 
 mod common;
 
-use gemmakit::kernels::cpu::ActivationPrecision;
+use gemmakit::kernels::cpu::{ActivationPrecision, Activations};
 use std::path::PathBuf;
 
 use common::{positive, tiny_gguf};
@@ -25,7 +25,10 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         repetitions: 2,
         backend: BackendChoice::Cpu,
         cold_load: true,
-        cpu_prefill_activations: ActivationPrecision::F32,
+        cpu_activations: Activations {
+            prefill: ActivationPrecision::Exact,
+            decode: ActivationPrecision::Int8,
+        },
         kv_type_k: None,
         kv_type_v: None,
     };
@@ -41,7 +44,13 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         positive(&v, "decode_tok_s");
         let ttft = positive(&v, "ttft_ms");
         positive(&v, "load_ms");
-        assert_eq!(v["prefill_activations"], "f32");
+        // Reported as run: int8 decode where this CPU has a fast int8 kernel.
+        assert_eq!(v["prefill_activations"], "exact");
+        let decode = match gemmakit::kernels::cpu::int8::DotIsa::fast() {
+            Some(_) => "int8",
+            None => "exact",
+        };
+        assert_eq!(v["decode_activations"], decode);
         // Prefill rate and time to first token describe the same passes.
         let spread = &v["prefill_tok_s_spread"];
         assert!(
@@ -111,7 +120,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
     let policy = AutoPolicy {
         allow_software_gpu: true,
         cache_file: Some(cache.clone()),
-        cpu_activations: ActivationPrecision::F32,
+        cpu_activations: Activations::EXACT,
     };
     let first = choose_auto(&ModelSource::open(&model).unwrap(), &policy).unwrap();
     if first.reason.contains("no usable GPU") {
@@ -150,7 +159,7 @@ fn auto_backend_is_chosen_by_measurement_and_cached() {
         let strict = AutoPolicy {
             allow_software_gpu: false,
             cache_file: None,
-            cpu_activations: ActivationPrecision::F32,
+            cpu_activations: Activations::EXACT,
         };
         let third = choose_auto(&ModelSource::open(&model).unwrap(), &strict).unwrap();
         assert_eq!(third.device.kind, BackendKind::Cpu);

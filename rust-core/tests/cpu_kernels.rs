@@ -4,6 +4,10 @@
 //! both the few-token (fused dot) and many-token (tiled) paths, with shapes that leave partial
 //! panels, tiles, K chunks and token groups.
 //!
+//! The int8-activation products (prefill micro-kernels and decode levels) are checked the same
+//! way: exactly (within the f32 tolerance) on activations that round exactly to 8 bits, and
+//! within the rounding bound on arbitrary ones.
+//!
 //! Tolerance: |kernel − reference| ≤ 4e-6 · Σᵢ |wᵢ·xᵢ| per output (f32 accumulation of at most
 //! a few thousand products in a different order than the float64 sum, plus the per-block
 //! factoring of scales; observed errors are well below this bound).
@@ -87,7 +91,11 @@ fn check(ty: GgmlType, bytes: &[u8], w: &[f64], rows: usize, cols: usize, what: 
     let mut worst = 0.0f64;
     // Under Miri (which checks the kernels' unsafe indexing, ~1000x slower) fewer token counts,
     // still covering one token, a partial group and more than one group.
-    let token_counts: &[usize] = if cfg!(miri) { &[1, 3, 9] } else { &[1, 2, 3, 4, 7, 13] };
+    let token_counts: &[usize] = if cfg!(miri) {
+        &[1, 3, 9]
+    } else {
+        &[1, 2, 3, 4, 7, 13]
+    };
     for &tokens in token_counts {
         let x = activations(tokens * cols, (rows * 31 + cols * 7 + tokens) as u64);
         let m = QuantMatrix::new(bytes, ty, rows, cols).unwrap();
@@ -128,7 +136,11 @@ fn quantized_kernels_match_gguf_py_and_float64() {
             &[1, 3]
         };
         for &bpr in per_row {
-            let row_counts: &[usize] = if cfg!(miri) { &[1, 17] } else { &[1, 17, 70, 131] };
+            let row_counts: &[usize] = if cfg!(miri) {
+                &[1, 17]
+            } else {
+                &[1, 17, 70, 131]
+            };
             for &rows in row_counts {
                 let cols = bpr * f.ty.block_size();
                 let (mut bytes, mut w) = (Vec::new(), Vec::new());
@@ -199,13 +211,43 @@ fn reports_the_detected_level() {
     assert!(levels.contains(&Isa::Neon));
 }
 
-/// The int8 kernels this CPU runs: the portable reference and, where present, the fast one.
+/// The int8 prefill micro-kernels this CPU runs: the portable reference and, where present,
+/// the fast one.
 fn int8_kernels() -> Vec<(&'static str, int8::Micro)> {
     let mut k: Vec<(&'static str, int8::Micro)> = vec![("portable", int8::micro_portable)];
     if let Some(fast) = int8::fast_kernel() {
         k.push(("fast", fast));
     }
     k
+}
+
+/// An int8 product under test: its name and `f(x, tokens, w, out)`.
+type Int8Product = (
+    String,
+    Box<dyn Fn(&[f32], usize, QuantMatrix<'_>, &mut [f32])>,
+);
+
+/// Every int8 product of `ty` this CPU runs: the prefill path with each micro-kernel and the
+/// decode path at each level.
+fn int8_products(ty: GgmlType) -> Vec<Int8Product> {
+    let mut products: Vec<Int8Product> = Vec::new();
+    if int8::supports(ty) {
+        for (name, micro) in int8_kernels() {
+            products.push((
+                format!("prefill {name}"),
+                Box::new(move |x, t, w, o| int8::matmul(micro, x, t, w, o)),
+            ));
+        }
+    }
+    if int8::supports_decode(ty) {
+        for isa in int8::DotIsa::available() {
+            products.push((
+                format!("decode {isa:?}"),
+                Box::new(move |x, t, w, o| int8::matvec_with(isa, x, t, w, o)),
+            ));
+        }
+    }
+    products
 }
 
 /// `[rows, cols]` weights of `ty` from the fixture blocks, with their gguf-py values.
@@ -240,10 +282,17 @@ fn int8_exact_activations(n: usize, seed: u64) -> Vec<f32> {
 
 #[test]
 fn int8_products_are_exact_when_the_activations_round_exactly() {
-    // With activations 8-bit rounding keeps, the int8 path computes the same products as
+    // With activations 8-bit rounding keeps, the int8 paths compute the same products as
     // the exact one: same bound against gguf-py's weights in float64.
-    for f in fixture_blocks().iter().filter(|f| int8::supports(f.ty)) {
-        for (name, micro) in int8_kernels() {
+    let fixtures = fixture_blocks();
+    let covered: Vec<GgmlType> = fixtures
+        .iter()
+        .filter(|f| !int8_products(f.ty).is_empty())
+        .map(|f| f.ty)
+        .collect();
+    assert_eq!(covered.len(), 5, "fixture lost int8 types: {covered:?}");
+    for f in &fixtures {
+        for (name, product) in int8_products(f.ty) {
             let row_counts: &[usize] = if cfg!(miri) { &[1, 17] } else { &[1, 17, 70] };
             for &rows in row_counts {
                 let bpr = match (cfg!(miri), f.ty.block_size()) {
@@ -254,11 +303,15 @@ fn int8_products_are_exact_when_the_activations_round_exactly() {
                 let cols = bpr * f.ty.block_size();
                 let (bytes, w) = fixture_matrix(f, rows, bpr);
                 let m = QuantMatrix::new(&bytes, f.ty, rows, cols).unwrap();
-                let token_counts: &[usize] = if cfg!(miri) { &[4, 9] } else { &[4, 9, 19] };
+                let token_counts: &[usize] = if cfg!(miri) {
+                    &[1, 9]
+                } else {
+                    &[1, 2, 4, 8, 9, 19]
+                };
                 for &tokens in token_counts {
                     let x = int8_exact_activations(tokens * cols, (rows + tokens) as u64);
                     let mut out = vec![f32::NAN; tokens * rows];
-                    int8::matmul(micro, &x, tokens, m, &mut out);
+                    product(&x, tokens, m, &mut out);
                     for t in 0..tokens {
                         for r in 0..rows {
                             let (want, mag) = reference(&w, &x, cols, t, r);
@@ -279,44 +332,93 @@ fn int8_products_are_exact_when_the_activations_round_exactly() {
 #[test]
 fn int8_rounding_error_stays_within_half_a_step_per_activation() {
     // Arbitrary activations: each moves by at most half its block's step max|x|/127, so an
-    // output moves by at most Σ|w|·step/2 (Q4_0, Q5_0 and Q8_0, whose weights are scale·q).
-    for f in fixture_blocks()
-        .iter()
-        .filter(|f| matches!(f.ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0))
-    {
-        for (name, micro) in int8_kernels() {
-            let (rows, bpr, tokens) = if cfg!(miri) { (17, 3, 9) } else { (37, 40, 11) };
-            let cols = 32 * bpr;
-            let (bytes, w) = fixture_matrix(f, rows, bpr);
+    // output moves by at most Σ|w|·step/2 (Q4_0, Q5_0, Q8_0 and Q6_K, whose weights are
+    // scale·q; Q4_K's minimum term uses exact sums and is covered above).
+    for f in fixture_blocks().iter().filter(|f| {
+        matches!(
+            f.ty,
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K
+        )
+    }) {
+        for (name, product) in int8_products(f.ty) {
+            let (rows, cols) = if cfg!(miri) { (17, 256) } else { (37, 1280) };
+            let token_counts: &[usize] = if cfg!(miri) { &[1, 9] } else { &[1, 3, 11] };
+            let (bytes, w) = fixture_matrix(f, rows, cols / f.ty.block_size());
             let m = QuantMatrix::new(&bytes, f.ty, rows, cols).unwrap();
-            let x = activations(tokens * cols, 5);
-            let mut out = vec![f32::NAN; tokens * rows];
-            int8::matmul(micro, &x, tokens, m, &mut out);
             let mut worst = 0.0f64;
-            for t in 0..tokens {
-                for r in 0..rows {
-                    let (mut want, mut mag, mut bound) = (0.0f64, 0.0f64, 0.0f64);
-                    for b in 0..bpr {
-                        let xs = &x[t * cols + 32 * b..t * cols + 32 * b + 32];
-                        let step = xs.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs()))) / 127.0;
-                        for i in 0..32 {
-                            let wi = w[r * cols + 32 * b + i];
-                            let p = wi * f64::from(xs[i]);
-                            want += p;
-                            mag += p.abs();
-                            bound += wi.abs() * step / 2.0;
+            for &tokens in token_counts {
+                let x = activations(tokens * cols, 5 + tokens as u64);
+                let mut out = vec![f32::NAN; tokens * rows];
+                product(&x, tokens, m, &mut out);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let (mut want, mut mag, mut bound) = (0.0f64, 0.0f64, 0.0f64);
+                        for b in 0..cols / 32 {
+                            let xs = &x[t * cols + 32 * b..t * cols + 32 * b + 32];
+                            let step =
+                                xs.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs()))) / 127.0;
+                            for i in 0..32 {
+                                let wi = w[r * cols + 32 * b + i];
+                                let p = wi * f64::from(xs[i]);
+                                want += p;
+                                mag += p.abs();
+                                bound += wi.abs() * step / 2.0;
+                            }
                         }
+                        let err = (f64::from(out[t * rows + r]) - want).abs();
+                        worst = worst.max(err / bound);
+                        assert!(
+                            err <= bound + TOL * mag,
+                            "{} {name} tokens={tokens} t={t} r={r}: error {err} > bound {bound}",
+                            f.ty
+                        );
                     }
-                    let err = (f64::from(out[t * rows + r]) - want).abs();
-                    worst = worst.max(err / bound);
-                    assert!(
-                        err <= bound + TOL * mag,
-                        "{} {name} t={t} r={r}: error {err} > bound {bound}",
-                        f.ty
-                    );
                 }
             }
             eprintln!("{} {name}: worst error / bound = {worst:.3}", f.ty);
         }
+    }
+}
+
+#[test]
+fn int8_decode_of_several_tokens_equals_one_token_at_a_time() {
+    // The speculative-verify form (up to 8 tokens per call) must give every token exactly its
+    // own decode step's result.
+    for f in fixture_blocks()
+        .iter()
+        .filter(|f| int8::supports_decode(f.ty))
+    {
+        let (rows, cols) = if cfg!(miri) { (17, 256) } else { (70, 768) };
+        let (bytes, _) = fixture_matrix(f, rows, cols / f.ty.block_size());
+        let m = QuantMatrix::new(&bytes, f.ty, rows, cols).unwrap();
+        let tokens = if cfg!(miri) { 3 } else { 8 };
+        let x = activations(tokens * cols, 17);
+        for isa in int8::DotIsa::available() {
+            let mut together = vec![f32::NAN; tokens * rows];
+            int8::matvec_with(isa, &x, tokens, m, &mut together);
+            for t in 0..tokens {
+                let mut alone = vec![f32::NAN; rows];
+                int8::matvec_with(isa, &x[t * cols..(t + 1) * cols], 1, m, &mut alone);
+                let same = alone
+                    .iter()
+                    .zip(&together[t * rows..(t + 1) * rows])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} {isa:?} token {t}", f.ty);
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_decode_levels_are_detected() {
+    let levels = int8::DotIsa::available();
+    assert_eq!(levels[0], int8::DotIsa::Portable);
+    assert_eq!(
+        int8::DotIsa::fast(),
+        levels.get(1..).and_then(|l| l.last().copied())
+    );
+    #[cfg(target_arch = "x86_64")]
+    if Isa::available().contains(&Isa::Avx2) {
+        assert!(levels.contains(&int8::DotIsa::Avx2));
     }
 }

@@ -237,9 +237,22 @@ fn cache_rollback_within_the_ring_slack_is_exact() {
 /// rounding boundary, which moves logits by ~1e-3 (f16 vs f32 itself: ~2e-2).
 #[test]
 fn every_kv_type_keeps_its_cache_operations_exact() {
+    check_cache_operations(BackendKind::Cpu, CPU_TOL);
+}
+
+/// The same on the GPU (encoded rows in device memory, `kernels::gpu::kv`), at the same
+/// tolerances (measured on lavapipe: ≤ 2.1e-5 for every type but f16, ≤ 8.7e-4 for f16).
+#[test]
+fn every_kv_type_keeps_its_cache_operations_exact_on_the_gpu() {
+    if gpu_expected() {
+        check_cache_operations(BackendKind::Gpu, CPU_TOL);
+    }
+}
+
+fn check_cache_operations(backend: BackendKind, exact_tol: f32) {
     use gemmakit::engine::{KvType, KvTypes};
     let reference = Reference::load("tiny_gemma4_e2b");
-    let model = load("tiny_gemma4_e2b", BackendKind::Cpu);
+    let model = load("tiny_gemma4_e2b", backend);
     let prompt = reference.ids("long.input_ids");
     let (n, vocab) = (prompt.len(), model.config().vocab_size);
     let mixed = KvTypes {
@@ -248,11 +261,11 @@ fn every_kv_type_keeps_its_cache_operations_exact() {
     };
     let other: Vec<u32> = prompt[..12].iter().rev().copied().collect();
     for types in KvType::ALL.map(KvTypes::both).into_iter().chain([mixed]) {
-        let name = format!("{}/{}", types.k, types.v);
+        let name = format!("{backend} {}/{}", types.k, types.v);
         let tol = if types == KvTypes::both(KvType::F16) {
             2e-3
         } else {
-            CPU_TOL
+            exact_tol
         };
         let fresh = |slack| model.new_cache_typed(n, slack, types).unwrap();
         let run = |cache: &mut gemmakit::model::KvCache, tokens: &[u32]| {

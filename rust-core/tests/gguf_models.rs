@@ -6,7 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use gemmakit::kernels::cpu::ActivationPrecision;
+use gemmakit::engine::{BackendChoice, ChatFormat, Engine, EngineOptions};
+use gemmakit::generate::{Flow, GenerateOptions};
+use gemmakit::kernels::cpu::{ActivationPrecision, Activations};
 use gemmakit::model::{GemmaModel, LogitsFor};
 use gemmakit::{BackendKind, ComputeDevice, GemmaError};
 
@@ -49,7 +51,10 @@ fn check_variant(fixture: &str) {
     // wrong scale or packing gives errors in the tens (the kernels themselves are checked
     // against float64 in cpu_kernels.rs).
     let int8_device = ComputeDevice {
-        activations: ActivationPrecision::Int8,
+        activations: Activations {
+            prefill: ActivationPrecision::Int8,
+            decode: ActivationPrecision::Exact,
+        },
         ..ComputeDevice::open(BackendKind::Cpu).unwrap()
     };
     let q8_int8 =
@@ -77,6 +82,86 @@ fn tiny_e2b_gguf_matches_safetensors_and_transformers() {
 #[test]
 fn tiny_e4b_gguf_matches_safetensors_and_transformers() {
     check_variant("tiny_gemma4_e4b");
+}
+
+/// 8-bit activations on the decode path (the tiny E2B's Q8_0 file): the engine reports and
+/// generates with them; the prompt's products (40 rows, the prefill path) stay bit-identical to
+/// exact, and the decode steps, fed the exact model's greedy tokens, stay close to exact's logits
+/// while differing from them where this CPU runs int8 (so the option reaches the kernels).
+#[test]
+fn int8_decode_generates_and_leaves_prefill_exact() {
+    let path = fixture_dir("tiny_gemma4_e2b").join("model-q8_0.gguf");
+    let ids = Reference::load("tiny_gemma4_e2b").ids("long.input_ids");
+    let engine = |decode| {
+        Engine::load(
+            &path,
+            EngineOptions {
+                backend: BackendChoice::Cpu,
+                chat_format: ChatFormat::PlainText,
+                decode_activations: decode,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let (exact, int8) = (
+        engine(ActivationPrecision::Exact),
+        engine(ActivationPrecision::Int8),
+    );
+    let fast = gemmakit::kernels::cpu::int8::DotIsa::fast().is_some();
+    assert_eq!(exact.activations(), Activations::EXACT);
+    assert_eq!(
+        int8.activations(),
+        Activations {
+            prefill: ActivationPrecision::Exact,
+            decode: if fast {
+                ActivationPrecision::Int8
+            } else {
+                ActivationPrecision::Exact
+            },
+        }
+    );
+    let steps = 6;
+    let (tokens, want) = greedy_cached(exact.model(), &ids, steps);
+    let model = int8.model();
+    let mut cache = model.new_cache_with_slack(ids.len() + steps, 0);
+    let mut got = vec![model.forward(&mut cache, &ids, LogitsFor::Last).unwrap()];
+    for &t in &tokens[..steps - 1] {
+        got.push(model.forward(&mut cache, &[t], LogitsFor::Last).unwrap());
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // Every product of the prompt pass with all logits has 40 rows (the prefill path); with
+    // only the last row's logits the LM head is a one-row (decode) product.
+    let all = |m: &GemmaModel| {
+        let mut cache = m.new_cache(ids.len());
+        m.forward(&mut cache, &ids, LogitsFor::All).unwrap()
+    };
+    assert!(
+        bits(&all(model)) == bits(&all(exact.model())),
+        "prefill must stay exact"
+    );
+    let mut differ = false;
+    for s in 0..steps {
+        // Measured ≤ 0.3 here (random 64-wide weights amplify the rounding, as for prefill
+        // above); a wrong scale or offset gives errors in the tens.
+        assert_close(&format!("int8 decode step {s}"), &got[s], &want[s], 1.0);
+        differ |= bits(&got[s]) != bits(&want[s]);
+    }
+    assert_eq!(
+        differ, fast,
+        "int8 decode ran where (and only where) it is fast"
+    );
+    let out = int8
+        .generate_from_tokens(
+            &ids,
+            &GenerateOptions {
+                max_tokens: 8,
+                ..GenerateOptions::default()
+            },
+            &mut |_| Flow::Continue,
+        )
+        .unwrap();
+    assert_eq!(out.tokens.len(), 8);
 }
 
 fn scratch(name: &str) -> PathBuf {

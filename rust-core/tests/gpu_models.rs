@@ -36,19 +36,32 @@ fn compare_loaded(
 ) {
     let cpu = load_gguf(path, BackendKind::Cpu);
     let name = path.file_name().unwrap().to_string_lossy().to_string();
+    compare_models(&name, &cpu, gpu, prompt, steps, all_positions, tol);
+}
+
+/// Prompt logits (all positions, if asked), then `steps` greedy decode steps: `gpu` vs `cpu`.
+fn compare_models(
+    name: &str,
+    cpu: &GemmaModel,
+    gpu: &GemmaModel,
+    prompt: &[u32],
+    steps: usize,
+    all_positions: bool,
+    tol: f32,
+) {
     if all_positions {
         let run = |m: &GemmaModel| {
             m.forward(&mut m.new_cache(prompt.len()), prompt, LogitsFor::All)
                 .expect("forward")
         };
-        let (c, g) = (run(&cpu), run(gpu));
+        let (c, g) = (run(cpu), run(gpu));
         eprintln!(
             "{name}: prompt logits max |gpu - cpu| = {:.2e}",
             max_abs_diff(&g, &c)
         );
         assert_close(&format!("{name}: prompt logits"), &g, &c, tol);
     }
-    let (ct, cl) = greedy_cached(&cpu, prompt, steps);
+    let (ct, cl) = greedy_cached(cpu, prompt, steps);
     let (gt, gl) = greedy_cached(gpu, prompt, steps);
     for (step, (c, g)) in cl.iter().zip(&gl).enumerate() {
         eprintln!(
@@ -101,6 +114,43 @@ tiny_suite!(
     "model-q8_0.gguf"
 );
 tiny_suite!(e4b_f32_gpu_matches_cpu, "tiny_gemma4_e4b", "model-f32.gguf");
+
+/// Every KV type on the GPU (encoded rows read by `kernels::gpu::kv`) against the same type on
+/// the CPU, on the tiny Gemma 4 E2B: the long prompt's logits at every position (prefill over
+/// the encoded cache, sliding rings wrapping) and greedy decode steps. Bound: the f32 cache's
+/// 1e-3. The two backends' keys differ by float noise (~1e-6), which can move a value across a
+/// rounding boundary of the type; within this bound for every type on this model (measured
+/// errors are printed).
+#[test]
+fn e2b_every_kv_type_gpu_matches_cpu() {
+    use gemmakit::engine::{KvType, KvTypes};
+    if !gpu_expected() {
+        return;
+    }
+    let reference = Reference::load("tiny_gemma4_e2b");
+    let path = fixture_file("tiny_gemma4_e2b", "model-f32.gguf");
+    let (mut cpu, mut gpu) = (
+        load_gguf(&path, BackendKind::Cpu),
+        load_gguf(&path, BackendKind::Gpu),
+    );
+    let mixed = KvTypes {
+        k: KvType::Q8_0,
+        v: KvType::Tq(4),
+    };
+    for types in KvType::ALL.map(KvTypes::both).into_iter().chain([mixed]) {
+        cpu.set_kv_types(types).expect("cpu kv types");
+        gpu.set_kv_types(types).expect("gpu kv types");
+        compare_models(
+            &format!("kv {}/{}", types.k, types.v),
+            &cpu,
+            &gpu,
+            &reference.ids("long.input_ids"),
+            6,
+            true,
+            1e-3,
+        );
+    }
+}
 
 #[test]
 fn gemma3_270m_q4_k_m_gpu_matches_cpu() {

@@ -11,8 +11,9 @@ use gemmakit::media::{AudioInput, ImageInput};
 
 use crate::error::{GemmaKitError, guard};
 use crate::types::{
-    BackendReport, ChatMessage, Chunk, ContextPolicy, EngineOptions, GenerateOptions,
-    GenerationResult, GenerationStats, MessagePart, ModelInfo, SinkFlow, parse_tool_declarations,
+    ActivationReport, BackendReport, ChatMessage, Chunk, ContextPolicy, EngineOptions,
+    GenerateOptions, GenerationResult, GenerationStats, MessagePart, ModelInfo, SinkFlow,
+    parse_tool_declarations,
 };
 
 /// Receives a generation as it is produced. Called synchronously on the thread that called
@@ -46,6 +47,12 @@ impl Engine {
     /// Which backend runs, and why.
     pub fn backend(&self) -> BackendReport {
         self.inner.backend().into()
+    }
+
+    /// The CPU activation numerics that run (`Exact` on a GPU, or where the CPU lacks a fast
+    /// int8 kernel for the phase).
+    pub fn activations(&self) -> ActivationReport {
+        self.inner.activations().into()
     }
 
     pub fn info(&self) -> ModelInfo {

@@ -15,7 +15,7 @@ use gemmakit::engine::{
     self, BackendChoice as CoreBackendChoice, ChatFormat as CoreChatFormat, KvType as CoreKvType,
 };
 use gemmakit::generate::{self, StopReason as CoreStopReason};
-use gemmakit::kernels::cpu::ActivationPrecision;
+use gemmakit::kernels::cpu::{ActivationPrecision as CoreActivationPrecision, Activations};
 use gemmakit::media::{AudioInput, ImageInput, Media, VideoFrame, VideoInput};
 use gemmakit::model::audio::AttentionWindow;
 use gemmakit::sampling;
@@ -112,17 +112,64 @@ pub struct EngineOptions {
     /// Audio attention window: `false` = transformers' 12 keys (default), `true` = JAX's 13.
     #[uniffi(default = false)]
     pub audio_jax_window: bool,
-    /// CPU prefill with 8-bit activations (faster where the CPU has integer dot instructions,
-    /// as exact as llama.cpp); `false`: exact f32 (default).
-    #[uniffi(default = false)]
-    pub int8_prefill: bool,
+    /// CPU prefill activations (`null`/`nil`: the engine's default, `Exact`): `Int8` is faster
+    /// where the CPU has integer dot instructions (llama.cpp's numerics class).
+    #[uniffi(default = None)]
+    pub prefill_activations: Option<ActivationPrecision>,
+    /// CPU decode activations (`null`/`nil`: the engine's default, `Exact`), as for prefill.
+    #[uniffi(default = None)]
+    pub decode_activations: Option<ActivationPrecision>,
     /// KV cache element type of keys (`null`/`nil`: the backend's default, f16 on the CPU and
-    /// f32 on a GPU; other types than f32 run on the CPU only so far).
+    /// on a GPU; every type runs on both).
     #[uniffi(default = None)]
     pub kv_type_k: Option<KvType>,
     /// KV cache element type of values (as `kv_type_k`).
     #[uniffi(default = None)]
     pub kv_type_v: Option<KvType>,
+}
+
+/// How the CPU multiplies activations with weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ActivationPrecision {
+    /// f32 activations times exactly dequantized weights.
+    Exact,
+    /// Activations rounded to 8 bits per 32 values (runs `Exact` where the CPU has no fast
+    /// int8 kernel for the phase; `Engine.activations()` says what runs).
+    Int8,
+}
+
+impl From<ActivationPrecision> for CoreActivationPrecision {
+    fn from(p: ActivationPrecision) -> Self {
+        match p {
+            ActivationPrecision::Exact => CoreActivationPrecision::Exact,
+            ActivationPrecision::Int8 => CoreActivationPrecision::Int8,
+        }
+    }
+}
+
+impl From<CoreActivationPrecision> for ActivationPrecision {
+    fn from(p: CoreActivationPrecision) -> Self {
+        match p {
+            CoreActivationPrecision::Exact => ActivationPrecision::Exact,
+            CoreActivationPrecision::Int8 => ActivationPrecision::Int8,
+        }
+    }
+}
+
+/// The CPU activation numerics that run, per phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct ActivationReport {
+    pub prefill: ActivationPrecision,
+    pub decode: ActivationPrecision,
+}
+
+impl From<Activations> for ActivationReport {
+    fn from(a: Activations) -> Self {
+        ActivationReport {
+            prefill: a.prefill.into(),
+            decode: a.decode.into(),
+        }
+    }
 }
 
 impl From<BackendChoice> for CoreBackendChoice {
@@ -180,11 +227,12 @@ impl From<EngineOptions> for engine::EngineOptions {
             } else {
                 AttentionWindow::Transformers
             },
-            cpu_prefill_activations: if o.int8_prefill {
-                ActivationPrecision::Int8
-            } else {
-                ActivationPrecision::F32
-            },
+            prefill_activations: o
+                .prefill_activations
+                .map_or(d.prefill_activations, Into::into),
+            decode_activations: o
+                .decode_activations
+                .map_or(d.decode_activations, Into::into),
             kv_type_k: o.kv_type_k.map(Into::into),
             kv_type_v: o.kv_type_v.map(Into::into),
         }
@@ -203,7 +251,8 @@ impl From<engine::EngineOptions> for EngineOptions {
             chat_format: Some(o.chat_format.into()),
             mmproj_path: o.mmproj.map(|p| p.display().to_string()),
             audio_jax_window: o.audio_window == AttentionWindow::Jax,
-            int8_prefill: o.cpu_prefill_activations == ActivationPrecision::Int8,
+            prefill_activations: Some(o.prefill_activations.into()),
+            decode_activations: Some(o.decode_activations.into()),
             kv_type_k: o.kv_type_k.map(Into::into),
             kv_type_v: o.kv_type_v.map(Into::into),
         }

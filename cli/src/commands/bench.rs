@@ -12,7 +12,7 @@ use gemmakit::generate::Constraint;
 use gemmakit::generate::Draft;
 use gemmakit::{GemmaError, Result};
 
-use crate::args::{DraftArgs, KvTypeArgs, activations, backend_choice};
+use crate::args::{ActivationArgs, DraftArgs, KvTypeArgs, backend_choice};
 
 // Short flags as llama-bench's, so its users can reuse their command lines.
 #[derive(Args)]
@@ -39,9 +39,8 @@ pub struct BenchArgs {
     /// Skip the cold-load measurement.
     #[arg(long)]
     no_cold: bool,
-    /// CPU prefill with 8-bit activations (llama.cpp's numerics; faster with AVX-512 VNNI).
-    #[arg(long)]
-    int8_prefill: bool,
+    #[command(flatten)]
+    activations: ActivationArgs,
     /// One JSON object per configuration (one per line) instead of a table.
     #[arg(long)]
     json: bool,
@@ -82,7 +81,7 @@ pub fn execute(args: BenchArgs) -> Result<()> {
         kv_type_k,
         kv_type_v,
         cold_load: !args.no_cold,
-        cpu_prefill_activations: activations(args.int8_prefill),
+        cpu_activations: args.activations.activations(),
     };
     let json = args.json;
     if let Some(kmax) = args.verify_cost {

@@ -27,6 +27,10 @@ public final class GemmaEngine: @unchecked Sendable {
     /// Which backend runs (CPU or GPU), on which device, and why.
     public var backend: BackendReport { engine.backend() }
 
+    /// The CPU activation numerics that run per phase (`.exact` on a GPU, or where the CPU has
+    /// no fast int8 kernel for what `EngineOptions.prefillActivations`/`decodeActivations` asked).
+    public var activations: ActivationReport { engine.activations() }
+
     /// Architecture, sizes, weight types and memory estimate.
     public var info: ModelInfo { engine.info() }
 

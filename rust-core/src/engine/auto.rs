@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::device::{ActivationPrecision, BackendKind, ComputeDevice};
+use crate::device::{Activations, BackendKind, ComputeDevice};
 use crate::error::Result;
 use crate::model::{GemmaModel, LogitsFor};
 use crate::source::ModelSource;
@@ -17,8 +17,8 @@ pub struct AutoPolicy {
     pub allow_software_gpu: bool,
     /// Where measurements are remembered (`None`: measure every time).
     pub cache_file: Option<PathBuf>,
-    /// Prefill numerics if the CPU is chosen.
-    pub cpu_activations: ActivationPrecision,
+    /// Activation numerics if the CPU is chosen.
+    pub cpu_activations: Activations,
 }
 
 impl AutoPolicy {
@@ -32,7 +32,7 @@ impl AutoPolicy {
             allow_software_gpu: std::env::var("GEMMAKIT_AUTO_ALLOW_SOFTWARE_GPU")
                 .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
             cache_file: home.map(|h| h.join("backend-choice.json")),
-            cpu_activations: ActivationPrecision::F32,
+            cpu_activations: Activations::EXACT,
         }
     }
 }
@@ -126,7 +126,7 @@ const MAX_CACHE_BYTES: usize = 1 << 20;
 pub fn choose_auto(source: &ModelSource, policy: &AutoPolicy) -> Result<AutoChoice> {
     let cpu = || {
         ComputeDevice::open(BackendKind::Cpu).map(|d| ComputeDevice {
-            activations: policy.cpu_activations,
+            activations: crate::kernels::cpu::int8::effective(policy.cpu_activations),
             ..d
         })
     };

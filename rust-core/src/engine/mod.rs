@@ -34,7 +34,7 @@ use self::memory::MemoryEstimate;
 use crate::chat::ChatTemplate;
 use crate::chat::Part;
 use crate::constraint::ConstraintCompiler;
-use crate::device::ActivationPrecision;
+use crate::device::{ActivationPrecision, Activations};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
 pub use crate::kernels::kv::{KvType, KvTypes};
@@ -91,25 +91,39 @@ pub struct EngineOptions {
     /// Which keys the audio tower's local attention sees (transformers' 12, the default, or
     /// Google's JAX reference's 13).
     pub audio_window: AttentionWindow,
-    /// CPU prefill numerics: exact f32 (default) or 8-bit activations, faster on CPUs with
-    /// integer dot instructions and as exact as llama.cpp (see kernels::cpu::int8).
-    pub cpu_prefill_activations: ActivationPrecision,
+    /// CPU prefill numerics (chunks of at least `kernels::cpu::TILED_MIN_TOKENS` tokens):
+    /// exact f32 (default) or 8-bit activations, faster on CPUs with integer dot
+    /// instructions and llama.cpp's numerics class (see kernels::cpu::int8). A CPU without a
+    /// fast int8 kernel runs exact ([`Engine::activations`] says what runs).
+    pub prefill_activations: ActivationPrecision,
+    /// CPU decode numerics (decode steps, speculative verify, prompts shorter than a prefill
+    /// chunk): exact f32 (default) or 8-bit activations, as for prefill.
+    pub decode_activations: ActivationPrecision,
     /// The KV cache's element type for keys and for values (`None`: the backend's default,
-    /// [`default_kv_type`]). Types other than f32 run on the CPU backend only so far.
+    /// [`default_kv_type`]). Every type runs on both backends (on a GPU as encoded rows in
+    /// device memory, `kernels::gpu::kv`).
     pub kv_type_k: Option<KvType>,
     pub kv_type_v: Option<KvType>,
 }
 
-/// The KV type a backend uses when the options name none: f16 on the CPU (perplexity within
-/// 0.1 % of f32, BENCHMARKS.md "KV cache precision"), f32 on a GPU (its kernels read f32).
+/// The KV type a backend uses when the options name none: f16 on either (perplexity within
+/// 0.1 % of f32, BENCHMARKS.md "KV cache precision"; the GPU's kernels read f16 rows
+/// directly, `kernels::gpu::kv`).
 pub fn default_kv_type(backend: BackendKind) -> KvType {
     match backend {
-        BackendKind::Cpu => KvType::F16,
-        BackendKind::Gpu => KvType::F32,
+        BackendKind::Cpu | BackendKind::Gpu => KvType::F16,
     }
 }
 
 impl EngineOptions {
+    /// The CPU activation numerics these options ask for.
+    pub fn cpu_activations(&self) -> Activations {
+        Activations {
+            prefill: self.prefill_activations,
+            decode: self.decode_activations,
+        }
+    }
+
     /// The KV types on `backend`.
     pub fn kv_types(&self, backend: BackendKind) -> KvTypes {
         KvTypes {
@@ -131,7 +145,8 @@ impl Default for EngineOptions {
             chat_format: ChatFormat::Auto,
             mmproj: None,
             audio_window: AttentionWindow::default(),
-            cpu_prefill_activations: ActivationPrecision::F32,
+            prefill_activations: ActivationPrecision::Exact,
+            decode_activations: ActivationPrecision::Exact,
             kv_type_k: None,
             kv_type_v: None,
         }
@@ -224,12 +239,12 @@ pub struct Engine {
 fn choose_backend(
     choice: BackendChoice,
     source: &ModelSource,
-    cpu_activations: ActivationPrecision,
+    cpu_activations: Activations,
 ) -> Result<(ComputeDevice, String, Option<GemmaModel>)> {
     match choice {
         BackendChoice::Cpu => Ok((
             ComputeDevice {
-                activations: cpu_activations,
+                activations: crate::kernels::cpu::int8::effective(cpu_activations),
                 ..ComputeDevice::open(BackendKind::Cpu)?
             },
             "requested".into(),
@@ -279,7 +294,7 @@ impl Engine {
             // Auto measures on the CPU first, with the weights mapped as the CPU maps them.
             BackendChoice::Cpu | BackendChoice::Auto => BackendKind::Cpu,
         };
-        // Auto may still choose a GPU, whose default KV type is the larger one.
+        // Auto may still choose a GPU: count the KV types it would use.
         let planned_kv = match options.backend {
             BackendChoice::Auto => options.kv_types(BackendKind::Gpu),
             _ => options.kv_types(planned_backend),
@@ -297,7 +312,7 @@ impl Engine {
             options.ignore_memory_check,
         )?;
         let (device, reason, preloaded) =
-            choose_backend(options.backend, &source, options.cpu_prefill_activations)?;
+            choose_backend(options.backend, &source, options.cpu_activations())?;
         let backend = BackendReport {
             backend: device.kind,
             device: device.description.clone(),
@@ -384,6 +399,15 @@ impl Engine {
 
     pub fn backend(&self) -> &BackendReport {
         &self.inner.backend
+    }
+
+    /// The activation numerics that run: what the options asked for where this CPU has a
+    /// fast int8 kernel for the phase, exact otherwise (and always exact on a GPU).
+    pub fn activations(&self) -> Activations {
+        match self.inner.backend.backend {
+            BackendKind::Cpu => self.inner.model.device().activations,
+            BackendKind::Gpu => Activations::EXACT,
+        }
     }
 
     pub fn info(&self) -> &ModelInfo {

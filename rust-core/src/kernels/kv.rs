@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use half::f16;
 
+use super::gpu::kv::DeviceTables;
 use crate::error::{GemmaError, Result};
 
 /// The element type of cached keys or values.
@@ -127,6 +128,8 @@ pub struct KvCodec {
     signs: Vec<f32>,
     /// The Lloyd-Max levels for one coordinate of a rotated unit vector, ascending.
     levels: Arc<[f32]>,
+    /// The signs and levels on the GPU, uploaded on first use there (`gpu::kv`).
+    device: OnceLock<DeviceTables>,
 }
 
 impl KvCodec {
@@ -155,6 +158,7 @@ impl KvCodec {
             d,
             signs,
             levels,
+            device: OnceLock::new(),
         })
     }
 
@@ -165,6 +169,21 @@ impl KvCodec {
     /// The codebook (TurboQuant only; empty otherwise).
     pub fn levels(&self) -> &[f32] {
         &self.levels
+    }
+
+    /// Every KV head's rotation signs, `[kv_heads·d]` ±1 (TurboQuant only; empty otherwise).
+    pub fn signs(&self) -> &[f32] {
+        &self.signs
+    }
+
+    /// KV heads of a rotated codec (0 otherwise: only rotations depend on the head).
+    pub fn kv_heads(&self) -> usize {
+        self.signs.len() / self.d.max(1)
+    }
+
+    /// This codec's tables on the GPU `device` (uploaded once; a process opens one GPU).
+    pub fn device_tables(&self, device: &burn::tensor::Device) -> &DeviceTables {
+        self.device.get_or_init(|| DeviceTables::new(self, device))
     }
 
     /// `x` ↦ Π·x for KV head `head`: y = H·(D∘x)/√d.
@@ -232,123 +251,60 @@ impl KvCodec {
 
     /// Decodes one row (the inverse of [`encode`](Self::encode) up to its rounding).
     pub fn decode(&self, head: usize, row: &[u8], out: &mut [f32]) {
-        match self.ty {
-            KvType::Tq(_) => {
-                out.fill(0.0);
-                self.accumulate_rotated(row, 1.0, out);
-                self.unrotate(head, out);
-            }
-            _ => {
-                out.fill(0.0);
-                self.accumulate(row, 1.0, out);
-            }
+        self.expand(row, out);
+        if self.is_rotated() {
+            self.unrotate(head, out);
         }
     }
 
-    /// `acc += w·x̃` for a row of a non-rotated type (f32, f16, q8_0).
+    /// The row's `d` values in the domain attention works in: a TurboQuant row stays rotated
+    /// (scale · level per coordinate: queries are rotated to meet it, and value sums are rotated
+    /// back once per head), every other type is its values. Attention expands one row at a time
+    /// and uses it for every query head of its group, so the cache itself is never decoded.
     #[inline(always)]
-    pub fn accumulate(&self, row: &[u8], w: f32, acc: &mut [f32]) {
+    pub fn expand(&self, row: &[u8], out: &mut [f32]) {
         let h = half_table();
         match self.ty {
-            KvType::F32 => acc
+            KvType::F32 => out
                 .iter_mut()
                 .zip(row.chunks_exact(4))
-                .for_each(|(a, b)| *a += w * f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            KvType::F16 => acc
+                .for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            KvType::F16 => out
                 .iter_mut()
                 .zip(row.chunks_exact(2))
-                .for_each(|(a, b)| *a += w * half(h, b[0], b[1])),
+                .for_each(|(o, b)| *o = half(h, b[0], b[1])),
             KvType::Q8_0 => {
-                for (a, b) in acc.chunks_mut(Q8_BLOCK).zip(row.chunks_exact(2 + Q8_BLOCK)) {
-                    let s = w * half(h, b[0], b[1]);
-                    a.iter_mut()
-                        .zip(&b[2..])
-                        .for_each(|(a, &q)| *a += s * (q as i8) as f32);
-                }
-            }
-            KvType::Tq(_) => self.accumulate_rotated(row, w, acc),
-        }
-    }
-
-    /// `acc += w·s·c[idx]`: a TurboQuant row in the rotated domain.
-    #[inline(always)]
-    pub fn accumulate_rotated(&self, row: &[u8], w: f32, acc: &mut [f32]) {
-        let KvType::Tq(bits) = self.ty else {
-            return self.accumulate(row, w, acc);
-        };
-        let h = half_table();
-        let s = w * half(h, row[0], row[1]);
-        let levels = &self.levels;
-        let codes = &row[2..];
-        match bits {
-            4 => {
-                for (pair, &byte) in acc.chunks_exact_mut(2).zip(codes) {
-                    pair[0] += s * levels[(byte & 15) as usize];
-                    pair[1] += s * levels[(byte >> 4) as usize];
-                }
-            }
-            2 => {
-                for (quad, &byte) in acc.chunks_exact_mut(4).zip(codes) {
-                    for (i, a) in quad.iter_mut().enumerate() {
-                        *a += s * levels[((byte >> (2 * i)) & 3) as usize];
-                    }
-                }
-            }
-            _ => {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a += s * levels[get_bits(codes, j, bits) as usize];
-                }
-            }
-        }
-    }
-
-    /// `q·x̃` for a row of this type; for TurboQuant `q` must already be rotated by this
-    /// head's rotation ([`rotate`](Self::rotate)).
-    #[inline(always)]
-    pub fn dot(&self, q: &[f32], row: &[u8]) -> f32 {
-        let h = half_table();
-        match self.ty {
-            KvType::F32 => q
-                .iter()
-                .zip(row.chunks_exact(4))
-                .map(|(q, b)| q * f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .sum(),
-            KvType::F16 => q
-                .iter()
-                .zip(row.chunks_exact(2))
-                .map(|(q, b)| q * half(h, b[0], b[1]))
-                .sum(),
-            KvType::Q8_0 => q
-                .chunks(Q8_BLOCK)
-                .zip(row.chunks_exact(2 + Q8_BLOCK))
-                .map(|(q, b)| {
+                for (o, b) in out.chunks_mut(Q8_BLOCK).zip(row.chunks_exact(2 + Q8_BLOCK)) {
                     let s = half(h, b[0], b[1]);
-                    s * q
-                        .iter()
+                    o.iter_mut()
                         .zip(&b[2..])
-                        .map(|(q, &x)| q * (x as i8) as f32)
-                        .sum::<f32>()
-                })
-                .sum(),
+                        .for_each(|(o, &q)| *o = s * (q as i8) as f32);
+                }
+            }
             KvType::Tq(bits) => {
                 let s = half(h, row[0], row[1]);
                 let levels = &self.levels;
                 let codes = &row[2..];
-                let sum: f32 = match bits {
-                    4 => q
-                        .chunks_exact(2)
-                        .zip(codes)
-                        .map(|(q, &b)| {
-                            q[0] * levels[(b & 15) as usize] + q[1] * levels[(b >> 4) as usize]
-                        })
-                        .sum(),
-                    _ => q
-                        .iter()
-                        .enumerate()
-                        .map(|(j, q)| q * levels[get_bits(codes, j, bits) as usize])
-                        .sum(),
-                };
-                s * sum
+                match bits {
+                    4 => {
+                        for (pair, &byte) in out.chunks_exact_mut(2).zip(codes) {
+                            pair[0] = s * levels[(byte & 15) as usize];
+                            pair[1] = s * levels[(byte >> 4) as usize];
+                        }
+                    }
+                    2 => {
+                        for (quad, &byte) in out.chunks_exact_mut(4).zip(codes) {
+                            for (i, o) in quad.iter_mut().enumerate() {
+                                *o = s * levels[((byte >> (2 * i)) & 3) as usize];
+                            }
+                        }
+                    }
+                    _ => {
+                        for (j, o) in out.iter_mut().enumerate() {
+                            *o = s * levels[get_bits(codes, j, bits) as usize];
+                        }
+                    }
+                }
             }
         }
     }
@@ -359,14 +315,20 @@ impl KvCodec {
 }
 
 /// Every f16 as f32 (256 KiB): in the attention loops a look-up is faster than a conversion.
-fn half_table() -> &'static [f32] {
-    static TABLE: OnceLock<Box<[f32]>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..=u16::MAX).map(|h| f16::from_bits(h).to_f32()).collect())
+fn half_table() -> &'static [f32; 1 << 16] {
+    static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut table = Box::new([0.0f32; 1 << 16]);
+        for (h, v) in table.iter_mut().enumerate() {
+            *v = f16::from_bits(h as u16).to_f32();
+        }
+        table
+    })
 }
 
 /// The f16 in little-endian bytes `lo`, `hi`, through [`half_table`].
 #[inline(always)]
-fn half(table: &[f32], lo: u8, hi: u8) -> f32 {
+fn half(table: &[f32; 1 << 16], lo: u8, hi: u8) -> f32 {
     table[usize::from(u16::from_le_bytes([lo, hi]))]
 }
 
@@ -388,7 +350,7 @@ fn get_bits(codes: &[u8], j: usize, bits: u8) -> u32 {
     ((lo | hi << 8) >> shift) & ((1 << bits) - 1)
 }
 
-fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -543,19 +505,8 @@ mod tests {
 
     use super::*;
     use crate::kernels::attention::AttentionCall;
-    use crate::kernels::cpu::attention::{KvView, attend_one};
-
-    /// Standard normal samples (splitmix64 + Box-Muller), in f64.
-    fn gaussians(n: usize, seed: u64) -> Vec<f64> {
-        let mut state = seed;
-        let mut uniform = || (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
-        (0..n)
-            .map(|_| {
-                let (u, v) = (uniform().max(1e-300), uniform());
-                (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-            })
-            .collect()
-    }
+    use crate::kernels::cpu::attention::{KvView, attend_many, attend_one};
+    use crate::kernels::reference::{self, decoded, encoded_rows, gaussians};
 
     fn unit(x: Vec<f64>) -> Vec<f64> {
         let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -695,14 +646,16 @@ mod tests {
     fn attention_on_encoded_rows_equals_attention_on_their_decoded_values() {
         let (d, kv_heads, groups, slots) = (64usize, 2usize, 2usize, 300usize);
         let heads = kv_heads * groups;
-        let q: Vec<f32> = gaussians(heads * d, 1)
-            .into_iter()
-            .map(|v| v as f32)
-            .collect();
-        let keys = gaussians(slots * kv_heads * d, 2);
-        let values = gaussians(slots * kv_heads * d, 3);
-        let visible: Vec<f32> = (0..slots)
-            .map(|s| if s % 7 == 3 { 0.0 } else { 1.0 })
+        // Prefill rows: a sliding window that moves (first visible slot > 0), partial tiles and
+        // task blocks (37 rows), and one row that sees nothing (its output is zeros).
+        let rows = 37usize;
+        let as_f32 = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        let q = as_f32(gaussians(rows * heads * d, 1));
+        let keys = as_f32(gaussians(kv_heads * slots * d, 2));
+        let values = as_f32(gaussians(kv_heads * slots * d, 3));
+        let sees = |r: usize, s: usize| r != 5 && s % 7 != 3 && (3 * r..=150 + 4 * r).contains(&s);
+        let visible: Vec<f32> = (0..rows * slots)
+            .map(|i| if sees(i / slots, i % slots) { 1.0 } else { 0.0 })
             .collect();
         let scale = 0.125f32;
         for (kt, vt) in KvType::ALL
@@ -710,79 +663,45 @@ mod tests {
             .map(|t| (t, t))
             .chain([(KvType::Tq(4), KvType::Tq(3)), (KvType::F16, KvType::Tq(2))])
         {
-            let encode = |ty: KvType, seed: u64, src: &[f64]| {
-                let codec = Arc::new(KvCodec::new(ty, kv_heads, d, seed).unwrap());
-                let mut rows = EncodedRows::new(codec, kv_heads);
-                rows.grow_to(slots);
-                let x: Vec<f32> = src.iter().map(|&v| v as f32).collect();
-                // `write` takes [kv_heads, t, d]; src is [slots, kv_heads, d].
-                let mut by_head = vec![0.0f32; x.len()];
-                for s in 0..slots {
-                    for h in 0..kv_heads {
-                        let from = (s * kv_heads + h) * d;
-                        let to = (h * slots + s) * d;
-                        by_head[to..to + d].copy_from_slice(&x[from..from + d]);
-                    }
-                }
-                for s in 0..slots {
-                    rows.write(s, &by_head, slots, s);
-                }
-                rows
-            };
-            let (k, v) = (encode(kt, 5, &keys), encode(vt, 6, &values));
-            let mut got = vec![0.0f32; heads * d];
+            let k = encoded_rows(kt, kv_heads, d, 5, &keys);
+            let v = encoded_rows(vt, kv_heads, d, 6, &values);
             let call = AttentionCall { groups, scale };
-            attend_one(
-                &q,
-                d,
-                KvView::Encoded(&k),
-                KvView::Encoded(&v),
-                &visible,
-                call,
-                &mut got,
-            );
+            let row_q = |r: usize| &q[r * heads * d..(r + 1) * heads * d];
+            let row_flags = |r: usize| &visible[r * slots..(r + 1) * slots];
+            // Decode (one query row, split over keys) for every row, and prefill (all rows).
+            let mut one = vec![0.0f32; rows * heads * d];
+            for (r, out) in one.chunks_exact_mut(heads * d).enumerate() {
+                let (kv, vv) = (KvView::Encoded(&k), KvView::Encoded(&v));
+                attend_one(row_q(r), d, kv, vv, row_flags(r), call, out);
+            }
+            let mut many = vec![0.0f32; rows * heads * d];
+            let (kv, vv) = (KvView::Encoded(&k), KvView::Encoded(&v));
+            attend_many(&q, rows, d, kv, vv, &visible, call, &mut many);
             // Reference: decode every row, then softmax attention in f64.
-            let decoded = |rows: &EncodedRows, h: usize, s: usize| {
-                let mut out = vec![0.0f32; d];
-                rows.codec.decode(h, rows.row(h, s), &mut out);
-                out
-            };
-            for h in 0..heads {
-                let g = h / groups;
-                let qh = &q[h * d..(h + 1) * d];
-                let scores: Vec<Option<f64>> = (0..slots)
-                    .map(|s| {
-                        (visible[s] > 0.0).then(|| {
-                            let key = decoded(&k, g, s);
-                            scale as f64
-                                * qh.iter()
-                                    .zip(&key)
-                                    .map(|(a, &b)| *a as f64 * b as f64)
-                                    .sum::<f64>()
-                        })
-                    })
-                    .collect();
-                let max = scores
-                    .iter()
-                    .flatten()
-                    .fold(f64::NEG_INFINITY, |m, &s| m.max(s));
-                let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
-                let mut want = vec![0.0f64; d];
-                for (s, score) in scores.iter().enumerate() {
-                    if let Some(score) = score {
-                        let p = (score - max).exp() / total;
-                        let value = decoded(&v, g, s);
-                        want.iter_mut()
-                            .zip(&value)
-                            .for_each(|(w, &x)| *w += p * x as f64);
+            let (dk, dv) = (decoded(&k), decoded(&v));
+            for r in 0..rows {
+                let want = reference::attention(
+                    row_q(r),
+                    &dk,
+                    &dv,
+                    row_flags(r),
+                    heads,
+                    kv_heads,
+                    slots,
+                    d,
+                    f64::from(scale),
+                );
+                for (what, got) in [("decode", &one), ("prefill", &many)] {
+                    let got = &got[r * heads * d..(r + 1) * heads * d];
+                    for h in 0..heads {
+                        let worst = want[h * d..(h + 1) * d]
+                            .iter()
+                            .zip(&got[h * d..(h + 1) * d])
+                            .map(|(w, &g)| (w - g as f64).abs())
+                            .fold(0.0, f64::max);
+                        assert!(worst <= 1e-5, "{what} {kt}/{vt} row {r} head {h}: {worst}");
                     }
                 }
-                let worst = want
-                    .iter()
-                    .zip(&got[h * d..(h + 1) * d])
-                    .map(|(w, &g)| (w - g as f64).abs())
-                    .fold(0.0, f64::max);
-                assert!(worst <= 1e-5, "{kt}/{vt} head {h}: {worst}");
             }
         }
     }

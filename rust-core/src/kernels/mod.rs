@@ -9,3 +9,5 @@ pub mod cpu;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod kv;
+#[cfg(test)]
+pub(crate) mod reference;

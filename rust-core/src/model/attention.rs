@@ -103,8 +103,21 @@ pub fn attend(
         query_positions,
     } = visibility;
     let device = q.device();
-    if let KvRows::Encoded { k, v } = &kv.rows {
-        return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
+    match &kv.rows {
+        KvRows::Encoded { k, v } => {
+            return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
+        }
+        KvRows::Device { k, v } => {
+            use crate::kernels::gpu::kv::{Queries, attend};
+            let queries = Queries {
+                key_pos: &kv.key_pos,
+                q_pos: query_positions,
+                window: (kind == AttentionKind::Sliding).then_some(window),
+                scale,
+            };
+            return Ok(attend(q, (k, v), queries));
+        }
+        KvRows::Dense { .. } => {}
     }
     if query_positions.len() == 1 {
         let visible = build_visibility(kind, window, query_positions[0], &kv.key_pos, &device);
@@ -278,9 +291,9 @@ fn mix_values(probs: Tensor<3>, kv: &StepKv, [tq, heads, d]: [usize; 3]) -> Tens
 fn dense(kv: &StepKv) -> (&Tensor<3>, &Tensor<3>) {
     match &kv.rows {
         KvRows::Dense { k, v } => Some((k, v)),
-        KvRows::Encoded { .. } => None,
+        KvRows::Encoded { .. } | KvRows::Device { .. } => None,
     }
-    .expect("encoded steps go through attend_encoded")
+    .expect("encoded steps go through attend_encoded or the GPU's encoded attention")
 }
 
 /// `[keys]`: 1 where a query at `q` may see the key slot, 0 elsewhere (empty slots included).

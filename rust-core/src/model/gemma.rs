@@ -252,15 +252,13 @@ impl GemmaModel {
     }
 
     /// The KV cache's element types of caches made from now on (f32 until set). Types other
-    /// than f32 are encoded on the host: a GPU model refuses them (typed error).
+    /// than f32 are encoded rows: on the host for a CPU model, in device memory for a GPU
+    /// model (kernels::gpu::kv).
     pub fn set_kv_types(&mut self, types: KvTypes) -> Result<()> {
         if types == KvTypes::F32 {
             self.kv_types = types;
             self.kv_codecs.clear();
             return Ok(());
-        }
-        if !super::ops::is_host(&self.device.device) {
-            return Err(self.unsupported_kv(types));
         }
         let codecs = self.kv_codecs_for(types)?;
         self.kv_types = types;
@@ -293,22 +291,11 @@ impl GemmaModel {
     /// A fresh cache as [`new_cache_with_slack`](Self::new_cache_with_slack) but of `types`
     /// instead of the model's (comparisons of KV types on one loaded model).
     pub fn new_cache_typed(&self, max_len: usize, slack: usize, types: KvTypes) -> Result<KvCache> {
-        if types != KvTypes::F32 && !super::ops::is_host(&self.device.device) {
-            return Err(self.unsupported_kv(types));
-        }
         let codecs = match types {
             KvTypes::F32 => Vec::new(),
             _ => self.kv_codecs_for(types)?,
         };
         Ok(self.cache_with(max_len, slack, &codecs))
-    }
-
-    fn unsupported_kv(&self, types: KvTypes) -> GemmaError {
-        GemmaError::Unsupported(format!(
-            "KV type {}/{} on the GPU backend (it supports f32 only so far; use the CPU \
-             backend or --kv-type f32)",
-            types.k, types.v
-        ))
     }
 
     pub fn config(&self) -> &GemmaConfig {
@@ -341,6 +328,7 @@ impl GemmaModel {
         slack: usize,
         codecs: &[Option<(Arc<KvCodec>, Arc<KvCodec>)>],
     ) -> KvCache {
+        let on_host = super::ops::is_host(&self.device.device);
         let layers = self
             .config
             .layers
@@ -349,17 +337,12 @@ impl GemmaModel {
             .map(|(i, spec)| {
                 let cache = match (spec.kv_source, spec.kind) {
                     (Some(_), _) => return None,
-                    (None, AttentionKind::Full) => {
-                        LayerCache::growing(spec.num_kv_heads, spec.head_dim, max_len)
+                    (None, AttentionKind::Full) => LayerCache::growing(spec.num_kv_heads, max_len),
+                    (None, AttentionKind::Sliding) => {
+                        LayerCache::ring(self.config.sliding_window, slack, spec.num_kv_heads)
                     }
-                    (None, AttentionKind::Sliding) => LayerCache::ring(
-                        self.config.sliding_window,
-                        slack,
-                        spec.num_kv_heads,
-                        spec.head_dim,
-                    ),
                 };
-                Some(cache.encoded_with(codecs.get(i).and_then(Option::as_ref)))
+                Some(cache.encoded_with(codecs.get(i).and_then(Option::as_ref), on_host))
             })
             .collect();
         KvCache::new(layers, max_len.min(self.config.max_position_embeddings))

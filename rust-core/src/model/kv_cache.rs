@@ -3,15 +3,20 @@
 //! producer's view of the current step.
 //!
 //! f32 caches are burn tensors (on either device); the other KV types
-//! ([`crate::kernels::kv::KvType`]) are encoded rows on the host, encoded once on append and
-//! read by attention without decoding the cache. Both are copy on write: tensors are immutable
-//! values and encoded rows sit behind an `Arc`, so a forked cache shares them until it writes.
+//! ([`crate::kernels::kv::KvType`]) are encoded rows, encoded once on append and read by
+//! attention without decoding the cache: on the CPU host rows behind an `Arc`, on a GPU the
+//! same rows in u32 words in burn Int tensors (`kernels::gpu::kv`), which grow and wrap as the
+//! f32 tensors do (one piece of ring/growth logic, generic over the tensor kind). All are copy
+//! on write: tensors are immutable values and host rows sit behind an `Arc`, so a forked cache
+//! shares them until it writes.
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Tensor, s};
+use burn::tensor::kind::Basic;
+use burn::tensor::{Int, Tensor, s};
 
 use crate::error::Result;
+use crate::kernels::gpu::kv::{self as gpu_kv, DeviceRows};
 use crate::kernels::kv::{EncodedRows, KvCodec, KvType};
 
 use super::ops::to_host;
@@ -34,6 +39,8 @@ pub enum KvRows {
         k: Arc<EncodedRows>,
         v: Arc<EncodedRows>,
     },
+    /// Encoded rows on a GPU (the same types; `kernels::gpu::kv`).
+    Device { k: DeviceRows, v: DeviceRows },
 }
 
 impl StepKv {
@@ -41,6 +48,7 @@ impl StepKv {
         match &self.rows {
             KvRows::Dense { k, .. } => k.dims()[0],
             KvRows::Encoded { k, .. } => k.kv_heads,
+            KvRows::Device { k, .. } => k.words.dims()[0],
         }
     }
 }
@@ -60,52 +68,76 @@ enum Storage {
 /// up to this many tokens.
 pub const ROLLBACK_SLACK: usize = 128;
 
+/// A layer's keys and values as two tensors `[kv_heads, slots, width]`: f32 values (`Float`),
+/// or encoded rows in u32 words on a GPU (`Int`). Growing and ring logic is the same for both.
+#[derive(Clone)]
+struct Planes<K: Basic> {
+    k: Option<Tensor<3, K>>,
+    v: Option<Tensor<3, K>>,
+}
+
+impl<K: Basic> Default for Planes<K> {
+    fn default() -> Self {
+        Planes { k: None, v: None }
+    }
+}
+
 /// Cloning is cheap and safe: burn tensors are immutable values, so a clone and its original
 /// diverge on their next write (copy on write).
 #[derive(Clone)]
 pub struct LayerCache {
     storage: Storage,
     kv_heads: usize,
-    head_dim: usize,
-    k: Option<Tensor<3>>,
-    v: Option<Tensor<3>>,
-    /// Encoded keys and values instead of `k`/`v` (any type but f32 for both).
+    /// f32 keys and values (both types f32).
+    dense: Planes<burn::tensor::Float>,
+    /// Encoded keys and values on the host instead (any type but f32 for both, CPU).
     encoded: Option<(Arc<EncodedRows>, Arc<EncodedRows>)>,
+    /// Encoded keys and values on a GPU instead, with their codecs.
+    device: Option<(Arc<KvCodec>, Arc<KvCodec>)>,
+    words: Planes<Int>,
     slot_pos: Vec<Option<usize>>,
 }
 
 impl LayerCache {
-    pub fn growing(kv_heads: usize, head_dim: usize, max_len: usize) -> Self {
-        Self::with_storage(Storage::Growing { max_len }, kv_heads, head_dim)
+    pub fn growing(kv_heads: usize, max_len: usize) -> Self {
+        Self::with_storage(Storage::Growing { max_len }, kv_heads)
     }
 
-    pub fn ring(window: usize, slack: usize, kv_heads: usize, head_dim: usize) -> Self {
+    pub fn ring(window: usize, slack: usize, kv_heads: usize) -> Self {
         let capacity = window + slack;
-        Self::with_storage(Storage::Ring { window, capacity }, kv_heads, head_dim)
+        Self::with_storage(Storage::Ring { window, capacity }, kv_heads)
     }
 
-    fn with_storage(storage: Storage, kv_heads: usize, head_dim: usize) -> Self {
+    fn with_storage(storage: Storage, kv_heads: usize) -> Self {
         LayerCache {
             storage,
             kv_heads,
-            head_dim,
-            k: None,
-            v: None,
+            dense: Planes::default(),
             encoded: None,
+            device: None,
+            words: Planes::default(),
             slot_pos: Vec::new(),
         }
     }
 
-    /// This cache with keys and values encoded by `codecs` (`None`, or f32 for both: tensors).
-    pub fn encoded_with(mut self, codecs: Option<&(Arc<KvCodec>, Arc<KvCodec>)>) -> Self {
-        self.encoded = codecs
-            .filter(|(k, v)| (k.ty, v.ty) != (KvType::F32, KvType::F32))
-            .map(|(k, v)| {
-                (
-                    Arc::new(EncodedRows::new(k.clone(), self.kv_heads)),
-                    Arc::new(EncodedRows::new(v.clone(), self.kv_heads)),
-                )
-            });
+    /// This cache with keys and values encoded by `codecs` (`None`, or f32 for both: tensors),
+    /// as host rows (`on_host`) or as rows on the GPU.
+    pub fn encoded_with(
+        mut self,
+        codecs: Option<&(Arc<KvCodec>, Arc<KvCodec>)>,
+        on_host: bool,
+    ) -> Self {
+        let codecs = codecs.filter(|(k, v)| (k.ty, v.ty) != (KvType::F32, KvType::F32));
+        if !on_host {
+            self.device = codecs.cloned();
+            return self;
+        }
+        self.encoded = codecs.map(|(k, v)| {
+            (
+                Arc::new(EncodedRows::new(k.clone(), self.kv_heads)),
+                Arc::new(EncodedRows::new(v.clone(), self.kv_heads)),
+            )
+        });
         self
     }
 
@@ -115,10 +147,52 @@ impl LayerCache {
         if self.encoded.is_some() {
             return self.append_encoded(k, v, positions);
         }
-        Ok(match self.storage {
-            Storage::Growing { max_len } => self.append_growing(k, v, positions, max_len),
-            Storage::Ring { capacity, .. } => self.append_ring(capacity, k, v, positions),
+        if let Some((kc, vc)) = self.device.clone() {
+            let (k, v) = (gpu_kv::encode(&kc, k)?, gpu_kv::encode(&vc, v)?);
+            let (k, v, key_pos) = self.append_planes(|c| &mut c.words, k, v, positions);
+            return Ok(StepKv {
+                rows: KvRows::Device {
+                    k: DeviceRows {
+                        codec: kc,
+                        words: k,
+                    },
+                    v: DeviceRows {
+                        codec: vc,
+                        words: v,
+                    },
+                },
+                key_pos,
+            });
+        }
+        let (k, v, key_pos) = self.append_planes(|c| &mut c.dense, k, v, positions);
+        Ok(StepKv {
+            rows: KvRows::Dense { k, v },
+            key_pos,
         })
+    }
+
+    /// Appends to the dense or the word planes, returning the step's keys, values and key
+    /// positions.
+    fn append_planes<K: Basic>(
+        &mut self,
+        which: fn(&mut Self) -> &mut Planes<K>,
+        k: Tensor<3, K>,
+        v: Tensor<3, K>,
+        positions: &[usize],
+    ) -> (Tensor<3, K>, Tensor<3, K>, Vec<Option<usize>>) {
+        let (storage, kv_heads) = (self.storage.clone(), self.kv_heads);
+        let mut slot_pos = std::mem::take(&mut self.slot_pos);
+        let planes = which(self);
+        let step = match storage {
+            Storage::Growing { max_len } => {
+                append_growing(planes, &mut slot_pos, kv_heads, k, v, positions, max_len)
+            }
+            Storage::Ring { capacity, .. } => {
+                append_ring(planes, &mut slot_pos, kv_heads, capacity, k, v, positions)
+            }
+        };
+        self.slot_pos = slot_pos;
+        step
     }
 
     /// [`append`](Self::append) for encoded rows: the new tokens are encoded once; a full
@@ -240,120 +314,122 @@ impl LayerCache {
                 .for_each(|p| *p = None),
         }
     }
+}
 
-    fn zeros(&self, slots: usize, device: &Device) -> Tensor<3> {
-        Tensor::zeros([self.kv_heads, slots, self.head_dim], device)
-    }
+/// `[kv_heads, slots, width]` zeros of `like`'s width, dtype and device.
+fn zeros<K: Basic>(like: &Tensor<3, K>, kv_heads: usize, slots: usize) -> Tensor<3, K> {
+    let width = like.dims()[2];
+    Tensor::zeros([kv_heads, slots, width], (&like.device(), like.dtype()))
+}
 
-    fn append_growing(
-        &mut self,
-        k: Tensor<3>,
-        v: Tensor<3>,
-        positions: &[usize],
-        max_len: usize,
-    ) -> StepKv {
-        let t = positions.len();
-        let len = self.slot_pos.len();
-        let needed = len + t;
-        let device = k.device();
-        let capacity = self.k.as_ref().map_or(0, |c| c.dims()[1]);
-        if capacity < needed {
-            let new_capacity = (capacity * 2).max(64).min(max_len).max(needed);
-            let mut grown_k = self.zeros(new_capacity, &device);
-            let mut grown_v = self.zeros(new_capacity, &device);
-            if let (Some(old_k), Some(old_v)) = (self.k.take(), self.v.take()) {
-                grown_k = grown_k.slice_assign(s![.., 0..len, ..], old_k.slice(s![.., 0..len, ..]));
-                grown_v = grown_v.slice_assign(s![.., 0..len, ..], old_v.slice(s![.., 0..len, ..]));
-            }
-            self.k = Some(grown_k);
-            self.v = Some(grown_v);
+/// A full layer's append: the buffer doubles (never beyond `max_len`) and the step sees every
+/// slot so far.
+fn append_growing<K: Basic>(
+    planes: &mut Planes<K>,
+    slot_pos: &mut Vec<Option<usize>>,
+    kv_heads: usize,
+    k: Tensor<3, K>,
+    v: Tensor<3, K>,
+    positions: &[usize],
+    max_len: usize,
+) -> (Tensor<3, K>, Tensor<3, K>, Vec<Option<usize>>) {
+    let t = positions.len();
+    let len = slot_pos.len();
+    let needed = len + t;
+    let capacity = planes.k.as_ref().map_or(0, |c| c.dims()[1]);
+    if capacity < needed {
+        let new_capacity = (capacity * 2).max(64).min(max_len).max(needed);
+        let mut grown_k = zeros(&k, kv_heads, new_capacity);
+        let mut grown_v = zeros(&v, kv_heads, new_capacity);
+        if let (Some(old_k), Some(old_v)) = (planes.k.take(), planes.v.take()) {
+            grown_k = grown_k.slice_assign(s![.., 0..len, ..], old_k.slice(s![.., 0..len, ..]));
+            grown_v = grown_v.slice_assign(s![.., 0..len, ..], old_v.slice(s![.., 0..len, ..]));
         }
-        let cache_k = self
-            .k
-            .take()
-            .expect("allocated above")
-            .slice_assign(s![.., len..needed, ..], k);
-        let cache_v = self
-            .v
-            .take()
-            .expect("allocated above")
-            .slice_assign(s![.., len..needed, ..], v);
-        self.slot_pos.extend(positions.iter().map(|&p| Some(p)));
-        let step = StepKv {
-            rows: KvRows::Dense {
-                k: cache_k.clone().slice(s![.., 0..needed, ..]),
-                v: cache_v.clone().slice(s![.., 0..needed, ..]),
-            },
-            key_pos: self.slot_pos.clone(),
-        };
-        self.k = Some(cache_k);
-        self.v = Some(cache_v);
-        step
+        planes.k = Some(grown_k);
+        planes.v = Some(grown_v);
     }
+    let cache_k = planes
+        .k
+        .take()
+        .expect("allocated above")
+        .slice_assign(s![.., len..needed, ..], k);
+    let cache_v = planes
+        .v
+        .take()
+        .expect("allocated above")
+        .slice_assign(s![.., len..needed, ..], v);
+    slot_pos.extend(positions.iter().map(|&p| Some(p)));
+    let step = (
+        cache_k.clone().slice(s![.., 0..needed, ..]),
+        cache_v.clone().slice(s![.., 0..needed, ..]),
+        slot_pos.clone(),
+    );
+    planes.k = Some(cache_k);
+    planes.v = Some(cache_v);
+    step
+}
 
-    /// `window` here is the ring's capacity (window + slack); the attention mask enforces the
-    /// real window.
-    fn append_ring(
-        &mut self,
-        window: usize,
-        k: Tensor<3>,
-        v: Tensor<3>,
-        positions: &[usize],
-    ) -> StepKv {
-        let device = k.device();
-        if self.k.is_none() {
-            self.k = Some(self.zeros(window, &device));
-            self.v = Some(self.zeros(window, &device));
-            self.slot_pos = vec![None; window];
-        }
-        let t = positions.len();
-        // A single new token can overwrite its slot first: the slot held position p - window,
-        // which the window already excludes. A longer step's early queries may still need the
-        // entries its later tokens overwrite, so they attend over ring + new keys.
-        let step = if t == 1 {
-            None
-        } else {
-            let mut key_pos = self.slot_pos.clone();
-            key_pos.extend(positions.iter().map(|&p| Some(p)));
-            Some(StepKv {
-                rows: KvRows::Dense {
-                    k: Tensor::cat(vec![self.k.clone().expect("ring"), k.clone()], 1),
-                    v: Tensor::cat(vec![self.v.clone().expect("ring"), v.clone()], 1),
-                },
-                key_pos,
-            })
-        };
-        let keep = t.min(window);
-        let mut ring_k = self.k.take().expect("ring");
-        let mut ring_v = self.v.take().expect("ring");
-        let mut i = t - keep;
-        while i < t {
-            // Consecutive positions map to consecutive slots until the ring wraps.
-            let slot = positions[i] % window;
-            let run = (window - slot).min(t - i);
-            ring_k = ring_k.slice_assign(
-                s![.., slot..slot + run, ..],
-                k.clone().slice(s![.., i..i + run, ..]),
-            );
-            ring_v = ring_v.slice_assign(
-                s![.., slot..slot + run, ..],
-                v.clone().slice(s![.., i..i + run, ..]),
-            );
-            for j in 0..run {
-                self.slot_pos[slot + j] = Some(positions[i + j]);
-            }
-            i += run;
-        }
-        self.k = Some(ring_k);
-        self.v = Some(ring_v);
-        step.unwrap_or_else(|| StepKv {
-            rows: KvRows::Dense {
-                k: self.k.clone().expect("ring"),
-                v: self.v.clone().expect("ring"),
-            },
-            key_pos: self.slot_pos.clone(),
-        })
+/// A sliding layer's append; `window` here is the ring's capacity (window + slack); the
+/// attention mask enforces the real window.
+fn append_ring<K: Basic>(
+    planes: &mut Planes<K>,
+    slot_pos: &mut Vec<Option<usize>>,
+    kv_heads: usize,
+    window: usize,
+    k: Tensor<3, K>,
+    v: Tensor<3, K>,
+    positions: &[usize],
+) -> (Tensor<3, K>, Tensor<3, K>, Vec<Option<usize>>) {
+    if planes.k.is_none() {
+        planes.k = Some(zeros(&k, kv_heads, window));
+        planes.v = Some(zeros(&v, kv_heads, window));
+        *slot_pos = vec![None; window];
     }
+    let t = positions.len();
+    // A single new token can overwrite its slot first: the slot held position p - window,
+    // which the window already excludes. A longer step's early queries may still need the
+    // entries its later tokens overwrite, so they attend over ring + new keys.
+    let step = if t == 1 {
+        None
+    } else {
+        let mut key_pos = slot_pos.clone();
+        key_pos.extend(positions.iter().map(|&p| Some(p)));
+        Some((
+            Tensor::cat(vec![planes.k.clone().expect("ring"), k.clone()], 1),
+            Tensor::cat(vec![planes.v.clone().expect("ring"), v.clone()], 1),
+            key_pos,
+        ))
+    };
+    let keep = t.min(window);
+    let mut ring_k = planes.k.take().expect("ring");
+    let mut ring_v = planes.v.take().expect("ring");
+    let mut i = t - keep;
+    while i < t {
+        // Consecutive positions map to consecutive slots until the ring wraps.
+        let slot = positions[i] % window;
+        let run = (window - slot).min(t - i);
+        ring_k = ring_k.slice_assign(
+            s![.., slot..slot + run, ..],
+            k.clone().slice(s![.., i..i + run, ..]),
+        );
+        ring_v = ring_v.slice_assign(
+            s![.., slot..slot + run, ..],
+            v.clone().slice(s![.., i..i + run, ..]),
+        );
+        for j in 0..run {
+            slot_pos[slot + j] = Some(positions[i + j]);
+        }
+        i += run;
+    }
+    planes.k = Some(ring_k);
+    planes.v = Some(ring_v);
+    step.unwrap_or_else(|| {
+        (
+            planes.k.clone().expect("ring"),
+            planes.v.clone().expect("ring"),
+            slot_pos.clone(),
+        )
+    })
 }
 
 /// The cache of one sequence: one entry per layer (`None` for KV-shared layers).

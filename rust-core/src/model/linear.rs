@@ -13,7 +13,7 @@ use crate::kernels;
 use crate::weights::{MappedTensor, WeightStore};
 
 pub enum Linear {
-    Mapped(MappedTensor, kernels::cpu::ActivationPrecision),
+    Mapped(MappedTensor, kernels::cpu::Activations),
     #[cfg(feature = "gpu")]
     Gpu(kernels::gpu::GpuLinear),
 }

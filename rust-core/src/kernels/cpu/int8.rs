@@ -1,25 +1,30 @@
-//! Opt-in prefill products with 8-bit activations ([`ActivationPrecision::Int8`]).
+//! Products with 8-bit activations ([`ActivationPrecision::Int8`]), opt-in per phase
+//! ([`Activations`]): prefill (many tokens) and decode (one token, or the few of a speculative
+//! verify pass).
 //!
 //! The exact path multiplies every dequantized weight with the f32 activation (16 products per
 //! 512-bit FMA). Here each token's activations are rounded to 8 bits per 32-block with an f32
 //! scale (llama.cpp's numerics class; its Q8_0 keeps the scale in f16) and the weights keep
-//! their 8-bit integer values, so one VNNI `vpdpbusd` does 64 products. Weight scales, Q4_K
-//! minimums (against the exact f32 block sums of `x`) and the activation scale are applied
-//! per 32-block in f32.
+//! their integer values, so one VNNI `vpdpbusd` does 64 products (32 at 256 bits). Weight
+//! scales, Q4_K minimums (against the exact f32 block sums of `x`) and the activation scale
+//! are applied per 32-block (Q6_K: per 16 elements) in f32.
 //!
 //! Error per output, relative to the exact product: at most `Σ_blocks |s_w|·(d_x/2)·Σ|q_w|`
 //! (each activation moves by at most half its block's step `d_x = max|x|/127`); the tests
 //! assert that bound against an f64 reference.
 //!
-//! Formats: Q4_0, Q5_0, Q8_0 and Q4_K (32-element blocks with one scale); others stay exact. Kernels:
-//! AVX-512 VNNI, and a portable one that defines the packing (tests; CPUs without VNNI keep
-//! the exact path, which is faster there than integer code without dot instructions).
+//! - **Prefill** ([`matmul`]): Q4_0, Q5_0, Q8_0 and Q4_K, packed into panels per call. Kernels:
+//!   AVX-512 VNNI, and a portable one that defines the packing (tests; CPUs without VNNI keep
+//!   the exact path, which is faster there than integer code without dot instructions).
+//! - **Decode** ([`matvec_with`]): Q4_0, Q5_0, Q8_0, Q4_K and Q6_K straight from the mapped
+//!   blocks (no repacking), streamed like the exact decode kernels. Levels ([`DotIsa`]): AVX2
+//!   (`maddubs`), AVX-512 VNNI at 256 bits (`x86::int8`) and the portable reference.
 
 use super::portable::scale_min_k4;
 use super::{OutPtr, QuantMatrix, TILE_ROWS, rows_per_task, write_tile};
 use crate::weights::GgmlType;
 
-pub use crate::device::ActivationPrecision;
+pub use crate::device::{ActivationPrecision, Activations};
 
 /// 1.5·2^23: adding and subtracting it rounds an f32 of magnitude < 2^22 to an integer.
 const ROUND: f32 = 12_582_912.0;
@@ -37,11 +42,19 @@ pub fn supports(dtype: GgmlType) -> bool {
     )
 }
 
-/// What a request for `precision` gets on this CPU (`Int8` needs [`fast_kernel`]).
-pub fn effective(precision: ActivationPrecision) -> ActivationPrecision {
-    match precision {
-        ActivationPrecision::Int8 if fast_kernel().is_some() => ActivationPrecision::Int8,
-        _ => ActivationPrecision::F32,
+/// What a request gets on this CPU: `Int8` prefill needs [`fast_kernel`], `Int8` decode a
+/// [`DotIsa::fast`] level; otherwise that phase runs exact.
+pub fn effective(requested: Activations) -> Activations {
+    let pick = |p: ActivationPrecision, fast: bool| {
+        if p == ActivationPrecision::Int8 && fast {
+            ActivationPrecision::Int8
+        } else {
+            ActivationPrecision::Exact
+        }
+    };
+    Activations {
+        prefill: pick(requested.prefill, fast_kernel().is_some()),
+        decode: pick(requested.decode, DotIsa::fast().is_some()),
     }
 }
 
@@ -115,7 +128,7 @@ impl Panel {
     }
 }
 
-/// Four bytes `q − k` (as i8) for four values `q` in `[0, 31]` (one per byte), `k ≤ 16`:
+/// Four bytes `q − k` (as i8) for four values `q` in `[0, 127]` (one per byte), `k ≤ 128`:
 /// per-byte subtraction without borrows between bytes (the set top bits absorb them).
 #[inline(always)]
 fn sub_bytes(values: u32, k: u32) -> u32 {
@@ -129,10 +142,10 @@ fn byte_sum(word: u32) -> i32 {
 }
 
 /// One 32-element block of a weight row as eight little-endian words of four i8 (elements
-/// 4g..4g+4 in word g), the scale and the minimum (`w = scale·q − min`). `col` is the block's
-/// first column.
+/// 4g..4g+4 in word g), the scales of elements 0..16 and 16..32 (equal except in Q6_K) and
+/// the minimum (`w = scale·q − min`). `col` is the block's first column.
 #[inline(always)]
-fn row_block(dtype: GgmlType, row: &[u8], col: usize) -> ([u32; 8], f32, f32) {
+fn row_block(dtype: GgmlType, row: &[u8], col: usize) -> ([u32; 8], [f32; 2], f32) {
     let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     let word = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
     let mut q = [0u32; 8];
@@ -145,7 +158,7 @@ fn row_block(dtype: GgmlType, row: &[u8], col: usize) -> ([u32; 8], f32, f32) {
                 q[g] = sub_bytes(w & 0x0F0F_0F0F, 8);
                 q[g + 4] = sub_bytes((w >> 4) & 0x0F0F_0F0F, 8);
             }
-            (q, f16_at(b, 0), 0.0)
+            (q, [f16_at(b, 0); 2], 0.0)
         }
         GgmlType::Q5_0 => {
             // As Q4_0, plus a fifth bit per element in `qh` (bit i for element i); q − 16.
@@ -162,14 +175,14 @@ fn row_block(dtype: GgmlType, row: &[u8], col: usize) -> ([u32; 8], f32, f32) {
                 q[g] = sub_bytes(lo, 16);
                 q[g + 4] = sub_bytes(hi, 16);
             }
-            (q, f16_at(b, 0), 0.0)
+            (q, [f16_at(b, 0); 2], 0.0)
         }
         GgmlType::Q8_0 => {
             let b = &row[col / 32 * 34..][..34];
             for (g, o) in q.iter_mut().enumerate() {
                 *o = word(b, 2 + 4 * g);
             }
-            (q, f16_at(b, 0), 0.0)
+            (q, [f16_at(b, 0); 2], 0.0)
         }
         GgmlType::Q4_K => {
             // Sub-blocks 2c and 2c + 1 share 32 bytes: low nibbles, then high nibbles.
@@ -180,7 +193,27 @@ fn row_block(dtype: GgmlType, row: &[u8], col: usize) -> ([u32; 8], f32, f32) {
             for (g, o) in q.iter_mut().enumerate() {
                 *o = (word(b, 16 + 32 * (sub / 2) + 4 * g) >> shift) & 0x0F0F_0F0F;
             }
-            (q, f16_at(b, 0) * f32::from(sc), f16_at(b, 2) * f32::from(m))
+            (
+                q,
+                [f16_at(b, 0) * f32::from(sc); 2],
+                f16_at(b, 2) * f32::from(m),
+            )
+        }
+        GgmlType::Q6_K => {
+            // Half h (128 elements) of a block: group g of 32 takes the low (g < 2) or high
+            // nibbles of ql[64h + 32(g % 2)..], two bits of qh[128 + 32h..] at 2g, minus 32;
+            // one i8 scale per 16 elements.
+            let b = &row[col / 256 * 210..][..210];
+            let (h, g) = (col % 256 / 128, col % 128 / 32);
+            let (nib, top) = (4 * (g / 2) as u32, 2 * g as u32);
+            for (k, o) in q.iter_mut().enumerate() {
+                let lo = (word(b, 64 * h + 32 * (g % 2) + 4 * k) >> nib) & 0x0F0F_0F0F;
+                let hi = ((word(b, 128 + 32 * h + 4 * k) >> top) & 0x0303_0303) << 4;
+                *o = sub_bytes(lo | hi, 32);
+            }
+            let d = f16_at(b, 208);
+            let sc = |i: usize| d * f32::from(b[192 + 8 * h + 2 * g + i] as i8);
+            (q, [sc(0), sc(1)], 0.0)
         }
         other => unreachable!("int8 packing of {other} (checked by `supports`)"),
     }
@@ -205,7 +238,7 @@ fn pack_panel(w: QuantMatrix<'_>, r0: usize, n: usize, k0: usize, kc: usize, p: 
                 let at = ((b * 8 + g) * NR + j) * 4;
                 p.w[at..at + 4].copy_from_slice(&(*word as i32).to_le_bytes().map(|v| v as i8));
             }
-            p.scale[b * NR + j] = scale;
+            p.scale[b * NR + j] = scale[0];
             p.min[b * NR + j] = min;
             p.bias[b * NR + j] = 128 * q.iter().map(|&w| byte_sum(w)).sum::<i32>();
         }
@@ -381,6 +414,215 @@ pub fn matmul(micro: Micro, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &
                 };
             }
             t0 += mr;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode: the few-token path (matvec and speculative verify) with 8-bit activations.
+
+/// Whether the int8 decode kernels handle `dtype` (the prefill formats plus Q6_K).
+pub fn supports_decode(dtype: GgmlType) -> bool {
+    supports(dtype) || dtype == GgmlType::Q6_K
+}
+
+/// Instruction-set level of the int8 decode kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotIsa {
+    /// Plain Rust: defines the numerics (tests); not used for inference.
+    Portable,
+    /// x86_64 AVX2: `vpmaddubsw` + `vpmaddwd` (32 byte products per two instructions).
+    Avx2,
+    /// x86_64 AVX-512 VNNI at 256 bits: one `vpdpbusd` per 32 byte products.
+    AvxVnni,
+}
+
+impl DotIsa {
+    /// Every level this CPU runs, slowest first.
+    pub fn available() -> Vec<DotIsa> {
+        #[allow(unused_mut)]
+        let mut levels = vec![DotIsa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if super::Isa::Avx2.is_supported() {
+            levels.push(DotIsa::Avx2);
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                levels.push(DotIsa::AvxVnni);
+            }
+        }
+        levels
+    }
+
+    /// The fastest SIMD level this CPU runs, if any (cached): where there is none, decode
+    /// stays exact (see [`effective`]).
+    pub fn fast() -> Option<DotIsa> {
+        static FAST: std::sync::OnceLock<Option<DotIsa>> = std::sync::OnceLock::new();
+        *FAST.get_or_init(|| {
+            DotIsa::available()
+                .into_iter()
+                .rfind(|&l| l != DotIsa::Portable)
+        })
+    }
+
+    fn is_supported(self) -> bool {
+        self == DotIsa::Portable || DotIsa::fast().is_some_and(|f| f as u8 >= self as u8)
+    }
+
+    fn kernel(self, dtype: GgmlType) -> RowsDot8 {
+        let k: &DotKernels = match self {
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::Avx2 => &super::x86::int8::AVX2,
+            #[cfg(target_arch = "x86_64")]
+            DotIsa::AvxVnni => &super::x86::int8::VNNI,
+            _ => &PORTABLE,
+        };
+        match dtype {
+            GgmlType::Q4_0 => k.q4_0,
+            GgmlType::Q5_0 => k.q5_0,
+            GgmlType::Q8_0 => k.q8_0,
+            GgmlType::Q4_K => k.q4_k,
+            GgmlType::Q6_K => k.q6_k,
+            other => unreachable!("int8 decode of {other} (checked by `supports_decode`)"),
+        }
+    }
+}
+
+/// `out[r] = Σ_i row_r[i]·x[i]` with `x` one token's quantized activations, for the rows
+/// packed back to back in `rows` (`stride` bytes each). Safety: the caller guarantees the
+/// level is supported and `rows` holds `out.len()` rows covering `x`.
+pub(crate) type RowsDot8 = unsafe fn(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]);
+
+/// One level's decode kernels.
+pub(crate) struct DotKernels {
+    pub(crate) q4_0: RowsDot8,
+    pub(crate) q5_0: RowsDot8,
+    pub(crate) q8_0: RowsDot8,
+    pub(crate) q4_k: RowsDot8,
+    pub(crate) q6_k: RowsDot8,
+}
+
+/// What the SIMD kernels subtract from their weights' unsigned codes (`w = d·(code − k)`):
+/// they multiply the codes as unsigned bytes and add `−k·Σq_x` per 16 activations instead.
+fn unsigned_offset(dtype: GgmlType) -> i32 {
+    match dtype {
+        GgmlType::Q4_0 => 8,
+        GgmlType::Q5_0 => 16,
+        GgmlType::Q6_K => 32,
+        _ => 0,
+    }
+}
+
+/// All tokens' activations, rounded once per product ([`quantize_x`]'s numerics).
+struct DecodeX {
+    q: Vec<i8>,
+    /// Per 32-block, eight i32 lanes: `−k·Σq` of elements 0..16 in lane 0 and of 16..32 in
+    /// lane 4 (the integer dot's lanes 0–3 and 4–7 cover those halves), zero elsewhere.
+    init: Vec<i32>,
+    step: Vec<f32>,
+    sum: Vec<f32>,
+    blocks: usize,
+}
+
+impl DecodeX {
+    fn new(x: &[f32], cols: usize, dtype: GgmlType) -> DecodeX {
+        let QuantizedX { biased, step, sum } = quantize_x(x);
+        let q: Vec<i8> = biased.iter().map(|&b| (b ^ 0x80) as i8).collect();
+        let k = unsigned_offset(dtype);
+        let mut init = vec![0i32; q.len() / 4];
+        if k != 0 {
+            for (lanes, qs) in init.chunks_exact_mut(8).zip(q.chunks_exact(32)) {
+                let half = |h: &[i8]| h.iter().map(|&v| i32::from(v)).sum::<i32>();
+                lanes[0] = -k * half(&qs[..16]);
+                lanes[4] = -k * half(&qs[16..]);
+            }
+        }
+        DecodeX {
+            q,
+            init,
+            step,
+            sum,
+            blocks: cols / 32,
+        }
+    }
+
+    fn token(&self, t: usize) -> XTok<'_> {
+        let b = t * self.blocks..(t + 1) * self.blocks;
+        XTok {
+            q: &self.q[32 * b.start..32 * b.end],
+            init: &self.init[8 * b.start..8 * b.end],
+            step: &self.step[b.clone()],
+            sum: &self.sum[b],
+        }
+    }
+}
+
+/// One token's quantized activations (`blocks` 32-blocks): values, the offset terms (see
+/// [`DecodeX`]), steps `d_x` and exact f32 block sums (Q4_K's minimum term).
+#[derive(Clone, Copy)]
+pub(crate) struct XTok<'a> {
+    pub(crate) q: &'a [i8],
+    /// Read by the SIMD kernels only (x86 so far).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) init: &'a [i32],
+    pub(crate) step: &'a [f32],
+    pub(crate) sum: &'a [f32],
+}
+
+/// The reference decode kernel: per 32-block, integer dots of each 16-element half in i32,
+/// then `Σ_h dot_h·(scale_h·d_x) − min·Σx` in f32 (the SIMD kernels' factoring).
+fn rows_portable(dtype: GgmlType, rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(stride)) {
+        let mut acc = 0.0f32;
+        for (b, xs) in x.q.as_chunks::<32>().0.iter().enumerate() {
+            let (q, scale, min) = row_block(dtype, row, 32 * b);
+            let mut dot = [0i32; 2];
+            for (g, word) in q.iter().enumerate() {
+                for (i, &w) in word.to_le_bytes().iter().enumerate() {
+                    dot[g / 4] += i32::from(w as i8) * i32::from(xs[4 * g + i]);
+                }
+            }
+            acc +=
+                (dot[0] as f32 * scale[0] + dot[1] as f32 * scale[1]) * x.step[b] - min * x.sum[b];
+        }
+        *o = acc;
+    }
+}
+
+macro_rules! portable_kernels {
+    ($($name:ident: $ty:ident),*) => {
+        $(unsafe fn $name(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
+            rows_portable(GgmlType::$ty, rows, stride, x, out)
+        })*
+        static PORTABLE: DotKernels = DotKernels { $($name),* };
+    };
+}
+portable_kernels!(q4_0: Q4_0, q5_0: Q5_0, q8_0: Q8_0, q4_k: Q4_K, q6_k: Q6_K);
+
+/// `out = x · Wᵀ` on the few-token path with 8-bit activations, on level `isa` (one of
+/// [`DotIsa::available`]; `w.dtype` must satisfy [`supports_decode`]). `x` is rounded once
+/// for the call; the weights stream as in the exact decode kernels (the same row blocks and
+/// tasks, each block of rows dotted with every token while it is in L1), so each token's
+/// product equals its own single-token call bit for bit. Overwrites `out`.
+pub fn matvec_with(isa: DotIsa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
+    assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+    assert!(supports_decode(w.dtype), "int8 decode of {}", w.dtype);
+    if super::is_empty_product(x, tokens, w, out) {
+        return;
+    }
+    let xq = DecodeX::new(x, w.cols, w.dtype);
+    let kernel = isa.kernel(w.dtype);
+    let (rows, stride) = (w.rows, w.stride());
+    let dst = OutPtr(out.as_mut_ptr());
+    super::for_row_blocks(w, &|bytes, rb, bn| {
+        let dst = dst;
+        for t in 0..tokens {
+            // SAFETY: rows rb..rb+bn of token t belong to this block alone and lie in `out`.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + rb), bn) };
+            // SAFETY: the level was checked above; `bytes` holds bn rows of `stride` bytes
+            // encoding `cols` elements, `xq.token(t)` the token's `cols / 32` blocks.
+            unsafe { kernel(bytes, stride, xq.token(t), o) }
         }
     });
 }

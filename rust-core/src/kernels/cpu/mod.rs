@@ -1,9 +1,10 @@
 //! CPU matrix products over weights that stay in the mapped file.
 //!
 //! `y[t, o] = Σ_i x[t, i] · W[o, i]` with `W` stored `[out, in]` in its file encoding and `x` in
-//! f32. Activations are never quantized: every weight is dequantized exactly (the same values
-//! as ggml's and gguf-py's reference decoders) and multiplied in f32, so the only difference from
-//! a float64 reference is f32 rounding of the sums. Two shapes of work:
+//! f32. Unless 8-bit activations are asked for ([`int8`], per phase), activations are never
+//! quantized: every weight is dequantized exactly (the same values as ggml's and gguf-py's
+//! reference decoders) and multiplied in f32, so the only difference from a float64 reference
+//! is f32 rounding of the sums. Two shapes of work:
 //!
 //! - **few tokens** (decode): each worker ([`pool`]) streams its output rows once and dots every row's
 //!   blocks with the activation straight from the packed bytes ([`Isa`]-specific fused kernels
@@ -35,7 +36,7 @@ use rayon::prelude::*;
 
 use crate::error::{GemmaError, Result};
 use crate::weights::{GgmlType, MappedTensor, quant};
-pub use int8::ActivationPrecision;
+pub use int8::{ActivationPrecision, Activations};
 
 /// Output rows of one packed panel (the micro-kernel's width).
 pub const NR: usize = 16;
@@ -221,26 +222,35 @@ impl<'a> QuantMatrix<'a> {
     }
 }
 
-/// `x` is `[tokens, in]` row-major; returns `[tokens, out]`. With
-/// [`ActivationPrecision::Int8`] the many-token path rounds activations to 8 bits where this
-/// CPU and the weight format allow it ([`int8`]); otherwise the product is exact.
+/// `x` is `[tokens, in]` row-major; returns `[tokens, out]`. Where `activations` asks for
+/// [`ActivationPrecision::Int8`] in the phase this call belongs to (prefill from
+/// [`TILED_MIN_TOKENS`] tokens on, decode below) and this CPU and the weight format allow it,
+/// activations are rounded to 8 bits ([`int8`]); otherwise the product is exact.
 pub fn matmul_mapped(
     x: &[f32],
     tokens: usize,
     weight: &MappedTensor,
-    precision: ActivationPrecision,
+    activations: Activations,
 ) -> Vec<f32> {
     let w = QuantMatrix::from_mapped(weight);
     let mut out = vec![0.0f32; tokens * w.rows];
-    let int8 = (precision == ActivationPrecision::Int8
-        && tokens >= TILED_MIN_TOKENS
-        && int8::supports(w.dtype))
-    .then(int8::fast_kernel)
-    .flatten();
-    match int8 {
-        Some(micro) => int8::matmul(micro, x, tokens, w, &mut out),
-        None => matmul_with(Isa::detect(), x, tokens, w, &mut out),
+    let int8 = ActivationPrecision::Int8;
+    if tokens >= TILED_MIN_TOKENS {
+        let micro = (activations.prefill == int8 && int8::supports(w.dtype))
+            .then(int8::fast_kernel)
+            .flatten();
+        if let Some(micro) = micro {
+            int8::matmul(micro, x, tokens, w, &mut out);
+            return out;
+        }
+    } else if activations.decode == int8
+        && int8::supports_decode(w.dtype)
+        && let Some(isa) = int8::DotIsa::fast()
+    {
+        int8::matvec_with(isa, x, tokens, w, &mut out);
+        return out;
     }
+    matmul_with(Isa::detect(), x, tokens, w, &mut out);
     out
 }
 
@@ -248,6 +258,20 @@ pub fn matmul_mapped(
 /// (which must be one of [`Isa::available`]; panics otherwise). Overwrites `out`.
 pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     assert!(isa.is_supported(), "{isa:?} is not supported by this CPU");
+    if is_empty_product(x, tokens, w, out) {
+        return;
+    }
+    let k = isa.kernels();
+    if tokens >= TILED_MIN_TOKENS {
+        matmul_tiled(k, x, tokens, w, out);
+    } else {
+        matmul_rows(k, x, tokens, w, out);
+    }
+}
+
+/// Panics unless `x` is `[tokens, w.cols]` and `out` `[tokens, w.rows]`; whether there is
+/// nothing to compute.
+pub(crate) fn is_empty_product(x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &[f32]) -> bool {
     assert_eq!(
         x.len(),
         tokens * w.cols,
@@ -258,15 +282,7 @@ pub fn matmul_with(isa: Isa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: 
         tokens * w.rows,
         "output shape does not match the weight"
     );
-    if tokens == 0 || w.rows == 0 {
-        return;
-    }
-    let k = isa.kernels();
-    if tokens >= TILED_MIN_TOKENS {
-        matmul_tiled(k, x, tokens, w, out);
-    } else {
-        matmul_rows(k, x, tokens, w, out);
-    }
+    tokens == 0 || w.rows == 0
 }
 
 /// Raw output pointer shared by tasks that write disjoint elements.
@@ -327,6 +343,24 @@ fn with_scratch<R>(
     r
 }
 
+/// The few-token work split, shared by the exact and int8 decode kernels: parallel tasks
+/// ([`pool`]) of whole rows, each walked in blocks of [`ROWS_BLOCK`] rows; `f(bytes, r0, n)`
+/// gets the bytes of rows `r0..r0 + n`, which it dots with every token while they are in L1,
+/// so the weights are read from memory once however many tokens there are.
+pub(crate) fn for_row_blocks(w: QuantMatrix<'_>, f: &(dyn Fn(&[u8], usize, usize) + Sync)) {
+    let (rows, stride) = (w.rows, w.stride());
+    let per_task = rows_per_task(rows, 16);
+    pool::for_each_task(rows.div_ceil(per_task), &|task| {
+        let r0 = task * per_task;
+        let n = per_task.min(rows - r0);
+        for b0 in (0..n).step_by(ROWS_BLOCK) {
+            let bn = ROWS_BLOCK.min(n - b0);
+            let rb = r0 + b0;
+            f(&w.bytes[rb * stride..(rb + bn) * stride], rb, bn);
+        }
+    });
+}
+
 /// The few-token path: fused dot kernels over each row's packed blocks.
 fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &mut [f32]) {
     let (rows, cols, stride) = (w.rows, w.cols, w.stride());
@@ -345,50 +379,35 @@ fn matmul_rows(k: &Kernels, x: &[f32], tokens: usize, w: QuantMatrix<'_>, out: &
             }
         }
         let sums: &[f32] = sums;
-        let per_task = rows_per_task(rows, 16);
         let dst = OutPtr(out.as_mut_ptr());
-        pool::for_each_task(rows.div_ceil(per_task), &|task| {
-            let r0 = task * per_task;
-            let n = per_task.min(rows - r0);
+        for_row_blocks(w, &|bytes, rb, bn| {
             let dst = dst;
-            // Blocks of rows, each dotted with every token while it is in L1: the weights are
-            // read from memory once however many tokens there are.
-            for b0 in (0..n).step_by(ROWS_BLOCK) {
-                let bn = ROWS_BLOCK.min(n - b0);
-                let rb = r0 + b0;
-                let bytes = &w.bytes[rb * stride..(rb + bn) * stride];
-                match fused {
-                    Some(f) => {
+            match fused {
+                Some(f) => {
+                    for t in 0..tokens {
+                        let xt = &x[t * cols..(t + 1) * cols];
+                        // SAFETY: rows rb..rb+bn of token t belong to this block alone and
+                        // lie inside `out` (checked by the caller).
+                        let o =
+                            unsafe { std::slice::from_raw_parts_mut(dst.0.add(t * rows + rb), bn) };
+                        let st = &sums[(t * cols / 32).min(sums.len())..];
+                        // SAFETY: the ISA was checked by the caller; `bytes` holds bn rows
+                        // of `stride` bytes encoding `cols` elements.
+                        unsafe { f(bytes, stride, xt, st, o) }
+                    }
+                }
+                None => with_scratch(&SCRATCH, cols, |row| {
+                    for r in 0..bn {
+                        quant::dequantize_row(w.dtype, &bytes[r * stride..(r + 1) * stride], row)
+                            .expect("row layout validated");
                         for t in 0..tokens {
                             let xt = &x[t * cols..(t + 1) * cols];
-                            // SAFETY: rows rb..rb+bn of token t belong to this task alone and
-                            // lie inside `out` (checked by the caller).
-                            let o = unsafe {
-                                std::slice::from_raw_parts_mut(dst.0.add(t * rows + rb), bn)
-                            };
-                            let st = &sums[(t * cols / 32).min(sums.len())..];
-                            // SAFETY: the ISA was checked by the caller; `bytes` holds bn rows
-                            // of `stride` bytes encoding `cols` elements.
-                            unsafe { f(bytes, stride, xt, st, o) }
+                            // SAFETY: ISA checked by the caller; element (t, rb + r) belongs
+                            // to this block alone and lies inside `out`.
+                            unsafe { *dst.0.add(t * rows + rb + r) = (k.dot_f32)(row, xt) };
                         }
                     }
-                    None => with_scratch(&SCRATCH, cols, |row| {
-                        for r in 0..bn {
-                            quant::dequantize_row(
-                                w.dtype,
-                                &bytes[r * stride..(r + 1) * stride],
-                                row,
-                            )
-                            .expect("row layout validated");
-                            for t in 0..tokens {
-                                let xt = &x[t * cols..(t + 1) * cols];
-                                // SAFETY: ISA checked by the caller; element (t, rb + r) belongs
-                                // to this task alone and lies inside `out`.
-                                unsafe { *dst.0.add(t * rows + rb + r) = (k.dot_f32)(row, xt) };
-                            }
-                        }
-                    }),
-                }
+                }),
             }
         });
     });

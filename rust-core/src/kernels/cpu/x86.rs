@@ -179,8 +179,133 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     }
 }
 
-/// Fused row kernels over the helpers in module `$w`, compiled for features `$feat`.
-macro_rules! fused_kernels {
+/// Q5_0's fifth bits from the 32-bit `qh` at `p`: byte i all ones where bit i is set. Byte i of
+/// the spread keeps bit (i mod 8) of its source byte and sets every other bit, so comparing
+/// with all-ones tests that bit (ggml's bytes_from_bits_32).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    let qh = unsafe { (p as *const i32).read_unaligned() };
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    let spread = _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf), bit);
+    _mm256_cmpeq_epi8(spread, _mm256_set1_epi64x(-1))
+}
+
+/// 16 bytes of nibble pairs (Q4_0/Q5_0: byte i holds element i low, i + 16 high) as 32
+/// bytes in element order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibbles(q: __m128i) -> __m256i {
+    let m4 = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+        _mm_and_si128(q, m4),
+    )
+}
+
+/// Half `half` (128 elements) of the Q6_K block at `b` as four vectors of 32 codes 0..63
+/// (elements 32g..32g+32 in vector g; the value is code − 32).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q6_k_codes(b: *const u8, half: usize) -> [__m256i; 4] {
+    let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let (la, lb, qh) = unsafe {
+        let ql = b.add(64 * half);
+        (
+            _mm256_loadu_si256(ql as *const __m256i),
+            _mm256_loadu_si256(ql.add(32) as *const __m256i),
+            _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i),
+        )
+    };
+    let top = |shift: i32| {
+        let h = match shift {
+            0 => qh,
+            2 => _mm256_srli_epi16(qh, 2),
+            4 => _mm256_srli_epi16(qh, 4),
+            _ => _mm256_srli_epi16(qh, 6),
+        };
+        _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)
+    };
+    let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    [
+        _mm256_or_si256(_mm256_and_si256(la, m4), top(0)),
+        _mm256_or_si256(_mm256_and_si256(lb, m4), top(2)),
+        _mm256_or_si256(high(la), top(4)),
+        _mm256_or_si256(high(lb), top(6)),
+    ]
+}
+
+/// The Q4_K row loop of the exact and int8 kernels: for every row of `$out`, runs `$body` for
+/// each pair `$c` of sub-blocks (2c, 2c + 1: low and high nibbles of the 32 bytes at `$qs`) of
+/// each super-block `$i`, with their `(d·sc, dmin·m)` in `$sm`, then stores
+/// `Σ $acc − $mins`. The weight stream is prefetched ahead.
+macro_rules! q4_k_rows {
+    ($w:ident, $rows:expr, $stride:expr, $blocks:expr, $out:expr,
+     |$acc:ident, $mins:ident, $i:ident, $c:ident, $qs:ident, $sm:ident| $body:block) => {
+        for (r, o) in $out.iter_mut().enumerate() {
+            unsafe {
+                let row = $rows.as_ptr().add(r * $stride);
+                let mut $acc = [$w::zero(); 2];
+                let mut $mins = 0.0f32;
+                for $i in 0..$blocks {
+                    prefetch_ahead(row.add(144 * $i), 144);
+                    let b = row.add(144 * $i);
+                    let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+                    let scales = std::slice::from_raw_parts(b.add(4), 12);
+                    for $c in 0..4 {
+                        let $qs = b.add(16 + 32 * $c);
+                        let (sc1, m1) = scale_min_k4(2 * $c, scales);
+                        let (sc2, m2) = scale_min_k4(2 * $c + 1, scales);
+                        let $sm = [
+                            (d * f32::from(sc1), dmin * f32::from(m1)),
+                            (d * f32::from(sc2), dmin * f32::from(m2)),
+                        ];
+                        $body
+                    }
+                }
+                *o = $w::hsum($w::add($acc[0], $acc[1])) - $mins;
+            }
+        }
+    };
+}
+
+/// The Q6_K row loop of the exact and int8 kernels: for every row of `$out`, runs `$body` for
+/// each group `$g` of 32 codes `$q` ([`q6_k_codes`]) of each half `$half` of each block `$i`,
+/// with the block's `$d` and the half's 8 i8 scales at `$sc`, then stores `Σ $acc`. The
+/// weight stream is prefetched ahead.
+macro_rules! q6_k_rows {
+    ($w:ident, $rows:expr, $stride:expr, $blocks:expr, $out:expr,
+     |$acc:ident, $i:ident, $half:ident, $g:ident, $q:ident, $d:ident, $sc:ident| $body:block) => {
+        for (r, o) in $out.iter_mut().enumerate() {
+            unsafe {
+                let row = $rows.as_ptr().add(r * $stride);
+                let mut $acc = [$w::zero(); 2];
+                for $i in 0..$blocks {
+                    prefetch_ahead(row.add(210 * $i), 210);
+                    let b = row.add(210 * $i);
+                    let $d = f16_at(b.add(208));
+                    for $half in 0..2 {
+                        let $sc = b.add(192 + 8 * $half) as *const i8;
+                        for ($g, $q) in q6_k_codes(b, $half).into_iter().enumerate() {
+                            $body
+                        }
+                    }
+                }
+                *o = $w::hsum($w::add($acc[0], $acc[1]));
+            }
+        }
+    };
+}
+
+/// Defines `sum_blocks` (compiled for features `$feat`, accumulating in `$w` vectors): shared
+/// by the exact fused kernels and the int8 decode kernels (`int8`).
+macro_rules! sum_blocks_fn {
     ($feat:literal, $w:ident) => {
         /// `Σ_i d_i·s_i` over one row's `blocks` blocks of `block_bytes` each, for
         /// `block(i) = (s_i, d_i)`: two accumulators, unrolled by hand (an array indexed by
@@ -209,6 +334,13 @@ macro_rules! fused_kernels {
             }
             $w::hsum($w::add(acc0, acc1))
         }
+    };
+}
+
+/// Fused row kernels over the helpers in module `$w`, compiled for features `$feat`.
+macro_rules! fused_kernels {
+    ($feat:literal, $w:ident) => {
+        sum_blocks_fn!($feat, $w);
 
         /// `halves` holds `Σx / 2` per 32-block of `x` (see `dot_q4_0`).
         #[target_feature(enable = $feat)]
@@ -239,33 +371,14 @@ macro_rules! fused_kernels {
         pub unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut [f32]) {
             let blocks = x.len() / 32;
             debug_assert!(rows.len() >= out.len() * stride);
-            let m4 = _mm_set1_epi8(0x0F);
-            // Byte i of the spread keeps bit (i mod 8) of its source byte and sets every other
-            // bit, so comparing with all-ones tests that bit (ggml's bytes_from_bits_32).
-            let shuf = _mm256_set_epi64x(
-                0x0303030303030303,
-                0x0202020202020202,
-                0x0101010101010101,
-                0,
-            );
-            let bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-            let ones = _mm256_set1_epi64x(-1);
             let high = _mm256_set1_epi8(0xF0u8 as i8);
             for (r, o) in out.iter_mut().enumerate() {
                 unsafe {
                     let row = rows.as_ptr().add(r * stride);
                     let block = |i: usize| {
                         let b = row.add(22 * i);
-                        let qh = (b.add(2) as *const i32).read_unaligned();
-                        let set = _mm256_cmpeq_epi8(
-                            _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf), bit),
-                            ones,
-                        );
-                        let q = _mm_loadu_si128(b.add(6) as *const __m128i);
-                        let nib = _mm256_set_m128i(
-                            _mm_and_si128(_mm_srli_epi16(q, 4), m4),
-                            _mm_and_si128(q, m4),
-                        );
+                        let set = fifth_bits(b.add(2));
+                        let nib = nibbles(_mm_loadu_si128(b.add(6) as *const __m128i));
                         // A clear fifth bit means value − 16: set the top nibble (two's complement).
                         let v = _mm256_or_si256(nib, _mm256_andnot_si256(set, high));
                         let s = $w::dot32(
@@ -311,95 +424,49 @@ macro_rules! fused_kernels {
             let blocks = x.len() / 256;
             debug_assert!(rows.len() >= out.len() * stride && sums32.len() >= blocks * 8);
             let m4 = _mm_set1_epi8(0x0F);
-            for (r, o) in out.iter_mut().enumerate() {
-                unsafe {
-                    let row = rows.as_ptr().add(r * stride);
-                    let mut acc = [$w::zero(); 2];
-                    let mut mins = 0.0f32;
-                    for i in 0..blocks {
-                        prefetch_ahead(row.add(144 * i), 144);
-                        let b = row.add(144 * i);
-                        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-                        let scales = std::slice::from_raw_parts(b.add(4), 12);
-                        for c in 0..4 {
-                            let qs = b.add(16 + 32 * c);
-                            let qa = _mm_loadu_si128(qs as *const __m128i);
-                            let qb = _mm_loadu_si128(qs.add(16) as *const __m128i);
-                            let xp = x.as_ptr().add(256 * i + 64 * c);
-                            let s1 = $w::dot32(_mm_and_si128(qa, m4), _mm_and_si128(qb, m4), xp);
-                            let s2 = $w::dot32(
-                                _mm_and_si128(_mm_srli_epi16(qa, 4), m4),
-                                _mm_and_si128(_mm_srli_epi16(qb, 4), m4),
-                                xp.add(32),
-                            );
-                            let (sc1, m1) = scale_min_k4(2 * c, scales);
-                            let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
-                            acc[0] = $w::fma_scalar(acc[0], s1, d * f32::from(sc1));
-                            acc[1] = $w::fma_scalar(acc[1], s2, d * f32::from(sc2));
-                            mins += dmin * f32::from(m1) * *sums32.get_unchecked(8 * i + 2 * c)
-                                + dmin * f32::from(m2) * *sums32.get_unchecked(8 * i + 2 * c + 1);
-                        }
-                    }
-                    *o = $w::hsum($w::add(acc[0], acc[1])) - mins;
-                }
-            }
+            q4_k_rows!($w, rows, stride, blocks, out, |acc, mins, i, c, qs, sm| {
+                let qa = _mm_loadu_si128(qs as *const __m128i);
+                let qb = _mm_loadu_si128(qs.add(16) as *const __m128i);
+                let xp = x.as_ptr().add(256 * i + 64 * c);
+                let s1 = $w::dot32(_mm_and_si128(qa, m4), _mm_and_si128(qb, m4), xp);
+                let s2 = $w::dot32(
+                    _mm_and_si128(_mm_srli_epi16(qa, 4), m4),
+                    _mm_and_si128(_mm_srli_epi16(qb, 4), m4),
+                    xp.add(32),
+                );
+                acc[0] = $w::fma_scalar(acc[0], s1, sm[0].0);
+                acc[1] = $w::fma_scalar(acc[1], s2, sm[1].0);
+                mins += sm[0].1 * *sums32.get_unchecked(8 * i + 2 * c)
+                    + sm[1].1 * *sums32.get_unchecked(8 * i + 2 * c + 1);
+            });
         }
 
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q6_k(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut [f32]) {
             let blocks = x.len() / 256;
             debug_assert!(rows.len() >= out.len() * stride);
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(3);
             let bias = _mm256_set1_epi8(32);
-            for (r, o) in out.iter_mut().enumerate() {
-                unsafe {
-                    let row = rows.as_ptr().add(r * stride);
-                    let mut acc = [$w::zero(); 2];
-                    for i in 0..blocks {
-                        prefetch_ahead(row.add(210 * i), 210);
-                        let b = row.add(210 * i);
-                        let d = f16_at(b.add(208));
-                        for half in 0..2 {
-                            let ql = b.add(64 * half);
-                            let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
-                            let sc = b.add(192 + 8 * half) as *const i8;
-                            let la = _mm256_loadu_si256(ql as *const __m256i);
-                            let lb = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-                            let top = |h: __m256i| _mm256_slli_epi16(_mm256_and_si256(h, m2), 4);
-                            let groups = [
-                                _mm256_or_si256(_mm256_and_si256(la, m4), top(qh)),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(lb, m4),
-                                    top(_mm256_srli_epi16(qh, 2)),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
-                                    top(_mm256_srli_epi16(qh, 4)),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                                    top(_mm256_srli_epi16(qh, 6)),
-                                ),
-                            ];
-                            let xh = x.as_ptr().add(256 * i + 128 * half);
-                            for (g, q) in groups.into_iter().enumerate() {
-                                let q = _mm256_sub_epi8(q, bias);
-                                let s_lo = $w::dot16(_mm256_castsi256_si128(q), xh.add(32 * g));
-                                let s_hi =
-                                    $w::dot16(_mm256_extracti128_si256(q, 1), xh.add(32 * g + 16));
-                                let (sa, sb) = (*sc.add(2 * g), *sc.add(2 * g + 1));
-                                acc[0] = $w::fma_scalar(acc[0], s_lo, d * f32::from(sa));
-                                acc[1] = $w::fma_scalar(acc[1], s_hi, d * f32::from(sb));
-                            }
-                        }
-                    }
-                    *o = $w::hsum($w::add(acc[0], acc[1]));
+            q6_k_rows!(
+                $w,
+                rows,
+                stride,
+                blocks,
+                out,
+                |acc, i, half, g, q, d, sc| {
+                    let xh = x.as_ptr().add(256 * i + 128 * half);
+                    let q = _mm256_sub_epi8(q, bias);
+                    let s_lo = $w::dot16(_mm256_castsi256_si128(q), xh.add(32 * g));
+                    let s_hi = $w::dot16(_mm256_extracti128_si256(q, 1), xh.add(32 * g + 16));
+                    let (sa, sb) = (*sc.add(2 * g), *sc.add(2 * g + 1));
+                    acc[0] = $w::fma_scalar(acc[0], s_lo, d * f32::from(sa));
+                    acc[1] = $w::fma_scalar(acc[1], s_hi, d * f32::from(sb));
                 }
-            }
+            );
         }
     };
 }
+
+pub(super) mod int8;
 
 mod avx2 {
     use super::*;

@@ -203,42 +203,193 @@ fn cube_reduce(scratch: &mut Shared<[f32]>, value: f32, #[comptime] is_max: bool
     result
 }
 
-/// Attention of one query token over a KV cache, one cube per query head.
-///
-/// `q`: `[heads, head_dim]`; `k`, `v`: `[kv_heads, slots, head_dim]` with the given head and
-/// slot strides (element stride 1); `visible[s]` is 1 for a key the query may see, else 0;
-/// `scores`: `[heads, slots]` scratch. Query head `h` reads KV head `h / groups`. Softmax over
-/// the visible keys of `scale · q·k`, in f32, max-subtracted.
+/// KV element kinds of [`encoded_attention`] and [`encode_rows`] (comptime): a row is the CPU
+/// codec's bytes (`kernels::kv`), little-endian in u32 words, padded to a whole word.
+pub const KV_F32: u32 = 0;
+pub const KV_F16: u32 = 1;
+pub const KV_Q8_0: u32 = 2;
+pub const KV_TQ: u32 = 3;
+
+/// The f16 in the low 16 bits of `h` as f32 (exact; no `shader-f16` needed).
+#[cube]
+pub fn half_to_f32(h: u32) -> f32 {
+    let sign = (h >> 15) << 31;
+    let exp = (h >> 10) & 31u32;
+    let mant = h & 1023u32;
+    let mut x = f32::reinterpret(sign | ((exp + 112u32) << 23) | (mant << 13));
+    if exp == 0u32 {
+        // Zero or subnormal: mant · 2⁻²⁴ (computed on a normal f32, as GPUs may flush
+        // subnormal f32).
+        let m = f32::cast_from(mant) * f32::reinterpret(0x3380_0000u32);
+        x = select(sign != 0u32, -m, m);
+    }
+    if exp == 31u32 {
+        x = f32::reinterpret(sign | 0x7f80_0000u32 | (mant << 13));
+    }
+    x
+}
+
+/// The f32 with bits `x` rounded to the nearest f16 (ties to even), as `half::f16::from_f32`.
+#[cube]
+pub fn f32_to_half(x: u32) -> u32 {
+    let sign = (x >> 16) & 0x8000u32;
+    let exp = (x >> 23) & 255u32;
+    let man = x & 0x007f_ffffu32;
+    let mut out = sign;
+    if exp == 255u32 {
+        // Inf or NaN (a NaN keeps a quiet bit).
+        out = sign | 0x7c00u32 | select(man != 0u32, 0x200u32, 0u32) | (man >> 13);
+    } else if exp >= 143u32 {
+        // Beyond the largest f16: infinity.
+        out = sign | 0x7c00u32;
+    } else if exp > 112u32 {
+        // Normal f16.
+        out = (sign | ((exp - 112u32) << 10) | (man >> 13))
+            + select(
+                (man & 0x1000u32) != 0u32 && (man & 0x2fffu32) != 0u32,
+                1u32,
+                0u32,
+            );
+    } else if exp >= 102u32 {
+        // Subnormal f16: the implicit bit shifted in, rounded to nearest even.
+        let m = man | 0x0080_0000u32;
+        let shift = 126u32 - exp;
+        let round = 1u32 << (shift - 1u32);
+        out = (sign | (m >> shift))
+            + select(
+                (m & round) != 0u32 && (m & (3u32 * round - 1u32)) != 0u32,
+                1u32,
+                0u32,
+            );
+    }
+    out
+}
+
+/// Element `i` of the encoded row starting at word `row`, decoded as the CPU codec does
+/// (`KvCodec::decode`; TurboQuant rows stay in the rotated domain: `norm · level`).
+#[cube]
+fn kv_element(
+    words: &[u32],
+    row: u32,
+    i: u32,
+    levels: &[f32],
+    #[comptime] kind: u32,
+    #[comptime] bits: u32,
+) -> f32 {
+    let mut x = f32::new(0.0_f32);
+    if comptime!(kind == KV_F32) {
+        x = f32::reinterpret(words[(row + i) as usize]);
+    }
+    if comptime!(kind == KV_F16) {
+        let w = words[(row + i / 2) as usize];
+        x = half_to_f32((w >> ((i % 2) * 16)) & 0xffffu32);
+    }
+    if comptime!(kind == KV_Q8_0) {
+        // ggml's block: an f16 scale, then 32 signed bytes (34 bytes, so the scale sits at a
+        // byte offset of 0 or 2 within its word).
+        let at = (i / 32) * 34;
+        let sw = words[(row + at / 4) as usize];
+        let scale = half_to_f32((sw >> ((at % 4) * 8)) & 0xffffu32);
+        let b = at + 2 + i % 32;
+        let raw = (words[(row + b / 4) as usize] >> ((b % 4) * 8)) & 255u32;
+        x = scale * (f32::cast_from(raw) - f32::cast_from((raw >> 7) * 256u32));
+    }
+    if comptime!(kind == KV_TQ) {
+        // An f16 norm, then `bits`-bit codebook indices from byte 2 on, LSB first.
+        let norm = half_to_f32(words[row as usize] & 0xffffu32);
+        let at = 16u32 + i * bits;
+        let w = at / 32;
+        let sh = at % 32;
+        let mut code = words[(row + w) as usize] >> sh;
+        if sh + bits > 32u32 {
+            code |= words[(row + w + 1) as usize] << (32u32 - sh);
+        }
+        x = norm * levels[(code & comptime!((1u32 << bits) - 1)) as usize];
+    }
+    x
+}
+
+/// f32 rows `[rows, d]` (read as bits) → encoded rows `[rows, words_per_row]` of kind
+/// [`KV_F32`] or [`KV_F16`] (two halves a word, the first in the low bits), one unit a word.
+#[cube(launch)]
+pub fn encode_rows(
+    x: &[u32],
+    out: &mut [u32],
+    words: u32,
+    d: u32,
+    words_per_row: u32,
+    #[comptime] kind: u32,
+) {
+    let idx = ABSOLUTE_POS_Y * (CUBE_COUNT_X * CUBE_DIM_X) + ABSOLUTE_POS_X;
+    if idx < words {
+        let row = idx / words_per_row;
+        let w = idx % words_per_row;
+        if comptime!(kind == KV_F32) {
+            out[idx as usize] = x[(row * d + w) as usize];
+        } else {
+            let i = 2 * w;
+            let lo = f32_to_half(x[(row * d + i) as usize]);
+            let mut hi = 0u32;
+            if i + 1 < d {
+                hi = f32_to_half(x[(row * d + i + 1) as usize]);
+            }
+            out[idx as usize] = lo | (hi << 16);
+        }
+    }
+}
+
+/// Attention of query tokens over a KV cache of any [`KV_F32`]…[`KV_TQ`] kind for keys and
+/// for values (the f32 cache too: its rows are kind f32), one cube per (query head, query
+/// token): rows decoded on load, softmax over the visible keys of `scale · q·k` in f32,
+/// max-subtracted.
 ///
 /// Each unit owns the slots `unit, unit + cube_size, …` for the scores (so it only reads back
 /// the scores it wrote), and `head_dim / cube_size` output elements for the weighted sum of
 /// values, which goes through shared memory one tile of `cube_size` slots at a time.
+///
+/// `q`: `[tokens, heads, head_dim]` (for TurboQuant keys already rotated by the KV head's
+/// rotation); `k`, `v`: encoded rows `[kv_heads, slots, words]` with the given head and slot
+/// strides in words; `key_pos[s]`: the position of slot `s` (−1: empty); `q_pos[t]`: the
+/// position of query token `t`; a key is visible when `key ≤ query < key + window`.
+/// `scores`: `[tokens·heads, slots]` scratch; `out`: `[tokens, heads, head_dim]`, for
+/// TurboQuant values in the rotated domain.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn decode_attention(
+pub fn encoded_attention(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    visible: &[f32],
+    k: &[u32],
+    v: &[u32],
+    key_pos: &[f32],
+    q_pos: &[f32],
+    k_levels: &[f32],
+    v_levels: &[f32],
     scores: &mut [f32],
     out: &mut [f32],
     slots: u32,
+    heads: u32,
     groups: u32,
     k_head_stride: u32,
     k_slot_stride: u32,
     v_head_stride: u32,
     v_slot_stride: u32,
+    window: f32,
     scale: f32,
+    #[comptime] k_kind: u32,
+    #[comptime] k_bits: u32,
+    #[comptime] v_kind: u32,
+    #[comptime] v_bits: u32,
     #[comptime] head_dim: usize,
     #[comptime] cube_size: usize,
 ) {
     let head = CUBE_POS_X;
+    let token = CUBE_POS_Y;
     let kv_head = head / groups;
     let unit = UNIT_POS;
-    let q_base = head as usize * head_dim;
+    let at = q_pos[token as usize];
+    let q_base = (token * heads + head) as usize * head_dim;
     let k_base = kv_head * k_head_stride;
     let v_base = kv_head * v_head_stride;
-    let s_base = head * slots;
+    let s_base = (token * heads + head) * slots;
     let mut scratch = Shared::<[f32]>::new_slice(cube_size);
 
     // Pass 1: scores of this unit's slots, and their max.
@@ -246,11 +397,12 @@ pub fn decode_attention(
     let mut s = unit;
     while s < slots {
         let mut score = f32::new(-1.0e30);
-        if visible[s as usize] > 0.5 {
-            let row = (k_base + s * k_slot_stride) as usize;
+        let key = key_pos[s as usize];
+        if key >= f32::new(0.0_f32) && key <= at && key + window > at {
+            let row = k_base + s * k_slot_stride;
             let mut dot = f32::new(0.0_f32);
             for i in 0..head_dim {
-                dot += q[q_base + i] * k[row + i];
+                dot += q[q_base + i] * kv_element(k, row, i as u32, k_levels, k_kind, k_bits);
             }
             score = dot * scale;
             local_max = select(score > local_max, score, local_max);
@@ -260,29 +412,39 @@ pub fn decode_attention(
     }
     let max = cube_reduce(&mut scratch, local_max, true);
 
-    // Pass 2: the softmax denominator.
+    // Pass 2: the softmax denominator (a hidden slot's −1e30 score underflows to 0).
     let mut local_sum = f32::new(0.0_f32);
     let mut s = unit;
     while s < slots {
-        if visible[s as usize] > 0.5 {
-            local_sum += (scores[(s_base + s) as usize] - max).exp();
-        }
+        let score = scores[(s_base + s) as usize];
+        local_sum += select(
+            score > f32::new(-1.0e29),
+            (score - max).exp(),
+            f32::new(0.0_f32),
+        );
         s += CUBE_DIM;
     }
     let total = cube_reduce(&mut scratch, local_sum, false);
 
-    // Pass 3: probabilities of one tile of slots in shared memory, then every unit adds the
-    // weighted values of its output elements.
+    // Pass 3: one tile of probabilities in shared memory, then each unit adds the weighted
+    // values of its output elements.
     let per_unit = comptime!(head_dim.div_ceil(cube_size));
     let mut acc = Array::<f32>::new(per_unit);
+    #[unroll]
+    for e in 0..per_unit {
+        acc[e] = f32::new(0.0_f32);
+    }
     let mut start = 0u32;
     while start < slots {
         let s = start + unit;
         let mut p = f32::new(0.0_f32);
         if s < slots {
-            if visible[s as usize] > 0.5 {
-                p = (scores[(s_base + s) as usize] - max).exp();
-            }
+            let score = scores[(s_base + s) as usize];
+            p = select(
+                score > f32::new(-1.0e29),
+                (score - max).exp(),
+                f32::new(0.0_f32),
+            );
         }
         scratch[unit as usize] = p;
         sync_cube();
@@ -293,12 +455,14 @@ pub fn decode_attention(
         );
         for j in 0..count {
             let pj = scratch[j as usize];
-            let row = (v_base + (start + j) * v_slot_stride) as usize;
-            #[unroll]
-            for e in 0..per_unit {
-                let i = e * cube_size + unit as usize;
-                if i < head_dim {
-                    acc[e] += pj * v[row + i];
+            if pj != f32::new(0.0_f32) {
+                let row = v_base + (start + j) * v_slot_stride;
+                #[unroll]
+                for e in 0..per_unit {
+                    let i = e * cube_size + unit as usize;
+                    if i < head_dim {
+                        acc[e] += pj * kv_element(v, row, i as u32, v_levels, v_kind, v_bits);
+                    }
                 }
             }
         }

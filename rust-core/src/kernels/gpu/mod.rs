@@ -3,8 +3,11 @@
 //!
 //! - `pack`: GGUF blocks → GPU words (u32) + f32 block scales, once at load.
 //! - `kernels`: the `#[cube]` kernels (matrix-vector and token-tiled matrix-matrix products,
-//!   decode attention), shared-memory reductions only.
+//!   attention over f32 or encoded KV rows, the f32/f16 row encoder), shared-memory reductions
+//!   only.
 //! - `ops`: the kernels as a burn backend extension, callable on ordinary `Tensor`s.
+//! - `kv`: the KV cache's encoded rows on the device (every KV type but all-f32) and attention
+//!   over them, TurboQuant's rotations around it.
 //! - `linear`: [`GpuLinear`], a weight uploaded once and split under the binding limit.
 //!
 //! Pipelines are compiled by cubecl on first use and cached for the life of the process. They
@@ -14,6 +17,7 @@
 //! every run, and the driver's own shader cache (Mesa, NVIDIA, Adreno, Mali) is what persists.
 
 pub mod kernels;
+pub mod kv;
 pub mod linear;
 pub mod ops;
 pub mod pack;

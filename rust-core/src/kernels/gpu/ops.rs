@@ -8,6 +8,7 @@ use burn::tensor::{DType, Int, Shape, Tensor};
 use cubecl::prelude::*;
 
 use super::kernels;
+use super::kv::{EncodedCall, KvLayout};
 use super::pack::QuantLayout;
 use crate::kernels::attention::{AttentionCall, DecodeAttentionOps};
 
@@ -51,6 +52,24 @@ pub trait GpuKernelOps: Backend {
         weight: FloatTensor<Self>,
         call: ChunkCall,
     ) -> FloatTensor<Self>;
+
+    /// f32 rows `[kv_heads, tokens, d]` → encoded KV rows `[kv_heads, tokens, words]` of an
+    /// f32 or f16 layout (`kernels::encode_rows`).
+    fn encode_kv_rows(x: FloatTensor<Self>, layout: KvLayout) -> IntTensor<Self>;
+
+    /// Attention of `q` `[tokens, heads, d]` (or `[heads, d]`: one token) over encoded KV rows
+    /// `[kv_heads, slots, words]` (`kernels::encoded_attention`); returns `q`'s shape.
+    #[allow(clippy::too_many_arguments)]
+    fn encoded_attention(
+        q: FloatTensor<Self>,
+        k: IntTensor<Self>,
+        v: IntTensor<Self>,
+        key_pos: FloatTensor<Self>,
+        q_pos: FloatTensor<Self>,
+        k_levels: FloatTensor<Self>,
+        v_levels: FloatTensor<Self>,
+        call: EncodedCall,
+    ) -> FloatTensor<Self>;
 }
 
 /// `tensor` as a kernel can bind it: contiguous rows, starting at an aligned offset.
@@ -62,15 +81,24 @@ fn bindable(tensor: CubeTensor) -> CubeTensor {
     copy_contiguous(tensor)
 }
 
+/// A contiguous copy of a tensor of 32-bit elements (bits copied as u32: encoded KV words
+/// too), of the same dtype.
 fn copy_contiguous(tensor: CubeTensor) -> CubeTensor {
     let shape = tensor.meta.shape().clone();
-    let out = empty_f32(&tensor, shape);
+    let handle = tensor.client.empty(shape.num_elements() * 4);
+    let out = CubeTensor::new_contiguous(
+        tensor.client.clone(),
+        tensor.device.clone(),
+        shape,
+        handle,
+        tensor.dtype,
+    );
     let client = tensor.client.clone();
     cubecl::std::tensor::copy_into(
         &client,
         tensor.binding(),
         out.clone().binding(),
-        f32::elem_type_native(),
+        u32::elem_type_native(),
     );
     out
 }
@@ -185,9 +213,115 @@ impl GpuKernelOps for CubeBackend {
         );
         out
     }
+
+    fn encode_kv_rows(x: CubeTensor, layout: KvLayout) -> CubeTensor {
+        check_f32("x", &x);
+        let x = bindable(x);
+        let dims = x.meta.shape().clone();
+        let (rows, d) = (dims[0] * dims[1], dims[2]);
+        let words_per_row = layout.words_per_row(d);
+        let words = rows * words_per_row;
+        let handle = x.client.empty(words.max(1) * 4);
+        let out = CubeTensor::new_contiguous(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([dims[0], dims[1], words_per_row]),
+            handle,
+            DType::I32,
+        );
+        let client = x.client.clone();
+        kernels::encode_rows::launch(
+            &client,
+            flat_grid(words),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(x),
+            buffer(out.clone()),
+            words as u32,
+            d as u32,
+            words_per_row as u32,
+            layout.kind,
+        );
+        out
+    }
+
+    fn encoded_attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        key_pos: CubeTensor,
+        q_pos: CubeTensor,
+        k_levels: CubeTensor,
+        v_levels: CubeTensor,
+        call: EncodedCall,
+    ) -> CubeTensor {
+        let shape = q.meta.shape().clone();
+        check_f32("q", &q);
+        check_f32("k", &k);
+        check_f32("v", &v);
+        let q = bindable(q);
+        let (heads, head_dim) = (shape[shape.num_dims() - 2], shape[shape.num_dims() - 1]);
+        let tokens = shape.num_elements() / (heads * head_dim).max(1);
+        let slots = k.meta.shape()[1];
+        let (k, v) = (unit_inner(k), unit_inner(v));
+        let (ks, vs) = (k.meta.strides().clone(), v.meta.strides().clone());
+        let out = empty_f32(&q, shape);
+        let scores = empty_f32(&q, Shape::new([tokens * heads, slots.max(1)]));
+        let client = q.client.clone();
+        kernels::encoded_attention::launch(
+            &client,
+            CubeCount::Static(heads as u32, tokens as u32, 1),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(q),
+            buffer(k),
+            buffer(v),
+            buffer(bindable(key_pos)),
+            buffer(bindable(q_pos)),
+            buffer(bindable(k_levels)),
+            buffer(bindable(v_levels)),
+            buffer(scores),
+            buffer(out.clone()),
+            slots as u32,
+            heads as u32,
+            call.groups as u32,
+            ks[0] as u32,
+            ks[1] as u32,
+            vs[0] as u32,
+            vs[1] as u32,
+            call.window,
+            call.scale,
+            call.k.kind,
+            call.k.bits,
+            call.v.kind,
+            call.v.bits,
+            head_dim,
+            CUBE_SIZE,
+        );
+        out
+    }
+}
+
+/// `t`'s strides if its last axis is unit-stride and it starts at a bindable offset, else
+/// those of a contiguous copy.
+fn unit_inner(t: CubeTensor) -> CubeTensor {
+    let aligned = t.handle.offset_start.unwrap_or(0) % OFFSET_ALIGN == 0;
+    if t.meta.strides().last() == Some(&1) && aligned {
+        t
+    } else {
+        copy_contiguous(t)
+    }
+}
+
+/// A grid of `n` units in cubes of [`CUBE_SIZE`], spread over x and y.
+fn flat_grid(n: usize) -> CubeCount {
+    let cubes = n.div_ceil(CUBE_SIZE).max(1);
+    let x = cubes.min(MAX_GRID_DIM);
+    CubeCount::Static(x as u32, cubes.div_ceil(x) as u32, 1)
 }
 
 impl DecodeAttentionOps for CubeBackend {
+    /// The f32 cache through the encoded kernel (rows of kind f32): a visibility flag
+    /// serves as a key position, seen by one query at position 1 with a window of 1 (flag 1:
+    /// visible; flag 0: before the window).
     fn decode_attention(
         q: CubeTensor,
         k: CubeTensor,
@@ -195,51 +329,32 @@ impl DecodeAttentionOps for CubeBackend {
         visible: CubeTensor,
         call: AttentionCall,
     ) -> CubeTensor {
-        let q = bindable(q);
-        let qdims = q.meta.shape().clone();
-        let (heads, head_dim) = (qdims[0], qdims[1]);
-        let slots = k.meta.shape()[1];
-        let unit_stride = |t: &CubeTensor| {
-            let s = t.meta.strides();
-            let aligned = t.handle.offset_start.unwrap_or(0) % OFFSET_ALIGN == 0;
-            s[2] == 1 && aligned
-        };
-        let k = if unit_stride(&k) {
-            k
-        } else {
-            copy_contiguous(k)
-        };
-        let v = if unit_stride(&v) {
-            v
-        } else {
-            copy_contiguous(v)
-        };
-        let (ks, vs) = (k.meta.strides().clone(), v.meta.strides().clone());
-        let visible = bindable(visible);
-        let out = empty_f32(&q, Shape::new([heads, head_dim]));
-        let scores = empty_f32(&q, Shape::new([heads, slots.max(1)]));
-        let client = q.client.clone();
-        kernels::decode_attention::launch(
-            &client,
-            CubeCount::Static(heads as u32, 1, 1),
-            CubeDim::new_1d(CUBE_SIZE as u32),
-            buffer(q),
-            buffer(k),
-            buffer(v),
-            buffer(visible),
-            buffer(scores),
-            buffer(out.clone()),
-            slots as u32,
-            call.groups as u32,
-            ks[0] as u32,
-            ks[1] as u32,
-            vs[0] as u32,
-            vs[1] as u32,
-            call.scale,
-            head_dim,
-            CUBE_SIZE,
+        let one = q.client.create_from_slice(&1.0f32.to_le_bytes());
+        let one = CubeTensor::new_contiguous(
+            q.client.clone(),
+            q.device.clone(),
+            Shape::new([1]),
+            one,
+            DType::F32,
         );
-        out
+        let f32_rows = KvLayout::of(crate::kernels::kv::KvType::F32);
+        let call = EncodedCall {
+            groups: call.groups,
+            scale: call.scale,
+            window: 1.0,
+            k: f32_rows,
+            v: f32_rows,
+        };
+        <Self as GpuKernelOps>::encoded_attention(
+            q,
+            k,
+            v,
+            visible,
+            one.clone(),
+            one.clone(),
+            one,
+            call,
+        )
     }
 }
 

@@ -259,46 +259,6 @@ fn gpu_product_reads_a_row_offset_activation() {
     );
 }
 
-/// f64 attention of one query per head over visible slots.
-fn attention_reference(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    visible: &[f32],
-    heads: usize,
-    kv_heads: usize,
-    slots: usize,
-    d: usize,
-    scale: f64,
-) -> Vec<f64> {
-    let groups = heads / kv_heads;
-    let mut out = vec![0.0f64; heads * d];
-    for h in 0..heads {
-        let kvh = h / groups;
-        let scores: Vec<Option<f64>> = (0..slots)
-            .map(|s| {
-                (visible[s] > 0.5).then(|| {
-                    (0..d)
-                        .map(|i| f64::from(q[h * d + i]) * f64::from(k[(kvh * slots + s) * d + i]))
-                        .sum::<f64>()
-                        * scale
-                })
-            })
-            .collect();
-        let max = scores.iter().flatten().fold(f64::MIN, |m, &s| m.max(s));
-        let total: f64 = scores.iter().flatten().map(|s| (s - max).exp()).sum();
-        for (s, score) in scores.iter().enumerate() {
-            if let Some(score) = score {
-                let p = (score - max).exp() / total;
-                for i in 0..d {
-                    out[h * d + i] += p * f64::from(v[(kvh * slots + s) * d + i]);
-                }
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn gpu_decode_attention_matches_f64_reference() {
     let Some(device) = gpu() else { return };
@@ -345,7 +305,7 @@ fn check_decode_attention(device: &ComputeDevice) {
                 .flat_map(|h| full[h * capacity * d..(h * capacity + slots) * d].to_vec())
                 .collect()
         };
-        let expected = attention_reference(
+        let expected = crate::kernels::reference::attention(
             &q,
             &view(&k_full),
             &view(&v_full),
@@ -387,5 +347,188 @@ fn check_decode_attention(device: &ComputeDevice) {
             worst < 1e-5,
             "attention heads {heads} d {d} slots {slots}: {worst}"
         );
+    }
+}
+
+/// The GPU's encoded rows as bytes (each row padded to whole words).
+fn words_as_bytes(words: burn::tensor::Tensor<3, burn::tensor::Int>) -> Vec<u8> {
+    let data = words.into_data();
+    data.convert::<i32>()
+        .try_into_vec::<i32>()
+        .expect("i32 words")
+        .into_iter()
+        .flat_map(i32::to_le_bytes)
+        .collect()
+}
+
+#[test]
+fn gpu_kv_encoding_is_the_cpu_codecs_bytes() {
+    use crate::kernels::kv::KvType;
+    use crate::kernels::reference::{encoded_rows, gaussians};
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    // f16's edges: subnormals, ties to even (1 + 2⁻¹¹, 1 + 3·2⁻¹¹), the largest finite,
+    // overflow, signed zero, underflow to zero and to the smallest subnormal.
+    let edges = [
+        1.0e-6f32,
+        -6.0e-8,
+        2.9802322e-8,
+        8.940697e-8,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        65504.0,
+        65519.0,
+        65520.0,
+        1.0e5,
+        -0.0,
+        1.0e-9,
+        6.1035156e-5,
+        6.097555e-5,
+    ];
+    for (ty, d) in KvType::ALL
+        .into_iter()
+        .map(|t| (t, 64))
+        .chain([(KvType::F16, 18), (KvType::F32, 18), (KvType::Q8_0, 96)])
+        .chain([(KvType::Tq(3), 256)])
+    {
+        let (kv_heads, tokens) = (3, 7);
+        let mut x: Vec<f32> = gaussians(kv_heads * tokens * d, 4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (v * 10f64.powi(i as i32 % 9 - 4)) as f32)
+            .collect();
+        x[..edges.len()].copy_from_slice(&edges);
+        let cpu = encoded_rows(ty, kv_heads, d, 9, &x);
+        let t = Tensor::<3>::from_data(TensorData::new(x, [kv_heads, tokens, d]), dev);
+        let words = super::kv::encode(&cpu.codec, t).expect("encode");
+        let wpr = super::kv::KvLayout::of(ty).words_per_row(d);
+        assert_eq!(words.dims(), [kv_heads, tokens, wpr], "{ty} d {d}");
+        let got = words_as_bytes(words);
+        let rb = ty.row_bytes(d);
+        for h in 0..kv_heads {
+            for s in 0..tokens {
+                let at = (h * tokens + s) * wpr * 4;
+                assert_eq!(
+                    &got[at..at + rb],
+                    cpu.row(h, s),
+                    "{ty} d {d}: head {h} token {s}"
+                );
+                assert!(
+                    got[at + rb..at + wpr * 4].iter().all(|&b| b == 0),
+                    "{ty}: padding"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_encoded_attention_matches_f64_attention_over_decoded_rows() {
+    use super::kv::{DeviceRows, Queries, attend_in_blocks, encode};
+    use crate::kernels::kv::KvType;
+    use crate::kernels::reference::{attention, decoded, encoded_rows, gaussians};
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    let types: Vec<(KvType, KvType)> = KvType::ALL
+        .into_iter()
+        .map(|t| (t, t))
+        .chain([
+            (KvType::Tq(4), KvType::Tq(3)),
+            (KvType::F16, KvType::Tq(2)),
+            (KvType::F32, KvType::F16),
+            (KvType::Q8_0, KvType::F16),
+        ])
+        .collect();
+    // (heads, kv_heads, d, slots used, slots allocated, query tokens, sliding window,
+    // scores budget): decode and several query tokens, GQA, a view narrower than its buffer,
+    // slot counts around the cube size, and budgets that split the queries into blocks.
+    let cases = [
+        (8, 2, 64, 300, 300, 1, None, 64 << 20),
+        (4, 1, 256, 130, 150, 5, Some(37), 4 * 4 * 130 * 2),
+        (6, 2, 128, 65, 70, 3, None, 1),
+        (2, 2, 32, 1, 8, 1, None, 64 << 20),
+    ];
+    let as_f32 = |x: Vec<f64>, amp: f64| x.into_iter().map(|v| (v * amp) as f32).collect();
+    for (heads, kv_heads, d, slots, capacity, tokens, window, budget) in cases {
+        let scale = 1.0 / (d as f32).sqrt();
+        let keys: Vec<f32> = as_f32(gaussians(kv_heads * capacity * d, 2), 1.0);
+        let values: Vec<f32> = as_f32(gaussians(kv_heads * capacity * d, 3), 1.0);
+        let q: Vec<f32> = as_f32(gaussians(tokens * heads * d, 1), 1.0);
+        // Slot s holds position (s·7) mod slots (a wrapped ring's order); every ninth empty.
+        let key_pos: Vec<Option<usize>> = (0..slots)
+            .map(|s| (s % 9 != 4 || slots == 1).then_some(s * 7 % slots))
+            .collect();
+        let q_pos: Vec<usize> = (0..tokens).map(|t| slots - tokens + t).collect();
+        for &(kt, vt) in &types {
+            if d % 32 != 0 && matches!(kt, KvType::Tq(_)) {
+                continue;
+            }
+            let (k_rows, v_rows) = (
+                encoded_rows(kt, kv_heads, d, 5, &keys),
+                encoded_rows(vt, kv_heads, d, 6, &values),
+            );
+            let upload = |rows: &crate::kernels::kv::EncodedRows, x: &[f32]| DeviceRows {
+                codec: rows.codec.clone(),
+                words: encode(
+                    &rows.codec,
+                    Tensor::<3>::from_data(
+                        TensorData::new(x.to_vec(), [kv_heads, capacity, d]),
+                        dev,
+                    ),
+                )
+                .expect("encode")
+                .slice(s![.., 0..slots, ..]),
+            };
+            let (k_dev, v_dev) = (upload(&k_rows, &keys), upload(&v_rows, &values));
+            let queries = Queries {
+                key_pos: &key_pos,
+                q_pos: &q_pos,
+                window,
+                scale,
+            };
+            let out = attend_in_blocks(
+                Tensor::<3>::from_data(TensorData::new(q.clone(), [tokens, heads, d]), dev),
+                (&k_dev, &v_dev),
+                queries,
+                budget,
+            );
+            let got = to_host(out).expect("read back");
+            let view = |full: Vec<f32>| -> Vec<f32> {
+                (0..kv_heads)
+                    .flat_map(|h| full[h * capacity * d..(h * capacity + slots) * d].to_vec())
+                    .collect()
+            };
+            let (k_dec, v_dec) = (view(decoded(&k_rows)), view(decoded(&v_rows)));
+            let mut worst = 0.0f64;
+            for (t, &at) in q_pos.iter().enumerate() {
+                let visible: Vec<f32> = key_pos
+                    .iter()
+                    .map(|p| match p {
+                        Some(p) if *p <= at && window.is_none_or(|w| p + w > at) => 1.0,
+                        _ => 0.0,
+                    })
+                    .collect();
+                let span = t * heads * d..(t + 1) * heads * d;
+                let want = attention(
+                    &q[span.clone()],
+                    &k_dec,
+                    &v_dec,
+                    &visible,
+                    heads,
+                    kv_heads,
+                    slots,
+                    d,
+                    f64::from(scale),
+                );
+                for (g, w) in got[span].iter().zip(&want) {
+                    worst = worst.max((f64::from(*g) - w).abs());
+                }
+            }
+            eprintln!(
+                "{kt}/{vt} heads {heads}/{kv_heads} d {d} slots {slots} tokens {tokens}: \
+                 max error {worst:.1e}"
+            );
+            assert!(worst <= 1e-5, "{kt}/{vt} d {d} slots {slots}: {worst}");
+        }
     }
 }

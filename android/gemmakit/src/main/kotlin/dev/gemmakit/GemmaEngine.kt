@@ -1,5 +1,6 @@
 package dev.gemmakit
 
+import dev.gemmakit.ffi.ActivationReport
 import dev.gemmakit.ffi.BackendReport
 import dev.gemmakit.ffi.Engine
 import dev.gemmakit.ffi.EngineOptions
@@ -32,6 +33,12 @@ class GemmaEngine private constructor(private val engine: Engine) : AutoCloseabl
 
     /** Which backend runs (CPU or GPU), on which device, and why. */
     val backend: BackendReport get() = open().backend()
+
+    /**
+     * The CPU activation numerics that run per phase (`EXACT` on a GPU, or where the CPU has
+     * no fast int8 kernel for what `EngineOptions.prefillActivations`/`decodeActivations` asked).
+     */
+    val activations: ActivationReport get() = open().activations()
 
     /** Architecture, sizes, weight types and memory estimate. */
     val info: ModelInfo get() = open().info()

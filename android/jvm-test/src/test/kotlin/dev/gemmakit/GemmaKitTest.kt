@@ -1,5 +1,7 @@
 package dev.gemmakit
 
+import dev.gemmakit.ffi.ActivationPrecision
+import dev.gemmakit.ffi.ActivationReport
 import dev.gemmakit.ffi.BackendChoice
 import dev.gemmakit.ffi.BackendKind
 import dev.gemmakit.ffi.Chunk
@@ -100,9 +102,26 @@ class GemmaKitTest {
         assertEquals(core.kvTypeK, mine.kvTypeK)
         assertEquals(core.kvTypeV, mine.kvTypeV)
         assertEquals(BackendChoice.AUTO, core.backend, "null backend means the engine default")
+        assertEquals(ActivationPrecision.EXACT, core.prefillActivations)
+        assertEquals(ActivationPrecision.EXACT, core.decodeActivations)
+        assertEquals(null, mine.decodeActivations, "null activations mean the engine default")
+        assertEquals(ActivationReport(ActivationPrecision.EXACT, ActivationPrecision.EXACT), engine.activations)
         val recommended = SamplingOptions.gemmaRecommended()
         assertEquals(64u, recommended.topK)
         assertEquals(1.0f, recommended.temperature)
+    }
+
+    @Test
+    fun `int8 decode activations load, report what runs and generate`(): Unit = runBlocking {
+        val options = engineOptions.copy(decodeActivations = ActivationPrecision.INT8)
+        GemmaEngine.load(modelPath, options).use { int8 ->
+            // INT8 where this CPU has a fast int8 kernel (x86 with AVX2), EXACT otherwise.
+            assertEquals(ActivationPrecision.EXACT, int8.activations.prefill)
+            int8.conversation().use { chat ->
+                val answer = chat.send("Hello", long(6))
+                assertEquals(6u, answer.stats.generatedTokens)
+            }
+        }
     }
 
     @Test

@@ -1,0 +1,270 @@
+//! The KV cache on the GPU for every KV type but all-f32 (which stays f32 tensors): rows are the
+//! CPU codec's bytes (`kernels::kv`), little-endian in u32 words and padded to a whole word, in
+//! Int tensors `[kv_heads, slots, words]`, and attention reads them directly
+//! (`kernels::encoded_attention`); no decoded copy of the cache exists.
+//!
+//! - f32/f16 rows are encoded on the device (`kernels::encode_rows`: round to nearest even, as
+//!   `half::f16::from_f32`); q8_0 and TurboQuant rows are encoded on the host by the CPU's codec
+//!   (one definition of their numerics) and uploaded, once per appended token.
+//! - TurboQuant keys: the query is rotated once per head (signs, then one shared normalized
+//!   Hadamard matrix per head dimension, as a matmul); TurboQuant values are summed in the
+//!   rotated domain and the sum rotated back once per head. The signs, codebook and Hadamard
+//!   matrix are the codec's own (`KvCodec::signs`, `levels`, `kv::hadamard`), uploaded once.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use burn::backend::Dispatch;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::kernels::{KV_F16, KV_F32, KV_Q8_0, KV_TQ};
+use super::ops::GpuKernelOps;
+use crate::device::{from_host, to_host};
+use crate::error::Result;
+use crate::kernels::kv::{KvCodec, KvType, hadamard};
+
+/// How the kernels read one KV type's rows.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLayout {
+    pub ty: KvType,
+    /// `kernels::KV_F32` … `KV_TQ`.
+    pub kind: u32,
+    /// TurboQuant's bits a coordinate (0 otherwise).
+    pub bits: u32,
+}
+
+impl KvLayout {
+    pub fn of(ty: KvType) -> Self {
+        let (kind, bits) = match ty {
+            KvType::F32 => (KV_F32, 0),
+            KvType::F16 => (KV_F16, 0),
+            KvType::Q8_0 => (KV_Q8_0, 0),
+            KvType::Tq(bits) => (KV_TQ, u32::from(bits)),
+        };
+        KvLayout { ty, kind, bits }
+    }
+
+    /// u32 words of one row of `d` values (the codec's bytes, rounded up to a word).
+    pub fn words_per_row(self, d: usize) -> usize {
+        self.ty.row_bytes(d).div_ceil(4)
+    }
+}
+
+/// The scalars of one [`GpuKernelOps::encoded_attention`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedCall {
+    /// Query heads per KV head.
+    pub groups: usize,
+    pub scale: f32,
+    /// A key at `k` is visible to a query at `q` when `k ≤ q < k + window` (full layers: a
+    /// window beyond any position).
+    pub window: f32,
+    pub k: KvLayout,
+    pub v: KvLayout,
+}
+
+/// One layer's encoded keys or values on the device, with their codec.
+#[derive(Clone)]
+pub struct DeviceRows {
+    pub codec: Arc<KvCodec>,
+    /// `[kv_heads, slots, words]`.
+    pub words: Tensor<3, Int>,
+}
+
+/// A codec's tables on the device, uploaded on first use.
+pub struct DeviceTables {
+    /// The codebook (one zero for types without one: the kernels bind something).
+    levels: Tensor<1>,
+    /// `[kv_heads, d]` ±1 (TurboQuant only).
+    signs: Option<Tensor<2>>,
+}
+
+impl std::fmt::Debug for DeviceTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceTables")
+    }
+}
+
+impl DeviceTables {
+    pub fn new(codec: &KvCodec, device: &Device) -> Self {
+        let levels = match codec.levels() {
+            [] => vec![0.0],
+            l => l.to_vec(),
+        };
+        let n = levels.len();
+        let signs = codec
+            .is_rotated()
+            .then(|| from_host(codec.signs().to_vec(), [codec.kv_heads(), codec.d], device));
+        DeviceTables {
+            levels: from_host(levels, [n], device),
+            signs,
+        }
+    }
+}
+
+/// The normalized Hadamard matrix of size `d` (symmetric; column `j` is `kv::hadamard` of the
+/// unit vector `e_j`), one per head dimension and process.
+fn hadamard_matrix(d: usize, device: &Device) -> Tensor<2> {
+    static MATRICES: OnceLock<Mutex<Vec<(usize, Tensor<2>)>>> = OnceLock::new();
+    let mut cache = MATRICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((_, h)) = cache.iter().find(|(n, h)| *n == d && h.device() == *device) {
+        return h.clone();
+    }
+    let mut m = vec![0.0f32; d * d];
+    let mut column = vec![0.0f32; d];
+    for j in 0..d {
+        column.fill(0.0);
+        column[j] = 1.0;
+        hadamard(&mut column);
+        for (i, v) in column.iter().enumerate() {
+            m[i * d + j] = *v;
+        }
+    }
+    let h = from_host(m, [d, d], device);
+    cache.push((d, h.clone()));
+    h
+}
+
+/// `x` `[kv_heads, tokens, d]` (normed, roped) as encoded rows of `codec`'s type.
+pub fn encode(codec: &KvCodec, x: Tensor<3>) -> Result<Tensor<3, Int>> {
+    let layout = KvLayout::of(codec.ty);
+    if matches!(codec.ty, KvType::F32 | KvType::F16) {
+        return Ok(Tensor::from_dispatch(
+            <Dispatch as GpuKernelOps>::encode_kv_rows(x.into_dispatch(), layout),
+        ));
+    }
+    let [heads, tokens, d] = x.dims();
+    let device = x.device();
+    let host = to_host(x)?;
+    let (rb, wpr) = (codec.row_bytes(), layout.words_per_row(d));
+    let mut bytes = vec![0u8; heads * tokens * wpr * 4];
+    for (r, (src, out)) in host
+        .chunks_exact(d)
+        .zip(bytes.chunks_exact_mut(wpr * 4))
+        .enumerate()
+    {
+        codec.encode(r / tokens, src, &mut out[..rb]);
+    }
+    let words: Vec<i32> = bytes
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Tensor::from_data(
+        TensorData::new(words, [heads, tokens, wpr]),
+        &device,
+    ))
+}
+
+/// The queries of one attention call: which keys each sees, and the score scale.
+#[derive(Debug, Clone, Copy)]
+pub struct Queries<'a> {
+    /// The position of each key slot (`None`: an empty slot).
+    pub key_pos: &'a [Option<usize>],
+    /// The position of each query token.
+    pub q_pos: &'a [usize],
+    /// A sliding layer's window (`None`: every earlier key).
+    pub window: Option<usize>,
+    pub scale: f32,
+}
+
+/// Attention of `q` `[tokens, heads, d]` over encoded `k`, `v`; returns `[tokens, heads·d]`.
+pub fn attend(q: Tensor<3>, rows: (&DeviceRows, &DeviceRows), queries: Queries<'_>) -> Tensor<2> {
+    attend_in_blocks(q, rows, queries, SCORES_BYTES)
+}
+
+/// [`attend`] with at most `scores_bytes` of scores a launch (tests force many blocks).
+pub(crate) fn attend_in_blocks(
+    q: Tensor<3>,
+    (k, v): (&DeviceRows, &DeviceRows),
+    queries: Queries<'_>,
+    scores_bytes: usize,
+) -> Tensor<2> {
+    let Queries {
+        key_pos,
+        q_pos,
+        window,
+        scale,
+    } = queries;
+    let [tokens, heads, d] = q.dims();
+    let device = q.device();
+    let kv_heads = k.words.dims()[0];
+    let groups = heads / kv_heads.max(1);
+    let (kt, vt) = (
+        k.codec.device_tables(&device),
+        v.codec.device_tables(&device),
+    );
+    let q = match &kt.signs {
+        Some(signs) => rotate(q, signs, kv_heads, &hadamard_matrix(d, &device)),
+        None => q,
+    };
+    let positions: Vec<f32> = key_pos
+        .iter()
+        .map(|p| p.map_or(-1.0, |p| p as f32))
+        .collect();
+    let key_pos = from_host(positions, [key_pos.len()], &device);
+    let call = EncodedCall {
+        groups,
+        scale,
+        window: window.map_or(f32::MAX, |w| w as f32),
+        k: KvLayout::of(k.codec.ty),
+        v: KvLayout::of(v.codec.ty),
+    };
+    // Query blocks bound the scores scratch (`[block·heads, slots]` f32).
+    let block = (scores_bytes / (4 * heads * key_pos.dims()[0].max(1))).clamp(1, tokens.max(1));
+    let mut outs = Vec::with_capacity(tokens.div_ceil(block));
+    for start in (0..tokens).step_by(block) {
+        let n = block.min(tokens - start);
+        let at: Vec<f32> = q_pos[start..start + n].iter().map(|&p| p as f32).collect();
+        outs.push(Tensor::<3>::from_dispatch(
+            <Dispatch as GpuKernelOps>::encoded_attention(
+                q.clone().narrow(0, start, n).into_dispatch(),
+                k.words.clone().into_dispatch(),
+                v.words.clone().into_dispatch(),
+                key_pos.clone().into_dispatch(),
+                from_host(at, [n], &device).into_dispatch(),
+                kt.levels.clone().into_dispatch(),
+                vt.levels.clone().into_dispatch(),
+                call,
+            ),
+        ));
+    }
+    let out = if outs.len() == 1 {
+        outs.pop().expect("one block")
+    } else {
+        Tensor::cat(outs, 0)
+    };
+    let out = match &vt.signs {
+        Some(signs) => unrotate(out, signs, kv_heads, &hadamard_matrix(d, &device)),
+        None => out,
+    };
+    out.reshape([tokens, heads * d])
+}
+
+/// Bytes of scores one attention launch may use.
+const SCORES_BYTES: usize = 64 << 20;
+
+/// `q` `[tokens, heads, d]` ↦ Π·q per head with its KV head's rotation: H·(signs ∘ q).
+fn rotate(q: Tensor<3>, signs: &Tensor<2>, kv_heads: usize, h: &Tensor<2>) -> Tensor<3> {
+    let [tokens, heads, d] = q.dims();
+    let signed = q.reshape([tokens, kv_heads, heads / kv_heads, d])
+        * signs.clone().reshape([1, kv_heads, 1, d]);
+    // Rows times H, which is symmetric: each row's H·x.
+    signed
+        .reshape([tokens * heads, d])
+        .matmul(h.clone())
+        .reshape([tokens, heads, d])
+}
+
+/// The inverse of [`rotate`]: Πᵀ·y = signs ∘ (H·y).
+fn unrotate(y: Tensor<3>, signs: &Tensor<2>, kv_heads: usize, h: &Tensor<2>) -> Tensor<3> {
+    let [tokens, heads, d] = y.dims();
+    (y.reshape([tokens * heads, d]).matmul(h.clone()).reshape([
+        tokens,
+        kv_heads,
+        heads / kv_heads,
+        d,
+    ]) * signs.clone().reshape([1, kv_heads, 1, d]))
+    .reshape([tokens, heads, d])
+}
