@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -106,7 +105,7 @@ fn gpu() -> Result<ComputeDevice> {
 /// The wgpu runtime can be initialised once per process; every caller shares that device.
 #[cfg(feature = "gpu")]
 fn gpu() -> Result<ComputeDevice> {
-    static GPU: OnceLock<Result<ComputeDevice, String>> = OnceLock::new();
+    static GPU: std::sync::OnceLock<Result<ComputeDevice, String>> = std::sync::OnceLock::new();
     GPU.get_or_init(|| {
         let (device, setup) = Device::wgpu_options()
             .init_with_setup()

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use half::f16;
 
+#[cfg(feature = "gpu")]
 use super::gpu::kv::DeviceTables;
 use crate::error::{GemmaError, Result};
 
@@ -129,6 +130,7 @@ pub struct KvCodec {
     /// The Lloyd-Max levels for one coordinate of a rotated unit vector, ascending.
     levels: Arc<[f32]>,
     /// The signs and levels on the GPU, uploaded on first use there (`gpu::kv`).
+    #[cfg(feature = "gpu")]
     device: OnceLock<DeviceTables>,
 }
 
@@ -158,6 +160,7 @@ impl KvCodec {
             d,
             signs,
             levels,
+            #[cfg(feature = "gpu")]
             device: OnceLock::new(),
         })
     }
@@ -182,6 +185,7 @@ impl KvCodec {
     }
 
     /// This codec's tables on the GPU `device` (uploaded once; a process opens one GPU).
+    #[cfg(feature = "gpu")]
     pub fn device_tables(&self, device: &burn::tensor::Device) -> &DeviceTables {
         self.device.get_or_init(|| DeviceTables::new(self, device))
     }

@@ -107,6 +107,7 @@ pub fn attend(
         KvRows::Encoded { k, v } => {
             return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
         }
+        #[cfg(feature = "gpu")]
         KvRows::Device { k, v } => {
             use crate::kernels::gpu::kv::{Queries, attend};
             let queries = Queries {
@@ -291,7 +292,9 @@ fn mix_values(probs: Tensor<3>, kv: &StepKv, [tq, heads, d]: [usize; 3]) -> Tens
 fn dense(kv: &StepKv) -> (&Tensor<3>, &Tensor<3>) {
     match &kv.rows {
         KvRows::Dense { k, v } => Some((k, v)),
-        KvRows::Encoded { .. } | KvRows::Device { .. } => None,
+        KvRows::Encoded { .. } => None,
+        #[cfg(feature = "gpu")]
+        KvRows::Device { .. } => None,
     }
     .expect("encoded steps go through attend_encoded or the GPU's encoded attention")
 }

@@ -16,6 +16,7 @@ use burn::tensor::kind::Basic;
 use burn::tensor::{Int, Tensor, s};
 
 use crate::error::Result;
+#[cfg(feature = "gpu")]
 use crate::kernels::gpu::kv::{self as gpu_kv, DeviceRows};
 use crate::kernels::kv::{EncodedRows, KvCodec, KvType};
 
@@ -40,6 +41,7 @@ pub enum KvRows {
         v: Arc<EncodedRows>,
     },
     /// Encoded rows on a GPU (the same types; `kernels::gpu::kv`).
+    #[cfg(feature = "gpu")]
     Device { k: DeviceRows, v: DeviceRows },
 }
 
@@ -48,6 +50,7 @@ impl StepKv {
         match &self.rows {
             KvRows::Dense { k, .. } => k.dims()[0],
             KvRows::Encoded { k, .. } => k.kv_heads,
+            #[cfg(feature = "gpu")]
             KvRows::Device { k, .. } => k.words.dims()[0],
         }
     }
@@ -93,7 +96,9 @@ pub struct LayerCache {
     /// Encoded keys and values on the host instead (any type but f32 for both, CPU).
     encoded: Option<(Arc<EncodedRows>, Arc<EncodedRows>)>,
     /// Encoded keys and values on a GPU instead, with their codecs.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     device: Option<(Arc<KvCodec>, Arc<KvCodec>)>,
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     words: Planes<Int>,
     slot_pos: Vec<Option<usize>>,
 }
@@ -147,6 +152,7 @@ impl LayerCache {
         if self.encoded.is_some() {
             return self.append_encoded(k, v, positions);
         }
+        #[cfg(feature = "gpu")]
         if let Some((kc, vc)) = self.device.clone() {
             let (k, v) = (gpu_kv::encode(&kc, k)?, gpu_kv::encode(&vc, v)?);
             let (k, v, key_pos) = self.append_planes(|c| &mut c.words, k, v, positions);
