@@ -37,14 +37,19 @@ for target in ${GEMMAKIT_MOBILE_TARGETS:-aarch64-linux-android aarch64-apple-ios
       continue
     fi
   fi
-  echo "check-mobile-targets: cargo check -p gemmakit-ffi --target $target"
   triple=${target//-/_}
-  if ! env "CC_$triple=clang" "AR_$triple=llvm-ar" \
-      "CFLAGS_$triple=--target=$target -ffreestanding -nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -I$empty_sdk/include" \
-      SDKROOT="$empty_sdk" IPHONEOS_DEPLOYMENT_TARGET=13.0 \
-      cargo check --release --locked -p gemmakit-ffi --target "$target"; then
-    echo "check-mobile-targets: FAILED $target"
-    status=1
-  fi
+  # The Android target is also checked without the `gpu` feature (the CPU-only library).
+  for features in "" "--no-default-features"; do
+    [ -n "$features" ] && [ "$target" != aarch64-linux-android ] && continue
+    echo "check-mobile-targets: cargo check -p gemmakit-ffi --target $target $features"
+    # shellcheck disable=SC2086 # $features is one flag or none
+    if ! env "CC_$triple=clang" "AR_$triple=llvm-ar" \
+        "CFLAGS_$triple=--target=$target -ffreestanding -nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -I$empty_sdk/include" \
+        SDKROOT="$empty_sdk" IPHONEOS_DEPLOYMENT_TARGET=13.0 \
+        cargo check --release --locked -p gemmakit-ffi --target "$target" $features; then
+      echo "check-mobile-targets: FAILED $target $features"
+      status=1
+    fi
+  done
 done
 exit $status

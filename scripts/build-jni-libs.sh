@@ -10,6 +10,8 @@
 # armv7-linux-androideabi x86_64-linux-android`).
 #   scripts/build-jni-libs.sh                    arm64-v8a, armeabi-v7a, x86_64
 #   ABIS="arm64-v8a" scripts/build-jni-libs.sh   only these
+#   CPU_ONLY=1 scripts/build-jni-libs.sh         without the `gpu` feature (no wgpu: about a third
+#                                                of the size; README "Library size")
 # Not run in CI (no NDK there): CI only `cargo check`s aarch64-linux-android.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,9 @@ for abi in "${abis[@]}"; do flags+=(-t "$abi"); done
 
 # RUSTFLAGS with --target applies to the target's artifacts only (not build scripts).
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
-cargo ndk "${flags[@]}" -o "$out" build --profile mobile -p gemmakit-ffi --lib
+features=()
+[ "${CPU_ONLY:-0}" = 1 ] && features=(--no-default-features)
+cargo ndk "${flags[@]}" -o "$out" build --profile mobile -p gemmakit-ffi --lib "${features[@]}"
 
 for abi in "${abis[@]}"; do
   so="$out/$abi/libgemmakit_ffi.so"
