@@ -6,7 +6,9 @@
 //! results are then combined exactly (flash-decoding), so a long cache spreads over every
 //! thread even with one KV head, and no `[heads, slots]` score tensor is built.
 
-use super::{Isa, OutPtr, activation, dot, pool};
+#[cfg(target_arch = "x86_64")]
+use super::Isa;
+use super::{OutPtr, activation, dot, pool};
 use crate::kernels::attention::AttentionCall;
 use crate::kernels::kv::{EncodedRows, KvCodec};
 
