@@ -26,4 +26,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 # No Vulkan under emulation: the wgpu unit tests skip themselves.
 export GEMMAKIT_SKIP_GPU_TESTS=1
-exec cargo test --release --locked --target "$target" -p gemmakit --lib --test cpu_kernels
+# The GPU code is not built (nothing of it can run under qemu, and wgpu/naga/cubecl would
+# double this stage's compile time); this also compiles the CPU-only library (the `gpu`
+# feature off) in CI. Profile `qemu`: release with the dependencies at opt-level 1.
+exec cargo test --profile qemu --locked --target "$target" -p gemmakit --no-default-features --lib --test cpu_kernels

@@ -154,7 +154,7 @@ impl LayerCache {
         }
         #[cfg(feature = "gpu")]
         if let Some((kc, vc)) = self.device.clone() {
-            let (k, v) = (gpu_kv::encode(&kc, k)?, gpu_kv::encode(&vc, v)?);
+            let (k, v) = (gpu_kv::encode(&kc, k), gpu_kv::encode(&vc, v));
             let (k, v, key_pos) = self.append_planes(|c| &mut c.words, k, v, positions);
             return Ok(StepKv {
                 rows: KvRows::Device {

@@ -338,6 +338,216 @@ pub fn encode_rows(
     }
 }
 
+/// f32 rows `[rows, d]` (read as bits; row `r` belongs to KV head `r / tokens`) → encoded rows
+/// `[rows, words_per_row]` of kind [`KV_Q8_0`] or [`KV_TQ`], one cube a row, with the CPU
+/// codec's arithmetic step for step (`KvCodec::encode`), so the bytes are the codec's:
+///
+/// - q8_0: per block of 32, `scale = amax / 127`, `q = round(x / scale)` half away from zero
+///   (Rust's `round`, not the GPU's ties-to-even), the scale stored as f16.
+/// - TurboQuant: the norm summed in order by one unit, `x / norm` times the head's signs, the
+///   Hadamard butterflies in the CPU's order, times `hadamard_scale` (the host's `1/√d`), the
+///   nearest level by the midpoints, and the norm correction `norm / √Σ level²` in order.
+///
+/// Adds, multiplies and compares are IEEE-exact on every Vulkan/Metal device; the divisions
+/// and square roots are exact on lavapipe and most desktop drivers, and otherwise within the
+/// 1–3 ulp the APIs allow, which can move a value sitting on a rounding boundary by one step.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn encode_quantized_rows(
+    x: &[u32],
+    signs: &[f32],
+    levels: &[f32],
+    out: &mut [u32],
+    rows: u32,
+    tokens: u32,
+    words_per_row: u32,
+    hadamard_scale: f32,
+    #[comptime] kind: u32,
+    #[comptime] bits: u32,
+    #[comptime] d: usize,
+) {
+    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let unit = UNIT_POS;
+    // A row's bytes (q8_0: 34 a block of 32, the last block padded with zeros) or codebook
+    // indices (TurboQuant).
+    let mut codes = Shared::<[u32]>::new_slice(comptime!(d.div_ceil(32) * 34));
+    let mut y = Shared::<[f32]>::new_slice(d);
+    // TurboQuant's norm, and its stored scale as f16 bits.
+    let mut norm_at = Shared::<[f32]>::new_slice(1usize);
+    let mut half_scale = Shared::<[u32]>::new_slice(1usize);
+    // Out-of-range cubes (the grid is rounded up) still reach every barrier.
+    let live = row < rows;
+    let base = row * comptime!(d as u32);
+
+    if comptime!(kind == KV_Q8_0) {
+        let mut b = unit;
+        while b < comptime!(d.div_ceil(32) as u32) {
+            // The last block of a row of d ≢ 0 (mod 32) is partial (its bytes stay zero).
+            let n = select(
+                comptime!(d as u32) - b * 32u32 < 32u32,
+                comptime!(d as u32) - b * 32u32,
+                32u32,
+            );
+            let mut amax = f32::new(0.0_f32);
+            if live {
+                for i in 0..n {
+                    let a = f32::reinterpret(x[(base + b * 32u32 + i) as usize]).abs();
+                    amax = select(a > amax, a, amax);
+                }
+            }
+            let scale = amax / f32::new(127.0_f32);
+            let inv = select(
+                scale > f32::new(0.0_f32),
+                f32::new(1.0_f32) / scale,
+                f32::new(0.0_f32),
+            );
+            let h = f32_to_half(u32::reinterpret(scale));
+            let at = b * 34u32;
+            codes[at as usize] = h & 255u32;
+            codes[(at + 1u32) as usize] = h >> 8;
+            for i in 0..32u32 {
+                let mut t = f32::new(0.0_f32);
+                if live && i < n {
+                    t = f32::reinterpret(x[(base + b * 32u32 + i) as usize]) * inv;
+                }
+                let a = t.abs();
+                let whole = a.floor();
+                let mut r = whole
+                    + select(
+                        a - whole >= f32::new(0.5_f32),
+                        f32::new(1.0_f32),
+                        f32::new(0.0_f32),
+                    );
+                r = select(r > f32::new(127.0_f32), f32::new(127.0_f32), r);
+                // Two's complement byte of ±r.
+                let byte = select(
+                    t < f32::new(0.0_f32) && r > f32::new(0.0_f32),
+                    f32::new(256.0_f32) - r,
+                    r,
+                );
+                codes[(at + 2u32 + i) as usize] = u32::cast_from(byte);
+            }
+            b += CUBE_DIM;
+        }
+        sync_cube();
+    }
+
+    if comptime!(kind == KV_TQ) {
+        if unit == 0u32 {
+            let mut sum = f32::new(0.0_f32);
+            if live {
+                for i in 0..d {
+                    let v = f32::reinterpret(x[base as usize + i]);
+                    sum += v * v;
+                }
+            }
+            norm_at[0] = sum.sqrt();
+        }
+        sync_cube();
+        let norm = norm_at[0];
+        // Zero, infinite or NaN: the codec writes an all-zero row.
+        let usable = norm > f32::new(0.0_f32) && norm <= f32::reinterpret(0x7f7f_ffffu32);
+        let head = row / tokens;
+        let mut i = unit;
+        while i < comptime!(d as u32) {
+            let mut v = f32::new(0.0_f32);
+            if live && usable {
+                v = f32::reinterpret(x[(base + i) as usize]) / norm
+                    * signs[(head * comptime!(d as u32) + i) as usize];
+            }
+            y[i as usize] = v;
+            i += CUBE_DIM;
+        }
+        sync_cube();
+        // Walsh-Hadamard butterflies, pairs (a, a + h) within blocks of 2h, as the CPU does.
+        let mut h = 1u32;
+        while h < comptime!(d as u32) {
+            let mut p = unit;
+            while p < comptime!((d / 2) as u32) {
+                let a = (p / h) * 2u32 * h + p % h;
+                let u = y[a as usize];
+                let w = y[(a + h) as usize];
+                y[a as usize] = u + w;
+                y[(a + h) as usize] = u - w;
+                p += CUBE_DIM;
+            }
+            sync_cube();
+            h *= 2u32;
+        }
+        let mut i = unit;
+        while i < comptime!(d as u32) {
+            let t = y[i as usize] * hadamard_scale;
+            // Nearest level: the count of midpoints below it.
+            let mut k = 0u32;
+            #[unroll]
+            for j in 0..comptime!((1u32 << bits) - 1) {
+                let mid = f32::new(0.5_f32) * (levels[j as usize] + levels[(j + 1) as usize]);
+                k += select(t > mid, 1u32, 0u32);
+            }
+            codes[i as usize] = k;
+            i += CUBE_DIM;
+        }
+        sync_cube();
+        if unit == 0u32 {
+            let mut energy = f32::new(0.0_f32);
+            for i in 0..d {
+                let l = levels[codes[i] as usize];
+                energy += l * l;
+            }
+            let root = energy.sqrt();
+            let floor = f32::reinterpret(0x0080_0000u32);
+            let scale = norm / select(root > floor, root, floor);
+            half_scale[0] = f32_to_half(u32::reinterpret(scale));
+        }
+        sync_cube();
+    }
+
+    // Pack: word w holds bytes 4w..4w+4 (q8_0), or bits 32w..32w+32 of [f16 scale | indices
+    // LSB first] (TurboQuant); the padding after the row's last byte stays zero.
+    let mut w = unit;
+    while w < words_per_row {
+        let mut word = 0u32;
+        if comptime!(kind == KV_Q8_0) {
+            for j in 0..4u32 {
+                let byte = w * 4u32 + j;
+                if byte < comptime!((d.div_ceil(32) * 34) as u32) {
+                    word |= codes[byte as usize] << (8u32 * j);
+                }
+            }
+        }
+        if comptime!(kind == KV_TQ) {
+            let lo = w * 32u32;
+            let norm = norm_at[0];
+            if norm > f32::new(0.0_f32) && norm <= f32::reinterpret(0x7f7f_ffffu32) {
+                if w == 0u32 {
+                    word = half_scale[0];
+                }
+                // Indices whose bits [16 + j·bits, 16 + (j+1)·bits) meet [lo, lo + 32).
+                let mut j = select(lo > 16u32, (lo - 16u32) / bits, 0u32);
+                let end = select(
+                    (lo + 16u32) / bits + 1u32 < comptime!(d as u32),
+                    (lo + 16u32) / bits + 1u32,
+                    comptime!(d as u32),
+                );
+                while j < end {
+                    let at = 16u32 + j * bits;
+                    if at >= lo && at < lo + 32u32 {
+                        word |= codes[j as usize] << (at - lo);
+                    }
+                    if at < lo && at + bits > lo {
+                        word |= codes[j as usize] >> (lo - at);
+                    }
+                    j += 1u32;
+                }
+            }
+        }
+        if live {
+            out[(row * words_per_row + w) as usize] = word;
+        }
+        w += CUBE_DIM;
+    }
+}
+
 /// Attention of query tokens over a KV cache of any [`KV_F32`]…[`KV_TQ`] kind for keys and
 /// for values (the f32 cache too: its rows are kind f32), one cube per (query head, query
 /// token): rows decoded on load, softmax over the visible keys of `scale · q·k` in f32,

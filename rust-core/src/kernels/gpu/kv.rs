@@ -3,9 +3,10 @@
 //! Int tensors `[kv_heads, slots, words]`, and attention reads them directly
 //! (`kernels::encoded_attention`); no decoded copy of the cache exists.
 //!
-//! - f32/f16 rows are encoded on the device (`kernels::encode_rows`: round to nearest even, as
-//!   `half::f16::from_f32`); q8_0 and TurboQuant rows are encoded on the host by the CPU's codec
-//!   (one definition of their numerics) and uploaded, once per appended token.
+//! - Rows are encoded on the device: f32/f16 by `kernels::encode_rows` (round to nearest even,
+//!   as `half::f16::from_f32`), q8_0 and TurboQuant by `kernels::encode_quantized_rows`, which
+//!   repeats the CPU codec's arithmetic step for step, so a row's bytes are the CPU's (tested
+//!   byte for byte); appending a token reads nothing back.
 //! - TurboQuant keys: the query is rotated once per head (signs, then one shared normalized
 //!   Hadamard matrix per head dimension, as a matmul); TurboQuant values are summed in the
 //!   rotated domain and the sum rotated back once per head. The signs, codebook and Hadamard
@@ -14,12 +15,11 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use super::kernels::{KV_F16, KV_F32, KV_Q8_0, KV_TQ};
 use super::ops::GpuKernelOps;
-use crate::device::{from_host, to_host};
-use crate::error::Result;
+use crate::device::from_host;
 use crate::kernels::kv::{KvCodec, KvType, hadamard};
 
 /// How the kernels read one KV type's rows.
@@ -127,33 +127,20 @@ fn hadamard_matrix(d: usize, device: &Device) -> Tensor<2> {
     h
 }
 
-/// `x` `[kv_heads, tokens, d]` (normed, roped) as encoded rows of `codec`'s type.
-pub fn encode(codec: &KvCodec, x: Tensor<3>) -> Result<Tensor<3, Int>> {
-    let layout = KvLayout::of(codec.ty);
-    if matches!(codec.ty, KvType::F32 | KvType::F16) {
-        return Ok(Tensor::from_dispatch(
-            <Dispatch as GpuKernelOps>::encode_kv_rows(x.into_dispatch(), layout),
-        ));
-    }
-    let [heads, tokens, d] = x.dims();
-    let device = x.device();
-    let host = to_host(x)?;
-    let (rb, wpr) = (codec.row_bytes(), layout.words_per_row(d));
-    let mut bytes = vec![0u8; heads * tokens * wpr * 4];
-    for (r, (src, out)) in host
-        .chunks_exact(d)
-        .zip(bytes.chunks_exact_mut(wpr * 4))
-        .enumerate()
-    {
-        codec.encode(r / tokens, src, &mut out[..rb]);
-    }
-    let words: Vec<i32> = bytes
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok(Tensor::from_data(
-        TensorData::new(words, [heads, tokens, wpr]),
-        &device,
+/// `x` `[kv_heads, tokens, d]` (normed, roped) as encoded rows of `codec`'s type, encoded on
+/// the device (no read-back).
+pub fn encode(codec: &KvCodec, x: Tensor<3>) -> Tensor<3, Int> {
+    let tables = codec.device_tables(&x.device());
+    // Types without a rotation bind the levels in the signs' place.
+    let signs = match &tables.signs {
+        Some(signs) => signs.clone().into_dispatch(),
+        None => tables.levels.clone().into_dispatch(),
+    };
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::encode_kv_rows(
+        x.into_dispatch(),
+        signs,
+        tables.levels.clone().into_dispatch(),
+        KvLayout::of(codec.ty),
     ))
 }
 

@@ -53,9 +53,16 @@ pub trait GpuKernelOps: Backend {
         call: ChunkCall,
     ) -> FloatTensor<Self>;
 
-    /// f32 rows `[kv_heads, tokens, d]` → encoded KV rows `[kv_heads, tokens, words]` of an
-    /// f32 or f16 layout (`kernels::encode_rows`).
-    fn encode_kv_rows(x: FloatTensor<Self>, layout: KvLayout) -> IntTensor<Self>;
+    /// f32 rows `[kv_heads, tokens, d]` → encoded KV rows `[kv_heads, tokens, words]` of any
+    /// layout (`kernels::encode_rows` for f32/f16, `kernels::encode_quantized_rows` for q8_0
+    /// and TurboQuant, which read the codec's `signs` `[kv_heads, d]` and `levels`; other
+    /// layouts ignore them).
+    fn encode_kv_rows(
+        x: FloatTensor<Self>,
+        signs: FloatTensor<Self>,
+        levels: FloatTensor<Self>,
+        layout: KvLayout,
+    ) -> IntTensor<Self>;
 
     /// Attention of `q` `[tokens, heads, d]` (or `[heads, d]`: one token) over encoded KV rows
     /// `[kv_heads, slots, words]` (`kernels::encoded_attention`); returns `q`'s shape.
@@ -214,7 +221,12 @@ impl GpuKernelOps for CubeBackend {
         out
     }
 
-    fn encode_kv_rows(x: CubeTensor, layout: KvLayout) -> CubeTensor {
+    fn encode_kv_rows(
+        x: CubeTensor,
+        signs: CubeTensor,
+        levels: CubeTensor,
+        layout: KvLayout,
+    ) -> CubeTensor {
         check_f32("x", &x);
         let x = bindable(x);
         let dims = x.meta.shape().clone();
@@ -230,17 +242,37 @@ impl GpuKernelOps for CubeBackend {
             DType::I32,
         );
         let client = x.client.clone();
-        kernels::encode_rows::launch(
-            &client,
-            flat_grid(words),
-            CubeDim::new_1d(CUBE_SIZE as u32),
-            buffer(x),
-            buffer(out.clone()),
-            words as u32,
-            d as u32,
-            words_per_row as u32,
-            layout.kind,
-        );
+        if layout.kind == kernels::KV_F32 || layout.kind == kernels::KV_F16 {
+            kernels::encode_rows::launch(
+                &client,
+                flat_grid(words),
+                CubeDim::new_1d(CUBE_SIZE as u32),
+                buffer(x),
+                buffer(out.clone()),
+                words as u32,
+                d as u32,
+                words_per_row as u32,
+                layout.kind,
+            );
+        } else {
+            kernels::encode_quantized_rows::launch(
+                &client,
+                matmul_grid(rows, 1, 1),
+                CubeDim::new_1d(CUBE_SIZE as u32),
+                buffer(x),
+                buffer(bindable(signs)),
+                buffer(bindable(levels)),
+                buffer(out.clone()),
+                rows as u32,
+                dims[1] as u32,
+                words_per_row as u32,
+                // The CPU's `kv::hadamard` normalization, bit for bit.
+                1.0 / (d as f32).sqrt(),
+                layout.kind,
+                layout.bits,
+                d,
+            );
+        }
         out
     }
 
