@@ -6,7 +6,8 @@
 #
 # A type "K/V" sets keys and values apart. Env: GEMMAKIT_BIN (default target/release/gemmakit),
 # BACKEND (default cpu), THREADS (default: the engine's), REPS (default 2), GEN (decode tokens,
-# default 32), PROMPT (prompt tokens after the depth, default 16).
+# default 32), PROMPT (prompt tokens after the depth, default 16), BENCH_ARGS (more `gemmakit
+# bench` options, e.g. "--prefill-activations int8" to fill deep caches faster).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${GEMMAKIT_BIN:-$ROOT/target/release/gemmakit}"
@@ -16,6 +17,8 @@ DEPTHS="${3:-0,4096,16384}"
 args=(--model "$MODEL" --backend "${BACKEND:-cpu}" -p "${PROMPT:-16}" -n "${GEN:-32}"
   -d "$DEPTHS" -r "${REPS:-2}" --no-cold)
 [ -n "${THREADS:-}" ] && args+=(-t "$THREADS")
+# shellcheck disable=SC2206 # BENCH_ARGS is a list of options
+[ -n "${BENCH_ARGS:-}" ] && args+=($BENCH_ARGS)
 for t in $TYPES; do
   k="${t%/*}"
   v="${t#*/}"

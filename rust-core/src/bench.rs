@@ -2,10 +2,15 @@
 //!
 //! For every (prompt length p, generation length n, depth d) it measures, over `r`
 //! repetitions after one warm-up:
-//! - prefill: a fresh cache filled with d tokens (untimed), then p tokens in one forward pass
+//! - prefill: a cache holding d tokens (untimed), then p tokens in one forward pass
 //!   (llama-bench's `pp` at depth d). Time to first token = that pass plus the argmax.
-//! - decode: a fresh cache filled with d tokens (untimed), then n single-token passes
+//! - decode: a cache holding d tokens (untimed), then n single-token passes
 //!   (llama-bench's `tg` at depth d).
+//!
+//! The d tokens are prefilled once per depth (depths in increasing order extend the same
+//! cache), and every timed run starts from them: prefill on a copy of the cache, decode on the
+//! cache itself, rolled back to d afterwards (exact: `KvCache::truncate`) or filled again where a
+//! sliding ring has wrapped too far to roll back. At depth 16k the fill is most of the work.
 //!
 //! Load time is measured once per run: warm (the file already in the page cache) and, on
 //! Linux where GNU `dd` can ask the kernel to drop the file's cached pages
@@ -20,6 +25,7 @@ use serde_json::json;
 use crate::device::Activations;
 use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions, KvType, KvTypes};
 use crate::error::{GemmaError, Result};
+use crate::model::kv_cache::ROLLBACK_SLACK;
 use crate::model::{GemmaModel, LogitsFor};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,41 +200,78 @@ fn bench_tokens(vocab: usize, n: usize, salt: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Prefills `cache` with the depth tokens up to `depth` (the tokens are the same prefix at
+/// every depth, so a cache at a smaller depth is extended, not refilled).
 fn fill_cache(
     model: &GemmaModel,
     cache: &mut crate::model::kv_cache::KvCache,
     depth: usize,
 ) -> Result<()> {
     let tokens = bench_tokens(model.config().vocab_size, depth, 1);
-    for chunk in tokens.chunks(512) {
+    for chunk in tokens[cache.len().min(depth)..].chunks(512) {
         model.forward(cache, chunk, LogitsFor::Last)?;
     }
     Ok(())
 }
 
-/// Seconds for one prefill of `n_prompt` tokens at `depth` (and the argmax of its logits).
-fn time_prefill(model: &GemmaModel, ctx: usize, depth: usize, n_prompt: usize) -> Result<f64> {
-    let mut cache = model.new_cache(ctx);
-    fill_cache(model, &mut cache, depth)?;
-    let tokens = bench_tokens(model.config().vocab_size, n_prompt, 2);
-    let start = Instant::now();
-    let logits = model.forward(&mut cache, &tokens, LogitsFor::Last)?;
-    let first = crate::sampling::argmax(&logits);
-    let secs = start.elapsed().as_secs_f64();
-    std::hint::black_box(first);
-    Ok(secs)
+/// A cache prefilled to one depth, from which every timed run starts.
+struct DepthCache<'m> {
+    model: &'m GemmaModel,
+    ctx: usize,
+    cache: crate::model::kv_cache::KvCache,
 }
 
-/// Seconds for `n_gen` single-token passes at `depth`.
-fn time_decode(model: &GemmaModel, ctx: usize, depth: usize, n_gen: usize) -> Result<f64> {
-    let mut cache = model.new_cache(ctx);
-    fill_cache(model, &mut cache, depth)?;
-    let tokens = bench_tokens(model.config().vocab_size, n_gen, 3);
-    let start = Instant::now();
-    for &t in &tokens {
-        std::hint::black_box(model.forward(&mut cache, &[t], LogitsFor::Last)?);
+impl<'m> DepthCache<'m> {
+    fn new(model: &'m GemmaModel, ctx: usize) -> Self {
+        DepthCache {
+            model,
+            ctx,
+            cache: model.new_cache(ctx),
+        }
     }
-    Ok(start.elapsed().as_secs_f64())
+
+    /// The cache at exactly `depth` tokens: rolled back, extended, or filled anew.
+    fn at(&mut self, depth: usize) -> Result<&mut crate::model::kv_cache::KvCache> {
+        if self.cache.len() > depth && !self.cache.truncate(depth) {
+            self.cache = self.model.new_cache(self.ctx);
+        }
+        fill_cache(self.model, &mut self.cache, depth)?;
+        Ok(&mut self.cache)
+    }
+
+    /// Seconds for one prefill of `n_prompt` tokens at `depth` (and the argmax of its logits):
+    /// on the cache itself when a sliding ring can roll that many back, else on a copy (rows
+    /// copied on write: one copy per layer inside the timed pass, small next to it).
+    fn time_prefill(&mut self, depth: usize, n_prompt: usize) -> Result<f64> {
+        let model = self.model;
+        let mut copy;
+        let cache = if n_prompt <= ROLLBACK_SLACK {
+            self.at(depth)?
+        } else {
+            copy = self.at(depth)?.clone();
+            &mut copy
+        };
+        let tokens = bench_tokens(model.config().vocab_size, n_prompt, 2);
+        let start = Instant::now();
+        let logits = model.forward(cache, &tokens, LogitsFor::Last)?;
+        let first = crate::sampling::argmax(&logits);
+        let secs = start.elapsed().as_secs_f64();
+        std::hint::black_box(first);
+        Ok(secs)
+    }
+
+    /// Seconds for `n_gen` single-token passes at `depth` (on the cache itself, rolled back
+    /// by the next [`at`](Self::at)).
+    fn time_decode(&mut self, depth: usize, n_gen: usize) -> Result<f64> {
+        let model = self.model;
+        let cache = self.at(depth)?;
+        let tokens = bench_tokens(model.config().vocab_size, n_gen, 3);
+        let start = Instant::now();
+        for &t in &tokens {
+            std::hint::black_box(model.forward(cache, &[t], LogitsFor::Last)?);
+        }
+        Ok(start.elapsed().as_secs_f64())
+    }
 }
 
 fn validate(options: &BenchOptions) -> Result<()> {
@@ -307,16 +350,18 @@ pub fn run_bench(
 
     let mut decode_memo: Vec<((usize, usize), Vec<f64>)> = Vec::new();
     let mut results = Vec::new();
+    let mut warm_up = DepthCache::new(model, ctx);
+    let mut at_depth = DepthCache::new(model, ctx);
     for &depth in &options.depths {
         for &n_prompt in &options.n_prompt {
             for &n_gen in &options.n_gen {
-                // Warm-up (not counted): a short prefill and one decode step at this depth.
-                time_prefill(model, ctx, 0, n_prompt.min(8))?;
-                time_decode(model, ctx, 0, 1)?;
+                // Warm-up (not counted): a short prefill and one decode step.
+                warm_up.time_prefill(0, n_prompt.min(8))?;
+                warm_up.time_decode(0, 1)?;
                 let mut prefill = Vec::new();
                 let mut ttft = Vec::new();
                 for _ in 0..options.repetitions {
-                    let secs = time_prefill(model, ctx, depth, n_prompt)?;
+                    let secs = at_depth.time_prefill(depth, n_prompt)?;
                     prefill.push(n_prompt as f64 / secs);
                     ttft.push(secs * 1e3);
                 }
@@ -325,7 +370,7 @@ pub fn run_bench(
                     None => {
                         let mut v = Vec::new();
                         for _ in 0..options.repetitions {
-                            v.push(n_gen as f64 / time_decode(model, ctx, depth, n_gen)?);
+                            v.push(n_gen as f64 / at_depth.time_decode(depth, n_gen)?);
                         }
                         decode_memo.push(((n_gen, depth), v.clone()));
                         v
