@@ -26,6 +26,10 @@ pub struct ModelArgs {
     /// CPU threads (default: one per core).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// Cores the CPU workers run on: auto (the big cores of a big.LITTLE CPU), all, or a list
+    /// such as 4-7 or 0,2,5.
+    #[arg(long, default_value = "auto")]
+    pub cpu_cores: String,
     /// llama.cpp's vision/audio GGUF for a GGUF model (default: mmproj*.gguf next to it).
     #[arg(long)]
     pub mmproj: Option<PathBuf>,

@@ -58,6 +58,7 @@ pub fn load_engine(args: &ModelArgs, chat_format: ChatFormat, quiet: bool) -> Re
             backend: backend_choice(&args.backend)?,
             context_len: args.context,
             threads: args.threads,
+            cpu_cores: args.cpu_cores.parse()?,
             memory_budget: args.memory_budget,
             ignore_memory_check: args.ignore_memory_check,
             memory_for_media: false,

@@ -23,7 +23,9 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::device::Activations;
-use crate::engine::{BackendChoice, ChatFormat, Engine, EngineOptions, KvType, KvTypes};
+use crate::engine::{
+    BackendChoice, ChatFormat, CpuCores, Engine, EngineOptions, KvType, KvTypes,
+};
 use crate::error::{GemmaError, Result};
 use crate::model::kv_cache::ROLLBACK_SLACK;
 use crate::model::{GemmaModel, LogitsFor};
@@ -35,6 +37,8 @@ pub struct BenchOptions {
     pub n_gen: Vec<usize>,
     pub depths: Vec<usize>,
     pub threads: Option<usize>,
+    /// Where the CPU workers run.
+    pub cpu_cores: CpuCores,
     pub repetitions: usize,
     pub backend: BackendChoice,
     /// KV element types of keys and values (`None`: the backend's default).
@@ -54,6 +58,7 @@ impl Default for BenchOptions {
             n_gen: vec![128],
             depths: vec![0],
             threads: None,
+            cpu_cores: CpuCores::Auto,
             repetitions: 3,
             backend: BackendChoice::Auto,
             kv_type_k: None,
@@ -302,13 +307,9 @@ pub fn run_bench(
             .max()
             .copied()
             .unwrap_or(0);
-    // The pool is process-wide: set it once here rather than on each of the (up to three)
-    // loads below. If it already exists, the results report the thread count it has.
-    if let Some(n) = options.threads {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global();
-    }
+    // The workers are process-wide: started here rather than by the loads below. If they
+    // already exist, the results report the thread count they have.
+    crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
     let engine_options = EngineOptions {
         backend: options.backend,
         context_len: longest + 1,
@@ -445,11 +446,9 @@ pub fn run_verify_cost(
     on_result: &mut dyn FnMut(&VerifyCost),
 ) -> Result<Vec<VerifyCost>> {
     validate(options)?;
-    if let Some(n) = options.threads {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global();
-    }
+    // The workers are process-wide: started here rather than by the loads below. If they
+    // already exist, the results report the thread count they have.
+    crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
     let depth = options.depths.first().copied().unwrap_or(0);
     let kmax = ks.iter().copied().max().unwrap_or(1);
     let engine = Engine::load(
@@ -552,11 +551,9 @@ pub fn run_draft_bench(
     prompts: &[&str],
 ) -> Result<Vec<DraftBench>> {
     validate(options)?;
-    if let Some(n) = options.threads {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global();
-    }
+    // The workers are process-wide: started here rather than by the loads below. If they
+    // already exist, the results report the thread count they have.
+    crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
     let n_gen = options.n_gen.iter().copied().max().unwrap_or(128);
     let engine = Engine::load(
         &options.model,

@@ -82,11 +82,20 @@ impl ComputeDevice {
                 device: Device::flex(),
                 max_binding_bytes: usize::MAX,
                 software: false,
-                description: format!("burn-flex CPU, {} threads", rayon::current_num_threads()),
+                description: cpu_description(),
                 activations: Activations::EXACT,
             }),
             BackendKind::Gpu => gpu(),
         }
+    }
+}
+
+/// "burn-flex CPU, N threads", and the cores they are pinned to, if any.
+fn cpu_description() -> String {
+    let threads = rayon::current_num_threads();
+    match crate::kernels::cpu::cores::process_cores() {
+        Some(cores) => format!("burn-flex CPU, {threads} threads on cores {cores:?}"),
+        None => format!("burn-flex CPU, {threads} threads"),
     }
 }
 

@@ -22,6 +22,7 @@ fn bench_reports_sane_numbers_for_every_configuration() {
         n_gen: vec![3],
         depths: vec![0, 10],
         threads: None,
+        cpu_cores: gemmakit::engine::CpuCores::Auto,
         repetitions: 2,
         backend: BackendChoice::Cpu,
         cold_load: true,

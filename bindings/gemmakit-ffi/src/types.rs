@@ -32,6 +32,17 @@ pub enum BackendChoice {
     Gpu,
 }
 
+/// Which cores the CPU workers run on (process-wide: the first engine loaded decides).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum CpuCores {
+    /// The big cores of a big.LITTLE CPU, one worker each; every core where they are alike.
+    Auto,
+    /// Every core, unpinned.
+    All,
+    /// These cores (as the kernel numbers them).
+    Only { cores: Vec<u32> },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ChatFormat {
     /// The model file's template; a built-in Gemma format for instruction-tuned files without
@@ -92,6 +103,9 @@ pub struct EngineOptions {
     /// CPU worker threads (`null`: one per core). Process-wide: the first engine loaded sets it.
     #[uniffi(default = None)]
     pub threads: Option<u32>,
+    /// Where the CPU workers run (`null`: `Auto`, the big cores of a big.LITTLE CPU).
+    #[uniffi(default = None)]
+    pub cpu_cores: Option<CpuCores>,
     /// Bytes the app may use (Android: `ActivityManager.MemoryInfo.availMem`; iOS:
     /// `os_proc_available_memory()`); `null`: the device's `MemAvailable` where there is one.
     /// A model whose estimate is larger is refused (`MemoryBudgetExceeded`) before loading.
@@ -172,6 +186,30 @@ impl From<Activations> for ActivationReport {
     }
 }
 
+impl From<CpuCores> for engine::CpuCores {
+    fn from(c: CpuCores) -> Self {
+        match c {
+            CpuCores::Auto => engine::CpuCores::Auto,
+            CpuCores::All => engine::CpuCores::All,
+            CpuCores::Only { cores } => {
+                engine::CpuCores::Only(cores.into_iter().map(|c| c as usize).collect())
+            }
+        }
+    }
+}
+
+impl From<engine::CpuCores> for CpuCores {
+    fn from(c: engine::CpuCores) -> Self {
+        match c {
+            engine::CpuCores::Auto => CpuCores::Auto,
+            engine::CpuCores::All => CpuCores::All,
+            engine::CpuCores::Only(cores) => CpuCores::Only {
+                cores: cores.into_iter().map(saturating_u32).collect(),
+            },
+        }
+    }
+}
+
 impl From<BackendChoice> for CoreBackendChoice {
     fn from(b: BackendChoice) -> Self {
         match b {
@@ -217,6 +255,7 @@ impl From<EngineOptions> for engine::EngineOptions {
             backend: o.backend.map_or(d.backend, Into::into),
             context_len: o.context_len as usize,
             threads: o.threads.map(|t| t as usize),
+            cpu_cores: o.cpu_cores.map_or(d.cpu_cores, Into::into),
             memory_budget: o.memory_budget,
             ignore_memory_check: o.ignore_memory_check,
             memory_for_media: o.memory_for_media,
@@ -245,6 +284,7 @@ impl From<engine::EngineOptions> for EngineOptions {
             backend: Some(o.backend.into()),
             context_len: saturating_u32(o.context_len),
             threads: o.threads.map(saturating_u32),
+            cpu_cores: Some(o.cpu_cores.into()),
             memory_budget: o.memory_budget,
             ignore_memory_check: o.ignore_memory_check,
             memory_for_media: o.memory_for_media,

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     depth: String,
     #[arg(short = 't', long)]
     threads: Option<usize>,
+    /// Cores the CPU workers run on: auto (the big cores of a big.LITTLE CPU), all, or a list
+    /// such as 4-7 or 0,2,5.
+    #[arg(long, default_value = "auto")]
+    cpu_cores: String,
     #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
     repetitions: usize,
     #[arg(long, default_value = "auto")]
@@ -76,6 +80,7 @@ pub fn execute(args: BenchArgs) -> Result<()> {
         n_gen: parse_list("-n", &args.n_gen)?,
         depths: parse_list("-d", &args.depth)?,
         threads: args.threads,
+        cpu_cores: args.cpu_cores.parse()?,
         repetitions: args.repetitions,
         backend: backend_choice(&args.backend)?,
         kv_type_k,

@@ -37,6 +37,7 @@ use crate::constraint::ConstraintCompiler;
 use crate::device::{ActivationPrecision, Activations};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
+pub use crate::kernels::cpu::cores::CpuCores;
 pub use crate::kernels::kv::{KvType, KvTypes};
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
@@ -72,9 +73,12 @@ pub struct EngineOptions {
     pub backend: BackendChoice,
     /// Maximum positions per conversation.
     pub context_len: usize,
-    /// CPU worker threads (`None`: one per core). The pool is process-wide: the first engine
-    /// loaded sets it.
+    /// CPU worker threads (`None`: one per core of `cpu_cores`). The pool is process-wide:
+    /// the first engine loaded sets it.
     pub threads: Option<usize>,
+    /// Which cores the CPU workers run on (default: the big cores of a big.LITTLE CPU, see
+    /// [`CpuCores`]). Process-wide, like `threads`.
+    pub cpu_cores: CpuCores,
     /// Bytes this process may use (Android: `ActivityManager.MemoryInfo.availMem`; iOS:
     /// `os_proc_available_memory()`). `None`: the device's available memory where the
     /// platform reports it (Linux and Android: `MemAvailable`). A model whose estimate
@@ -139,6 +143,7 @@ impl Default for EngineOptions {
             backend: BackendChoice::Auto,
             context_len: 4096,
             threads: None,
+            cpu_cores: CpuCores::Auto,
             memory_budget: None,
             ignore_memory_check: false,
             memory_for_media: false,
@@ -266,6 +271,25 @@ fn choose_backend(
     }
 }
 
+/// Sizes and places the process-wide CPU workers (rayon's pool and the matvec helpers, which
+/// start on first use): `threads` workers (default: one per chosen core) pinned to the chosen
+/// cores. Only the first engine of a process gets to decide; later requests are logged.
+pub fn start_cpu_workers(threads: Option<usize>, cores: &CpuCores) -> Result<()> {
+    let cores = crate::kernels::cpu::cores::resolve(cores)?;
+    let threads = threads.or(cores.as_ref().map(Vec::len));
+    crate::kernels::cpu::cores::set_process_cores(cores);
+    if let Some(n) = threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .start_handler(|_| crate::kernels::cpu::cores::pin_worker())
+            .build_global()
+        && rayon::current_num_threads() != n.max(1)
+    {
+        log::warn!("thread count not applied ({e}); the process-wide pool already exists");
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Loads a `.gguf` file or a Hugging Face checkpoint directory (see [`ModelSource`]).
     pub fn load(path: &Path, options: EngineOptions) -> Result<Self> {
@@ -274,13 +298,7 @@ impl Engine {
                 "context_len must be at least 1".into(),
             ));
         }
-        if let Some(n) = options.threads
-            && let Err(e) = rayon::ThreadPoolBuilder::new()
-                .num_threads(n.max(1))
-                .build_global()
-        {
-            log::warn!("thread count not applied ({e}); the process-wide pool already exists");
-        }
+        start_cpu_workers(options.threads, &options.cpu_cores)?;
         let source = ModelSource::open(path)?;
         let context_len = options
             .context_len

@@ -66,7 +66,10 @@ fn pool() -> &'static Pool {
             .take_while(|i| {
                 let spawned = std::thread::Builder::new()
                     .name(format!("gemmakit-matvec-{i}"))
-                    .spawn(move || pool.helper());
+                    .spawn(move || {
+                        super::cores::pin_worker();
+                        pool.helper()
+                    });
                 if let Err(e) = &spawned {
                     log::warn!("matvec helper thread {i} did not start ({e}); running with fewer");
                 }
