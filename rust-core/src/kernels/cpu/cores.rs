@@ -82,6 +82,13 @@ pub fn resolve(choice: &CpuCores) -> Result<Option<Vec<usize>>> {
                     "cpu core {c} is out of range (0..{MAX_CPUS})"
                 )));
             }
+            if let Some(allowed) = current_thread_cores()
+                && let Some(c) = cores.iter().find(|c| !allowed.contains(c))
+            {
+                return Err(GemmaError::InvalidArgument(format!(
+                    "cpu core {c} is not available to this process (it may run on {allowed:?})"
+                )));
+            }
             let mut cores = cores.clone();
             cores.sort_unstable();
             cores.dedup();
@@ -309,13 +316,21 @@ mod tests {
         for bad in ["", "x", "3-1", "1-", "0-99999999", "1,,2"] {
             assert!(bad.parse::<CpuCores>().is_err(), "{bad}");
         }
+        let ours = current_thread_cores().unwrap_or(vec![0]);
+        let (a, b) = (ours[0], *ours.last().unwrap());
         assert_eq!(
-            resolve(&CpuCores::Only(vec![3, 1, 3])).unwrap(),
-            Some(vec![1, 3])
+            resolve(&CpuCores::Only(vec![b, a, b])).unwrap(),
+            Some(if a == b { vec![a] } else { vec![a, b] })
         );
         assert_eq!(resolve(&CpuCores::All).unwrap(), None);
         assert!(resolve(&CpuCores::Only(vec![])).is_err());
         assert!(resolve(&CpuCores::Only(vec![MAX_CPUS])).is_err());
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let allowed = current_thread_cores().expect("affinity readable");
+            let absent = (0..MAX_CPUS).find(|c| !allowed.contains(c)).expect("a core not ours");
+            assert!(resolve(&CpuCores::Only(vec![allowed[0], absent])).is_err());
+        }
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
