@@ -421,4 +421,17 @@ fn int8_decode_levels_are_detected() {
     if Isa::available().contains(&Isa::Avx2) {
         assert!(levels.contains(&int8::DotIsa::Avx2));
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert!(levels.contains(&int8::DotIsa::Neon));
+        let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+        assert_eq!(levels.contains(&int8::DotIsa::NeonDot), dotprod);
+        let i8mm = std::arch::is_aarch64_feature_detected!("i8mm");
+        assert_eq!(int8::fast_kernel().is_some(), i8mm);
+    }
+    // Which levels this run covers (every test here iterates over them).
+    eprintln!(
+        "int8 decode levels {levels:?}; prefill fast kernel: {}",
+        int8::fast_kernel().is_some()
+    );
 }
