@@ -425,7 +425,10 @@ mod i8mm {
                         // SAFETY: groups 2h, 2h + 1 of rows r8..r8 + 8 of block b lie in the
                         // panel (`p.w.len() ≥ nb·32·NR`).
                         let rows = unsafe {
-                            let w = p.w.as_ptr().add(((b * 8 + 2 * h) * NR + r8) * 4).cast();
+                            let w =
+                                p.w.as_ptr()
+                                    .add(((b * 8 + 2 * h) * NR + r8) * 4)
+                                    .cast::<i32>();
                             let g = |at: usize| vld1q_s32(w.add(at));
                             let (e0, e1) = (g(0), g(NR));
                             let (f0, f1) = (g(4), g(NR + 4));

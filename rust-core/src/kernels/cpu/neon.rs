@@ -202,7 +202,8 @@ unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
 /// `(d·sc, dmin·m)` in `$sm`, then stores `Σ $acc − $mins`.
 macro_rules! q4_k_rows {
     ($rows:expr, $stride:expr, $blocks:expr, $out:expr,
-     |$acc:ident, $mins:ident, $i:ident, $c:ident, $lo:ident, $hi:ident, $sm:ident| $body:block) => {
+     |$acc:ident, $mins:ident, $i:ident, $c:ident, $lo:ident, $hi:ident, $sm:ident|
+     $body:block) => {
         for (r, o) in $out.iter_mut().enumerate() {
             unsafe {
                 let row = $rows.as_ptr().add(r * $stride);
@@ -255,7 +256,8 @@ unsafe fn rows_q4_k(rows: &[u8], stride: usize, x: &[f32], sums32: &[f32], out: 
 /// `Σ $acc`.
 macro_rules! q6_k_rows {
     ($rows:expr, $stride:expr, $blocks:expr, $out:expr,
-     |$acc:ident, $i:ident, $half:ident, $p:ident, $g:ident, $q:ident, $d:ident, $sc:ident| $body:block) => {
+     |$acc:ident, $i:ident, $half:ident, $p:ident, $g:ident, $q:ident, $d:ident, $sc:ident|
+     $body:block) => {
         for (r, o) in $out.iter_mut().enumerate() {
             unsafe {
                 let row = $rows.as_ptr().add(r * $stride);
