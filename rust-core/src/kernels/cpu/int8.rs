@@ -373,29 +373,9 @@ mod vnni {
 #[cfg(target_arch = "aarch64")]
 mod i8mm {
     use std::arch::aarch64::*;
-    use std::arch::asm;
 
+    use super::super::neon::int8::usmmla;
     use super::{MR, NR, Panel, XRef};
-
-    /// `acc + A·Bᵀ` for `a` two rows of 8 unsigned bytes and `b` two rows of 8 signed bytes:
-    /// lanes `[a0·b0, a0·b1, a1·b0, a1·b1]`. Rust 1.95 has `vusmmlaq_s32` only behind the
-    /// unstable `stdarch_neon_i8mm`, hence `asm!`.
-    #[target_feature(enable = "neon,i8mm")]
-    #[inline]
-    fn usmmla(mut acc: int32x4_t, a: uint8x16_t, b: int8x16_t) -> int32x4_t {
-        // SAFETY: `usmmla` only reads and writes these registers; the `i8mm` feature of the
-        // enclosing function is checked by the caller (`fast_kernel`).
-        unsafe {
-            asm!(
-                "usmmla {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-                acc = inout(vreg) acc,
-                a = in(vreg) a,
-                b = in(vreg) b,
-                options(pure, nomem, nostack, preserves_flags),
-            );
-        }
-        acc
-    }
 
     /// Safety: the CPU has i8mm (see `fast_kernel`).
     pub unsafe fn micro(nb: usize, x: XRef<'_>, mr: usize, p: &Panel, c: &mut [[f32; NR]; MR]) {
@@ -661,6 +641,34 @@ pub(crate) struct DotKernels {
     pub(crate) q4_k: RowsDot8,
     pub(crate) q6_k: RowsDot8,
 }
+
+/// Instantiates an ISA file's decode levels: for each, module `$m` running
+/// `$kernels!($feat, $dot)` (which defines `rows_q4_0` … `rows_q6_k`), and their
+/// [`DotKernels`] exported as `$name`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_macros)
+)]
+macro_rules! dot_levels {
+    ($kernels:ident: $($m:ident($feat:literal, $dot:ident) => $name:ident),*) => {
+        $(
+            mod $m {
+                use super::*;
+                $kernels!($feat, $dot);
+                pub(crate) static KERNELS: DotKernels = DotKernels {
+                    q4_0: rows_q4_0,
+                    q5_0: rows_q5_0,
+                    q8_0: rows_q8_0,
+                    q4_k: rows_q4_k,
+                    q6_k: rows_q6_k,
+                };
+            }
+            pub(crate) use $m::KERNELS as $name;
+        )*
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use dot_levels;
 
 /// What the x86 kernels subtract from their weights' unsigned codes (`w = d·(code − k)`):
 /// they multiply the codes as unsigned bytes and add `−k·Σq_x` per 16 activations instead.

@@ -9,7 +9,7 @@ use std::arch::aarch64::*;
 
 use half::f16;
 
-use super::portable::scale_min_k4;
+use super::portable::q4_k_pair_scales;
 use super::{Kernels, MR_MAX, NR};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -220,12 +220,7 @@ macro_rules! q4_k_rows {
                         let s8 = |v: uint8x16_t| vreinterpretq_s8_u8(v);
                         let $lo = (s8(vandq_u8(qa, m4)), s8(vandq_u8(qb, m4)));
                         let $hi = (s8(vshrq_n_u8::<4>(qa)), s8(vshrq_n_u8::<4>(qb)));
-                        let (sc1, m1) = scale_min_k4(2 * $c, scales);
-                        let (sc2, m2) = scale_min_k4(2 * $c + 1, scales);
-                        let $sm = [
-                            (d * f32::from(sc1), dmin * f32::from(m1)),
-                            (d * f32::from(sc2), dmin * f32::from(m2)),
-                        ];
+                        let $sm = q4_k_pair_scales($c, scales, d, dmin);
                         $body
                     }
                 }

@@ -16,26 +16,43 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::{Codes, f16_at, q4_0_codes, q5_0_codes, q8_0_codes, rows_32};
-use crate::kernels::cpu::int8::{DotKernels, XTok};
-use crate::kernels::cpu::portable::scale_min_k4;
+use crate::kernels::cpu::int8::{DotKernels, XTok, dot_levels};
+use crate::kernels::cpu::portable::q4_k_pair_scales;
 
-/// `acc + Σ a·b`, lane i over bytes 4i..4i+4: one `sdot`.
-#[target_feature(enable = "neon,dotprod")]
-#[inline]
-fn dot_sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    // SAFETY: `sdot` only reads and writes these registers; the enclosing function's
-    // `dotprod` feature is checked by the caller (`DotIsa::NeonDot`).
-    unsafe {
-        asm!(
-            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
-            acc = inout(vreg) acc,
-            a = in(vreg) a,
-            b = in(vreg) b,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    acc
+/// `$name(acc, a, b)`: `acc` plus one `$insn` of `a` (type `$a`) and `b` (signed bytes) into
+/// i32 lanes, in a function with features `$feat`. For the instructions whose intrinsics
+/// Rust 1.95 keeps unstable (`stdarch_neon_dotprod`, `stdarch_neon_i8mm`).
+macro_rules! accumulate_asm {
+    ($(#[$doc:meta])* $name:ident, $insn:literal, $feat:literal, $a:ty) => {
+        $(#[$doc])*
+        #[target_feature(enable = $feat)]
+        #[inline]
+        pub(crate) fn $name(mut acc: int32x4_t, a: $a, b: int8x16_t) -> int32x4_t {
+            // SAFETY: the instruction only reads and writes these registers; its feature is
+            // this function's, which its callers check (`DotIsa`, `fast_kernel`).
+            unsafe {
+                asm!(
+                    concat!($insn, " {acc:v}.4s, {a:v}.16b, {b:v}.16b"),
+                    acc = inout(vreg) acc,
+                    a = in(vreg) a,
+                    b = in(vreg) b,
+                    options(pure, nomem, nostack, preserves_flags),
+                );
+            }
+            acc
+        }
+    };
 }
+
+accumulate_asm!(
+    /// `acc + Σ a·b`, lane i over bytes 4i..4i+4.
+    dot_sdot, "sdot", "neon,dotprod", int8x16_t
+);
+accumulate_asm!(
+    /// `acc + A·Bᵀ` for `a` two rows of 8 unsigned bytes and `b` two rows of 8 signed bytes:
+    /// lanes `[a0·b0, a0·b1, a1·b0, a1·b1]` (the i8mm prefill micro-kernel's tile).
+    usmmla, "usmmla", "neon,i8mm", uint8x16_t
+);
 
 /// `acc + Σ a·b` without dot instructions: products widened to i16, two per lane (at most
 /// 2·128·127 < 2^15 in magnitude: activations are clamped to ±127), then pairwise into the
@@ -70,29 +87,32 @@ macro_rules! int8_kernels {
             vcvtq_f32_s32($dot(vdupq_n_s32(0), q, xq))
         }
 
-        /// Block `i`'s integer dot, and the activation step its f16 scale takes on.
+        /// `rows_32` with block `i`'s integer dot, scaled by the activation step too.
         #[target_feature(enable = $feat)]
         #[inline]
-        unsafe fn dot_scaled(x: XTok<'_>, i: usize, codes: Codes) -> (float32x4_t, f32) {
-            unsafe { (dot_block(x, i, codes), *x.step.get_unchecked(i)) }
+        unsafe fn rows_32_int8(
+            rows: &[u8],
+            stride: usize,
+            x: XTok<'_>,
+            out: &mut [f32],
+            bytes: usize,
+            codes: impl Fn(*const u8) -> Codes,
+        ) {
+            let dot = |i, c| unsafe { (dot_block(x, i, c), *x.step.get_unchecked(i)) };
+            unsafe { rows_32(rows, stride, out, x.step.len(), bytes, codes, dot) }
         }
 
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q4_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
-            let dot = |i, c| unsafe { dot_scaled(x, i, c) };
-            unsafe { rows_32(rows, stride, out, x.step.len(), 18, |b| q4_0_codes(b), dot) }
+            unsafe { rows_32_int8(rows, stride, x, out, 18, |b| q4_0_codes(b)) }
         }
-
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q5_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
-            let dot = |i, c| unsafe { dot_scaled(x, i, c) };
-            unsafe { rows_32(rows, stride, out, x.step.len(), 22, |b| q5_0_codes(b), dot) }
+            unsafe { rows_32_int8(rows, stride, x, out, 22, |b| q5_0_codes(b)) }
         }
-
         #[target_feature(enable = $feat)]
         pub unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: XTok<'_>, out: &mut [f32]) {
-            let dot = |i, c| unsafe { dot_scaled(x, i, c) };
-            unsafe { rows_32(rows, stride, out, x.step.len(), 34, |b| q8_0_codes(b), dot) }
+            unsafe { rows_32_int8(rows, stride, x, out, 34, |b| q8_0_codes(b)) }
         }
 
         /// Per sub-block `d·sc·d_x·Σ q·q_x`, minus `Σ dmin·m·Σx` with the exact block sums.
@@ -121,26 +141,10 @@ macro_rules! int8_kernels {
                 acc[p] = vfmaq_n_f32(acc[p], s, scale);
             });
         }
-
-        pub(crate) static KERNELS: DotKernels = DotKernels {
-            q4_0: rows_q4_0,
-            q5_0: rows_q5_0,
-            q8_0: rows_q8_0,
-            q4_k: rows_q4_k,
-            q6_k: rows_q6_k,
-        };
     };
 }
 
-mod mull {
-    use super::*;
-    int8_kernels!("neon", dot_mull);
-}
-
-mod sdot {
-    use super::*;
-    int8_kernels!("neon,dotprod", dot_sdot);
-}
-
-pub(crate) use mull::KERNELS as NEON;
-pub(crate) use sdot::KERNELS as NEON_DOT;
+dot_levels!(int8_kernels:
+    mull("neon", dot_mull) => NEON,
+    sdot("neon,dotprod", dot_sdot) => NEON_DOT
+);
