@@ -6,10 +6,8 @@
 #![allow(unused_unsafe)]
 
 use std::arch::aarch64::*;
+use std::arch::asm;
 
-use half::f16;
-
-use super::portable::q4_k_pair_scales;
 use super::{Kernels, MR_MAX, NR};
 
 pub(crate) static KERNELS: Kernels = Kernels {
@@ -24,24 +22,25 @@ pub(crate) static KERNELS: Kernels = Kernels {
     q4_0_reads_sums: false,
 };
 
-/// The f16 at `p`, as f32, from a 65536-entry table: Rust has no stable f16 NEON conversion,
-/// and `half`'s portable one costs more than the rest of a block's work. Block scales cluster
-/// in a narrow range, so the entries in use stay in cache.
+/// The f16 at `p`, as f32: `ldr h` + `fcvt` (baseline AArch64 floating point). Rust 1.95 has
+/// no stable f16 type or NEON conversion intrinsic, `half`'s portable conversion costs more
+/// than the rest of a block's work, and the 65536-entry table used before cost a lookup plus
+/// its `OnceLock` check per scale (five instructions to these two).
 #[inline(always)]
 pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
-    unsafe { *f16_table().get_unchecked(usize::from((p as *const u16).read_unaligned().to_le())) }
-}
-
-#[inline(always)]
-fn f16_table() -> &'static [f32; 65536] {
-    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = Box::new([0.0f32; 65536]);
-        for (h, v) in t.iter_mut().enumerate() {
-            *v = f16::from_bits(h as u16).to_f32();
-        }
-        t
-    })
+    let v: f32;
+    // SAFETY: reads the two bytes at `p`, which the caller's block holds (AArch64 loads need
+    // no alignment); registers only otherwise.
+    unsafe {
+        asm!(
+            "ldr {v:h}, [{p}]",
+            "fcvt {v:s}, {v:h}",
+            p = in(reg) p,
+            v = out(vreg) v,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    v
 }
 
 /// `Σ q·x` over 16 signed bytes and `x[0..16]`, as four partial sums.
@@ -196,6 +195,37 @@ unsafe fn rows_q8_0(rows: &[u8], stride: usize, x: &[f32], _: &[f32], out: &mut 
     unsafe { rows_32(rows, stride, out, x.len() / 32, 34, |b| q8_0_codes(b), dot) }
 }
 
+/// `d·sc` and `dmin·m` of a Q4_K block's eight sub-blocks, from its 12 packed 6-bit scale and
+/// minimum bytes at `q`: unpacked as three 32-bit words (ggml's `utmp` masks), widened and
+/// converted as vectors. The same values as `scale_min_k4` per sub-block, which cost the row
+/// loop about ten scalar instructions per 32 elements.
+#[inline(always)]
+pub(super) unsafe fn q4_k_scales(q: *const u8, d: f32, dmin: f32) -> ([f32; 8], [f32; 8]) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const TOP2: u32 = 0x0303_0303;
+    let word = |i: usize| unsafe { (q.add(4 * i) as *const u32).read_unaligned().to_le() };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    // Sub-blocks 0..4 keep 6 bits in bytes 0..4 (scales) and 4..8 (minimums); 4..8 take 4
+    // bits from bytes 8..12 and their top 2 from the top bits of bytes 0..8.
+    let scales = (w0 & LOW6, (w2 & LOW4) | (((w0 >> 6) & TOP2) << 4));
+    let mins = (w1 & LOW6, ((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4));
+    let to_f32 = |(lo, hi): (u32, u32), f: f32| unsafe {
+        let h = vmovl_u8(vcreate_u8(u64::from(lo) | (u64::from(hi) << 32)));
+        let mut out = [0.0f32; 8];
+        vst1q_f32(
+            out.as_mut_ptr(),
+            vmulq_n_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(h))), f),
+        );
+        vst1q_f32(
+            out.as_mut_ptr().add(4),
+            vmulq_n_f32(vcvtq_f32_u32(vmovl_high_u16(h)), f),
+        );
+        out
+    };
+    (to_f32(scales, d), to_f32(mins, dmin))
+}
+
 /// The Q4_K row loop of the exact and int8 kernels: for every row of `$out`, runs `$body` for
 /// each pair `$c` of sub-blocks (2c: low nibbles `$lo`, 2c + 1: high nibbles `$hi`, each as
 /// elements 0..16 and 16..32 in signed bytes) of each super-block `$i`, with their
@@ -213,14 +243,17 @@ macro_rules! q4_k_rows {
                 for $i in 0..$blocks {
                     let b = row.add(144 * $i);
                     let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-                    let scales = std::slice::from_raw_parts(b.add(4), 12);
+                    let (scales, mins) = q4_k_scales(b.add(4), d, dmin);
                     for $c in 0..4 {
                         let qs = b.add(16 + 32 * $c);
                         let (qa, qb) = (vld1q_u8(qs), vld1q_u8(qs.add(16)));
                         let s8 = |v: uint8x16_t| vreinterpretq_s8_u8(v);
                         let $lo = (s8(vandq_u8(qa, m4)), s8(vandq_u8(qb, m4)));
                         let $hi = (s8(vshrq_n_u8::<4>(qa)), s8(vshrq_n_u8::<4>(qb)));
-                        let $sm = q4_k_pair_scales($c, scales, d, dmin);
+                        let $sm = [
+                            (scales[2 * $c], mins[2 * $c]),
+                            (scales[2 * $c + 1], mins[2 * $c + 1]),
+                        ];
                         $body
                     }
                 }

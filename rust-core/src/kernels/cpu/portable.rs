@@ -123,18 +123,6 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// `(d·sc, dmin·m)` of Q4_K sub-blocks 2c and 2c + 1 (the pair sharing 32 bytes of nibbles),
-/// for the SIMD kernels' row loops.
-#[inline(always)]
-pub(crate) fn q4_k_pair_scales(c: usize, scales: &[u8], d: f32, dmin: f32) -> [(f32, f32); 2] {
-    let (sc1, m1) = scale_min_k4(2 * c, scales);
-    let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
-    [
-        (d * f32::from(sc1), dmin * f32::from(m1)),
-        (d * f32::from(sc2), dmin * f32::from(m2)),
-    ]
-}
-
 /// Per sub-block: `d·sc·Σ q·x − dmin·m·Σ x`, with `Σ x` from `sums32`.
 fn rows_q4_k(rows: &[u8], stride: usize, x: &[f32], sums32: &[f32], out: &mut [f32]) {
     for_rows(rows, stride, out, |row| {

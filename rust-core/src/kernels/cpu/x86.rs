@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::portable::q4_k_pair_scales;
+use super::portable::scale_min_k4;
 use super::{Kernels, MR_MAX, NR};
 
 /// 256-bit helpers.
@@ -260,7 +260,12 @@ macro_rules! q4_k_rows {
                     let scales = std::slice::from_raw_parts(b.add(4), 12);
                     for $c in 0..4 {
                         let $qs = b.add(16 + 32 * $c);
-                        let $sm = q4_k_pair_scales($c, scales, d, dmin);
+                        let (sc1, m1) = scale_min_k4(2 * $c, scales);
+                        let (sc2, m2) = scale_min_k4(2 * $c + 1, scales);
+                        let $sm = [
+                            (d * f32::from(sc1), dmin * f32::from(m1)),
+                            (d * f32::from(sc2), dmin * f32::from(m2)),
+                        ];
                         $body
                     }
                 }

@@ -15,9 +15,8 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Codes, f16_at, q4_0_codes, q5_0_codes, q8_0_codes, rows_32};
+use super::{Codes, f16_at, q4_0_codes, q4_k_scales, q5_0_codes, q8_0_codes, rows_32};
 use crate::kernels::cpu::int8::{DotKernels, XTok, dot_levels};
-use crate::kernels::cpu::portable::q4_k_pair_scales;
 
 /// `$name(acc, a, b)`: `acc` plus one `$insn` of `a` (type `$a`) and `b` (signed bytes) into
 /// i32 lanes, in a function with features `$feat`. For the instructions whose intrinsics

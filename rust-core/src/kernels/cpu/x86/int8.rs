@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use super::{f16_at, fifth_bits, nibbles, prefetch_ahead, q6_k_codes, w256};
 use crate::kernels::cpu::int8::{DotKernels, XTok, dot_levels};
-use crate::kernels::cpu::portable::q4_k_pair_scales;
+use crate::kernels::cpu::portable::scale_min_k4;
 
 /// `init + Σ a·b` per four bytes, `a` unsigned and `b` signed.
 #[target_feature(enable = "avx2,fma,f16c")]
