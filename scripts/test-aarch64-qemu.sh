@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the CPU kernel tests for aarch64 (the NEON kernels phones use) under qemu user-mode
 # emulation: cross-builds the library's unit tests and tests/cpu_kernels.rs for
-# aarch64-unknown-linux-gnu and runs them through qemu-aarch64. Correctness only: emulated
-# timings mean nothing.
+# aarch64-unknown-linux-gnu and runs them through qemu-aarch64, on qemu's `max` CPU and then on
+# a Cortex-A53 (the int8 kernels' feature levels). Correctness only: emulated timings mean
+# nothing.
 #
 # Needs (Debian): qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross, and the rustup target.
 # Installs them when it can; if a download is refused it says what is missing and skips
@@ -29,4 +30,9 @@ export GEMMAKIT_SKIP_GPU_TESTS=1
 # The GPU code is not built (nothing of it can run under qemu, and wgpu/naga/cubecl would
 # double this stage's compile time); this also compiles the CPU-only library (the `gpu`
 # feature off) in CI. Profile `qemu`: release with the dependencies at opt-level 1.
-exec cargo test --profile qemu --locked --target "$target" -p gemmakit --no-default-features --lib --test cpu_kernels
+args=(--profile qemu --locked --target "$target" -p gemmakit --no-default-features)
+# qemu's default CPU (`max`) has dotprod and i8mm, and the kernel tests iterate over every
+# level the CPU runs, so this pass covers each int8 kernel (plain NEON, dotprod, i8mm) ...
+cargo test "${args[@]}" --lib --test cpu_kernels || exit 1
+# ... and a Cortex-A53 (Armv8.0: neither) checks what is detected and chosen without them.
+QEMU_CPU=cortex-a53 exec cargo test "${args[@]}" --test cpu_kernels

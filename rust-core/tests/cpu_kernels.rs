@@ -421,4 +421,32 @@ fn int8_decode_levels_are_detected() {
     if Isa::available().contains(&Isa::Avx2) {
         assert!(levels.contains(&int8::DotIsa::Avx2));
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert!(levels.contains(&int8::DotIsa::Neon));
+        let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+        assert_eq!(levels.contains(&int8::DotIsa::NeonDot), dotprod);
+        let i8mm = std::arch::is_aarch64_feature_detected!("i8mm");
+        assert_eq!(int8::fast_kernel().is_some(), i8mm);
+    }
+    // What an int8 request runs (`Engine::activations()` reports this): int8 in each phase
+    // that has a fast kernel on this CPU (on aarch64: decode always, prefill with i8mm).
+    let (exact, int8_) = (
+        int8::ActivationPrecision::Exact,
+        int8::ActivationPrecision::Int8,
+    );
+    let runs = int8::effective(int8::Activations {
+        prefill: int8_,
+        decode: int8_,
+    });
+    let expect = |fast: bool| if fast { int8_ } else { exact };
+    assert_eq!(runs.prefill, expect(int8::fast_kernel().is_some()));
+    assert_eq!(runs.decode, expect(int8::DotIsa::fast().is_some()));
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(runs.decode, int8_);
+    // Which levels this run covers (every test here iterates over them).
+    eprintln!(
+        "int8 decode levels {levels:?}; prefill fast kernel: {}",
+        int8::fast_kernel().is_some()
+    );
 }

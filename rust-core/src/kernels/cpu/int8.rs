@@ -14,11 +14,13 @@
 //! assert that bound against an f64 reference.
 //!
 //! - **Prefill** ([`matmul`]): Q4_0, Q5_0, Q8_0 and Q4_K, packed into panels per call. Kernels:
-//!   AVX-512 VNNI, and a portable one that defines the packing (tests; CPUs without VNNI keep
-//!   the exact path, which is faster there than integer code without dot instructions).
+//!   AVX-512 VNNI, aarch64 i8mm (`usmmla`), and a portable one that defines the packing (tests;
+//!   CPUs without either keep the exact path, which is faster there than integer code without
+//!   dot instructions).
 //! - **Decode** ([`matvec_with`]): Q4_0, Q5_0, Q8_0, Q4_K and Q6_K straight from the mapped
 //!   blocks (no repacking), streamed like the exact decode kernels. Levels ([`DotIsa`]): AVX2
-//!   (`maddubs`), AVX-512 VNNI at 256 bits (`x86::int8`) and the portable reference.
+//!   (`maddubs`), AVX-512 VNNI at 256 bits (`x86::int8`), aarch64 Advanced SIMD (`smull`) and
+//!   dotprod (`sdot`; `neon::int8`), and the portable reference.
 
 use super::portable::scale_min_k4;
 use super::{OutPtr, QuantMatrix, TILE_ROWS, rows_per_task, write_tile};
@@ -66,6 +68,10 @@ pub fn fast_kernel() -> Option<Micro> {
         && is_x86_feature_detected!("avx512vnni")
     {
         return Some(vnni::micro);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("i8mm") {
+        return Some(i8mm::micro);
     }
     None
 }
@@ -364,6 +370,114 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod i8mm {
+    use std::arch::aarch64::*;
+
+    use super::super::neon::int8::usmmla;
+    use super::{MR, NR, Panel, XRef};
+
+    /// Safety: the CPU has i8mm (see `fast_kernel`).
+    pub unsafe fn micro(nb: usize, x: XRef<'_>, mr: usize, p: &Panel, c: &mut [[f32; NR]; MR]) {
+        debug_assert!(p.w.len() >= nb * 32 * NR && x.step.len() >= (mr - 1) * x.blocks + nb);
+        // SAFETY: guaranteed by the caller.
+        unsafe { micro_i8mm(nb, x, mr, p, c) }
+    }
+
+    /// 2×2 tiles of `usmmla` (two tokens' 8 biased activations by two rows' 8 weights, the
+    /// activations' +128 removed with the panel's `bias` per block as in the VNNI kernel),
+    /// four row pairs × two token pairs at a time: 8 i32 and 8 f32 accumulators. The panel
+    /// keeps each row's weights in groups of 4 (the VNNI layout); zipping the 32-bit words of
+    /// groups 2h and 2h + 1 of four rows gives two rows' 8 consecutive weights. An odd last
+    /// token is paired with itself and its copy discarded.
+    #[target_feature(enable = "neon,i8mm")]
+    unsafe fn micro_i8mm(nb: usize, x: XRef<'_>, mr: usize, p: &Panel, c: &mut [[f32; NR]; MR]) {
+        // Tokens of pair `tp` (the second clamped to the last token).
+        let tokens = |tp: usize| (2 * tp, (2 * tp + 1).min(mr - 1));
+        let pairs = mr.div_ceil(2);
+        for tp0 in (0..pairs).step_by(2) {
+            let np = (pairs - tp0).min(2);
+            for r8 in (0..NR).step_by(8) {
+                let mut acc = [[vdupq_n_f32(0.0); 4]; 2];
+                for b in 0..nb {
+                    let mut dots = [[vdupq_n_s32(0); 4]; 2];
+                    for h in 0..4 {
+                        // SAFETY: groups 2h, 2h + 1 of rows r8..r8 + 8 of block b lie in the
+                        // panel (`p.w.len() ≥ nb·32·NR`).
+                        let rows = unsafe {
+                            let w =
+                                p.w.as_ptr()
+                                    .add(((b * 8 + 2 * h) * NR + r8) * 4)
+                                    .cast::<i32>();
+                            let g = |at: usize| vld1q_s32(w.add(at));
+                            let (e0, e1) = (g(0), g(NR));
+                            let (f0, f1) = (g(4), g(NR + 4));
+                            [
+                                vzip1q_s32(e0, e1),
+                                vzip2q_s32(e0, e1),
+                                vzip1q_s32(f0, f1),
+                                vzip2q_s32(f0, f1),
+                            ]
+                        };
+                        for (tp, d) in dots.iter_mut().enumerate().take(np) {
+                            let (t0, t1) = tokens(tp0 + tp);
+                            // SAFETY: tokens t0, t1 < mr hold `x.blocks ≥ nb` blocks of 32.
+                            let a = unsafe {
+                                let at = |t: usize| {
+                                    x.biased.as_ptr().add((t * x.blocks + b) * 32 + 8 * h)
+                                };
+                                vcombine_u8(vld1_u8(at(t0)), vld1_u8(at(t1)))
+                            };
+                            for (d, &w) in d.iter_mut().zip(&rows) {
+                                *d = usmmla(*d, a, vreinterpretq_s8_s32(w));
+                            }
+                        }
+                    }
+                    for (tp, (a, d)) in acc.iter_mut().zip(&dots).enumerate().take(np) {
+                        let (t0, t1) = tokens(tp0 + tp);
+                        let pair = |v: &[f32], t0: usize, t1: usize| {
+                            vcombine_f32(vdup_n_f32(v[t0]), vdup_n_f32(v[t1]))
+                        };
+                        let (i0, i1) = (t0 * x.blocks + b, t1 * x.blocks + b);
+                        let step = pair(x.step, i0, i1);
+                        for (rp, (a, &d)) in a.iter_mut().zip(d).enumerate() {
+                            let j = b * NR + r8 + 2 * rp;
+                            // SAFETY: rows j, j + 1 of block b lie in the panel's per-row
+                            // vectors (`nb·NR` long).
+                            let (scale, min, bias) = unsafe {
+                                let two_f = |v: &[f32]| {
+                                    let l = vld1_f32(v.as_ptr().add(j));
+                                    vcombine_f32(l, l)
+                                };
+                                let l = vld1_s32(p.bias.as_ptr().add(j));
+                                (two_f(&p.scale), two_f(&p.min), vcombine_s32(l, l))
+                            };
+                            let dot = vcvtq_f32_s32(vsubq_s32(d, bias));
+                            *a = vfmaq_f32(*a, dot, vmulq_f32(scale, step));
+                            if p.has_min {
+                                *a = vfmsq_f32(*a, min, pair(x.sum, i0, i1));
+                            }
+                        }
+                    }
+                }
+                for (tp, a) in acc.iter().enumerate().take(np) {
+                    let (t0, t1) = tokens(tp0 + tp);
+                    for (rp, &v) in a.iter().enumerate() {
+                        let j = r8 + 2 * rp;
+                        // Lanes 0, 1: token t0's rows j, j + 1; lanes 2, 3: token t1's.
+                        c[t0][j..j + 2]
+                            .copy_from_slice(&[vgetq_lane_f32::<0>(v), vgetq_lane_f32::<1>(v)]);
+                        if t1 != t0 {
+                            c[t1][j..j + 2]
+                                .copy_from_slice(&[vgetq_lane_f32::<2>(v), vgetq_lane_f32::<3>(v)]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `out = x · Wᵀ` with 8-bit activations (`w.dtype` must satisfy [`supports`], `w.cols` be a
 /// multiple of 32). Overwrites `out`. Each task packs its rows over the whole inner dimension
 /// once (64 bytes per column: 384 KiB for a 6144-wide row tile, in L2), then every group of
@@ -435,6 +549,12 @@ pub enum DotIsa {
     Avx2,
     /// x86_64 AVX-512 VNNI at 256 bits: one `vpdpbusd` per 32 byte products.
     AvxVnni,
+    /// aarch64 Advanced SIMD (every aarch64 CPU): `smull` + `smlal2` + `sadalp` per 16 byte
+    /// products.
+    Neon,
+    /// aarch64 dotprod (Armv8.2+ optional, Armv8.4+ mandatory: Cortex-A55/A76 on): one
+    /// `sdot` per 16 byte products.
+    NeonDot,
 }
 
 impl DotIsa {
@@ -452,6 +572,13 @@ impl DotIsa {
                 levels.push(DotIsa::AvxVnni);
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            levels.push(DotIsa::Neon);
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                levels.push(DotIsa::NeonDot);
+            }
+        }
         levels
     }
 
@@ -466,8 +593,16 @@ impl DotIsa {
         })
     }
 
+    /// Whether this CPU runs `self` (cached; no allocation).
     fn is_supported(self) -> bool {
-        self == DotIsa::Portable || DotIsa::fast().is_some_and(|f| f as u8 >= self as u8)
+        static AVAILABLE: std::sync::OnceLock<Vec<DotIsa>> = std::sync::OnceLock::new();
+        AVAILABLE.get_or_init(DotIsa::available).contains(&self)
+    }
+
+    /// Whether the level's kernels multiply unsigned weight codes and read the offset terms
+    /// ([`XTok::init`]): x86's, whose byte products take one unsigned operand.
+    fn reads_offsets(self) -> bool {
+        matches!(self, DotIsa::Avx2 | DotIsa::AvxVnni)
     }
 
     fn kernel(self, dtype: GgmlType) -> RowsDot8 {
@@ -476,6 +611,10 @@ impl DotIsa {
             DotIsa::Avx2 => &super::x86::int8::AVX2,
             #[cfg(target_arch = "x86_64")]
             DotIsa::AvxVnni => &super::x86::int8::VNNI,
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::Neon => &super::neon::int8::NEON,
+            #[cfg(target_arch = "aarch64")]
+            DotIsa::NeonDot => &super::neon::int8::NEON_DOT,
             _ => &PORTABLE,
         };
         match dtype {
@@ -503,7 +642,35 @@ pub(crate) struct DotKernels {
     pub(crate) q6_k: RowsDot8,
 }
 
-/// What the SIMD kernels subtract from their weights' unsigned codes (`w = d·(code − k)`):
+/// Instantiates an ISA file's decode levels: for each, module `$m` running
+/// `$kernels!($feat, $dot)` (which defines `rows_q4_0` … `rows_q6_k`), and their
+/// [`DotKernels`] exported as `$name`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_macros)
+)]
+macro_rules! dot_levels {
+    ($kernels:ident: $($m:ident($feat:literal, $dot:ident) => $name:ident),*) => {
+        $(
+            mod $m {
+                use super::*;
+                $kernels!($feat, $dot);
+                pub(crate) static KERNELS: DotKernels = DotKernels {
+                    q4_0: rows_q4_0,
+                    q5_0: rows_q5_0,
+                    q8_0: rows_q8_0,
+                    q4_k: rows_q4_k,
+                    q6_k: rows_q6_k,
+                };
+            }
+            pub(crate) use $m::KERNELS as $name;
+        )*
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use dot_levels;
+
+/// What the x86 kernels subtract from their weights' unsigned codes (`w = d·(code − k)`):
 /// they multiply the codes as unsigned bytes and add `−k·Σq_x` per 16 activations instead.
 fn unsigned_offset(dtype: GgmlType) -> i32 {
     match dtype {
@@ -518,7 +685,8 @@ fn unsigned_offset(dtype: GgmlType) -> i32 {
 struct DecodeX {
     q: Vec<i8>,
     /// Per 32-block, eight i32 lanes: `−k·Σq` of elements 0..16 in lane 0 and of 16..32 in
-    /// lane 4 (the integer dot's lanes 0–3 and 4–7 cover those halves), zero elsewhere.
+    /// lane 4 (the integer dot's lanes 0–3 and 4–7 cover those halves), zero elsewhere; empty
+    /// for levels that do not read it ([`DotIsa::reads_offsets`]).
     init: Vec<i32>,
     step: Vec<f32>,
     sum: Vec<f32>,
@@ -526,12 +694,14 @@ struct DecodeX {
 }
 
 impl DecodeX {
-    fn new(x: &[f32], cols: usize, dtype: GgmlType) -> DecodeX {
+    fn new(x: &[f32], cols: usize, dtype: GgmlType, isa: DotIsa) -> DecodeX {
         let QuantizedX { biased, step, sum } = quantize_x(x);
         let q: Vec<i8> = biased.iter().map(|&b| (b ^ 0x80) as i8).collect();
+        // Levels that do not read the offset terms get none (`token` then lends an empty
+        // slice).
         let k = unsigned_offset(dtype);
-        let mut init = vec![0i32; q.len() / 4];
-        if k != 0 {
+        let mut init = vec![0i32; if isa.reads_offsets() { q.len() / 4 } else { 0 }];
+        if k != 0 && !init.is_empty() {
             for (lanes, qs) in init.chunks_exact_mut(8).zip(q.chunks_exact(32)) {
                 let half = |h: &[i8]| h.iter().map(|&v| i32::from(v)).sum::<i32>();
                 lanes[0] = -k * half(&qs[..16]);
@@ -551,7 +721,7 @@ impl DecodeX {
         let b = t * self.blocks..(t + 1) * self.blocks;
         XTok {
             q: &self.q[32 * b.start..32 * b.end],
-            init: &self.init[8 * b.start..8 * b.end],
+            init: self.init.get(8 * b.start..8 * b.end).unwrap_or(&[]),
             step: &self.step[b.clone()],
             sum: &self.sum[b],
         }
@@ -563,7 +733,7 @@ impl DecodeX {
 #[derive(Clone, Copy)]
 pub(crate) struct XTok<'a> {
     pub(crate) q: &'a [i8],
-    /// Read by the SIMD kernels only (x86 so far).
+    /// Read by the x86 kernels only ([`DotIsa::reads_offsets`]).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) init: &'a [i32],
     pub(crate) step: &'a [f32],
@@ -611,7 +781,7 @@ pub fn matvec_with(isa: DotIsa, x: &[f32], tokens: usize, w: QuantMatrix<'_>, ou
     if super::is_empty_product(x, tokens, w, out) {
         return;
     }
-    let xq = DecodeX::new(x, w.cols, w.dtype);
+    let xq = DecodeX::new(x, w.cols, w.dtype, isa);
     let kernel = isa.kernel(w.dtype);
     let (rows, stride) = (w.rows, w.stride());
     let dst = OutPtr(out.as_mut_ptr());

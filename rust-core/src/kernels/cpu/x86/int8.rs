@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::{f16_at, fifth_bits, nibbles, prefetch_ahead, q6_k_codes, w256};
-use crate::kernels::cpu::int8::{DotKernels, XTok};
+use crate::kernels::cpu::int8::{DotKernels, XTok, dot_levels};
 use crate::kernels::cpu::portable::scale_min_k4;
 
 /// `init + Σ a·b` per four bytes, `a` unsigned and `b` signed.
@@ -162,26 +162,10 @@ macro_rules! int8_kernels {
                 }
             );
         }
-
-        pub(crate) static KERNELS: DotKernels = DotKernels {
-            q4_0: rows_q4_0,
-            q5_0: rows_q5_0,
-            q8_0: rows_q8_0,
-            q4_k: rows_q4_k,
-            q6_k: rows_q6_k,
-        };
     };
 }
 
-mod avx2 {
-    use super::*;
-    int8_kernels!("avx2,fma,f16c", dot_maddubs);
-}
-
-mod vnni {
-    use super::*;
-    int8_kernels!("avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_vnni);
-}
-
-pub(crate) use avx2::KERNELS as AVX2;
-pub(crate) use vnni::KERNELS as VNNI;
+dot_levels!(int8_kernels:
+    avx2("avx2,fma,f16c", dot_maddubs) => AVX2,
+    vnni("avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dot_vnni) => VNNI
+);
