@@ -29,8 +29,8 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 export GEMMAKIT_SKIP_GPU_TESTS=1
 # The GPU code is not built (nothing of it can run under qemu, and wgpu/naga/cubecl would
 # double this stage's compile time); this also compiles the CPU-only library (the `gpu`
-# feature off) in CI. Profile `qemu`: release with the dependencies at opt-level 1.
-args=(--profile qemu --locked --target "$target" -p gemmakit --no-default-features)
+# feature off) in CI.
+args=(--release --locked --target "$target" -p gemmakit --no-default-features)
 # qemu's default CPU (`max`) has dotprod and i8mm, and the kernel tests iterate over every
 # level the CPU runs, so this pass covers each int8 kernel (plain NEON, dotprod, i8mm) ...
 cargo test "${args[@]}" --lib --test cpu_kernels || exit 1
