@@ -23,9 +23,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::device::Activations;
-use crate::engine::{
-    BackendChoice, ChatFormat, CpuCores, Engine, EngineOptions, KvType, KvTypes,
-};
+use crate::engine::{BackendChoice, ChatFormat, CpuCores, Engine, EngineOptions, KvType, KvTypes};
 use crate::error::{GemmaError, Result};
 use crate::model::kv_cache::ROLLBACK_SLACK;
 use crate::model::{GemmaModel, LogitsFor};

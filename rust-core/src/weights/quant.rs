@@ -442,7 +442,13 @@ mod tests {
             got[..5],
             // 2⁻²⁴ (the smallest f16 subnormal) from its bits: `powi` is not exact everywhere
             // (Miri gives it the imprecision the standard library allows).
-            [1.0, -2.0, f32::INFINITY, f32::from_bits(0x3380_0000), 65504.0]
+            [
+                1.0,
+                -2.0,
+                f32::INFINITY,
+                f32::from_bits(0x3380_0000),
+                65504.0
+            ]
         );
         assert_eq!(got[5].to_bits(), 0x8000_0000, "-0.0 keeps its sign");
 

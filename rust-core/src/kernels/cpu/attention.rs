@@ -437,7 +437,9 @@ fn block_body(c: Block<'_>, write: &dyn Fn(usize, &[f32])) {
                 o.fill(0.0);
             } else {
                 let inv = 1.0 / part[1];
-                o.iter_mut().zip(&part[2..]).for_each(|(o, &a)| *o = a * inv);
+                o.iter_mut()
+                    .zip(&part[2..])
+                    .for_each(|(o, &a)| *o = a * inv);
             }
         }
         write(r, &values);

@@ -328,7 +328,9 @@ mod tests {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             let allowed = current_thread_cores().expect("affinity readable");
-            let absent = (0..MAX_CPUS).find(|c| !allowed.contains(c)).expect("a core not ours");
+            let absent = (0..MAX_CPUS)
+                .find(|c| !allowed.contains(c))
+                .expect("a core not ours");
             assert!(resolve(&CpuCores::Only(vec![allowed[0], absent])).is_err());
         }
     }
@@ -344,6 +346,10 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(current_thread_cores(), Some(before), "only the pinned thread changes");
+        assert_eq!(
+            current_thread_cores(),
+            Some(before),
+            "only the pinned thread changes"
+        );
     }
 }

@@ -389,7 +389,11 @@ fn gpu_kv_encoding_is_the_cpu_codecs_bytes() {
         .into_iter()
         .map(|t| (t, 64))
         .chain([(KvType::F16, 18), (KvType::F32, 18), (KvType::Q8_0, 96)])
-        .chain([(KvType::Tq(3), 256), (KvType::Tq(4), 512), (KvType::Q8_0, 512)])
+        .chain([
+            (KvType::Tq(3), 256),
+            (KvType::Tq(4), 512),
+            (KvType::Q8_0, 512),
+        ])
         .chain([(KvType::Q8_0, 16), (KvType::Q8_0, 48), (KvType::Tq(3), 16)])
     {
         let (kv_heads, tokens) = (3, 7);
