@@ -9,6 +9,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{GemmaError, Result};
 
+/// Which cores the CPU workers run on (big.LITTLE detection and pinning).
+pub mod cores;
+
 /// The binding-size limit of lavapipe and many phone GPUs; used when a device does not say.
 pub const DEFAULT_MAX_BINDING_BYTES: usize = 128 << 20;
 
@@ -93,7 +96,7 @@ impl ComputeDevice {
 /// "burn-flex CPU, N threads", and the cores they are pinned to, if any.
 fn cpu_description() -> String {
     let threads = rayon::current_num_threads();
-    match crate::kernels::cpu::cores::process_cores() {
+    match crate::device::cores::process_cores() {
         Some(cores) => format!("burn-flex CPU, {threads} threads on cores {cores:?}"),
         None => format!("burn-flex CPU, {threads} threads"),
     }

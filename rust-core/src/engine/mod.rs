@@ -34,10 +34,10 @@ use self::memory::MemoryEstimate;
 use crate::chat::ChatTemplate;
 use crate::chat::Part;
 use crate::constraint::ConstraintCompiler;
+pub use crate::device::cores::CpuCores;
 use crate::device::{ActivationPrecision, Activations};
 use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{GemmaError, Result};
-pub use crate::kernels::cpu::cores::CpuCores;
 pub use crate::kernels::kv::{KvType, KvTypes};
 use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
@@ -275,13 +275,13 @@ fn choose_backend(
 /// start on first use): `threads` workers (default: one per chosen core) pinned to the chosen
 /// cores. Only the first engine of a process gets to decide; later requests are logged.
 pub fn start_cpu_workers(threads: Option<usize>, cores: &CpuCores) -> Result<()> {
-    let cores = crate::kernels::cpu::cores::resolve(cores)?;
+    let cores = crate::device::cores::resolve(cores)?;
     let threads = threads.or(cores.as_ref().map(Vec::len));
-    crate::kernels::cpu::cores::set_process_cores(cores);
+    crate::device::cores::set_process_cores(cores);
     if let Some(n) = threads
         && let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
-            .start_handler(|_| crate::kernels::cpu::cores::pin_worker())
+            .start_handler(|_| crate::device::cores::pin_worker())
             .build_global()
         && rayon::current_num_threads() != n.max(1)
     {

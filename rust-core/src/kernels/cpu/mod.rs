@@ -21,7 +21,6 @@
 
 pub mod activation;
 pub mod attention;
-pub mod cores;
 pub mod int8;
 #[cfg(target_arch = "aarch64")]
 mod neon;

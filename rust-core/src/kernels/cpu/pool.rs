@@ -67,7 +67,7 @@ fn pool() -> &'static Pool {
                 let spawned = std::thread::Builder::new()
                     .name(format!("gemmakit-matvec-{i}"))
                     .spawn(move || {
-                        super::cores::pin_worker();
+                        crate::device::cores::pin_worker();
                         pool.helper()
                     });
                 if let Err(e) = &spawned {
