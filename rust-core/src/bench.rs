@@ -67,6 +67,23 @@ impl Default for BenchOptions {
     }
 }
 
+impl BenchOptions {
+    /// What every bench loads its engine with: the backend, activation numerics and KV types
+    /// asked for, plain-text prompts, room for `context_len` positions.
+    fn engine_options(&self, context_len: usize) -> EngineOptions {
+        EngineOptions {
+            backend: self.backend,
+            context_len,
+            chat_format: ChatFormat::PlainText,
+            prefill_activations: self.cpu_activations.prefill,
+            decode_activations: self.cpu_activations.decode,
+            kv_type_k: self.kv_type_k,
+            kv_type_v: self.kv_type_v,
+            ..EngineOptions::default()
+        }
+    }
+}
+
 /// Median and spread of repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
@@ -308,18 +325,7 @@ pub fn run_bench(
     // The workers are process-wide: started here rather than by the loads below. If they
     // already exist, the results report the thread count they have.
     crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
-    let engine_options = EngineOptions {
-        backend: options.backend,
-        context_len: longest + 1,
-        threads: None,
-        memory_budget: None,
-        chat_format: ChatFormat::PlainText,
-        prefill_activations: options.cpu_activations.prefill,
-        decode_activations: options.cpu_activations.decode,
-        kv_type_k: options.kv_type_k,
-        kv_type_v: options.kv_type_v,
-        ..EngineOptions::default()
-    };
+    let engine_options = options.engine_options(longest + 1);
     let model_bytes = std::fs::metadata(&options.model)
         .map_err(|e| GemmaError::io(&options.model, e))?
         .len();
@@ -449,15 +455,7 @@ pub fn run_verify_cost(
     crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
     let depth = options.depths.first().copied().unwrap_or(0);
     let kmax = ks.iter().copied().max().unwrap_or(1);
-    let engine = Engine::load(
-        &options.model,
-        EngineOptions {
-            backend: options.backend,
-            context_len: depth + kmax + 64,
-            chat_format: ChatFormat::PlainText,
-            ..EngineOptions::default()
-        },
-    )?;
+    let engine = Engine::load(&options.model, options.engine_options(depth + kmax + 64))?;
     let model = engine.model();
     let mut cache = model.new_cache(engine.context_len());
     fill_cache(model, &mut cache, depth)?;
@@ -556,9 +554,9 @@ pub fn run_draft_bench(
     let engine = Engine::load(
         &options.model,
         EngineOptions {
-            backend: options.backend,
-            context_len: n_gen + 512,
-            ..EngineOptions::default()
+            // The prompts are chat turns: the model's own template.
+            chat_format: EngineOptions::default().chat_format,
+            ..options.engine_options(n_gen + 512)
         },
     )?;
     let run = |prompt: &str, draft: crate::engine::generate::Draft| {
@@ -635,17 +633,7 @@ pub fn run_constrained_bench(
 ) -> Result<ConstrainedBench> {
     validate(options)?;
     let n_gen = options.n_gen.iter().copied().max().unwrap_or(128);
-    let engine = Engine::load(
-        &options.model,
-        EngineOptions {
-            backend: options.backend,
-            context_len: n_gen + 64,
-            chat_format: ChatFormat::PlainText,
-            prefill_activations: options.cpu_activations.prefill,
-            decode_activations: options.cpu_activations.decode,
-            ..EngineOptions::default()
-        },
-    )?;
+    let engine = Engine::load(&options.model, options.engine_options(n_gen + 64))?;
     let start = Instant::now();
     engine.prepare_constraints()?;
     let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
