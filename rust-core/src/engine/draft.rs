@@ -64,7 +64,8 @@ pub(crate) struct DraftInput<'a> {
     /// sampled alone, not followed by forced tokens).
     pub hidden: Option<&'a [f32]>,
     pub target: &'a GemmaModel,
-    /// The target's cache: every position of `history` but the last.
+    /// The target's cache: the positions before the last sampled step (with `hidden` given,
+    /// every position of `history` but the last).
     pub cache: &'a KvCache,
 }
 
