@@ -380,3 +380,68 @@ fn hostile_assistant_files_are_typed_errors() {
         "{err:?}"
     );
 }
+
+/// Multi-turn: each turn's prompt prefills over a cache the MTP rounds rolled back, and the
+/// assistant reads the earlier turns through it; the tokens stay plain decoding's (also after
+/// a fork, and with a stop string).
+#[test]
+fn mtp_keeps_multi_turn_conversations_and_stop_strings_identical() {
+    let engine = Engine::load(
+        &tiny_gguf(),
+        EngineOptions {
+            backend: BackendChoice::Cpu,
+            context_len: 512,
+            chat_format: ChatFormat::Auto,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let greedy = GenerateOptions {
+        max_tokens: 24,
+        ..GenerateOptions::default()
+    };
+    let with_draft = GenerateOptions {
+        draft: Draft::Mtp(assistant_dir()),
+        ..greedy.clone()
+    };
+    let (plain, drafted) = (engine.conversation(), engine.conversation());
+    for text in ["one two three", "four five", "and six"] {
+        let a = plain.send(text, &greedy, &mut |_| Flow::Continue).unwrap();
+        let b = drafted
+            .send(text, &with_draft, &mut |_| Flow::Continue)
+            .unwrap();
+        assert_eq!(a.tokens, b.tokens, "turn `{text}`");
+        assert_eq!(a.stats.prefilled_tokens, b.stats.prefilled_tokens);
+        assert!(b.stats.rounds > 0, "{:?}", b.stats);
+    }
+    let fork = drafted.fork();
+    let a = fork
+        .send("last", &with_draft, &mut |_| Flow::Continue)
+        .unwrap();
+    let b = plain
+        .send("last", &greedy, &mut |_| Flow::Continue)
+        .unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    // A stop string inside the answer stops both at the same token.
+    let prompt = [2u32, 17, 301, 45];
+    let full = run(&engine, &prompt, &greedy);
+    let word: String = full.text.chars().skip(6).take(2).collect();
+    if !word.trim().is_empty() {
+        let stopped = GenerateOptions {
+            stop_strings: vec![word],
+            ..greedy.clone()
+        };
+        let a = run(&engine, &prompt, &stopped);
+        let b = run(
+            &engine,
+            &prompt,
+            &GenerateOptions {
+                draft: Draft::Mtp(assistant_dir()),
+                ..stopped
+            },
+        );
+        assert_eq!(a.tokens, b.tokens);
+        assert_eq!(a.text, b.text);
+        assert_eq!(a.stats.stop_reason, b.stats.stop_reason);
+    }
+}
