@@ -228,7 +228,9 @@ pub struct DraftArgs {
     /// Draft `--draft-max` tokens every time instead of adapting to the acceptance.
     #[arg(long)]
     draft_fixed: bool,
-    /// Gemma 4's MTP assistant model (not supported yet).
+    /// Gemma 4's MTP assistant made for the model (`gemma-4-E2B-it-assistant` for E2B, …): its
+    /// checkpoint directory or a `gemma4-assistant` GGUF. It drafts from the model's hidden
+    /// state and KV cache; output is unchanged. With `bench --verify-cost`: also its cost.
     #[arg(long, value_name = "PATH", conflicts_with = "draft")]
     draft_model: Option<PathBuf>,
 }

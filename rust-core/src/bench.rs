@@ -493,6 +493,101 @@ pub fn run_verify_cost(
     Ok(results)
 }
 
+/// Gemma 4's MTP assistant: one draft step against one decode step of its target, same depth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistantCost {
+    pub depth: usize,
+    pub decode_ms: Spread,
+    pub draft_step_ms: Spread,
+}
+
+impl AssistantCost {
+    /// Median draft step ÷ median decode step: the cost of one drafted token in decode steps.
+    pub fn ratio(&self) -> f64 {
+        self.draft_step_ms.median / self.decode_ms.median.max(1e-12)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "test": "assistant_cost",
+            "depth": self.depth,
+            "decode_ms": self.decode_ms.median,
+            "draft_step_ms": self.draft_step_ms.median,
+            "ratio": self.ratio(),
+            "decode_ms_spread": self.decode_ms.json(),
+            "draft_step_ms_spread": self.draft_step_ms.json(),
+        })
+    }
+}
+
+/// The cost of one MTP draft step (the assistant at `assistant` over the target's cache, head
+/// included) ÷ one decode step of the target, at the first depth of `options` (8 of each per
+/// repetition, interleaved).
+pub fn run_assistant_cost(options: &BenchOptions, assistant: &Path) -> Result<AssistantCost> {
+    validate(options)?;
+    crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
+    let depth = options.depths.first().copied().unwrap_or(0);
+    let engine = Engine::load(
+        &options.model,
+        EngineOptions {
+            backend: options.backend,
+            context_len: depth + 64,
+            chat_format: ChatFormat::PlainText,
+            ..EngineOptions::default()
+        },
+    )?;
+    let model = engine.model();
+    let drafter = crate::source::load_assistant(assistant, model.config(), model.device().clone())?;
+    let mut cache = model.new_cache(engine.context_len());
+    fill_cache(model, &mut cache, depth.max(1))?;
+    let depth = cache.len();
+    let token = bench_tokens(model.config().vocab_size, 1, 7)[0];
+    let (_, hidden) = model.forward_with_hidden(
+        &mut cache,
+        &[token],
+        crate::model::SoftTokens::NONE,
+        LogitsFor::Last,
+    )?;
+    cache.truncate(depth);
+    const PASSES: usize = 8;
+    let decode_step = |cache: &mut crate::model::KvCache| -> Result<f64> {
+        let start = Instant::now();
+        for _ in 0..PASSES {
+            std::hint::black_box(model.forward(cache, &[token], LogitsFor::Last)?);
+            cache.truncate(depth);
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3 / PASSES as f64)
+    };
+    decode_step(&mut cache)?; // warm-up
+    let draft_step = |cache: &crate::model::KvCache| -> Result<f64> {
+        let start = Instant::now();
+        for _ in 0..PASSES {
+            std::hint::black_box(drafter.step(model, cache, token, &hidden, depth)?);
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3 / PASSES as f64)
+    };
+    draft_step(&cache)?;
+    let (mut decode, mut draft) = (Vec::new(), Vec::new());
+    for _ in 0..options.repetitions {
+        decode.push(decode_step(&mut cache)?);
+        draft.push(draft_step(&cache)?);
+    }
+    Ok(AssistantCost {
+        depth,
+        decode_ms: Spread::of(&decode),
+        draft_step_ms: Spread::of(&draft),
+    })
+}
+
+/// Decode speed-up of speculative decoding with `k` drafts a round, each drafted token costing
+/// `draft_cost` decode steps and the verify pass over 1 + k tokens `verify_cost` decode steps,
+/// when each draft is accepted with probability `acceptance` (independently, until the first
+/// rejection): a round yields `1 + a + … + a^k` tokens for `k · draft_cost + verify_cost`.
+pub fn speculative_speedup(acceptance: f64, k: usize, draft_cost: f64, verify_cost: f64) -> f64 {
+    let tokens: f64 = (0..=k).map(|i| acceptance.powi(i as i32)).sum();
+    tokens / (k as f64 * draft_cost + verify_cost).max(1e-12)
+}
+
 /// Prompt lookup against plain decoding on prompts whose answers copy their context.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DraftBench {
@@ -677,6 +772,16 @@ pub fn run_constrained_bench(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speculative_speedup_counts_the_expected_tokens_per_round() {
+        // k = 0: a plain decode step.
+        assert!((speculative_speedup(0.7, 0, 0.1, 1.0) - 1.0).abs() < 1e-12);
+        // k = 2, a = 0.5: 1 + 0.5 + 0.25 tokens for 2·0.1 + 1.2 steps.
+        assert!((speculative_speedup(0.5, 2, 0.1, 1.2) - 1.75 / 1.4).abs() < 1e-12);
+        // Free drafts and verification, every draft taken: k + 1 tokens a step.
+        assert!((speculative_speedup(1.0, 3, 0.0, 1.0) - 4.0).abs() < 1e-12);
+    }
 
     #[test]
     fn spread_of_samples() {

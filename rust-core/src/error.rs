@@ -38,6 +38,16 @@ pub enum GemmaError {
     #[error("unsupported model feature: {0}")]
     Unsupported(String),
 
+    #[error(
+        "the draft model does not belong to this model: its {what} is {draft}, the model's is \
+         {target} (Gemma 4's MTP assistant must be the one made for this model)"
+    )]
+    DraftModelMismatch {
+        what: String,
+        draft: String,
+        target: String,
+    },
+
     #[error("tensor `{0}` is missing from the checkpoint")]
     MissingTensor(String),
 

@@ -18,7 +18,7 @@ use crate::media::layout::PlaceholderIds;
 use crate::model::gguf::GgufModelFile;
 use crate::model::names::TEXT_PREFIXES;
 use crate::model::towers::TowerFiles;
-use crate::model::{GemmaConfig, GemmaModel};
+use crate::model::{AssistantConfig, AssistantModel, GemmaConfig, GemmaModel};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{self, WeightStore};
 
@@ -222,6 +222,37 @@ impl ModelSource {
 }
 
 /// `config.json`'s `*_token_id` entries, if it names all seven.
+/// Gemma 4's MTP assistant for `target` from `path`: a `gemma4_assistant` checkpoint
+/// (directory, its `config.json` or a `*.safetensors` in it) or a `gemma4-assistant` GGUF
+/// (llama.cpp's, without the centroid head: the dense head drafts; or `gemmakit convert`'s,
+/// with it). One loader per format, both into [`AssistantModel::from_store`], which checks
+/// that the assistant belongs to `target` ([`GemmaError::DraftModelMismatch`] if not).
+pub fn load_assistant(
+    path: &Path,
+    target: &GemmaConfig,
+    device: ComputeDevice,
+) -> Result<AssistantModel> {
+    let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
+    let in_checkpoint = path.file_name().is_some_and(|n| n == "config.json")
+        || path.extension().is_some_and(|e| e == "safetensors");
+    if meta.is_dir() || in_checkpoint {
+        let dir = if meta.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent().unwrap_or(Path::new(".")).to_path_buf()
+        };
+        let config = AssistantConfig::from_file(&dir.join("config.json"))?;
+        let shards = weights::safetensors::shard_paths(&dir)?;
+        let store = weights::safetensors::open(&shards, &crate::model::names::ASSISTANT_PREFIXES)?;
+        AssistantModel::from_store(config, store, target, device)
+    } else {
+        let file = GgufModelFile::open(path)?;
+        let config = crate::model::gguf::assistant_config_from_gguf(&file)?;
+        let store = crate::model::gguf::assistant_store(&file)?;
+        AssistantModel::from_store(config, store, target, device)
+    }
+}
+
 fn config_placeholder_ids(config: &Path) -> Result<Option<PlaceholderIds>> {
     let text = std::fs::read_to_string(config).map_err(|e| GemmaError::io(config, e))?;
     let v: serde_json::Value = serde_json::from_str(&text)

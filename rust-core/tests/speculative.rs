@@ -367,7 +367,7 @@ fn sampled_output_with_drafting_has_the_plain_distribution() {
 }
 
 #[test]
-fn mtp_drafter_and_bad_parameters_are_typed_errors() {
+fn a_missing_assistant_and_bad_parameters_are_typed_errors() {
     let engine = engine(&tiny_gguf(), ChatFormat::PlainText);
     for draft in [
         Draft::Mtp("assistant.gguf".into()),
@@ -391,7 +391,7 @@ fn mtp_drafter_and_bad_parameters_are_typed_errors() {
         assert!(
             matches!(
                 err,
-                gemmakit::GemmaError::Unsupported(_) | gemmakit::GemmaError::InvalidArgument(_)
+                gemmakit::GemmaError::Io { .. } | gemmakit::GemmaError::InvalidArgument(_)
             ),
             "{err:?}"
         );

@@ -224,6 +224,12 @@ impl From<GemmaError> for GemmaKitError {
                 reason,
                 engine_message,
             },
+            // An assistant of another model: a configuration error for the app (its reason
+            // names what differs).
+            GemmaError::DraftModelMismatch { .. } => K::InvalidConfig {
+                reason: engine_message.clone(),
+                engine_message,
+            },
             GemmaError::UnknownArchitecture(architecture) => K::UnknownArchitecture {
                 architecture,
                 engine_message,

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use gemmakit::bench::{
-    BenchOptions, BenchResult, COPYING_PROMPTS, Spread, run_bench, run_constrained_bench,
-    run_draft_bench, run_verify_cost,
+    BenchOptions, BenchResult, COPYING_PROMPTS, Spread, run_assistant_cost, run_bench,
+    run_constrained_bench, run_draft_bench, run_verify_cost, speculative_speedup,
 };
 use gemmakit::generate::Constraint;
 use gemmakit::generate::Draft;
@@ -57,7 +57,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     draft: DraftArgs,
     /// Speculative decoding's verify cost instead of the usual tests: one pass over 1 + k
-    /// tokens ÷ one decode step, for k = 1..=K, at the first -d depth.
+    /// tokens ÷ one decode step, for k = 1..=K, at the first -d depth. With `--draft-model`:
+    /// also the MTP assistant's cost per drafted token and the decode speed-ups these costs
+    /// give at acceptance rates 0.5 to 0.8.
     #[arg(long, value_name = "K")]
     verify_cost: Option<usize>,
 }
@@ -95,7 +97,7 @@ pub fn execute(args: BenchArgs) -> Result<()> {
             println!("| k | decode step ms | verify 1+k ms | ratio |");
             println!("|---:|---:|---:|---:|");
         }
-        run_verify_cost(&options, &ks, &mut |c| {
+        let costs = run_verify_cost(&options, &ks, &mut |c| {
             if json {
                 println!("{}", c.to_json());
             } else {
@@ -110,6 +112,49 @@ pub fn execute(args: BenchArgs) -> Result<()> {
                 );
             }
         })?;
+        if let Draft::Mtp(path) = args.draft.draft()? {
+            let a = run_assistant_cost(&options, &path)?;
+            let speedups = |acceptance: f64| -> Vec<f64> {
+                costs
+                    .iter()
+                    .map(|c| speculative_speedup(acceptance, c.k, a.ratio(), c.ratio()))
+                    .collect()
+            };
+            if json {
+                println!("{}", a.to_json());
+                for acceptance in [0.5, 0.6, 0.7, 0.8] {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "test": "mtp_speedup",
+                            "acceptance": acceptance,
+                            "k": ks,
+                            "speedup": speedups(acceptance),
+                        })
+                    );
+                }
+            } else {
+                println!();
+                println!(
+                    "MTP assistant step: {:.3} ± {:.3} ms = {:.3} decode steps ({:.2} ms) per drafted token",
+                    a.draft_step_ms.median,
+                    a.draft_step_ms.stddev,
+                    a.ratio(),
+                    a.decode_ms.median
+                );
+                println!();
+                let head: String = ks.iter().map(|k| format!(" k={k} |")).collect();
+                println!("| acceptance |{head} best |");
+                println!("|---:|{}---:|", "---:|".repeat(ks.len()));
+                for acceptance in [0.5, 0.6, 0.7, 0.8] {
+                    let s = speedups(acceptance);
+                    let best = s.iter().copied().fold(0.0f64, f64::max);
+                    let row: String = s.iter().map(|x| format!(" {x:.2}× |")).collect();
+                    let tok_s = 1e3 / a.decode_ms.median.max(1e-9) * best;
+                    println!("| {acceptance:.1} |{row} {best:.2}× ({tok_s:.1} tok/s) |");
+                }
+            }
+        }
         return Ok(());
     }
     let draft = args.draft.draft()?;

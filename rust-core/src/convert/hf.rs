@@ -77,10 +77,22 @@ pub fn write_text_metadata(
     name: &str,
     file_type: u32,
 ) -> Result<()> {
+    write_decoder_metadata(meta, text, name, file_type, "gemma4")
+}
+
+/// The decoder's keys under architecture `arch` (`gemma4`, or the MTP assistant's
+/// `gemma4-assistant`, whose converter adds its own keys).
+pub(crate) fn write_decoder_metadata(
+    meta: &mut GgufWriter,
+    text: &Value,
+    name: &str,
+    file_type: u32,
+    arch: &str,
+) -> Result<()> {
     let mut kv: Vec<(String, MetaValue)> = Vec::new();
     let mut put = |k: &str, v: MetaValue| kv.push((k.to_string(), v));
-    let a = |k: &str| format!("gemma4.{k}");
-    put("general.architecture", MetaValue::String("gemma4".into()));
+    let a = |k: &str| format!("{arch}.{k}");
+    put("general.architecture", MetaValue::String(arch.into()));
     put("general.type", MetaValue::String("model".into()));
     put("general.name", MetaValue::String(name.into()));
 
@@ -270,11 +282,18 @@ fn text_tensors(store: &WeightStore) -> Result<Vec<(String, String)>> {
     ))
 }
 
-/// Converts the text model of the checkpoint in `dir` to a `gemma4` GGUF at `out`.
+/// Converts the text model of the checkpoint in `dir` to a `gemma4` GGUF at `out` (or an MTP
+/// assistant checkpoint to a `gemma4-assistant` GGUF: [`super::assistant`]).
 pub fn convert_hf(dir: &Path, plan: &QuantPlan, out: &Path) -> Result<ConvertSummary> {
     let config_path = dir.join("config.json");
     let config_text =
         std::fs::read_to_string(&config_path).map_err(|e| GemmaError::io(&config_path, e))?;
+    let model_type = serde_json::from_str::<Value>(&config_text)
+        .ok()
+        .and_then(|v| v.get("model_type")?.as_str().map(str::to_string));
+    if model_type.as_deref() == Some("gemma4_assistant") {
+        return super::assistant::convert_assistant(dir, &config_text, plan, out);
+    }
     // Rejects what the engine cannot run (MoE, k_eq_v, untied head, …) before any work.
     GemmaConfig::from_json(&config_text)?;
     let root: Value =

@@ -9,6 +9,7 @@
 //! `rope_freqs` tensor, and the rule for which tensors stay f32 (1-D tensors and norms) and
 //! which fall back to f16 (rows that are not a whole number of quantization blocks).
 
+pub mod assistant;
 pub mod hf;
 pub mod random;
 pub mod vocab;

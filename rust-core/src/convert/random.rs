@@ -14,19 +14,24 @@ use std::str::FromStr;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use super::hf::{rope_freqs, write_text_metadata};
+use super::assistant::write_assistant_keys;
+use super::hf::{rope_freqs, write_decoder_metadata, write_text_metadata};
 use super::vocab::GgufVocab;
 use super::writer::{StreamingGgufWriter, TensorPlan};
 use super::{ConvertSummary, PIECE_ELEMENTS, QuantPlan, encode};
 use crate::error::{GemmaError, Result};
-use crate::model::config::GemmaConfig;
-use crate::model::names::TEXT;
+use crate::model::config::{AssistantConfig, GemmaConfig};
+use crate::model::gguf::ASSISTANT_ARCH;
+use crate::model::names::{ASSISTANT, TEXT};
 use crate::weights::gguf::{GgmlType, GgufWriter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RandomVariant {
     E2b,
     E4b,
+    /// Gemma 4's MTP assistants for E2B / E4B (`gemma4-assistant`, centroid head kept).
+    E2bAssistant,
+    E4bAssistant,
 }
 
 impl FromStr for RandomVariant {
@@ -35,8 +40,10 @@ impl FromStr for RandomVariant {
         match s.to_ascii_lowercase().as_str() {
             "e2b" => Ok(RandomVariant::E2b),
             "e4b" => Ok(RandomVariant::E4b),
+            "e2b-assistant" => Ok(RandomVariant::E2bAssistant),
+            "e4b-assistant" => Ok(RandomVariant::E4bAssistant),
             other => Err(GemmaError::InvalidArgument(format!(
-                "unknown model size `{other}` (e2b, e4b)"
+                "unknown model size `{other}` (e2b, e4b, e2b-assistant, e4b-assistant)"
             ))),
         }
     }
@@ -47,16 +54,74 @@ impl fmt::Display for RandomVariant {
         f.write_str(match self {
             RandomVariant::E2b => "e2b",
             RandomVariant::E4b => "e4b",
+            RandomVariant::E2bAssistant => "e2b-assistant",
+            RandomVariant::E4bAssistant => "e4b-assistant",
         })
     }
 }
 
 impl RandomVariant {
-    /// The text part of the release `config.json`.
+    /// The target model an assistant variant drafts for (itself for a target).
+    pub fn target(self) -> Self {
+        match self {
+            RandomVariant::E2b | RandomVariant::E2bAssistant => RandomVariant::E2b,
+            RandomVariant::E4b | RandomVariant::E4bAssistant => RandomVariant::E4b,
+        }
+    }
+
+    fn is_assistant(self) -> bool {
+        self.target() != self
+    }
+
+    /// The release `config.json` of an assistant variant (`None` for a target): shapes of
+    /// shared/spec/gemma4-mtp.md §1.1.
+    pub fn assistant_config(self) -> Option<Value> {
+        if !self.is_assistant() {
+            return None;
+        }
+        let target = self.target().text_config();
+        let mut text = target.clone();
+        let kv_heads = target["num_key_value_heads"].clone();
+        for (k, v) in [
+            ("hidden_size", json!(256)),
+            ("intermediate_size", json!(2048)),
+            ("num_hidden_layers", json!(4)),
+            (
+                "layer_types",
+                json!([
+                    "sliding_attention",
+                    "sliding_attention",
+                    "sliding_attention",
+                    "full_attention"
+                ]),
+            ),
+            ("num_attention_heads", json!(4)),
+            ("num_key_value_heads", kv_heads),
+            ("num_kv_shared_layers", json!(4)),
+            ("use_double_wide_mlp", json!(false)),
+            ("hidden_size_per_layer_input", json!(0)),
+            ("vocab_size_per_layer_input", json!(0)),
+            ("final_logit_softcapping", Value::Null),
+        ] {
+            text[k] = v;
+        }
+        Some(json!({
+            "model_type": "gemma4_assistant",
+            "architectures": ["Gemma4AssistantForCausalLM"],
+            "backbone_hidden_size": target["hidden_size"],
+            "use_ordered_embeddings": true,
+            "num_centroids": 2048,
+            "centroid_intermediate_top_k": 32,
+            "tie_word_embeddings": true,
+            "text_config": text,
+        }))
+    }
+
+    /// The text part of the release `config.json` (of the target, for an assistant variant).
     pub fn text_config(self) -> Value {
-        let (layers, hidden, ffn, kv_heads, period, shared, double_wide) = match self {
-            RandomVariant::E2b => (35, 1536, 6144, 1, 5, 20, true),
+        let (layers, hidden, ffn, kv_heads, period, shared, double_wide) = match self.target() {
             RandomVariant::E4b => (42, 2560, 10240, 2, 6, 18, false),
+            _ => (35, 1536, 6144, 1, 5, 20, true),
         };
         let layer_types: Vec<&str> = (0..layers)
             .map(|i| {
@@ -107,6 +172,61 @@ enum Init {
     Normal(f32),
     AroundOne,
     One,
+    /// A random permutation of the rows' indices, written as I32 (the assistant's token
+    /// ordering); not a parameter.
+    Permutation,
+}
+
+/// The MTP assistant's tensors (full HF names; model::names::ASSISTANT).
+fn assistant_tensors(config: &AssistantConfig) -> Vec<(String, Vec<usize>, Init)> {
+    let c = &config.text;
+    let (h, hb, v) = (c.hidden_size, config.backbone_hidden_size, c.vocab_size);
+    let w = Init::Normal(0.02);
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![v, h], w),
+        ("model.norm.weight".into(), vec![h], Init::AroundOne),
+        ("pre_projection.weight".into(), vec![h, 2 * hb], w),
+        ("post_projection.weight".into(), vec![hb, h], w),
+    ];
+    if let Some(head) = config.centroids {
+        out.push((
+            "masked_embedding.centroids.weight".into(),
+            vec![head.num_centroids, h],
+            w,
+        ));
+        out.push((
+            "masked_embedding.token_ordering".into(),
+            vec![v],
+            Init::Permutation,
+        ));
+    }
+    for (i, spec) in c.layers.iter().enumerate() {
+        let q = c.num_heads * spec.head_dim;
+        let ff = spec.intermediate_size;
+        let mut add = |name: &str, shape: Vec<usize>, init: Init| {
+            out.push((format!("model.layers.{i}.{name}"), shape, init))
+        };
+        add("input_layernorm.weight", vec![h], Init::AroundOne);
+        add("self_attn.q_proj.weight", vec![q, h], w);
+        add(
+            "self_attn.q_norm.weight",
+            vec![spec.head_dim],
+            Init::AroundOne,
+        );
+        add("self_attn.o_proj.weight", vec![h, q], w);
+        add("post_attention_layernorm.weight", vec![h], Init::AroundOne);
+        add("pre_feedforward_layernorm.weight", vec![h], Init::AroundOne);
+        add(
+            "post_feedforward_layernorm.weight",
+            vec![h],
+            Init::AroundOne,
+        );
+        add("mlp.gate_proj.weight", vec![ff, h], w);
+        add("mlp.up_proj.weight", vec![ff, h], w);
+        add("mlp.down_proj.weight", vec![h, ff], w);
+        add("layer_scalar", vec![1], Init::One);
+    }
+    out
 }
 
 /// The text tensors of `config` in checkpoint order: (HF name, row-major shape, init).
@@ -210,6 +330,14 @@ fn fill(init: Init, rng: &mut SplitMix, out: &mut [f32]) {
         Init::Normal(std) => out.iter_mut().for_each(|v| *v = rng.normal() * std),
         Init::AroundOne => out.iter_mut().for_each(|v| *v = 1.0 + 0.02 * rng.normal()),
         Init::One => out.fill(1.0),
+        Init::Permutation => {
+            // Fisher–Yates over the indices (exact in f32 below 2^24).
+            let mut ids: Vec<u32> = (0..out.len() as u32).collect();
+            for i in (1..ids.len()).rev() {
+                ids.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            }
+            out.iter_mut().zip(ids).for_each(|(v, id)| *v = id as f32);
+        }
     }
 }
 
@@ -220,8 +348,14 @@ pub fn write_random(
     seed: u64,
     out: &Path,
 ) -> Result<ConvertSummary> {
-    let text = variant.text_config();
-    let config = GemmaConfig::from_json(&text.to_string())?;
+    let assistant = match variant.assistant_config() {
+        Some(root) => Some(AssistantConfig::from_json(&root.to_string())?),
+        None => None,
+    };
+    let text = match variant.assistant_config() {
+        Some(root) => root["text_config"].clone(),
+        None => variant.text_config(),
+    };
     let mut tensors: Vec<(TensorPlan, Option<Init>)> = Vec::new();
     let freqs = rope_freqs(&text)?;
     tensors.push((
@@ -232,26 +366,48 @@ pub fn write_random(
         },
         None,
     ));
-    for (hf, shape, init) in text_tensors(&config) {
-        let name = TEXT
-            .to_gguf(&hf)
-            .expect("every generated tensor has a GGUF name");
+    let (generated, table, vocab) = match &assistant {
+        Some(config) => (
+            assistant_tensors(config),
+            &ASSISTANT,
+            config.text.vocab_size,
+        ),
+        None => {
+            let config = GemmaConfig::from_json(&text.to_string())?;
+            (text_tensors(&config), &TEXT, config.vocab_size)
+        }
+    };
+    for (hf, shape, init) in generated {
+        let name = table.to_gguf(&hf).ok_or_else(|| {
+            GemmaError::Unsupported(format!("generated tensor `{hf}` has no GGUF name"))
+        })?;
         let shape: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let ty = plan.tensor_type(&name, &shape);
+        let ty = if init == Init::Permutation {
+            GgmlType::I32
+        } else {
+            plan.tensor_type(&name, &shape)
+        };
         tensors.push((TensorPlan { name, shape, ty }, Some(init)));
     }
 
     let mut meta = GgufWriter::new();
-    write_text_metadata(
-        &mut meta,
-        &text,
-        &format!("gemma4-{variant}-random-{}", plan.weights),
-        plan.file_type(),
-    )?;
-    GgufVocab::synthetic(config.vocab_size).write(&mut meta)?;
+    let name = format!("gemma4-{variant}-random-{}", plan.weights);
+    match &assistant {
+        Some(config) => {
+            write_decoder_metadata(&mut meta, &text, &name, plan.file_type(), ASSISTANT_ARCH)?;
+            write_assistant_keys(&mut meta, config)?;
+        }
+        None => write_text_metadata(&mut meta, &text, &name, plan.file_type())?,
+    }
+    GgufVocab::synthetic(vocab).write(&mut meta)?;
 
     let plans: Vec<TensorPlan> = tensors.iter().map(|(t, _)| t.clone()).collect();
-    let parameters = plans.iter().map(TensorPlan::n_elements).sum();
+    // Parameters: the token ordering is a buffer, not one.
+    let parameters = tensors
+        .iter()
+        .filter(|(_, init)| *init != Some(Init::Permutation))
+        .map(|(t, _)| t.n_elements())
+        .sum();
     let mut writer = StreamingGgufWriter::create(out, &meta, plans)?;
     let batch = rayon::current_num_threads().max(1) * 2;
     for (index, (tp, init)) in tensors.iter().enumerate() {
@@ -261,7 +417,12 @@ pub fn write_random(
         };
         let row_len = tp.shape[0] as usize;
         let rows = (tp.n_elements() as usize) / row_len.max(1);
-        let rows_per_piece = (PIECE_ELEMENTS / row_len.max(1)).max(1);
+        // A permutation is one piece (its rows are its elements).
+        let rows_per_piece = if init == Init::Permutation {
+            rows.max(1)
+        } else {
+            (PIECE_ELEMENTS / row_len.max(1)).max(1)
+        };
         let pieces = rows.div_ceil(rows_per_piece);
         for first in (0..pieces).step_by(batch) {
             let encoded: Vec<Result<Vec<u8>>> = (first..(first + batch).min(pieces))
@@ -271,6 +432,12 @@ pub fn write_random(
                     let mut values = vec![0.0f32; n_rows * row_len];
                     let mut rng = SplitMix::new(seed, index as u64, piece as u64);
                     fill(init, &mut rng, &mut values);
+                    if tp.ty == GgmlType::I32 {
+                        return Ok(values
+                            .iter()
+                            .flat_map(|&v| (v as i32).to_le_bytes())
+                            .collect());
+                    }
                     encode(tp.ty, &values)
                 })
                 .collect();
@@ -286,8 +453,7 @@ pub fn write_random(
         parameters,
         tokenizer: true,
         notes: vec![format!(
-            "random weights (seed {seed}); synthetic {}-token vocabulary, character-level",
-            config.vocab_size
+            "random weights (seed {seed}); synthetic {vocab}-token vocabulary, character-level"
         )],
     })
 }
@@ -306,6 +472,27 @@ mod tests {
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "variance {var}");
         assert!(xs.iter().all(|x| x.abs() < 3.5));
+    }
+
+    #[test]
+    fn assistant_parameter_counts_match_the_spec() {
+        // shared/spec/gemma4-mtp.md §1.1: E2B 77.73 M, E4B 78.52 M (the ordering buffer aside).
+        for (variant, millions) in [
+            (RandomVariant::E2bAssistant, 77.73),
+            (RandomVariant::E4bAssistant, 78.52),
+        ] {
+            let root = variant.assistant_config().unwrap();
+            let config = AssistantConfig::from_json(&root.to_string()).unwrap();
+            let params: usize = assistant_tensors(&config)
+                .iter()
+                .filter(|(_, _, init)| *init != Init::Permutation)
+                .map(|(_, s, _)| s.iter().product::<usize>())
+                .sum();
+            assert!(
+                (params as f64 / 1e6 - millions).abs() < 0.005,
+                "{variant}: {params}"
+            );
+        }
     }
 
     #[test]

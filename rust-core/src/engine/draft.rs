@@ -8,10 +8,12 @@
 //! draft is accepted with probability p(x), and on rejection the draw is distributed as p with
 //! x removed and renormalised.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{GemmaError, Result};
 use crate::model::gemma::MAX_VERIFY_TOKENS;
+use crate::model::{AssistantModel, GemmaModel, KvCache};
 
 /// Which drafter proposes tokens for speculative decoding.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -29,8 +31,11 @@ pub enum Draft {
         /// Shrink the draft length when drafts are rejected, grow it back when they are taken.
         adaptive: bool,
     },
-    /// Gemma 4's multi-token-prediction assistant checkpoint at this path (not supported yet:
-    /// a typed error).
+    /// Gemma 4's multi-token-prediction assistant made for the model (`gemma-4-E2B-it-assistant`
+    /// for E2B, …): a checkpoint directory or a `gemma4-assistant` GGUF at this path. It drafts
+    /// greedily from the model's last hidden state and KV cache, up to
+    /// [`MAX_DRAFT_TOKENS`] tokens a round, adaptively. An assistant of another model is a
+    /// [`GemmaError::DraftModelMismatch`].
     Mtp(PathBuf),
 }
 
@@ -50,10 +55,53 @@ pub const MAX_NGRAM: usize = 16;
 /// Longest draft: the sampled token and its drafts make one verify pass at decode cost.
 pub const MAX_DRAFT_TOKENS: usize = MAX_VERIFY_TOKENS - 1;
 
+/// What a drafter may look at.
+pub(crate) struct DraftInput<'a> {
+    /// Every id of the sequence so far; the last one is not in `cache` yet.
+    pub history: &'a [u32],
+    /// The target's hidden state (final norm output) of the row whose logits gave the last
+    /// token, when the loop has it (only for drafters that ask, and only when that token was
+    /// sampled alone, not followed by forced tokens).
+    pub hidden: Option<&'a [f32]>,
+    pub target: &'a GemmaModel,
+    /// The target's cache: the positions before the last sampled step (with `hidden` given,
+    /// every position of `history` but the last).
+    pub cache: &'a KvCache,
+}
+
+/// The MTP drafter's first draft length (then adaptive): vLLM's recipe recommends 2 to 4 for
+/// E2B / E4B (shared/spec/gemma4-mtp.md §2).
+pub const MTP_DRAFT_TOKENS: usize = 3;
+
 /// Proposes the next few tokens of a sequence.
 pub(crate) trait Drafter: Send {
-    /// Up to `max` tokens likely to follow `history` (every id of the sequence so far).
-    fn propose(&mut self, history: &[u32], max: usize) -> Vec<u32>;
+    /// Whether the loop must keep the target's hidden states for [`DraftInput::hidden`].
+    fn needs_hidden(&self) -> bool {
+        false
+    }
+
+    /// Up to `max` tokens likely to follow `input.history`.
+    fn propose(&mut self, input: &DraftInput<'_>, max: usize) -> Result<Vec<u32>>;
+}
+
+/// Gemma 4's MTP assistant: greedy drafts from the target's hidden state and cache.
+pub(crate) struct MtpDrafter {
+    assistant: Arc<AssistantModel>,
+}
+
+impl Drafter for MtpDrafter {
+    fn needs_hidden(&self) -> bool {
+        true
+    }
+
+    fn propose(&mut self, input: &DraftInput<'_>, max: usize) -> Result<Vec<u32>> {
+        let (Some(hidden), Some((&token, before))) = (input.hidden, input.history.split_last())
+        else {
+            return Ok(Vec::new());
+        };
+        self.assistant
+            .draft(input.target, input.cache, token, hidden, before.len(), max)
+    }
 }
 
 /// Model-free prompt lookup (transformers' `prompt_lookup_num_tokens`, llama.cpp's
@@ -63,7 +111,15 @@ pub(crate) struct NgramDrafter {
 }
 
 impl Drafter for NgramDrafter {
-    fn propose(&mut self, history: &[u32], max: usize) -> Vec<u32> {
+    fn propose(&mut self, input: &DraftInput<'_>, max: usize) -> Result<Vec<u32>> {
+        Ok(self.lookup(input.history, max))
+    }
+}
+
+impl NgramDrafter {
+    /// Up to `max` tokens that followed the most recent earlier occurrence of the longest
+    /// suffix of `history` (up to `ngram` tokens).
+    fn lookup(&self, history: &[u32], max: usize) -> Vec<u32> {
         let len = history.len();
         for n in (1..=self.ngram.min(len.saturating_sub(1))).rev() {
             let pattern = &history[len - n..];
@@ -107,8 +163,11 @@ impl DraftLength {
 }
 
 /// The drafter and draft length for `draft`; `None` for plain decoding. Bad parameters and
-/// drafters not implemented yet are typed errors (before anything runs).
-pub(crate) fn drafter(draft: &Draft) -> Result<Option<(Box<dyn Drafter>, DraftLength)>> {
+/// an assistant that `assistant` cannot load are typed errors (before anything runs).
+pub(crate) fn drafter(
+    draft: &Draft,
+    assistant: &dyn Fn(&Path) -> Result<Arc<AssistantModel>>,
+) -> Result<Option<(Box<dyn Drafter>, DraftLength)>> {
     match draft {
         Draft::None => Ok(None),
         &Draft::Ngram {
@@ -135,9 +194,15 @@ pub(crate) fn drafter(draft: &Draft) -> Result<Option<(Box<dyn Drafter>, DraftLe
                 },
             )))
         }
-        Draft::Mtp(path) => Err(GemmaError::Unsupported(format!(
-            "MTP drafter {}: Gemma 4's assistant model is not supported yet (use prompt lookup)",
-            path.display()
+        Draft::Mtp(path) => Ok(Some((
+            Box::new(MtpDrafter {
+                assistant: assistant(path)?,
+            }),
+            DraftLength {
+                max: MAX_DRAFT_TOKENS,
+                current: MTP_DRAFT_TOKENS,
+                adaptive: true,
+            },
         ))),
     }
 }
@@ -147,7 +212,7 @@ mod tests {
     use super::*;
 
     fn propose(ngram: usize, history: &[u32], max: usize) -> Vec<u32> {
-        NgramDrafter { ngram }.propose(history, max)
+        NgramDrafter { ngram }.lookup(history, max)
     }
 
     #[test]
@@ -196,7 +261,15 @@ mod tests {
     }
 
     #[test]
-    fn bad_parameters_and_mtp_are_typed_errors() {
+    fn bad_parameters_and_a_missing_assistant_are_typed_errors() {
+        let drafter = |draft: &Draft| {
+            drafter(draft, &|path: &Path| {
+                Err(GemmaError::io(
+                    path,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ))
+            })
+        };
         let ngram = |ngram, max_tokens| Draft::Ngram {
             ngram,
             max_tokens,
@@ -216,7 +289,7 @@ mod tests {
         ));
         assert!(matches!(
             drafter(&Draft::Mtp("a.gguf".into())),
-            Err(GemmaError::Unsupported(_))
+            Err(GemmaError::Io { .. })
         ));
         assert!(drafter(&Draft::None).unwrap().is_none());
     }

@@ -21,13 +21,13 @@ use serde_json::Value;
 
 use super::EngineInner;
 pub use super::draft::Draft;
-use super::draft::{DraftLength, Drafter, drafter};
+use super::draft::{DraftInput, DraftLength, Drafter, drafter};
 use super::guide::Guide;
 use crate::chat::tools::{ToolCall, parse_tool_call};
 pub use crate::constraint::Constraint;
 use crate::error::{GemmaError, Result};
 use crate::model::gemma::MAX_VERIFY_TOKENS;
-use crate::model::{KvCache, LogitsFor, SoftTokens};
+use crate::model::{GemmaModel, KvCache, LogitsFor, SoftTokens};
 use crate::sampling::{Sampler, SamplingOptions};
 use crate::tokenizer::Tokenizer;
 use crate::tokenizer::stream::StreamDecoder;
@@ -371,7 +371,9 @@ impl TurnCancel {
 /// pass not yet sampled (each with the logits of the position after it), and the counters.
 struct Speculation {
     drafter: Option<(Box<dyn Drafter>, DraftLength)>,
-    pending: VecDeque<(u32, Vec<f32>)>,
+    /// Per pending draft: the token, the logits after it and (for drafters that ask) the
+    /// target's hidden state of that row.
+    pending: VecDeque<(u32, Vec<f32>, Option<Vec<f32>>)>,
     /// Tokens drafted in the current round.
     round: usize,
     drafted: usize,
@@ -391,13 +393,20 @@ impl Speculation {
         }
     }
 
-    /// The logits after the next pending draft, if `step` (what the loop sampled, with any
-    /// forced tokens) is exactly that draft.
-    fn take_accepted(&mut self, step: &[u32]) -> Option<Vec<f32>> {
+    /// Whether the drafter needs the target's hidden states.
+    fn needs_hidden(&self) -> bool {
+        self.drafter.as_ref().is_some_and(|(d, _)| d.needs_hidden())
+    }
+
+    /// The logits (and hidden state) after the next pending draft, if `step` (what the loop
+    /// sampled, with any forced tokens) is exactly that draft.
+    fn take_accepted(&mut self, step: &[u32]) -> Option<(Vec<f32>, Option<Vec<f32>>)> {
         match (step, self.pending.front()) {
-            ([id], Some((draft, _))) if id == draft => {
+            ([id], Some((draft, ..))) if id == draft => {
                 self.accepted += 1;
-                self.pending.pop_front().map(|(_, row)| row)
+                self.pending
+                    .pop_front()
+                    .map(|(_, row, hidden)| (row, hidden))
             }
             _ => None,
         }
@@ -424,29 +433,53 @@ impl Speculation {
         Ok(())
     }
 
-    /// Up to `room` draft tokens to follow `context` + `step`.
-    fn propose(&mut self, context: &[u32], step: &[u32], room: usize) -> Vec<u32> {
+    /// Up to `room` draft tokens to follow `context` + `step`; `hidden`: the target's hidden
+    /// state of the row that gave `step`, `cache` holding `context`.
+    fn propose(
+        &mut self,
+        context: &[u32],
+        step: &[u32],
+        room: usize,
+        hidden: Option<&[f32]>,
+        target: &GemmaModel,
+        cache: &KvCache,
+    ) -> Result<Vec<u32>> {
         let Some((drafter, length)) = &mut self.drafter else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let max = length
             .get()
             .min(room)
             .min(MAX_VERIFY_TOKENS.saturating_sub(step.len()));
         if max == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let mut history = Vec::with_capacity(context.len() + step.len());
         history.extend_from_slice(context);
         history.extend_from_slice(step);
-        drafter.propose(&history, max)
+        let input = DraftInput {
+            history: &history,
+            // The hidden state belongs to the row that gave step[0]; after forced tokens it
+            // is not the last token's.
+            hidden: hidden.filter(|_| step.len() == 1),
+            target,
+            cache,
+        };
+        drafter.propose(&input, max)
     }
 
-    /// Starts a round from the verify pass's `rows` over `step` + `drafts`: returns the logits
-    /// after `step` and keeps one row per draft.
-    fn start_round(&mut self, rows: &[f32], step: usize, drafts: Vec<u32>) -> Result<Vec<f32>> {
+    /// Starts a round from the verify pass's `rows` (and `hidden` rows, when kept) over
+    /// `step` + `drafts`: returns the logits (and hidden state) after `step` and keeps one row
+    /// per draft.
+    fn start_round(
+        &mut self,
+        rows: &[f32],
+        hidden: Option<&[f32]>,
+        step: usize,
+        drafts: Vec<u32>,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let n = step + drafts.len();
-        if step == 0 || rows.len() % n != 0 {
+        if step == 0 || rows.len() % n != 0 || hidden.is_some_and(|h| h.len() % n != 0) {
             return Err(GemmaError::InvalidArgument(
                 "verify pass returned the wrong number of rows".into(),
             ));
@@ -454,11 +487,25 @@ impl Speculation {
         let vocab = rows.len() / n;
         let mut rows = rows.chunks_exact(vocab).skip(step - 1);
         let next = rows.next().map(<[f32]>::to_vec).unwrap_or_default();
+        let mut hidden_rows: Vec<Option<Vec<f32>>> = match hidden {
+            Some(h) => h
+                .chunks_exact((h.len() / n).max(1))
+                .skip(step - 1)
+                .map(|r| Some(r.to_vec()))
+                .collect(),
+            None => vec![None; n + 1 - step],
+        };
+        let next_hidden = hidden_rows.remove(0);
         self.round = drafts.len();
         self.drafted += drafts.len();
         self.rounds += 1;
-        self.pending = drafts.into_iter().zip(rows.map(<[f32]>::to_vec)).collect();
-        Ok(next)
+        self.pending = drafts
+            .into_iter()
+            .zip(rows.map(<[f32]>::to_vec))
+            .zip(hidden_rows)
+            .map(|((d, r), h)| (d, r, h))
+            .collect();
+        Ok((next, next_hidden))
     }
 }
 
@@ -574,13 +621,31 @@ pub(crate) fn generate(
     let (new_tokens, soft_tokens) = (input.ids, input.soft);
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let start = Instant::now();
-    let forward = |cache: &mut KvCache, tokens: &[u32], soft: SoftTokens<'_>| -> Result<Vec<f32>> {
+    // Each pass returns its logits and, when `hidden` (the drafter asks), the target's hidden
+    // states of the same rows.
+    type Rows = (Vec<f32>, Option<Vec<f32>>);
+    let forward =
+        |cache: &mut KvCache, tokens: &[u32], soft: SoftTokens<'_>, hidden: bool| -> Result<Rows> {
+            let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
+            if hidden {
+                let (logits, h) =
+                    model.forward_with_hidden(cache, tokens, soft, LogitsFor::Last)?;
+                Ok((logits, Some(h)))
+            } else {
+                Ok((
+                    model.forward_with_soft_tokens(cache, tokens, soft, LogitsFor::Last)?,
+                    None,
+                ))
+            }
+        };
+    let verify = |cache: &mut KvCache, tokens: &[u32], hidden: bool| -> Result<Rows> {
         let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
-        model.forward_with_soft_tokens(cache, tokens, soft, LogitsFor::Last)
-    };
-    let verify = |cache: &mut KvCache, tokens: &[u32]| -> Result<Vec<f32>> {
-        let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
-        model.verify(cache, tokens)
+        if hidden {
+            let (logits, h) = model.verify_with_hidden(cache, tokens)?;
+            Ok((logits, Some(h)))
+        } else {
+            Ok((model.verify(cache, tokens)?, None))
+        }
     };
 
     if new_tokens.is_empty() {
@@ -595,7 +660,8 @@ pub(crate) fn generate(
         .collect();
     // Before the prefill: a bad constraint or drafter is an error that costs nothing.
     let mut guide = Guide::new(engine, options, tools, &stop_ids)?;
-    let mut spec = Speculation::new(drafter(&options.draft)?);
+    let mut spec = Speculation::new(drafter(&options.draft, &|path| engine.assistant(path))?);
+    let want_hidden = spec.needs_hidden();
     if cancel.is_cancelled() {
         // Cancelled while waiting for the conversation: nothing runs.
         let stats = GenerationStats {
@@ -619,8 +685,11 @@ pub(crate) fn generate(
             stats,
         });
     }
+    let mut hidden = None;
     let mut logits = prefill_in_chunks(new_tokens, soft_tokens, |tokens, soft| {
-        forward(cache, tokens, soft)
+        let (logits, h) = forward(cache, tokens, soft, want_hidden)?;
+        hidden = h;
+        Ok(logits)
     })?;
     context.extend_from_slice(new_tokens);
     let prompt_tokens = context.len();
@@ -695,9 +764,10 @@ pub(crate) fn generate(
         if generated.len() >= options.max_tokens {
             break StopReason::MaxTokens;
         }
-        if let Some(row) = spec.take_accepted(&step) {
+        if let Some((row, h)) = spec.take_accepted(&step) {
             // A draft the sampler agreed with: already in the cache, its logits verified.
             logits = row;
+            hidden = h;
             context.extend_from_slice(&step);
             continue;
         }
@@ -708,14 +778,18 @@ pub(crate) fn generate(
         }
         let room = (cache.max_len() - cache.len() - step.len())
             .min(options.max_tokens.saturating_sub(generated.len() + 1));
-        let drafts = spec.propose(context, &step, room);
+        let drafts = {
+            let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
+            spec.propose(context, &step, room, hidden.as_deref(), model, cache)?
+        };
         if drafts.is_empty() {
             // Forced tokens go in with the sampled one: one pass, like a short prefill.
-            logits = forward(cache, &step, SoftTokens::NONE)?;
+            (logits, hidden) = forward(cache, &step, SoftTokens::NONE, want_hidden)?;
         } else {
             let fed: Vec<u32> = step.iter().chain(&drafts).copied().collect();
-            let rows = verify(cache, &fed)?;
-            logits = spec.start_round(&rows, step.len(), drafts)?;
+            let (rows, hidden_rows) = verify(cache, &fed, want_hidden)?;
+            (logits, hidden) =
+                spec.start_round(&rows, hidden_rows.as_deref(), step.len(), drafts)?;
         }
         context.extend_from_slice(&step);
     };

@@ -43,7 +43,7 @@ use crate::media::layout::PlaceholderIds;
 use crate::media::{AudioInput, ImageInput, Media};
 use crate::model::audio::AttentionWindow;
 use crate::model::config::Architecture;
-use crate::model::{GemmaModel, SoftTokens};
+use crate::model::{AssistantModel, GemmaModel, SoftTokens};
 use crate::source::ModelSource;
 use crate::tokenizer::Tokenizer;
 
@@ -202,9 +202,35 @@ pub(crate) struct EngineInner {
     /// The constraint compiler, built on the first constrained request; `Err` says why it
     /// cannot be.
     pub constraints: OnceLock<std::result::Result<Arc<ConstraintCompiler>, String>>,
+    /// The MTP assistant last asked for (`Draft::Mtp`), loaded on first use and kept.
+    pub assistant: Mutex<Option<(PathBuf, Arc<AssistantModel>)>>,
 }
 
 impl EngineInner {
+    /// The MTP assistant at `path`, fitted to this model: loaded on first use, then kept
+    /// (another path replaces it).
+    pub(crate) fn assistant(&self, path: &Path) -> Result<Arc<AssistantModel>> {
+        let mut slot = self.assistant.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((loaded, model)) = slot.as_ref()
+            && loaded == path
+        {
+            return Ok(model.clone());
+        }
+        let start = std::time::Instant::now();
+        let model = Arc::new(crate::source::load_assistant(
+            path,
+            self.model.config(),
+            self.model.device().clone(),
+        )?);
+        log::info!(
+            "MTP assistant {} loaded in {:.0} ms",
+            path.display(),
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        *slot = Some((path.to_path_buf(), model.clone()));
+        Ok(model)
+    }
+
     /// An empty sequence with a cache for the whole context.
     pub(crate) fn new_sequence(&self) -> Sequence {
         Sequence::new(self.model.new_cache(self.context_len))
@@ -411,6 +437,7 @@ impl Engine {
                 backend,
                 media,
                 constraints: OnceLock::new(),
+                assistant: Mutex::new(None),
             }),
         })
     }

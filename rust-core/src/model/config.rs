@@ -115,9 +115,125 @@ impl GemmaConfig {
             "gemma4_text" => root.clone(),
             other => return Err(GemmaError::UnknownArchitecture(other.to_string())),
         };
-        let raw: RawTextConfig = serde_json::from_value(text_value)
-            .map_err(|e| GemmaError::InvalidConfig(format!("text_config: {e}")))?;
-        raw.resolve(&root)
+        text_config(text_value, &root)
+    }
+}
+
+fn text_config(value: Value, root: &Value) -> Result<GemmaConfig> {
+    let raw: RawTextConfig = serde_json::from_value(value)
+        .map_err(|e| GemmaError::InvalidConfig(format!("text_config: {e}")))?;
+    raw.resolve(root)
+}
+
+/// Gemma 4's MTP assistant's centroid-masked ("ordered embeddings") LM head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CentroidHead {
+    /// Token clusters; the vocabulary divides evenly among them.
+    pub num_centroids: usize,
+    /// Clusters whose tokens get logits at each step.
+    pub top_k: usize,
+}
+
+/// Hyper-parameters of Gemma 4's multi-token-prediction assistant (`gemma4_assistant`,
+/// `Gemma4AssistantForCausalLM`): a small decoder whose layers all attend over the TARGET's
+/// KV cache. `text.layers` come without KV sources: the assistant is fitted to a target at
+/// load (`model::gemma4_assistant`), which names the target layers they read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssistantConfig {
+    /// The target's hidden size: the assistant takes `[embedding, hidden]` of twice this width
+    /// and hands back a hidden state of this width.
+    pub backbone_hidden_size: usize,
+    /// `None`: the dense head (every token's logit).
+    pub centroids: Option<CentroidHead>,
+    pub text: GemmaConfig,
+}
+
+impl AssistantConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| GemmaError::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            GemmaError::InvalidConfig(format!("{}: not UTF-8: {e}", path.display()))
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// Parses the `config.json` of a `gemma4_assistant` checkpoint.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let root: Value = serde_json::from_str(text).map_err(|e| {
+            GemmaError::InvalidConfig(format!("config.json is not valid JSON: {e}"))
+        })?;
+        let model_type = root.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if model_type != "gemma4_assistant" {
+            return Err(GemmaError::UnknownArchitecture(format!(
+                "{model_type} (an MTP assistant checkpoint is gemma4_assistant)"
+            )));
+        }
+        let mut text_value = root.get("text_config").cloned().ok_or_else(|| {
+            GemmaError::InvalidConfig("gemma4_assistant config has no text_config".into())
+        })?;
+        let uint = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).map(|v| v as usize);
+        let layers = uint(&text_value, "num_hidden_layers").unwrap_or(0);
+        // Every layer reads the target's cache (transformers defaults the count to all).
+        let shared = uint(&text_value, "num_kv_shared_layers").unwrap_or(layers);
+        if shared != layers {
+            return Err(GemmaError::Unsupported(format!(
+                "an assistant with {shared} of {layers} layers KV-shared (all must be)"
+            )));
+        }
+        if let Some(obj) = text_value.as_object_mut() {
+            obj.insert("num_kv_shared_layers".into(), Value::from(0));
+        }
+        let text = text_config(text_value, &root)?;
+        if text.hidden_size_per_layer_input != 0 {
+            return Err(GemmaError::Unsupported(
+                "per-layer embeddings in an assistant".into(),
+            ));
+        }
+        let backbone_hidden_size = uint(&root, "backbone_hidden_size").unwrap_or(1536);
+        let ordered = root
+            .get("use_ordered_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let centroids = if ordered {
+            Some(CentroidHead {
+                num_centroids: uint(&root, "num_centroids").unwrap_or(2048),
+                top_k: uint(&root, "centroid_intermediate_top_k").unwrap_or(32),
+            })
+        } else {
+            None
+        };
+        let config = AssistantConfig {
+            backbone_hidden_size,
+            centroids,
+            text,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The shape rules both config readers apply.
+    pub(crate) fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(GemmaError::InvalidConfig(msg));
+        if self.backbone_hidden_size == 0 || self.backbone_hidden_size > 1 << 16 {
+            return bad(format!(
+                "assistant backbone_hidden_size = {}",
+                self.backbone_hidden_size
+            ));
+        }
+        if let Some(head) = self.centroids {
+            let vocab = self.text.vocab_size;
+            if head.num_centroids == 0
+                || !vocab.is_multiple_of(head.num_centroids)
+                || head.top_k == 0
+                || head.top_k > head.num_centroids
+            {
+                return bad(format!(
+                    "assistant centroid head: {} centroids (top {}) over {vocab} tokens",
+                    head.num_centroids, head.top_k
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -75,8 +75,8 @@ struct KvProjection {
     k_norm: Tensor<3>,
 }
 
-struct DecoderLayer {
-    spec: LayerSpec,
+pub(super) struct DecoderLayer {
+    pub(super) spec: LayerSpec,
     rope: usize,
     input_norm: Tensor<2>,
     q: Linear,
@@ -169,72 +169,14 @@ impl GemmaModel {
         let final_norm = norm_weight(vector("norm.weight", h)?, dev);
 
         let mut rope_frequencies: Vec<Vec<f32>> = Vec::new();
-        let mut layers = Vec::with_capacity(n_layers);
-        for (i, spec) in c.layers.iter().enumerate() {
-            let l = |s: &str| format!("layers.{i}.{s}");
-            let d = spec.head_dim;
-            let q_out = c.num_heads * d;
-            let kv_out = spec.num_kv_heads * d;
-            let kv = if spec.kv_source.is_none() {
-                Some(KvProjection {
-                    k: linear(&l("self_attn.k_proj.weight"), kv_out, h)?,
-                    v: linear(&l("self_attn.v_proj.weight"), kv_out, h)?,
-                    k_norm: norm_weight(vector(&l("self_attn.k_norm.weight"), d)?, dev),
-                })
-            } else {
-                // Released checkpoints still carry unused k/v projections here; ignore them.
-                None
-            };
-            let freqs = inverse_frequencies(c.rope(spec.kind), d);
-            let rope = match rope_frequencies.iter().position(|f| *f == freqs) {
-                Some(idx) => idx,
-                None => {
-                    rope_frequencies.push(freqs);
-                    rope_frequencies.len() - 1
-                }
-            };
-            let layer_scalar = if c.layer_scalars {
-                tensor(&l("layer_scalar"), &[1])?.to_f32_vec()[0]
-            } else {
-                1.0
-            };
-            let per_layer_input = if p > 0 {
-                Some(PerLayerInput {
-                    gate: linear(&l("per_layer_input_gate.weight"), p, h)?,
-                    projection: linear(&l("per_layer_projection.weight"), h, p)?,
-                    post_norm: norm_weight(vector(&l("post_per_layer_input_norm.weight"), h)?, dev),
-                })
-            } else {
-                None
-            };
-            let inter = spec.intermediate_size;
-            layers.push(DecoderLayer {
-                spec: spec.clone(),
-                rope,
-                input_norm: norm_weight(vector(&l("input_layernorm.weight"), h)?, dev),
-                q: linear(&l("self_attn.q_proj.weight"), q_out, h)?,
-                q_norm: norm_weight(vector(&l("self_attn.q_norm.weight"), d)?, dev),
-                kv,
-                o: linear(&l("self_attn.o_proj.weight"), h, q_out)?,
-                post_attention_norm: norm_weight(
-                    vector(&l("post_attention_layernorm.weight"), h)?,
-                    dev,
-                ),
-                pre_feedforward_norm: norm_weight(
-                    vector(&l("pre_feedforward_layernorm.weight"), h)?,
-                    dev,
-                ),
-                gate: linear(&l("mlp.gate_proj.weight"), inter, h)?,
-                up: linear(&l("mlp.up_proj.weight"), inter, h)?,
-                down: linear(&l("mlp.down_proj.weight"), h, inter)?,
-                post_feedforward_norm: norm_weight(
-                    vector(&l("post_feedforward_layernorm.weight"), h)?,
-                    dev,
-                ),
-                per_layer_input,
-                layer_scalar,
-            });
-        }
+        let layers = c
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                DecoderLayer::load(c, i, spec, prefix, &store, &device, &mut rope_frequencies)
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         Ok(GemmaModel {
             config,
@@ -356,7 +298,7 @@ impl GemmaModel {
         tokens: &[u32],
         which: LogitsFor,
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, SoftTokens::NONE, which, None)
+        self.run(cache, tokens, SoftTokens::NONE, which, None, None)
     }
 
     /// Speculative decoding's verify pass: runs `tokens` (the token just sampled, then the
@@ -366,7 +308,39 @@ impl GemmaModel {
     /// step). The caller rolls rejected positions back with
     /// [`KvCache::truncate`](super::kv_cache::KvCache::truncate).
     pub fn verify(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.run(cache, tokens, SoftTokens::NONE, LogitsFor::All, None)
+        self.run(cache, tokens, SoftTokens::NONE, LogitsFor::All, None, None)
+    }
+
+    /// [`forward_with_soft_tokens`](Self::forward_with_soft_tokens) that also returns the
+    /// hidden states `[rows, H]` of the same rows: the final norm's output, the LM head's
+    /// input (what Gemma 4's MTP assistant starts a draft from).
+    pub fn forward_with_hidden(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        soft: SoftTokens<'_>,
+        which: LogitsFor,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut hidden = Vec::new();
+        let logits = self.run(cache, tokens, soft, which, None, Some(&mut hidden))?;
+        Ok((logits, hidden))
+    }
+
+    /// [`verify`](Self::verify) that also returns the hidden states `[tokens.len(), H]`
+    /// (as [`forward_with_hidden`](Self::forward_with_hidden)).
+    pub fn verify_with_hidden(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.forward_with_hidden(cache, tokens, SoftTokens::NONE, LogitsFor::All)
+    }
+
+    /// The embeddings of `tokens` `[T, H]`, scaled by sqrt(H) as the first layer gets them.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let h = self.config.hidden_size;
+        self.embed_tokens
+            .gather_rows_f32(tokens, (h as f64).sqrt() as f32)
     }
 
     /// [`forward`](Self::forward) with image/audio/video soft tokens in placeholder positions.
@@ -377,7 +351,7 @@ impl GemmaModel {
         soft: SoftTokens<'_>,
         which: LogitsFor,
     ) -> Result<Vec<f32>> {
-        self.run(cache, tokens, soft, which, None)
+        self.run(cache, tokens, soft, which, None, None)
     }
 
     /// [`forward`](Self::forward) that also returns intermediate activations, for parity
@@ -389,7 +363,14 @@ impl GemmaModel {
         which: LogitsFor,
     ) -> Result<(Vec<f32>, Trace)> {
         let mut trace = Trace::default();
-        let logits = self.run(cache, tokens, SoftTokens::NONE, which, Some(&mut trace))?;
+        let logits = self.run(
+            cache,
+            tokens,
+            SoftTokens::NONE,
+            which,
+            Some(&mut trace),
+            None,
+        )?;
         Ok((logits, trace))
     }
 
@@ -419,6 +400,7 @@ impl GemmaModel {
         soft: SoftTokens<'_>,
         which: LogitsFor,
         mut trace: Option<&mut Trace>,
+        hidden_out: Option<&mut Vec<f32>>,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
         let t = tokens.len();
@@ -449,8 +431,7 @@ impl GemmaModel {
 
         // Embeddings: gathered from the mapped file, scaled by sqrt(H) as f32 (HF does the
         // same for f32 weights; for bf16 weights it rounds the scale to bf16 first).
-        let embed_scale = (h as f64).sqrt() as f32;
-        let mut embeds_host = self.embed_tokens.gather_rows_f32(tokens, embed_scale)?;
+        let mut embeds_host = self.embed(tokens)?;
         for (row, &p) in soft.values.chunks_exact(h).zip(soft.positions) {
             embeds_host[p * h..(p + 1) * h].copy_from_slice(row);
         }
@@ -532,6 +513,9 @@ impl GemmaModel {
         if let Some(trace) = trace.as_deref_mut() {
             trace.final_norm = to_host(hidden.clone())?;
         }
+        if let Some(out) = hidden_out {
+            *out = to_host(hidden.clone())?;
+        }
         let mut logits = self.lm_head.forward_to_host(hidden)?;
         if let Some(cap) = c.final_logit_softcapping {
             crate::kernels::cpu::activation::softcap(&mut logits, cap);
@@ -541,18 +525,18 @@ impl GemmaModel {
 }
 
 /// What the layers of one forward pass share.
-struct Pass<'a> {
-    config: &'a GemmaConfig,
+pub(super) struct Pass<'a> {
+    pub config: &'a GemmaConfig,
     /// Positions of the rows the layers run on (the last one alone from the first KV-shared
     /// layer on, when only the last logits are wanted).
-    query_positions: &'a [usize],
+    pub query_positions: &'a [usize],
     /// Rotary tables for those positions, one per distinct frequency vector.
-    ropes: Vec<RopeTables>,
-    masks: MaskCache,
+    pub ropes: Vec<RopeTables>,
+    pub masks: MaskCache,
 }
 
 /// Where a layer's keys and values come from.
-enum LayerKv<'a> {
+pub(super) enum LayerKv<'a> {
     /// Its own projections, appended to its cache.
     Own(&'a mut LayerCache),
     /// An earlier layer's, this step (KV sharing).
@@ -560,10 +544,88 @@ enum LayerKv<'a> {
 }
 
 impl DecoderLayer {
+    /// Loads layer `i` (`{prefix}layers.{i}.…`) of a decoder described by `c`; its rotary
+    /// frequencies join `rope_frequencies` (layers refer to them by index). Shared by the
+    /// target and the MTP assistant (model::gemma4_assistant), whose layers are all KV-shared.
+    pub(super) fn load(
+        c: &GemmaConfig,
+        i: usize,
+        spec: &LayerSpec,
+        prefix: &str,
+        store: &WeightStore,
+        device: &ComputeDevice,
+        rope_frequencies: &mut Vec<Vec<f32>>,
+    ) -> Result<Self> {
+        let (h, p) = (c.hidden_size, c.hidden_size_per_layer_input);
+        let dev = &device.device;
+        let name = |s: &str| format!("{prefix}layers.{i}.{s}");
+        let tensor = |s: &str, shape: &[usize]| store.get_shaped(&name(s), shape);
+        let vector =
+            |s: &str, len: usize| -> Result<Vec<f32>> { Ok(tensor(s, &[len])?.to_f32_vec()) };
+        let linear = |s: &str, out: usize, inp: usize| -> Result<Linear> {
+            Linear::load(tensor(s, &[out, inp])?, device)
+        };
+        let norm =
+            |s: &str, len: usize| -> Result<Tensor<2>> { Ok(norm_weight(vector(s, len)?, dev)) };
+        let d = spec.head_dim;
+        let q_out = c.num_heads * d;
+        let kv_out = spec.num_kv_heads * d;
+        let kv = if spec.kv_source.is_none() {
+            Some(KvProjection {
+                k: linear("self_attn.k_proj.weight", kv_out, h)?,
+                v: linear("self_attn.v_proj.weight", kv_out, h)?,
+                k_norm: norm_weight(vector("self_attn.k_norm.weight", d)?, dev),
+            })
+        } else {
+            // Released checkpoints still carry unused k/v projections here; ignore them.
+            None
+        };
+        let freqs = inverse_frequencies(c.rope(spec.kind), d);
+        let rope = match rope_frequencies.iter().position(|f| *f == freqs) {
+            Some(idx) => idx,
+            None => {
+                rope_frequencies.push(freqs);
+                rope_frequencies.len() - 1
+            }
+        };
+        let layer_scalar = if c.layer_scalars {
+            tensor("layer_scalar", &[1])?.to_f32_vec()[0]
+        } else {
+            1.0
+        };
+        let per_layer_input = if p > 0 {
+            Some(PerLayerInput {
+                gate: linear("per_layer_input_gate.weight", p, h)?,
+                projection: linear("per_layer_projection.weight", h, p)?,
+                post_norm: norm("post_per_layer_input_norm.weight", h)?,
+            })
+        } else {
+            None
+        };
+        let inter = spec.intermediate_size;
+        Ok(DecoderLayer {
+            spec: spec.clone(),
+            rope,
+            input_norm: norm("input_layernorm.weight", h)?,
+            q: linear("self_attn.q_proj.weight", q_out, h)?,
+            q_norm: norm_weight(vector("self_attn.q_norm.weight", d)?, dev),
+            kv,
+            o: linear("self_attn.o_proj.weight", h, q_out)?,
+            post_attention_norm: norm("post_attention_layernorm.weight", h)?,
+            pre_feedforward_norm: norm("pre_feedforward_layernorm.weight", h)?,
+            gate: linear("mlp.gate_proj.weight", inter, h)?,
+            up: linear("mlp.up_proj.weight", inter, h)?,
+            down: linear("mlp.down_proj.weight", h, inter)?,
+            post_feedforward_norm: norm("post_feedforward_layernorm.weight", h)?,
+            per_layer_input,
+            layer_scalar,
+        })
+    }
+
     /// One decoder layer on the residual stream `x` `[rows, H]`: sandwich-normed attention,
     /// GeGLU MLP, Gemma 4's per-layer input and layer scalar. Returns the new stream and the
     /// keys and values the layer attended over (later KV-shared layers reuse them).
-    fn forward(
+    pub(super) fn forward(
         &self,
         x: Tensor<2>,
         kv: LayerKv<'_>,

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::config::{
-    Architecture, AttentionKind, GemmaConfig, LayerPlan, RopeParams, resolve_layers,
+    Architecture, AssistantConfig, AttentionKind, CentroidHead, GemmaConfig, LayerPlan, RopeParams,
+    resolve_layers,
 };
-use super::names::{TEXT, TEXT_PREFIXES};
+use super::names::{ASSISTANT, TEXT, TEXT_PREFIXES};
 use crate::error::{GemmaError, Result};
 use crate::weights::gguf::{GgufError, GgufFile, MetaArray, MetaValue};
 use crate::weights::{MappedTensor, ReadLog, WeightStore, quant};
@@ -61,6 +62,51 @@ pub fn text_store(file: &GgufModelFile) -> Result<WeightStore> {
     mapped_store(file, |name| {
         TEXT.to_hf(name).map(|n| format!("{}{n}", TEXT_PREFIXES[0]))
     })
+}
+
+/// The MTP assistant's tensors under their Hugging Face names (model::names::ASSISTANT).
+pub fn assistant_store(file: &GgufModelFile) -> Result<WeightStore> {
+    mapped_store(file, |name| ASSISTANT.to_hf(name))
+}
+
+/// The architecture name of Gemma 4's MTP assistant in GGUF (llama.cpp's).
+pub const ASSISTANT_ARCH: &str = "gemma4-assistant";
+/// GemmaKit's metadata key for the centroid head's top-k (`centroid_intermediate_top_k`);
+/// llama.cpp has none yet and drops the head. The centroid count is the rows of
+/// `masked_embd_centroids.weight`.
+pub const CENTROID_TOP_K_KEY: &str = "gemma4-assistant.centroid_intermediate_top_k";
+
+/// Hyper-parameters of a `gemma4-assistant` GGUF: llama.cpp's keys, plus GemmaKit's
+/// [`CENTROID_TOP_K_KEY`] when the file keeps the centroid head (else the dense head).
+pub fn assistant_config_from_gguf(file: &GgufModelFile) -> Result<AssistantConfig> {
+    let gguf = &file.gguf;
+    let arch = gguf.get_str("general.architecture").map_err(meta_error)?;
+    if arch != ASSISTANT_ARCH {
+        return Err(GemmaError::UnknownArchitecture(format!(
+            "{arch} (an MTP assistant GGUF is {ASSISTANT_ARCH})"
+        )));
+    }
+    let text = config_from_gguf(file)?;
+    let backbone_hidden_size = gguf
+        .get_uint(&format!("{ASSISTANT_ARCH}.embedding_length_out"))
+        .map_err(meta_error)? as usize;
+    let centroids = match (
+        gguf.tensor("masked_embd_centroids.weight"),
+        gguf.get_uint(CENTROID_TOP_K_KEY),
+    ) {
+        (Some(t), Ok(top_k)) => Some(CentroidHead {
+            num_centroids: t.shape_row_major().first().copied().unwrap_or(0) as usize,
+            top_k: top_k as usize,
+        }),
+        _ => None,
+    };
+    let config = AssistantConfig {
+        backbone_hidden_size,
+        centroids,
+        text,
+    };
+    config.check()?;
+    Ok(config)
 }
 
 /// The tensors of `file` that `rename` maps to a name (llama.cpp → Hugging Face), still
@@ -148,7 +194,7 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
         .to_string();
     let architecture = match arch.as_str() {
         "gemma3" => Architecture::Gemma3,
-        "gemma4" => Architecture::Gemma4,
+        "gemma4" | ASSISTANT_ARCH => Architecture::Gemma4,
         other => return Err(GemmaError::UnknownArchitecture(other.to_string())),
     };
     let key = |k: &str| format!("{arch}.{k}");
@@ -211,9 +257,19 @@ pub fn config_from_gguf(file: &GgufModelFile) -> Result<GemmaConfig> {
             .collect(),
     };
 
-    let shared = gguf
+    let mut shared = gguf
         .get_uint(&key("attention.shared_kv_layers"))
         .unwrap_or(0) as usize;
+    if arch == ASSISTANT_ARCH {
+        // Every assistant layer reads the target's cache; the assistant is fitted to its
+        // target at load (model::gemma4_assistant), which names the layers they read.
+        if shared != n {
+            return Err(GemmaError::Unsupported(format!(
+                "an assistant with {shared} of {n} layers KV-shared (all must be)"
+            )));
+        }
+        shared = 0;
+    }
     let plans = kinds
         .iter()
         .enumerate()

@@ -290,6 +290,57 @@ impl LayerCache {
         }))
     }
 
+    /// Every key and value held now, read without writing (`None` while empty).
+    fn view(&self) -> Option<StepKv> {
+        let len = self.slot_pos.len();
+        if len == 0 {
+            return None;
+        }
+        // A growing buffer holds capacity beyond its `len` filled slots; a ring is all slots.
+        let slots = |t: &Tensor<3>| match self.storage {
+            Storage::Growing { .. } => t.clone().slice(s![.., 0..len, ..]),
+            Storage::Ring { .. } => t.clone(),
+        };
+        let key_pos = self.slot_pos.clone();
+        if let Some((k, v)) = &self.encoded {
+            return Some(StepKv {
+                rows: KvRows::Encoded {
+                    k: k.clone(),
+                    v: v.clone(),
+                },
+                key_pos,
+            });
+        }
+        #[cfg(feature = "gpu")]
+        if let (Some((kc, vc)), Some(k), Some(v)) = (&self.device, &self.words.k, &self.words.v) {
+            let words = |t: &Tensor<3, Int>| match self.storage {
+                Storage::Growing { .. } => t.clone().slice(s![.., 0..len, ..]),
+                Storage::Ring { .. } => t.clone(),
+            };
+            return Some(StepKv {
+                rows: KvRows::Device {
+                    k: DeviceRows {
+                        codec: kc.clone(),
+                        words: words(k),
+                    },
+                    v: DeviceRows {
+                        codec: vc.clone(),
+                        words: words(v),
+                    },
+                },
+                key_pos,
+            });
+        }
+        let (k, v) = (self.dense.k.as_ref()?, self.dense.v.as_ref()?);
+        Some(StepKv {
+            rows: KvRows::Dense {
+                k: slots(k),
+                v: slots(v),
+            },
+            key_pos,
+        })
+    }
+
     /// Whether the cache can go back to its first `len` positions: a ring that has wrapped
     /// past `len` has overwritten positions the shorter sequence needs.
     fn can_truncate(&self, current: usize, len: usize) -> bool {
@@ -489,6 +540,20 @@ impl KvCache {
             .for_each(|l| l.truncate(len));
         self.len = len;
         true
+    }
+
+    /// Layer `layer`'s keys and values as they stand, read-only: what Gemma 4's MTP assistant
+    /// attends over (its layers read the target's cache and write nothing).
+    pub fn view(&self, layer: usize) -> Result<StepKv> {
+        self.layers
+            .get(layer)
+            .and_then(Option::as_ref)
+            .and_then(LayerCache::view)
+            .ok_or_else(|| {
+                crate::error::GemmaError::InvalidArgument(format!(
+                    "layer {layer} holds no keys and values to read"
+                ))
+            })
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

@@ -21,6 +21,13 @@ pub enum Linear {
 impl Linear {
     /// `weight` is `[out, in]` (PyTorch layout).
     pub fn load(weight: &MappedTensor, device: &ComputeDevice) -> Result<Self> {
+        if crate::weights::quant::is_integer(weight.dtype()) {
+            // Only the assistant's token ordering is integer; a weight never is.
+            return Err(GemmaError::UnsupportedDtype {
+                name: weight.name().to_string(),
+                dtype: format!("{} (a weight matrix)", weight.dtype()),
+            });
+        }
         if device.is_host() {
             return Ok(Linear::Mapped(weight.clone(), device.activations));
         }

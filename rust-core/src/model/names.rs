@@ -23,6 +23,8 @@ pub const AUDIO_PROJECTOR: &str = "model.embed_audio.";
 enum Form {
     /// `g.weight` ↔ `h.weight`.
     Weight,
+    /// A parameter without `.weight` on either side: `g` ↔ `h`.
+    Plain,
     /// `g.weight` ↔ `h.weight` and `g.bias` ↔ `h.bias`.
     WeightAndBias,
     /// A parameter without a `.weight` on the Hugging Face side: `g.weight` (or `g`) ↔ `h`.
@@ -51,6 +53,7 @@ impl Entry {
         let (g, h) = (self.gguf, self.hf);
         match self.form {
             Form::Weight => vec![(format!("{g}.weight"), format!("{h}.weight"))],
+            Form::Plain => vec![(g.to_string(), h.to_string())],
             Form::WeightAndBias => vec![
                 (format!("{g}.weight"), format!("{h}.weight")),
                 (format!("{g}.bias"), format!("{h}.bias")),
@@ -132,6 +135,31 @@ fn translate(
     find(layer, tensor).map(|to| format!("{to_layers}{index}.{to}"))
 }
 
+/// One decoder layer's tensors (the text decoder's and the MTP assistant's).
+const DECODER_LAYER: &[Entry] = &[
+    e("attn_norm", "input_layernorm", Form::Weight),
+    e("attn_q", "self_attn.q_proj", Form::Weight),
+    e("attn_k", "self_attn.k_proj", Form::Weight),
+    e("attn_v", "self_attn.v_proj", Form::Weight),
+    e("attn_output", "self_attn.o_proj", Form::Weight),
+    e("attn_q_norm", "self_attn.q_norm", Form::Weight),
+    e("attn_k_norm", "self_attn.k_norm", Form::Weight),
+    e(
+        "post_attention_norm",
+        "post_attention_layernorm",
+        Form::Weight,
+    ),
+    e("ffn_norm", "pre_feedforward_layernorm", Form::Weight),
+    e("post_ffw_norm", "post_feedforward_layernorm", Form::Weight),
+    e("ffn_gate", "mlp.gate_proj", Form::Weight),
+    e("ffn_up", "mlp.up_proj", Form::Weight),
+    e("ffn_down", "mlp.down_proj", Form::Weight),
+    e("inp_gate", "per_layer_input_gate", Form::Weight),
+    e("proj", "per_layer_projection", Form::Weight),
+    e("post_norm", "post_per_layer_input_norm", Form::Weight),
+    e("layer_output_scale", "layer_scalar", Form::Bare),
+];
+
 /// The text decoder; Hugging Face names without their prefix ([`TEXT_PREFIXES`]).
 pub static TEXT: NameTable = NameTable {
     global: &[
@@ -155,29 +183,42 @@ pub static TEXT: NameTable = NameTable {
     ],
     gguf_layers: "blk.",
     hf_layers: "layers.",
-    layer: &[
-        e("attn_norm", "input_layernorm", Form::Weight),
-        e("attn_q", "self_attn.q_proj", Form::Weight),
-        e("attn_k", "self_attn.k_proj", Form::Weight),
-        e("attn_v", "self_attn.v_proj", Form::Weight),
-        e("attn_output", "self_attn.o_proj", Form::Weight),
-        e("attn_q_norm", "self_attn.q_norm", Form::Weight),
-        e("attn_k_norm", "self_attn.k_norm", Form::Weight),
+    layer: DECODER_LAYER,
+};
+
+/// Prefixes of every tensor of an MTP assistant checkpoint (other files in its directory,
+/// such as reference outputs, hold none).
+pub const ASSISTANT_PREFIXES: [&str; 4] = [
+    "model.",
+    "pre_projection.",
+    "post_projection.",
+    "masked_embedding.",
+];
+
+/// Gemma 4's MTP assistant (`Gemma4AssistantForCausalLM`, llama.cpp's `gemma4-assistant`),
+/// full Hugging Face names. llama.cpp's converter drops the centroid head
+/// (`masked_embd_centroids.weight`, `masked_embd_ordering`, names it reserves); `gemmakit
+/// convert` writes them.
+pub static ASSISTANT: NameTable = NameTable {
+    global: &[
+        e("token_embd", "model.embed_tokens", Form::Weight),
+        e("output_norm", "model.norm", Form::Weight),
+        e("nextn.pre_projection", "pre_projection", Form::Weight),
+        e("nextn.post_projection", "post_projection", Form::Weight),
         e(
-            "post_attention_norm",
-            "post_attention_layernorm",
+            "masked_embd_centroids",
+            "masked_embedding.centroids",
             Form::Weight,
         ),
-        e("ffn_norm", "pre_feedforward_layernorm", Form::Weight),
-        e("post_ffw_norm", "post_feedforward_layernorm", Form::Weight),
-        e("ffn_gate", "mlp.gate_proj", Form::Weight),
-        e("ffn_up", "mlp.up_proj", Form::Weight),
-        e("ffn_down", "mlp.down_proj", Form::Weight),
-        e("inp_gate", "per_layer_input_gate", Form::Weight),
-        e("proj", "per_layer_projection", Form::Weight),
-        e("post_norm", "post_per_layer_input_norm", Form::Weight),
-        e("layer_output_scale", "layer_scalar", Form::Bare),
+        e(
+            "masked_embd_ordering",
+            "masked_embedding.token_ordering",
+            Form::Plain,
+        ),
     ],
+    gguf_layers: "blk.",
+    hf_layers: "model.layers.",
+    layer: DECODER_LAYER,
 };
 
 /// The vision tower and its projector in an mmproj GGUF (full Hugging Face names).
@@ -323,6 +364,32 @@ mod tests {
         assert_eq!(TEXT.to_hf("rope_freqs.weight"), None);
         assert_eq!(TEXT.to_hf("blk.x.attn_q.weight"), None);
         assert_eq!(TEXT.to_gguf("layers.0.self_attn.q_proj.bias"), None);
+    }
+
+    #[test]
+    fn assistant_names_translate_both_ways() {
+        for (gguf, hf) in [
+            ("token_embd.weight", "model.embed_tokens.weight"),
+            ("nextn.pre_projection.weight", "pre_projection.weight"),
+            ("nextn.post_projection.weight", "post_projection.weight"),
+            (
+                "masked_embd_centroids.weight",
+                "masked_embedding.centroids.weight",
+            ),
+            ("masked_embd_ordering", "masked_embedding.token_ordering"),
+            (
+                "blk.3.attn_q_norm.weight",
+                "model.layers.3.self_attn.q_norm.weight",
+            ),
+            (
+                "blk.0.layer_output_scale.weight",
+                "model.layers.0.layer_scalar",
+            ),
+        ] {
+            assert_eq!(ASSISTANT.to_hf(gguf).as_deref(), Some(hf));
+            assert_eq!(ASSISTANT.to_gguf(hf).as_deref(), Some(gguf));
+        }
+        assert_eq!(ASSISTANT.to_hf("rope_freqs.weight"), None);
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl MappedTensor {
         shape: Vec<usize>,
         log: Arc<ReadLog>,
     ) -> Result<Self> {
-        if !quant::is_supported(dtype) {
+        if !quant::is_supported(dtype) && !quant::is_integer(dtype) {
             return Err(GemmaError::UnsupportedDtype {
                 name: name.to_string(),
                 dtype: dtype.to_string(),
@@ -160,6 +160,29 @@ impl MappedTensor {
         decode_f32(self.bytes(), self.dtype, &mut out);
         self.log.record(&self.name, self.len);
         out
+    }
+
+    /// Copies an integer tensor (I32 or I64) out as i64; any other element type is an error.
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>> {
+        let bytes = self.bytes();
+        let out: Vec<i64> = match self.dtype {
+            GgmlType::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            GgmlType::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect(),
+            other => {
+                return Err(GemmaError::UnsupportedDtype {
+                    name: self.name.to_string(),
+                    dtype: format!("{other} (expected an integer tensor)"),
+                });
+            }
+        };
+        self.log.record(&self.name, self.len);
+        Ok(out)
     }
 
     /// Gathers rows `ids` as f32 into `[ids.len(), cols]`, each multiplied by `scale`.

@@ -55,13 +55,20 @@ pub enum QuantError {
 
 type Result<T> = std::result::Result<T, QuantError>;
 
-/// Whether [`dequantize_row`] can decode `ty`.
+/// Whether [`dequantize_row`] can decode `ty` (a float or quantized type).
 pub fn is_supported(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
         F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
     )
+}
+
+/// Integer element types (the MTP assistant's token ordering): mapped and read as integers
+/// (`MappedTensor::to_i64_vec`); [`dequantize_row`] also widens them to f32, so a float
+/// reader given one by a hostile file gets numbers, never a panic.
+pub fn is_integer(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::I32 | GgmlType::I64)
 }
 
 /// Bytes taken by `n_elements` elements of `ty`.
@@ -83,7 +90,7 @@ pub fn encoded_len(ty: GgmlType, n_elements: usize) -> Result<usize> {
 /// Decodes `dst.len()` elements of type `ty` from `src`, which must be exactly the bytes of those
 /// blocks (normally one tensor row, or a run of whole rows).
 pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    if !is_supported(ty) {
+    if !is_supported(ty) && !is_integer(ty) {
         return Err(QuantError::Unsupported(ty));
     }
     let expected = encoded_len(ty, dst.len())?;
@@ -107,6 +114,14 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
         // bf16 is the top half of an f32; ggml converts by shifting, which keeps NaN payloads.
         GgmlType::BF16 => each_block(src, dst, |b: &[u8; 2], y: &mut [f32; 1]| {
             y[0] = f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16)
+        }),
+        // Integer tensors (the assistant's token ordering) decode to f32 (exact below 2^24);
+        // their loaders read them as integers with MappedTensor::to_i64_vec.
+        GgmlType::I32 => each_block(src, dst, |b: &[u8; 4], y: &mut [f32; 1]| {
+            y[0] = i32::from_le_bytes(*b) as f32
+        }),
+        GgmlType::I64 => each_block(src, dst, |b: &[u8; 8], y: &mut [f32; 1]| {
+            y[0] = i64::from_le_bytes(*b) as f32
         }),
         GgmlType::Q4_0 => each_block(src, dst, block_q4_0),
         GgmlType::Q4_1 => each_block(src, dst, block_q4_1),

@@ -56,6 +56,8 @@ pub fn open(paths: &[PathBuf], prefixes: &[&str]) -> Result<WeightStore> {
                 Dtype::F32 => GgmlType::F32,
                 Dtype::F16 => GgmlType::F16,
                 Dtype::BF16 => GgmlType::BF16,
+                Dtype::I32 => GgmlType::I32,
+                Dtype::I64 => GgmlType::I64,
                 other => {
                     return Err(GemmaError::UnsupportedDtype {
                         name,

@@ -145,7 +145,7 @@ class GemmaKitTest {
     }
 
     @Test
-    fun `prompt lookup gives the plain answer and counts its drafts, MTP is unsupported`(): Unit = runBlocking {
+    fun `prompt lookup gives the plain answer and counts its drafts, a missing MTP assistant is an I-O error`(): Unit = runBlocking {
         val prompt = "one two three one two three one two three"
         val plain = engine.conversation().use { it.send(prompt, greedy(24)) }
         val drafted = engine.conversation().use {
@@ -155,8 +155,9 @@ class GemmaKitTest {
         assertEquals(0u, plain.stats.drafted)
         assertTrue(drafted.stats.accepted <= drafted.stats.drafted, drafted.stats.toString())
         engine.conversation().use { chat ->
-            val mtp = GenerateOptions(draft = Draft.Mtp("assistant.gguf"))
-            assertThrows<GemmaKitException.Unsupported> { runBlocking { chat.send("x", mtp) } }
+            val mtp = GenerateOptions(draft = Draft.Mtp("no-such-assistant.gguf"))
+            val e = assertThrows<GemmaKitException.Io> { runBlocking { chat.send("x", mtp) } }
+            assertTrue(e.path.endsWith("no-such-assistant.gguf"), e.toString())
         }
     }
 
