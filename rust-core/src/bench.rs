@@ -527,15 +527,7 @@ pub fn run_assistant_cost(options: &BenchOptions, assistant: &Path) -> Result<As
     validate(options)?;
     crate::engine::start_cpu_workers(options.threads, &options.cpu_cores)?;
     let depth = options.depths.first().copied().unwrap_or(0);
-    let engine = Engine::load(
-        &options.model,
-        EngineOptions {
-            backend: options.backend,
-            context_len: depth + 64,
-            chat_format: ChatFormat::PlainText,
-            ..EngineOptions::default()
-        },
-    )?;
+    let engine = Engine::load(&options.model, options.engine_options(depth + 64))?;
     let model = engine.model();
     let drafter = crate::source::load_assistant(assistant, model.config(), model.device().clone())?;
     let mut cache = model.new_cache(engine.context_len());
