@@ -227,20 +227,44 @@ impl ModelSource {
 /// (llama.cpp's, without the centroid head: the dense head drafts; or `gemmakit convert`'s,
 /// with it). One loader per format, both into [`AssistantModel::from_store`], which checks
 /// that the assistant belongs to `target` ([`GemmaError::DraftModelMismatch`] if not).
+/// The checkpoint directory when `path` names a safetensors checkpoint (the directory, its
+/// `config.json` or a shard); `None` for a GGUF file.
+fn assistant_checkpoint_dir(path: &Path) -> Result<Option<PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
+    let in_checkpoint = path.file_name().is_some_and(|n| n == "config.json")
+        || path.extension().is_some_and(|e| e == "safetensors");
+    Ok(if meta.is_dir() {
+        Some(path.to_path_buf())
+    } else if in_checkpoint {
+        Some(path.parent().unwrap_or(Path::new(".")).to_path_buf())
+    } else {
+        None
+    })
+}
+
+/// The bytes of the assistant's weight files at `path` (a GGUF, or a checkpoint directory /
+/// its `config.json` / a shard, as [`load_assistant`] takes them): what loading it adds.
+pub fn assistant_file_bytes(path: &Path) -> Result<u64> {
+    let Some(dir) = assistant_checkpoint_dir(path)? else {
+        let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
+        return Ok(meta.len());
+    };
+    let mut total = 0u64;
+    for shard in weights::safetensors::shard_paths(&dir)? {
+        let len = std::fs::metadata(&shard)
+            .map_err(|e| GemmaError::io(&shard, e))?
+            .len();
+        total = total.saturating_add(len);
+    }
+    Ok(total)
+}
+
 pub fn load_assistant(
     path: &Path,
     target: &GemmaConfig,
     device: ComputeDevice,
 ) -> Result<AssistantModel> {
-    let meta = std::fs::metadata(path).map_err(|e| GemmaError::io(path, e))?;
-    let in_checkpoint = path.file_name().is_some_and(|n| n == "config.json")
-        || path.extension().is_some_and(|e| e == "safetensors");
-    if meta.is_dir() || in_checkpoint {
-        let dir = if meta.is_dir() {
-            path.to_path_buf()
-        } else {
-            path.parent().unwrap_or(Path::new(".")).to_path_buf()
-        };
+    if let Some(dir) = assistant_checkpoint_dir(path)? {
         let config = AssistantConfig::from_file(&dir.join("config.json"))?;
         let shards = weights::safetensors::shard_paths(&dir)?;
         let store = weights::safetensors::open(&shards, &crate::model::names::ASSISTANT_PREFIXES)?;

@@ -445,3 +445,46 @@ fn mtp_keeps_multi_turn_conversations_and_stop_strings_identical() {
         assert_eq!(a.stats.stop_reason, b.stats.stop_reason);
     }
 }
+
+/// The assistant's weights count against the memory budget: a budget that fits the model but
+/// not the model and its assistant refuses the draft before it loads (naming both numbers),
+/// one that fits both drafts.
+#[test]
+fn the_assistant_is_checked_against_the_memory_budget() {
+    let target = tiny_gguf();
+    let load = |budget: u64| {
+        Engine::load(
+            &target,
+            EngineOptions {
+                backend: BackendChoice::Cpu,
+                context_len: 256,
+                chat_format: ChatFormat::PlainText,
+                memory_budget: Some(budget),
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let estimate = engine(&target).info().estimated_memory_bytes;
+    let shards: u64 = st::shard_paths(&assistant_dir())
+        .unwrap()
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let options = GenerateOptions {
+        draft: Draft::Mtp(assistant_dir()),
+        max_tokens: 4,
+        ..GenerateOptions::default()
+    };
+    let short = load(estimate + shards - 1);
+    let err = short
+        .generate_from_tokens(&[2, 17, 301], &options, &mut |_| Flow::Continue)
+        .unwrap_err();
+    assert!(
+        matches!(err, GemmaError::MemoryBudgetExceeded { needed, budget } if needed == shards && budget == shards - 1),
+        "{err:?}"
+    );
+    let enough = load(estimate + shards);
+    let out = run(&enough, &[2, 17, 301], &options);
+    assert!(out.stats.rounds > 0, "{:?}", out.stats);
+}

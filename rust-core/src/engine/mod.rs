@@ -204,6 +204,9 @@ pub(crate) struct EngineInner {
     pub constraints: OnceLock<std::result::Result<Arc<ConstraintCompiler>, String>>,
     /// The MTP assistant last asked for (`Draft::Mtp`), loaded on first use and kept.
     pub assistant: Mutex<Option<(PathBuf, Arc<AssistantModel>)>>,
+    /// The load's memory options, which the assistant's load is checked against too.
+    pub memory_budget: Option<u64>,
+    pub ignore_memory_check: bool,
 }
 
 impl EngineInner {
@@ -216,6 +219,20 @@ impl EngineInner {
         {
             return Ok(model.clone());
         }
+        // The assistant's weights come on top of the model's estimate: within the app's budget
+        // what the model leaves, without one the memory the device has now.
+        let assistant_bytes = crate::source::assistant_file_bytes(path)?;
+        memory::check(
+            &MemoryEstimate {
+                weights: assistant_bytes,
+                kv_cache: 0,
+                towers: 0,
+                runtime: 0,
+            },
+            self.memory_budget
+                .map(|budget| budget.saturating_sub(self.info.estimated_memory_bytes)),
+            self.ignore_memory_check,
+        )?;
         let start = std::time::Instant::now();
         let model = Arc::new(crate::source::load_assistant(
             path,
@@ -438,6 +455,8 @@ impl Engine {
                 media,
                 constraints: OnceLock::new(),
                 assistant: Mutex::new(None),
+                memory_budget: options.memory_budget,
+                ignore_memory_check: options.ignore_memory_check,
             }),
         })
     }
