@@ -28,7 +28,10 @@ cat > "$empty_sdk/include/TargetConditionals.h" <<'H'
 #define TARGET_OS_IOS 1
 H
 
-status=0
+# Every target in one `cargo check`: the host's build scripts and proc macros are compiled
+# once for all of them.
+targets=()
+cross_env=()
 for target in ${GEMMAKIT_MOBILE_TARGETS:-aarch64-linux-android aarch64-apple-ios}; do
   if ! rustup target list --installed | grep -qx "$target"; then
     if ! out=$(rustup target add "$target" 2>&1); then
@@ -38,18 +41,22 @@ for target in ${GEMMAKIT_MOBILE_TARGETS:-aarch64-linux-android aarch64-apple-ios
     fi
   fi
   triple=${target//-/_}
-  # The CPU-only library (`--no-default-features`) is compiled for aarch64 by
-  # scripts/test-aarch64-qemu.sh (CI's next stage); GEMMAKIT_MOBILE_FEATURES adds it here.
-  for features in "" ${GEMMAKIT_MOBILE_FEATURES:+"$GEMMAKIT_MOBILE_FEATURES"}; do
-    echo "check-mobile-targets: cargo check -p gemmakit-ffi --target $target $features"
-    # shellcheck disable=SC2086 # $features is one flag or none
-    if ! env "CC_$triple=clang" "AR_$triple=llvm-ar" \
-        "CFLAGS_$triple=--target=$target -ffreestanding -nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -I$empty_sdk/include" \
-        SDKROOT="$empty_sdk" IPHONEOS_DEPLOYMENT_TARGET=13.0 \
-        cargo check --release --locked -p gemmakit-ffi --target "$target" $features; then
-      echo "check-mobile-targets: FAILED $target $features"
-      status=1
-    fi
-  done
+  targets+=(--target "$target")
+  cross_env+=("CC_$triple=clang" "AR_$triple=llvm-ar"
+    "CFLAGS_$triple=--target=$target -ffreestanding -nostdlibinc -DRING_CORE_NOSTDLIBINC=1 -I$empty_sdk/include")
+done
+[ ${#targets[@]} -eq 0 ] && exit 0
+
+status=0
+# The CPU-only library (`--no-default-features`) is compiled for aarch64 by
+# scripts/test-aarch64-qemu.sh (CI's next stage); GEMMAKIT_MOBILE_FEATURES adds it here.
+for features in "" ${GEMMAKIT_MOBILE_FEATURES:+"$GEMMAKIT_MOBILE_FEATURES"}; do
+  echo "check-mobile-targets: cargo check -p gemmakit-ffi ${targets[*]} $features"
+  # shellcheck disable=SC2086 # $features is one flag or none
+  if ! env "${cross_env[@]}" SDKROOT="$empty_sdk" IPHONEOS_DEPLOYMENT_TARGET=13.0 \
+      cargo check --release --locked -p gemmakit-ffi "${targets[@]}" $features; then
+    echo "check-mobile-targets: FAILED ${targets[*]} $features"
+    status=1
+  fi
 done
 exit $status

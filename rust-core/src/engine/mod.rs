@@ -23,6 +23,7 @@ pub mod generate;
 mod guide;
 pub mod media;
 pub mod memory;
+mod speculation;
 
 use self::auto::AutoPolicy;
 use self::conversation::Conversation;
