@@ -457,16 +457,7 @@ impl GemmaModel {
             }
         }
 
-        let mut pass = Pass {
-            config: c,
-            query_positions: &positions,
-            ropes: self
-                .rope_frequencies
-                .iter()
-                .map(|f| RopeTables::new(f, &positions, dev))
-                .collect(),
-            masks: MaskCache::default(),
-        };
+        let mut pass = Pass::new(c, &positions, &self.rope_frequencies, dev);
         let first_shared = c.first_kv_shared_layer();
         let mut x = embeds;
         let mut step_kv: Vec<Option<StepKv>> = vec![None; n_layers];
@@ -533,6 +524,27 @@ pub(super) struct Pass<'a> {
     /// Rotary tables for those positions, one per distinct frequency vector.
     pub ropes: Vec<RopeTables>,
     pub masks: MaskCache,
+}
+
+impl<'a> Pass<'a> {
+    /// A pass over rows at `query_positions`: the rotary tables of each frequency vector for
+    /// those positions, no masks built yet.
+    pub(super) fn new(
+        config: &'a GemmaConfig,
+        query_positions: &'a [usize],
+        rope_frequencies: &[Vec<f32>],
+        dev: &burn::tensor::Device,
+    ) -> Self {
+        Pass {
+            config,
+            query_positions,
+            ropes: rope_frequencies
+                .iter()
+                .map(|f| RopeTables::new(f, query_positions, dev))
+                .collect(),
+            masks: MaskCache::default(),
+        }
+    }
 }
 
 /// Where a layer's keys and values come from.

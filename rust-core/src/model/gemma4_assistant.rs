@@ -18,13 +18,11 @@
 
 use burn::tensor::Tensor;
 
-use super::attention::MaskCache;
 use super::config::{AssistantConfig, GemmaConfig};
 use super::gemma::{DecoderLayer, GemmaModel, LayerKv, Pass};
 use super::kv_cache::KvCache;
 use super::linear::Linear;
 use super::ops::{from_host, norm_weight, rms_norm, to_host};
-use super::rope::RopeTables;
 use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
 use crate::weights::{MappedTensor, WeightStore};
@@ -234,16 +232,7 @@ impl AssistantModel {
             .pre_projection
             .forward(from_host(input, [1, 2 * hb], dev))?;
         let positions = [position];
-        let mut pass = Pass {
-            config: c,
-            query_positions: &positions,
-            ropes: self
-                .rope_frequencies
-                .iter()
-                .map(|f| RopeTables::new(f, &positions, dev))
-                .collect(),
-            masks: MaskCache::default(),
-        };
+        let mut pass = Pass::new(c, &positions, &self.rope_frequencies, dev);
         for layer in &self.layers {
             let source = layer.spec.kv_source.ok_or_else(|| {
                 GemmaError::InvalidArgument("an assistant layer without a KV source".into())
