@@ -575,7 +575,8 @@ pub enum Draft {
     /// Prompt lookup: the last `n` tokens (down to 1) matched earlier in the conversation
     /// propose up to `m` tokens; `adaptive` shrinks `m` while drafts are rejected.
     Ngram { n: u32, m: u32, adaptive: bool },
-    /// Gemma 4's MTP assistant model at `path` (not supported yet: an error).
+    /// Gemma 4's MTP assistant made for the model at `path` (checkpoint directory or
+    /// `gemma4-assistant` GGUF); an assistant of another model is `InvalidConfig`.
     Mtp { path: String },
 }
 
