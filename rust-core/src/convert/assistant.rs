@@ -11,16 +11,16 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::hf::{rope_freqs, write_decoder_metadata};
+use super::hf::{rope_freqs, write_decoder_metadata, write_encoded};
 use super::vocab::GgufVocab;
 use super::writer::{StreamingGgufWriter, TensorPlan};
-use super::{ConvertSummary, PIECE_ELEMENTS, QuantPlan, encode};
+use super::{ConvertSummary, QuantPlan, encode};
 use crate::error::{GemmaError, Result};
 use crate::model::config::AssistantConfig;
 use crate::model::gguf::{ASSISTANT_ARCH, CENTROID_TOP_K_KEY};
 use crate::model::names::ASSISTANT;
 use crate::weights::gguf::{GgmlType, GgufWriter, MetaValue};
-use crate::weights::{decode_f32, safetensors};
+use crate::weights::safetensors;
 
 const ORDERING: &str = "masked_embd_ordering";
 
@@ -139,15 +139,7 @@ pub fn convert_assistant(
             writer.write(&bytes)?;
             continue;
         }
-        let row_len = tp.shape[0] as usize;
-        let elem_bytes = t.dtype().block_bytes();
-        let rows_per_piece = (PIECE_ELEMENTS / row_len.max(1)).max(1);
-        let mut values = Vec::new();
-        for piece in t.bytes().chunks(rows_per_piece * row_len * elem_bytes) {
-            values.resize(piece.len() / elem_bytes, 0.0);
-            decode_f32(piece, t.dtype(), &mut values);
-            writer.write(&encode(tp.ty, &values)?)?;
-        }
+        write_encoded(&mut writer, tp, t.bytes(), t.dtype())?;
     }
     let file_bytes = writer.finish()?;
     Ok(ConvertSummary {

@@ -362,17 +362,9 @@ pub fn convert_hf(dir: &Path, plan: &QuantPlan, out: &Path) -> Result<ConvertSum
             None => writer.write(&encode(tp.ty, &freqs)?)?,
             Some((full, rows)) => {
                 let t = store.get(full)?;
-                let row_len = tp.shape[0] as usize;
-                let elem_bytes = t.dtype().block_bytes();
-                let rows_per_piece = (PIECE_ELEMENTS / row_len.max(1)).max(1);
                 let used = rows * (t.num_elements() / t.rows().max(1));
-                let bytes = &t.bytes()[..used * elem_bytes];
-                let mut values = Vec::new();
-                for piece in bytes.chunks(rows_per_piece * row_len * elem_bytes) {
-                    values.resize(piece.len() / elem_bytes, 0.0);
-                    decode_f32(piece, t.dtype(), &mut values);
-                    writer.write(&encode(tp.ty, &values)?)?;
-                }
+                let bytes = &t.bytes()[..used * t.dtype().block_bytes()];
+                write_encoded(&mut writer, tp, bytes, t.dtype())?;
             }
         }
     }
@@ -384,4 +376,25 @@ pub fn convert_hf(dir: &Path, plan: &QuantPlan, out: &Path) -> Result<ConvertSum
         tokenizer: vocab.is_some(),
         notes,
     })
+}
+
+/// Writes the tensor `tp` from `bytes` (its source rows, of type `dtype`) in pieces of about
+/// [`PIECE_ELEMENTS`] elements, each decoded to f32 and encoded as `tp.ty`, so a large
+/// tensor never exists whole in f32.
+pub(super) fn write_encoded(
+    writer: &mut StreamingGgufWriter,
+    tp: &TensorPlan,
+    bytes: &[u8],
+    dtype: GgmlType,
+) -> Result<()> {
+    let row_len = tp.shape[0] as usize;
+    let elem_bytes = dtype.block_bytes();
+    let rows_per_piece = (PIECE_ELEMENTS / row_len.max(1)).max(1);
+    let mut values = Vec::new();
+    for piece in bytes.chunks(rows_per_piece * row_len * elem_bytes) {
+        values.resize(piece.len() / elem_bytes, 0.0);
+        decode_f32(piece, dtype, &mut values);
+        writer.write(&encode(tp.ty, &values)?)?;
+    }
+    Ok(())
 }

@@ -94,11 +94,7 @@ impl GemmaConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| GemmaError::io(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            GemmaError::InvalidConfig(format!("{}: not UTF-8: {e}", path.display()))
-        })?;
-        Self::from_json(&text)
+        Self::from_json(&read_config_text(path)?)
     }
 
     /// Parses a `config.json` of `Gemma4ForConditionalGeneration` (text under `text_config`)
@@ -150,11 +146,7 @@ pub struct AssistantConfig {
 
 impl AssistantConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| GemmaError::io(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            GemmaError::InvalidConfig(format!("{}: not UTF-8: {e}", path.display()))
-        })?;
-        Self::from_json(&text)
+        Self::from_json(&read_config_text(path)?)
     }
 
     /// Parses the `config.json` of a `gemma4_assistant` checkpoint.
@@ -541,4 +533,11 @@ impl RawTextConfig {
             pad_token_id: self.pad_token_id.unwrap_or(0),
         })
     }
+}
+
+/// A `config.json`'s text: I/O errors name the path, non-UTF-8 is an invalid config.
+fn read_config_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| GemmaError::io(path, e))?;
+    String::from_utf8(bytes)
+        .map_err(|e| GemmaError::InvalidConfig(format!("{}: not UTF-8: {e}", path.display())))
 }
