@@ -16,6 +16,11 @@
 //! Linux where GNU `dd` can ask the kernel to drop the file's cached pages
 //! (`iflag=nocache count=0`, i.e. posix_fadvise DONTNEED), cold. Peak RSS is the process's
 //! high-water mark (`VmHWM`), so it covers everything the run touched.
+//!
+//! On the GPU each result also carries what the engine asked of the device
+//! ([`GpuBench`]): dispatches and bytes moved per decoded token (counted over the timed decode
+//! passes by `device::counters`), the bytes the device holds, and the process's first pass's
+//! extra time over the same pass repeated (pipeline compilation, cold start).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,6 +28,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::device::Activations;
+use crate::device::counters::{self, GpuCounters};
 use crate::engine::{BackendChoice, ChatFormat, CpuCores, Engine, EngineOptions, KvType, KvTypes};
 use crate::error::{GemmaError, Result};
 use crate::model::kv_cache::ROLLBACK_SLACK;
@@ -152,6 +158,40 @@ pub struct BenchResult {
     pub load_ms: f64,
     pub load_cold_ms: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
+    /// GPU runs only.
+    pub gpu: Option<GpuBench>,
+}
+
+/// What a GPU run asked of the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuBench {
+    /// Kernel dispatches per decoded token (timed decode passes, every repetition).
+    pub dispatches_per_token: f64,
+    pub bytes_uploaded_per_token: f64,
+    pub bytes_read_back_per_token: f64,
+    /// Bytes the device held after the runs (weights, KV cache, scratch, pools).
+    pub resident_bytes: u64,
+    /// The process's first warm-up pass (a short prefill and one decode step) minus the same
+    /// pass run again: pipeline compilation and other first-use costs.
+    pub pipeline_compile_ms: f64,
+}
+
+impl GpuBench {
+    fn per_token(
+        counted: GpuCounters,
+        tokens: usize,
+        resident_bytes: u64,
+        compile_ms: f64,
+    ) -> Self {
+        let per = |n: u64| n as f64 / tokens.max(1) as f64;
+        GpuBench {
+            dispatches_per_token: per(counted.dispatches),
+            bytes_uploaded_per_token: per(counted.bytes_uploaded),
+            bytes_read_back_per_token: per(counted.bytes_read_back),
+            resident_bytes,
+            pipeline_compile_ms: compile_ms,
+        }
+    }
 }
 
 impl BenchResult {
@@ -183,6 +223,11 @@ impl BenchResult {
             "load_ms": self.load_ms,
             "load_cold_ms": self.load_cold_ms,
             "peak_rss_bytes": self.peak_rss_bytes,
+            "gpu_dispatches_per_token": self.gpu.as_ref().map(|g| g.dispatches_per_token),
+            "gpu_bytes_uploaded_per_token": self.gpu.as_ref().map(|g| g.bytes_uploaded_per_token),
+            "gpu_bytes_read_back_per_token": self.gpu.as_ref().map(|g| g.bytes_read_back_per_token),
+            "gpu_resident_bytes": self.gpu.as_ref().map(|g| g.resident_bytes),
+            "pipeline_compile_ms": self.gpu.as_ref().map(|g| g.pipeline_compile_ms),
         })
     }
 }
@@ -353,10 +398,25 @@ pub fn run_bench(
     let model = engine.model();
     let ctx = engine.context_len();
 
-    let mut decode_memo: Vec<((usize, usize), Vec<f64>)> = Vec::new();
+    let mut decode_memo: Vec<((usize, usize), (Vec<f64>, GpuCounters))> = Vec::new();
     let mut results = Vec::new();
     let mut warm_up = DepthCache::new(model, ctx);
     let mut at_depth = DepthCache::new(model, ctx);
+    let on_gpu = !model.device().is_host();
+    // The first pass of the process compiles the pipelines it uses; the same pass again
+    // compiles nothing.
+    let mut first_pass_ms = || -> Result<f64> {
+        let start = Instant::now();
+        warm_up.time_prefill(0, options.n_prompt[0].min(8))?;
+        warm_up.time_decode(0, 1)?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    let pipeline_compile_ms = if on_gpu {
+        let cold = first_pass_ms()?;
+        (cold - first_pass_ms()?).max(0.0)
+    } else {
+        0.0
+    };
     for &depth in &options.depths {
         for &n_prompt in &options.n_prompt {
             for &n_gen in &options.n_gen {
@@ -370,17 +430,31 @@ pub fn run_bench(
                     prefill.push(n_prompt as f64 / secs);
                     ttft.push(secs * 1e3);
                 }
-                let decode = match decode_memo.iter().find(|(k, _)| *k == (n_gen, depth)) {
-                    Some((_, v)) => v.clone(),
-                    None => {
-                        let mut v = Vec::new();
-                        for _ in 0..options.repetitions {
-                            v.push(n_gen as f64 / at_depth.time_decode(depth, n_gen)?);
+                let (decode, decode_counted) =
+                    match decode_memo.iter().find(|(k, _)| *k == (n_gen, depth)) {
+                        Some((_, memo)) => memo.clone(),
+                        None => {
+                            let mut v = Vec::new();
+                            let mut counted = GpuCounters::default();
+                            for _ in 0..options.repetitions {
+                                // Counted around the timed passes alone (not the fill to depth).
+                                at_depth.at(depth)?;
+                                let before = counters::snapshot();
+                                v.push(n_gen as f64 / at_depth.time_decode(depth, n_gen)?);
+                                counted += counters::snapshot() - before;
+                            }
+                            decode_memo.push(((n_gen, depth), (v.clone(), counted)));
+                            (v, counted)
                         }
-                        decode_memo.push(((n_gen, depth), v.clone()));
-                        v
-                    }
-                };
+                    };
+                let gpu = on_gpu.then(|| {
+                    GpuBench::per_token(
+                        decode_counted,
+                        n_gen * options.repetitions,
+                        counters::resident_bytes(&model.device().device).unwrap_or(0),
+                        pipeline_compile_ms,
+                    )
+                });
                 let result = BenchResult {
                     model: options.model.display().to_string(),
                     model_bytes,
@@ -402,6 +476,7 @@ pub fn run_bench(
                     load_ms,
                     load_cold_ms,
                     peak_rss_bytes: peak_rss_bytes(),
+                    gpu,
                 };
                 on_result(&result);
                 results.push(result);

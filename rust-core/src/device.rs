@@ -11,6 +11,8 @@ use crate::error::{GemmaError, Result};
 
 /// Which cores the CPU workers run on (big.LITTLE detection and pinning).
 pub mod cores;
+/// Dispatches, bytes moved and bytes held on the GPU, counted as the engine runs.
+pub mod counters;
 
 /// The binding-size limit of lavapipe and many phone GPUs; used when a device does not say.
 pub const DEFAULT_MAX_BINDING_BYTES: usize = 128 << 20;
@@ -122,6 +124,7 @@ fn gpu() -> Result<ComputeDevice> {
         let (device, setup) = Device::wgpu_options()
             .init_with_setup()
             .map_err(|e| e.to_string())?;
+        counters::observe_launches();
         let limits = setup.device.limits();
         let info = setup.adapter.get_info();
         Ok(ComputeDevice {
@@ -203,11 +206,13 @@ pub fn from_host<const D: usize>(
     shape: [usize; D],
     device: &Device,
 ) -> Tensor<D> {
+    counters::count_upload(device, values.len() * 4);
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// A tensor's values, row-major, on the host.
 pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    counters::count_read_back(&t.device(), t.shape().num_elements() * 4);
     let data = t
         .try_into_data()
         .map_err(|e| GemmaError::Device(format!("reading a tensor back failed: {e:?}")))?;

@@ -256,5 +256,29 @@ fn format_table(results: &[BenchResult]) -> String {
                 .unwrap_or_else(|| "n/a".into()),
         );
     }
+    let gpu_rows: Vec<_> = results
+        .iter()
+        .filter_map(|r| Some((r, r.gpu.as_ref()?)))
+        .collect();
+    if !gpu_rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n| test | dispatches/token | bytes up/token | bytes down/token | GPU resident | pipeline compile ms |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        for (r, g) in gpu_rows {
+            let _ = writeln!(
+                s,
+                "| tg{} @ d{} | {:.1} | {:.0} | {:.0} | {:.1} MiB | {:.0} |",
+                r.n_gen,
+                r.depth,
+                g.dispatches_per_token,
+                g.bytes_uploaded_per_token,
+                g.bytes_read_back_per_token,
+                g.resident_bytes as f64 / (1u64 << 20) as f64,
+                g.pipeline_compile_ms,
+            );
+        }
+    }
     s
 }

@@ -7,8 +7,9 @@ use crate::error::Result;
 
 /// `x / sqrt(mean(x²) + eps) * w` over the last axis (Gemma 4: no `1 + w`). `weight` is the
 /// scale broadcast to `x`'s rank (e.g. `[1, H]`), or `None` for the weightless value norm.
-/// On the CPU one host pass (kernels::cpu::activation::rms_norm_rows) instead of six burn ops:
-/// a decode step runs ~300 of these.
+/// On the CPU one host pass (kernels::cpu::activation::rms_norm_rows), on the GPU one kernel
+/// (kernels::gpu::kernels::rms_norm_rows), instead of six burn ops: a decode step runs ~300
+/// of these.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f32) -> Tensor<D> {
     if is_host(&x.device()) {
         let (shape, device) = (x.dims(), x.device());
@@ -25,6 +26,10 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f
         if let Ok(values) = host {
             return from_host(values, shape, &device);
         }
+    }
+    #[cfg(feature = "gpu")]
+    if !is_host(&x.device()) {
+        return crate::kernels::gpu::ops::rms_norm(x, weight, eps);
     }
     let mean_sq = (x.clone() * x.clone()).mean_dim(D - 1);
     let normed = x * (mean_sq + eps).powf_scalar(-0.5);
@@ -44,10 +49,13 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `gelu_tanh(a) ⊙ b` (equal shapes). On the CPU one vectorised pass over host copies
-/// (kernels::cpu::activation) replaces burn's six element-wise ops and its scalar libm `tanhf`,
-/// ~7% of an E2B decode step.
+/// (kernels::cpu::activation) replaces burn's eleven element-wise ops and its scalar libm
+/// `tanhf`, ~7% of an E2B decode step; on the GPU one kernel replaces eleven dispatches.
 pub fn gelu_tanh_mul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Result<Tensor<D>> {
     if !is_host(&a.device()) {
+        #[cfg(feature = "gpu")]
+        return Ok(crate::kernels::gpu::ops::gelu_tanh_mul(a, b));
+        #[cfg(not(feature = "gpu"))]
         return Ok(gelu_tanh(a) * b);
     }
     let (shape, device) = (a.dims(), a.device());

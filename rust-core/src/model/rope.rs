@@ -60,8 +60,13 @@ impl RopeTables {
         }
     }
 
-    /// `x`: `[T, heads, head_dim]`.
+    /// `x`: `[T, heads, head_dim]`. On the GPU one kernel (kernels::gpu::kernels::rope_rows)
+    /// instead of eight burn ops.
     pub fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+        #[cfg(feature = "gpu")]
+        if !super::ops::is_host(&x.device()) {
+            return crate::kernels::gpu::ops::rope(x, &self.cos, &self.sin);
+        }
         let half = x.dims()[2] / 2;
         let x1 = x.clone().narrow(2, 0, half);
         let x2 = x.narrow(2, half, half);

@@ -688,3 +688,94 @@ pub fn encoded_attention(
         }
     }
 }
+
+/// `out[r, i] = x[r, i] / √(mean_i(x[r, i]²) + eps) · w[i]` (`w` ignored unless `weighted`):
+/// one cube a row, units striding over it, the sum of squares reduced through shared memory.
+/// One dispatch where burn's ops take six (square, mean, add, power, two products).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rows(
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    rows: u32,
+    n: u32,
+    eps: f32,
+    #[comptime] weighted: bool,
+    #[comptime] cube_size: usize,
+) {
+    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let unit = UNIT_POS;
+    let mut partial = Shared::<[f32]>::new_slice(cube_size);
+    // Out-of-range cubes (the grid is rounded up) still reach every barrier.
+    let live = row < rows;
+    let base = row * n;
+    let mut sum = f32::new(0.0_f32);
+    if live {
+        let mut i = unit;
+        while i < n {
+            let v = x[(base + i) as usize];
+            sum += v * v;
+            i += CUBE_DIM;
+        }
+    }
+    partial[unit as usize] = sum;
+    reduce_tiles(&mut partial, 1usize, cube_size);
+    let inv = f32::new(1.0_f32) / (partial[0] / f32::cast_from(n) + eps).sqrt();
+    if live {
+        let mut i = unit;
+        while i < n {
+            let mut v = x[(base + i) as usize] * inv;
+            if comptime!(weighted) {
+                v *= w[i as usize];
+            }
+            out[(base + i) as usize] = v;
+            i += CUBE_DIM;
+        }
+    }
+}
+
+/// Rotary embedding, NeoX layout, of `x` `[tokens, heads, 2·half]` with tables `[tokens, half]`:
+/// `(x₁, x₂) → (x₁·cos − x₂·sin, x₂·cos + x₁·sin)`, one unit a pair (burn's ops take eight
+/// dispatches: four products, a difference, a sum and the concatenation).
+#[cube(launch)]
+pub fn rope_rows(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    out: &mut [f32],
+    pairs: u32,
+    heads: u32,
+    half: u32,
+) {
+    let idx = ABSOLUTE_POS_Y * (CUBE_COUNT_X * CUBE_DIM_X) + ABSOLUTE_POS_X;
+    if idx < pairs {
+        let j = idx % half;
+        let row = idx / half;
+        let token = row / heads;
+        let at = row * 2u32 * half + j;
+        let x1 = x[at as usize];
+        let x2 = x[(at + half) as usize];
+        let c = cos[(token * half + j) as usize];
+        let s = sin[(token * half + j) as usize];
+        out[at as usize] = x1 * c - x2 * s;
+        out[(at + half) as usize] = x2 * c + x1 * s;
+    }
+}
+
+/// `out = gelu_tanh(a) · b`, element-wise (`model::ops::gelu_tanh`'s formula): one dispatch
+/// where burn's ops take eleven. tanh's argument is clamped to ±15, where tanh is 1 to f32
+/// precision, because some drivers compute tanh through exp and overflow to NaN beyond.
+#[cube(launch)]
+pub fn gelu_tanh_mul(a: &[f32], b: &[f32], out: &mut [f32], n: u32) {
+    let idx = ABSOLUTE_POS_Y * (CUBE_COUNT_X * CUBE_DIM_X) + ABSOLUTE_POS_X;
+    if idx < n {
+        let x = a[idx as usize];
+        let cube = x * x * x;
+        let mut inner = (x + cube * f32::new(0.044715_f32)) * f32::new(0.7978846_f32);
+        inner = select(inner > f32::new(15.0_f32), f32::new(15.0_f32), inner);
+        inner = select(inner < f32::new(-15.0_f32), f32::new(-15.0_f32), inner);
+        let gelu = x * (inner.tanh() + f32::new(1.0_f32)) * f32::new(0.5_f32);
+        out[idx as usize] = gelu * b[idx as usize];
+    }
+}

@@ -66,7 +66,9 @@ impl GpuLinear {
         while first_row < out_features {
             let rows = rows_per_chunk.min(out_features - first_row);
             let packed = pack::pack_rows(weight, layout, first_row, rows);
-            device_bytes += (packed.words.len() + packed.scales.len() + packed.mins.len()) * 4;
+            let bytes = (packed.words.len() + packed.scales.len() + packed.mins.len()) * 4;
+            crate::device::counters::count_upload(device, bytes);
+            device_bytes += bytes;
             let floats = |v: Vec<f32>| {
                 let n = v.len();
                 Tensor::<1>::from_data(TensorData::new(v, [n]), device)

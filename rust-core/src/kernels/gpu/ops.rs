@@ -64,6 +64,26 @@ pub trait GpuKernelOps: Backend {
         layout: KvLayout,
     ) -> IntTensor<Self>;
 
+    /// RMS norm of each row of `x` over its last axis (`kernels::rms_norm_rows`), times `w`
+    /// (the row's length) when `weighted`; returns `x`'s shape.
+    fn rms_norm(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f32,
+        weighted: bool,
+    ) -> FloatTensor<Self>;
+
+    /// Rotary embedding of `x` `[tokens, heads, d]` with tables `[tokens, 1, d/2]`
+    /// (`kernels::rope_rows`).
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `gelu_tanh(a) · b` for equal shapes (`kernels::gelu_tanh_mul`).
+    fn gelu_tanh_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// Attention of `q` `[tokens, heads, d]` (or `[heads, d]`: one token) over encoded KV rows
     /// `[kv_heads, slots, words]` (`kernels::encoded_attention`); returns `q`'s shape.
     #[allow(clippy::too_many_arguments)]
@@ -147,6 +167,73 @@ fn check_f32(name: &str, t: &CubeTensor) {
 }
 
 impl GpuKernelOps for CubeBackend {
+    fn rms_norm(x: CubeTensor, w: CubeTensor, eps: f32, weighted: bool) -> CubeTensor {
+        check_f32("x", &x);
+        let x = bindable(x);
+        let w = bindable(w);
+        let shape = x.meta.shape().clone();
+        let n = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / n.max(1);
+        let out = empty_f32(&x, shape);
+        let client = x.client.clone();
+        kernels::rms_norm_rows::launch(
+            &client,
+            matmul_grid(rows, 1, 1),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(x),
+            buffer(w),
+            buffer(out.clone()),
+            rows as u32,
+            n as u32,
+            eps,
+            weighted,
+            CUBE_SIZE,
+        );
+        out
+    }
+
+    fn rope(x: CubeTensor, cos: CubeTensor, sin: CubeTensor) -> CubeTensor {
+        check_f32("x", &x);
+        let (x, cos, sin) = (bindable(x), bindable(cos), bindable(sin));
+        let shape = x.meta.shape().clone();
+        let (heads, half) = (shape[1], shape[2] / 2);
+        let pairs = shape.num_elements() / 2;
+        let out = empty_f32(&x, shape);
+        let client = x.client.clone();
+        kernels::rope_rows::launch(
+            &client,
+            flat_grid(pairs),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(x),
+            buffer(cos),
+            buffer(sin),
+            buffer(out.clone()),
+            pairs as u32,
+            heads as u32,
+            half as u32,
+        );
+        out
+    }
+
+    fn gelu_tanh_mul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
+        check_f32("a", &a);
+        let (a, b) = (bindable(a), bindable(b));
+        let shape = a.meta.shape().clone();
+        let n = shape.num_elements();
+        let out = empty_f32(&a, shape);
+        let client = a.client.clone();
+        kernels::gelu_tanh_mul::launch(
+            &client,
+            flat_grid(n),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(a),
+            buffer(b),
+            buffer(out.clone()),
+            n as u32,
+        );
+        out
+    }
+
     fn quant_matmul_into(
         out: CubeTensor,
         x: CubeTensor,
@@ -362,6 +449,7 @@ impl DecodeAttentionOps for CubeBackend {
         call: AttentionCall,
     ) -> CubeTensor {
         let one = q.client.create_from_slice(&1.0f32.to_le_bytes());
+        crate::device::counters::count_gpu_upload(4);
         let one = CubeTensor::new_contiguous(
             q.client.clone(),
             q.device.clone(),
@@ -423,5 +511,33 @@ pub fn dense_matmul_into(
         x.into_dispatch(),
         weight.clone().into_dispatch(),
         call,
+    ))
+}
+
+/// [`GpuKernelOps::rms_norm`] on tensors: `x / √(mean(x²) + eps) · w` over the last axis.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f32) -> Tensor<D> {
+    let w = weight.cloned().unwrap_or_else(|| x.clone());
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::rms_norm(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        eps,
+        weight.is_some(),
+    ))
+}
+
+/// [`GpuKernelOps::rope`] on tensors: `x` `[tokens, heads, d]`, tables `[tokens, 1, d/2]`.
+pub fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::rope(
+        x.into_dispatch(),
+        cos.clone().into_dispatch(),
+        sin.clone().into_dispatch(),
+    ))
+}
+
+/// [`GpuKernelOps::gelu_tanh_mul`] on tensors of equal shapes.
+pub fn gelu_tanh_mul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::gelu_tanh_mul(
+        a.into_dispatch(),
+        b.into_dispatch(),
     ))
 }

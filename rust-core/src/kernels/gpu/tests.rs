@@ -542,3 +542,114 @@ fn gpu_encoded_attention_matches_f64_attention_over_decoded_rows() {
         }
     }
 }
+
+/// Largest |got − want| / (|want| + 1e-3) over a pair of arrays.
+fn worst_relative(label: &str, got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "{label}: length");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs() / (w.abs() + 1e-3))
+        .fold(0.0, f64::max);
+    eprintln!("{label}: worst relative error {worst:.1e}");
+    worst
+}
+
+#[test]
+fn gpu_rms_norm_matches_f64_on_rows_of_any_length_and_layout() {
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    // 5 rows of 200 (not a multiple of the cube size), read through a narrowed view (an
+    // offset and a row stride that are not the tensor's own).
+    let (rows, n, wide) = (5, 200, 203);
+    let x = random_x(rows, wide, 21);
+    let w = random_x(1, n, 22);
+    let eps = 1e-6f32;
+    let input = crate::device::from_host(x.clone(), [rows, wide], dev).narrow(1, 3, n);
+    let weight = crate::device::from_host(w.clone(), [1, n], dev);
+    for weighted in [true, false] {
+        let got = to_host(super::ops::rms_norm(
+            input.clone(),
+            weighted.then_some(&weight),
+            eps,
+        ))
+        .unwrap();
+        let mut want = Vec::new();
+        for r in 0..rows {
+            let row = &x[r * wide + 3..r * wide + 3 + n];
+            let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+            for (i, &v) in row.iter().enumerate() {
+                let scale = if weighted { f64::from(w[i]) } else { 1.0 };
+                want.push(f64::from(v) * inv * scale);
+            }
+        }
+        assert!(worst_relative(&format!("rms_norm weighted={weighted}"), &got, &want) < 1e-5);
+    }
+}
+
+#[test]
+fn gpu_rope_matches_f64_rotation() {
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    let (tokens, heads, d) = (3, 4, 12);
+    let half = d / 2;
+    let x = random_x(tokens * heads, d, 23);
+    let positions = [0usize, 7, 4096];
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|j| 10000f32.powf(-(2.0 * j as f32) / d as f32))
+        .collect();
+    let tables = crate::model::rope::RopeTables::new(&inv_freq, &positions, dev);
+    let input = crate::device::from_host(x.clone(), [tokens, heads, d], dev);
+    let got = to_host(super::ops::rope(input, &tables.cos, &tables.sin)).unwrap();
+    let mut want = vec![0.0f64; x.len()];
+    for t in 0..tokens {
+        for h in 0..heads {
+            let at = (t * heads + h) * d;
+            for j in 0..half {
+                // The angle as the tables compute it (f32 product), then f64 trigonometry.
+                let angle = f64::from(positions[t] as f32 * inv_freq[j]);
+                let (s, c) = angle.sin_cos();
+                let (x1, x2) = (f64::from(x[at + j]), f64::from(x[at + j + half]));
+                want[at + j] = x1 * c - x2 * s;
+                want[at + j + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+    assert!(worst_relative("rope", &got, &want) < 1e-5);
+}
+
+#[test]
+fn gpu_gelu_tanh_mul_matches_f64_including_large_inputs() {
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    let n = 1000;
+    // ±20: beyond where tanh through exp overflows in f32 on some drivers.
+    let a: Vec<f32> = random_x(1, n, 24).iter().map(|v| v * 20.0).collect();
+    let b = random_x(1, n, 25);
+    let got = to_host(super::ops::gelu_tanh_mul(
+        crate::device::from_host(a.clone(), [n], dev),
+        crate::device::from_host(b.clone(), [n], dev),
+    ))
+    .unwrap();
+    let want: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| {
+            let x = f64::from(x);
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+            0.5 * x * (1.0 + inner.tanh()) * f64::from(y)
+        })
+        .collect();
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "gelu produced a non-finite value"
+    );
+    // Relative to |a·b|, the size of the product the activation scales: where gelu is tiny
+    // (a ≈ −4) its value is a difference of near-equal terms in any f32 formula.
+    let worst = (0..n)
+        .map(|i| (f64::from(got[i]) - want[i]).abs() / f64::from((a[i] * b[i]).abs()).max(1e-6))
+        .fold(0.0, f64::max);
+    eprintln!("gelu_tanh_mul: worst error / |a·b| {worst:.1e}");
+    assert!(worst < 1e-5);
+}
