@@ -15,7 +15,7 @@ use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::Linear;
 use super::names::TEXT_PREFIXES;
-use super::ops::{from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
+use super::ops::{add_rms_norm, from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
@@ -651,13 +651,13 @@ impl DecoderLayer {
 
         let a = rms_norm(x.clone(), Some(&self.input_norm), eps);
         let q = self.q.forward(a.clone())?.reshape([rows, c.num_heads, d]);
-        let q = rope.apply(rms_norm(q, Some(&self.q_norm), eps));
+        let q = rope.apply_normed(q, &self.q_norm, eps);
         let kv = match (kv, &self.kv) {
             (LayerKv::Shared(kv), _) => kv,
             (LayerKv::Own(cache), Some(proj)) => {
                 let kvh = self.spec.num_kv_heads;
                 let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
-                let k = rope.apply(rms_norm(k, Some(&proj.k_norm), eps));
+                let k = rope.apply_normed(k, &proj.k_norm, eps);
                 let v = proj.v.forward(a)?.reshape([rows, kvh, d]);
                 let v = if c.value_norm {
                     rms_norm(v, None, eps)
@@ -679,20 +679,25 @@ impl DecoderLayer {
         };
         let attn = attend(q, &kv, visibility, c.attention_scale, &mut pass.masks)?;
         let o = self.o.forward(attn)?;
-        let mut x = x + rms_norm(o, Some(&self.post_attention_norm), eps);
+        let mut x = add_rms_norm(x, o, &self.post_attention_norm, eps, 1.0);
 
         let f = rms_norm(x.clone(), Some(&self.pre_feedforward_norm), eps);
         let f = gelu_tanh_mul(self.gate.forward(f.clone())?, self.up.forward(f)?)?;
         let f = self.down.forward(f)?;
-        x = x + rms_norm(f, Some(&self.post_feedforward_norm), eps);
-
-        if let (Some(pli), Some(ple)) = (&self.per_layer_input, per_layer_input) {
+        // Gemma 4's layer scalar multiplies the layer's last sum.
+        let per_layer = self.per_layer_input.as_ref().zip(per_layer_input);
+        let scalar = |last: bool| if last { self.layer_scalar } else { 1.0 };
+        x = add_rms_norm(
+            x,
+            f,
+            &self.post_feedforward_norm,
+            eps,
+            scalar(per_layer.is_none()),
+        );
+        if let Some((pli, ple)) = per_layer {
             let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple)?;
             let g = pli.projection.forward(g)?;
-            x = x + rms_norm(g, Some(&pli.post_norm), eps);
-        }
-        if self.layer_scalar != 1.0 {
-            x = x * self.layer_scalar;
+            x = add_rms_norm(x, g, &pli.post_norm, eps, scalar(true));
         }
         Ok((x, kv))
     }

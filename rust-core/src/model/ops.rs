@@ -29,7 +29,7 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f
     }
     #[cfg(feature = "gpu")]
     if !is_host(&x.device()) {
-        return crate::kernels::gpu::ops::rms_norm(x, weight, eps);
+        return crate::kernels::gpu::ops::rms_norm(x, weight, None, eps, 1.0);
     }
     let mean_sq = (x.clone() * x.clone()).mean_dim(D - 1);
     let normed = x * (mean_sq + eps).powf_scalar(-0.5);
@@ -37,6 +37,24 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f
         Some(w) => normed * w.clone(),
         None => normed,
     }
+}
+
+/// `(residual + rms_norm(y, weight)) · scale`: a sub-layer's output joining the residual
+/// stream, times Gemma 4's layer scalar where it is the layer's last sum (`scale` 1
+/// otherwise). On the GPU one kernel (the norm's, with the sum and product folded in).
+pub fn add_rms_norm(
+    residual: Tensor<2>,
+    y: Tensor<2>,
+    weight: &Tensor<2>,
+    eps: f32,
+    scale: f32,
+) -> Tensor<2> {
+    #[cfg(feature = "gpu")]
+    if !is_host(&y.device()) {
+        return crate::kernels::gpu::ops::rms_norm(y, Some(weight), Some(residual), eps, scale);
+    }
+    let x = residual + rms_norm(y, Some(weight), eps);
+    if scale != 1.0 { x * scale } else { x }
 }
 
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {

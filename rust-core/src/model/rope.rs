@@ -60,6 +60,16 @@ impl RopeTables {
         }
     }
 
+    /// [`apply`](Self::apply) to `x` RMS-normed with `weight` (`[1, 1, head_dim]`): a query's
+    /// or key's norm and rotation, one kernel on the GPU.
+    pub fn apply_normed(&self, x: Tensor<3>, weight: &Tensor<3>, eps: f32) -> Tensor<3> {
+        #[cfg(feature = "gpu")]
+        if !super::ops::is_host(&x.device()) {
+            return crate::kernels::gpu::ops::rms_norm_rope(x, weight, &self.cos, &self.sin, eps);
+        }
+        self.apply(super::ops::rms_norm(x, Some(weight), eps))
+    }
+
     /// `x`: `[T, heads, head_dim]`. On the GPU one kernel (kernels::gpu::kernels::rope_rows)
     /// instead of eight burn ops.
     pub fn apply(&self, x: Tensor<3>) -> Tensor<3> {

@@ -689,27 +689,20 @@ pub fn encoded_attention(
     }
 }
 
-/// `out[r, i] = x[r, i] / √(mean_i(x[r, i]²) + eps) · w[i]` (`w` ignored unless `weighted`):
-/// one cube a row, units striding over it, the sum of squares reduced through shared memory.
-/// One dispatch where burn's ops take six (square, mean, add, power, two products).
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-pub fn rms_norm_rows(
+/// `1 / √(mean(x[base..base + n]²) + eps)`, the cube's units striding over the row and their
+/// sums reduced through shared memory; every unit of the cube gets it (and reaches every
+/// barrier, `live` or not).
+#[cube]
+fn inverse_rms(
     x: &[f32],
-    w: &[f32],
-    out: &mut [f32],
-    rows: u32,
+    base: u32,
     n: u32,
     eps: f32,
-    #[comptime] weighted: bool,
+    live: bool,
     #[comptime] cube_size: usize,
-) {
-    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+) -> f32 {
     let unit = UNIT_POS;
     let mut partial = Shared::<[f32]>::new_slice(cube_size);
-    // Out-of-range cubes (the grid is rounded up) still reach every barrier.
-    let live = row < rows;
-    let base = row * n;
     let mut sum = f32::new(0.0_f32);
     if live {
         let mut i = unit;
@@ -721,16 +714,83 @@ pub fn rms_norm_rows(
     }
     partial[unit as usize] = sum;
     reduce_tiles(&mut partial, 1usize, cube_size);
-    let inv = f32::new(1.0_f32) / (partial[0] / f32::cast_from(n) + eps).sqrt();
+    f32::new(1.0_f32) / (partial[0] / f32::cast_from(n) + eps).sqrt()
+}
+
+/// `out[r, i] = (residual[r, i] + x[r, i] / √(mean_i(x[r, i]²) + eps) · w[i]) · scale`, where
+/// `w` applies when `weighted` and `residual` when `add_residual` (else `out` is the normed row,
+/// times `scale`): one cube a row, units striding over it, the sum of squares reduced through
+/// shared memory. One dispatch where burn's ops take six (square, mean, add, power, two
+/// products), and the residual stream's sum and the layer scalar ride along.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rows(
+    x: &[f32],
+    w: &[f32],
+    residual: &[f32],
+    out: &mut [f32],
+    rows: u32,
+    n: u32,
+    eps: f32,
+    scale: f32,
+    #[comptime] weighted: bool,
+    #[comptime] add_residual: bool,
+    #[comptime] cube_size: usize,
+) {
+    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    // Out-of-range cubes (the grid is rounded up) still reach every barrier.
+    let live = row < rows;
+    let base = row * n;
+    let inv = inverse_rms(x, base, n, eps, live, cube_size);
     if live {
-        let mut i = unit;
+        let mut i = UNIT_POS;
         while i < n {
-            let mut v = x[(base + i) as usize] * inv;
+            let at = (base + i) as usize;
+            let mut v = x[at] * inv;
             if comptime!(weighted) {
                 v *= w[i as usize];
             }
-            out[(base + i) as usize] = v;
+            if comptime!(add_residual) {
+                v += residual[at];
+            }
+            out[at] = v * scale;
             i += CUBE_DIM;
+        }
+    }
+}
+
+/// Rotary embedding (as [`rope_rows`]) of the RMS-normed rows of `x` `[tokens, heads, 2·half]`
+/// (as [`rms_norm_rows`] with a weight `[2·half]`): a query or key head's norm and rotation in
+/// one dispatch, one cube a head.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_rope_rows(
+    x: &[f32],
+    w: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    out: &mut [f32],
+    rows: u32,
+    heads: u32,
+    half: u32,
+    eps: f32,
+    #[comptime] cube_size: usize,
+) {
+    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let live = row < rows;
+    let base = row * 2u32 * half;
+    let inv = inverse_rms(x, base, 2u32 * half, eps, live, cube_size);
+    if live {
+        let token = row / heads;
+        let mut j = UNIT_POS;
+        while j < half {
+            let x1 = x[(base + j) as usize] * inv * w[j as usize];
+            let x2 = x[(base + j + half) as usize] * inv * w[(j + half) as usize];
+            let c = cos[(token * half + j) as usize];
+            let s = sin[(token * half + j) as usize];
+            out[(base + j) as usize] = x1 * c - x2 * s;
+            out[(base + j + half) as usize] = x2 * c + x1 * s;
+            j += CUBE_DIM;
         }
     }
 }

@@ -32,6 +32,16 @@ pub struct ChunkCall {
     pub out_stride: usize,
 }
 
+/// What [`GpuKernelOps::rms_norm`] computes besides the norm.
+#[derive(Debug, Clone, Copy)]
+pub struct NormCall {
+    pub eps: f32,
+    /// The result's factor (Gemma 4's layer scalar; 1 otherwise).
+    pub scale: f32,
+    pub weighted: bool,
+    pub add_residual: bool,
+}
+
 #[backend_extension(Cube)]
 pub trait GpuKernelOps: Backend {
     /// Writes `x · Wᵀ` for one chunk of quantized rows into `out` (in place) and returns it.
@@ -65,12 +75,13 @@ pub trait GpuKernelOps: Backend {
     ) -> IntTensor<Self>;
 
     /// RMS norm of each row of `x` over its last axis (`kernels::rms_norm_rows`), times `w`
-    /// (the row's length) when `weighted`; returns `x`'s shape.
+    /// (the row's length) when `norm.weighted`, plus `residual` (`x`'s shape) when
+    /// `norm.add_residual`, times `norm.scale`; returns `x`'s shape.
     fn rms_norm(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
-        eps: f32,
-        weighted: bool,
+        residual: FloatTensor<Self>,
+        norm: NormCall,
     ) -> FloatTensor<Self>;
 
     /// Rotary embedding of `x` `[tokens, heads, d]` with tables `[tokens, 1, d/2]`
@@ -79,6 +90,16 @@ pub trait GpuKernelOps: Backend {
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// [`rope`](Self::rope) of `x`'s rows RMS-normed with weight `w` `[d]`
+    /// (`kernels::rms_norm_rope_rows`).
+    fn rms_norm_rope(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        eps: f32,
     ) -> FloatTensor<Self>;
 
     /// `gelu_tanh(a) · b` for equal shapes (`kernels::gelu_tanh_mul`).
@@ -167,10 +188,9 @@ fn check_f32(name: &str, t: &CubeTensor) {
 }
 
 impl GpuKernelOps for CubeBackend {
-    fn rms_norm(x: CubeTensor, w: CubeTensor, eps: f32, weighted: bool) -> CubeTensor {
+    fn rms_norm(x: CubeTensor, w: CubeTensor, residual: CubeTensor, norm: NormCall) -> CubeTensor {
         check_f32("x", &x);
-        let x = bindable(x);
-        let w = bindable(w);
+        let (x, w, residual) = (bindable(x), bindable(w), bindable(residual));
         let shape = x.meta.shape().clone();
         let n = shape[shape.num_dims() - 1];
         let rows = shape.num_elements() / n.max(1);
@@ -182,11 +202,14 @@ impl GpuKernelOps for CubeBackend {
             CubeDim::new_1d(CUBE_SIZE as u32),
             buffer(x),
             buffer(w),
+            buffer(residual),
             buffer(out.clone()),
             rows as u32,
             n as u32,
-            eps,
-            weighted,
+            norm.eps,
+            norm.scale,
+            norm.weighted,
+            norm.add_residual,
             CUBE_SIZE,
         );
         out
@@ -211,6 +234,38 @@ impl GpuKernelOps for CubeBackend {
             pairs as u32,
             heads as u32,
             half as u32,
+        );
+        out
+    }
+
+    fn rms_norm_rope(
+        x: CubeTensor,
+        w: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        eps: f32,
+    ) -> CubeTensor {
+        check_f32("x", &x);
+        let (x, w, cos, sin) = (bindable(x), bindable(w), bindable(cos), bindable(sin));
+        let shape = x.meta.shape().clone();
+        let (heads, half) = (shape[1], shape[2] / 2);
+        let rows = shape[0] * heads;
+        let out = empty_f32(&x, shape);
+        let client = x.client.clone();
+        kernels::rms_norm_rope_rows::launch(
+            &client,
+            matmul_grid(rows, 1, 1),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(x),
+            buffer(w),
+            buffer(cos),
+            buffer(sin),
+            buffer(out.clone()),
+            rows as u32,
+            heads as u32,
+            half as u32,
+            eps,
+            CUBE_SIZE,
         );
         out
     }
@@ -514,14 +569,29 @@ pub fn dense_matmul_into(
     ))
 }
 
-/// [`GpuKernelOps::rms_norm`] on tensors: `x / √(mean(x²) + eps) · w` over the last axis.
-pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Option<&Tensor<D>>, eps: f32) -> Tensor<D> {
+/// [`GpuKernelOps::rms_norm`] on tensors: `(residual + x / √(mean(x²) + eps) · w) · scale`
+/// over the last axis, without `w` or `residual` where they are `None`.
+pub fn rms_norm<const D: usize>(
+    x: Tensor<D>,
+    weight: Option<&Tensor<D>>,
+    residual: Option<Tensor<D>>,
+    eps: f32,
+    scale: f32,
+) -> Tensor<D> {
+    let norm = NormCall {
+        eps,
+        scale,
+        weighted: weight.is_some(),
+        add_residual: residual.is_some(),
+    };
+    // Unused bindings (a kernel binds every argument) are `x` again.
     let w = weight.cloned().unwrap_or_else(|| x.clone());
+    let residual = residual.unwrap_or_else(|| x.clone());
     Tensor::from_dispatch(<Dispatch as GpuKernelOps>::rms_norm(
         x.into_dispatch(),
         w.into_dispatch(),
-        eps,
-        weight.is_some(),
+        residual.into_dispatch(),
+        norm,
     ))
 }
 
@@ -531,6 +601,24 @@ pub fn rope(x: Tensor<3>, cos: &Tensor<3>, sin: &Tensor<3>) -> Tensor<3> {
         x.into_dispatch(),
         cos.clone().into_dispatch(),
         sin.clone().into_dispatch(),
+    ))
+}
+
+/// [`GpuKernelOps::rms_norm_rope`] on tensors: `x` `[tokens, heads, d]`, `weight` `[1, 1, d]`,
+/// tables `[tokens, 1, d/2]`.
+pub fn rms_norm_rope(
+    x: Tensor<3>,
+    weight: &Tensor<3>,
+    cos: &Tensor<3>,
+    sin: &Tensor<3>,
+    eps: f32,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::rms_norm_rope(
+        x.into_dispatch(),
+        weight.clone().into_dispatch(),
+        cos.clone().into_dispatch(),
+        sin.clone().into_dispatch(),
+        eps,
     ))
 }
 

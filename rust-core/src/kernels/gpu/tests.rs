@@ -567,11 +567,21 @@ fn gpu_rms_norm_matches_f64_on_rows_of_any_length_and_layout() {
     let eps = 1e-6f32;
     let input = crate::device::from_host(x.clone(), [rows, wide], dev).narrow(1, 3, n);
     let weight = crate::device::from_host(w.clone(), [1, n], dev);
-    for weighted in [true, false] {
+    let residual = random_x(rows, n, 26);
+    let residual_t = crate::device::from_host(residual.clone(), [rows, n], dev);
+    // The value norm (no weight), a weighted norm, and a sub-layer joining the residual
+    // stream times a layer scalar.
+    for (weighted, add, scale) in [
+        (false, false, 1.0f32),
+        (true, false, 1.0),
+        (true, true, 0.5),
+    ] {
         let got = to_host(super::ops::rms_norm(
             input.clone(),
             weighted.then_some(&weight),
+            add.then(|| residual_t.clone()),
             eps,
+            scale,
         ))
         .unwrap();
         let mut want = Vec::new();
@@ -580,43 +590,87 @@ fn gpu_rms_norm_matches_f64_on_rows_of_any_length_and_layout() {
             let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n as f64;
             let inv = 1.0 / (ms + f64::from(eps)).sqrt();
             for (i, &v) in row.iter().enumerate() {
-                let scale = if weighted { f64::from(w[i]) } else { 1.0 };
-                want.push(f64::from(v) * inv * scale);
+                let w_i = if weighted { f64::from(w[i]) } else { 1.0 };
+                let res = if add {
+                    f64::from(residual[r * n + i])
+                } else {
+                    0.0
+                };
+                want.push((res + f64::from(v) * inv * w_i) * f64::from(scale));
             }
         }
-        assert!(worst_relative(&format!("rms_norm weighted={weighted}"), &got, &want) < 1e-5);
+        let label = format!("rms_norm weighted={weighted} residual={add} scale={scale}");
+        assert!(worst_relative(&label, &got, &want) < 1e-5);
     }
 }
 
+/// f64 NeoX rotation of `x` `[tokens, heads, d]` by the angles `position · inv_freq` (the
+/// product in f32, as the tables compute it).
+fn rotated_f64(
+    x: &[f64],
+    heads: usize,
+    d: usize,
+    positions: &[usize],
+    inv_freq: &[f32],
+) -> Vec<f64> {
+    let half = d / 2;
+    let mut out = vec![0.0f64; x.len()];
+    for (t, &p) in positions.iter().enumerate() {
+        for h in 0..heads {
+            let at = (t * heads + h) * d;
+            for j in 0..half {
+                let (s, c) = f64::from(p as f32 * inv_freq[j]).sin_cos();
+                let (x1, x2) = (x[at + j], x[at + j + half]);
+                out[at + j] = x1 * c - x2 * s;
+                out[at + j + half] = x2 * c + x1 * s;
+            }
+        }
+    }
+    out
+}
+
 #[test]
-fn gpu_rope_matches_f64_rotation() {
+fn gpu_rope_and_normed_rope_match_f64() {
     let Some(device) = gpu() else { return };
     let dev = &device.device;
     let (tokens, heads, d) = (3, 4, 12);
-    let half = d / 2;
     let x = random_x(tokens * heads, d, 23);
+    let w = random_x(1, d, 27);
     let positions = [0usize, 7, 4096];
-    let inv_freq: Vec<f32> = (0..half)
+    let inv_freq: Vec<f32> = (0..d / 2)
         .map(|j| 10000f32.powf(-(2.0 * j as f32) / d as f32))
         .collect();
     let tables = crate::model::rope::RopeTables::new(&inv_freq, &positions, dev);
     let input = crate::device::from_host(x.clone(), [tokens, heads, d], dev);
-    let got = to_host(super::ops::rope(input, &tables.cos, &tables.sin)).unwrap();
-    let mut want = vec![0.0f64; x.len()];
-    for t in 0..tokens {
-        for h in 0..heads {
-            let at = (t * heads + h) * d;
-            for j in 0..half {
-                // The angle as the tables compute it (f32 product), then f64 trigonometry.
-                let angle = f64::from(positions[t] as f32 * inv_freq[j]);
-                let (s, c) = angle.sin_cos();
-                let (x1, x2) = (f64::from(x[at + j]), f64::from(x[at + j + half]));
-                want[at + j] = x1 * c - x2 * s;
-                want[at + j + half] = x2 * c + x1 * s;
-            }
-        }
-    }
+
+    let got = to_host(super::ops::rope(input.clone(), &tables.cos, &tables.sin)).unwrap();
+    let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let want = rotated_f64(&x64, heads, d, &positions, &inv_freq);
     assert!(worst_relative("rope", &got, &want) < 1e-5);
+
+    let eps = 1e-6;
+    let weight = crate::device::from_host(w.clone(), [1, 1, d], dev);
+    let got = to_host(super::ops::rms_norm_rope(
+        input,
+        &weight,
+        &tables.cos,
+        &tables.sin,
+        eps,
+    ))
+    .unwrap();
+    let normed: Vec<f64> = x64
+        .chunks(d)
+        .flat_map(|row| {
+            let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+            let inv = 1.0 / (ms + f64::from(eps)).sqrt();
+            row.iter()
+                .zip(&w)
+                .map(move |(v, &w)| v * inv * f64::from(w))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want = rotated_f64(&normed, heads, d, &positions, &inv_freq);
+    assert!(worst_relative("rms_norm_rope", &got, &want) < 1e-5);
 }
 
 #[test]
