@@ -4,6 +4,8 @@
 //! repetitions after one warm-up:
 //! - prefill: a cache holding d tokens (untimed), then p tokens in one forward pass
 //!   (llama-bench's `pp` at depth d). Time to first token = that pass plus the argmax.
+//!   Every timed pass ends in a greedy pick (`GemmaModel::forward_greedy`, as plain greedy
+//!   generation runs it: on a GPU the pick is made on the device and the logits stay there).
 //! - decode: a cache holding d tokens (untimed), then n single-token passes
 //!   (llama-bench's `tg` at depth d).
 //!
@@ -32,7 +34,7 @@ use crate::device::counters::{self, GpuCounters};
 use crate::engine::{BackendChoice, ChatFormat, CpuCores, Engine, EngineOptions, KvType, KvTypes};
 use crate::error::{GemmaError, Result};
 use crate::model::kv_cache::ROLLBACK_SLACK;
-use crate::model::{GemmaModel, LogitsFor};
+use crate::model::{GemmaModel, LogitsFor, SoftTokens};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
@@ -318,14 +320,13 @@ impl<'m> DepthCache<'m> {
         };
         let tokens = bench_tokens(model.config().vocab_size, n_prompt, 2);
         let start = Instant::now();
-        let logits = model.forward(cache, &tokens, LogitsFor::Last)?;
-        let first = crate::sampling::argmax(&logits);
+        let first = model.forward_greedy(cache, &tokens, SoftTokens::NONE)?;
         let secs = start.elapsed().as_secs_f64();
         std::hint::black_box(first);
         Ok(secs)
     }
 
-    /// Seconds for `n_gen` single-token passes at `depth` (on the cache itself, rolled back
+    /// Seconds for `n_gen` single-token greedy passes at `depth` (on the cache itself, rolled back
     /// by the next [`at`](Self::at)).
     fn time_decode(&mut self, depth: usize, n_gen: usize) -> Result<f64> {
         let model = self.model;
@@ -333,7 +334,7 @@ impl<'m> DepthCache<'m> {
         let tokens = bench_tokens(model.config().vocab_size, n_gen, 3);
         let start = Instant::now();
         for &t in &tokens {
-            std::hint::black_box(model.forward(cache, &[t], LogitsFor::Last)?);
+            std::hint::black_box(model.forward_greedy(cache, &[t], SoftTokens::NONE)?);
         }
         Ok(start.elapsed().as_secs_f64())
     }
@@ -609,12 +610,8 @@ pub fn run_assistant_cost(options: &BenchOptions, assistant: &Path) -> Result<As
     fill_cache(model, &mut cache, depth.max(1))?;
     let depth = cache.len();
     let token = bench_tokens(model.config().vocab_size, 1, 7)[0];
-    let (_, hidden) = model.forward_with_hidden(
-        &mut cache,
-        &[token],
-        crate::model::SoftTokens::NONE,
-        LogitsFor::Last,
-    )?;
+    let (_, hidden) =
+        model.forward_with_hidden(&mut cache, &[token], SoftTokens::NONE, LogitsFor::Last)?;
     cache.truncate(depth);
     const PASSES: usize = 8;
     let decode_step = |cache: &mut crate::model::KvCache| -> Result<f64> {

@@ -111,6 +111,18 @@ impl Sampler {
         &self.options
     }
 
+    /// Greedy with nothing that adjusts the logits (no bias, no penalty): the pick is
+    /// `argmax` of the raw logits, which the model can make where they are
+    /// (`GemmaModel::forward_greedy`).
+    pub fn is_plain_greedy(&self) -> bool {
+        let o = &self.options;
+        o.temperature == 0.0
+            && o.logit_bias.is_empty()
+            && o.repetition_penalty == 1.0
+            && o.presence_penalty == 0.0
+            && o.frequency_penalty == 0.0
+    }
+
     /// Picks the next token. `history` is every token of the sequence so far (prompt included).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let adjusted = self.adjusted_logits(logits, history);
@@ -209,15 +221,7 @@ impl Sampler {
     }
 }
 
-pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] || values[best].is_nan() {
-            best = i;
-        }
-    }
-    best as u32
-}
+pub use crate::kernels::cpu::activation::argmax;
 
 fn softmax_in_place(candidates: &mut [(u32, f32)]) {
     let max = candidates

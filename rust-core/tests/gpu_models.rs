@@ -177,3 +177,58 @@ fn gemma3_270m_q4_k_m_gpu_matches_cpu() {
     }
     compare_loaded(&path, &gpu, &prompt, 2, false, 1e-3);
 }
+
+/// Greedy generation through the engine on the demo model: the GPU picks each token on the
+/// device (`GemmaModel::forward_greedy`) and reads back the blocks' maxima, not the logits;
+/// the 32 tokens equal the CPU's (which samples from its logits), and the bytes read back per
+/// pass, counted by the engine, are a few hundred, not the 1 MiB of a 262144-id logits row.
+#[test]
+fn gemma3_270m_greedy_tokens_on_the_gpu_equal_the_cpu_reading_back_no_logits() {
+    use gemmakit::engine::{BackendChoice, Engine, EngineOptions};
+    use gemmakit::generate::{Flow, GenerateOptions};
+    let path = demo_model_path();
+    if !gpu_expected() || !path.exists() {
+        eprintln!("skipped: needs a GPU adapter and {}", path.display());
+        return;
+    }
+    let prompt = [2, 818, 5279, 529, 7001, 563];
+    let options = GenerateOptions {
+        max_tokens: 32,
+        stop_token_ids: Vec::new(),
+        ..GenerateOptions::default()
+    };
+    let run = |backend| {
+        let engine = Engine::load(
+            &path,
+            EngineOptions {
+                backend,
+                context_len: 64,
+                ..EngineOptions::default()
+            },
+        )
+        .expect("load");
+        let before = gemmakit::device::counters::snapshot();
+        let out = engine
+            .generate_from_tokens(&prompt, &options, &mut |_| Flow::Continue)
+            .expect("generate");
+        let counted = gemmakit::device::counters::snapshot() - before;
+        (out.tokens, counted, engine.model().config().vocab_size)
+    };
+    let (cpu, _, _) = run(BackendChoice::Cpu);
+    let (gpu, counted, vocab) = run(BackendChoice::Gpu);
+    assert_eq!(cpu.len(), 32, "the CPU generation stopped early: {cpu:?}");
+    assert_eq!(gpu, cpu, "greedy tokens: GPU vs CPU");
+    // One pass for the prompt, one per token after the first.
+    let passes = gpu.len() as u64;
+    let per_pass = counted.bytes_read_back / passes;
+    eprintln!(
+        "GPU: {per_pass} bytes read back a pass ({} in all), {} dispatches a pass",
+        counted.bytes_read_back,
+        counted.dispatches / passes
+    );
+    assert!(
+        per_pass <= 1024,
+        "{per_pass} bytes read back a pass; a logits row is {} bytes",
+        vocab * 4
+    );
+}

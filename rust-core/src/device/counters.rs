@@ -2,19 +2,29 @@
 //! launch, burn's and ours, seen by a launch observer installed when the GPU device opens),
 //! bytes uploaded to the device and bytes read back from it (counted where the engine moves
 //! them: [`from_host`](super::from_host), [`to_host`](super::to_host) and the weight upload),
-//! and the bytes the device holds. Process-wide, as the GPU device is: take a
-//! [`snapshot`] before and after the work to measure and subtract.
+//! and the bytes the device holds. Counted per thread — kernels are launched and buffers
+//! copied on the thread that runs the pass (a generation runs on its caller's), so work on
+//! other threads (another conversation, a test beside this one) does not blur the count:
+//! take a [`snapshot`] on the thread before and after the work and subtract.
 
+use std::cell::Cell;
 use std::ops::{AddAssign, Sub};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::tensor::Device;
 
-static DISPATCHES: AtomicU64 = AtomicU64::new(0);
-static BYTES_UPLOADED: AtomicU64 = AtomicU64::new(0);
-static BYTES_READ_BACK: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static COUNTED: Cell<GpuCounters> = const { Cell::new(GpuCounters::ZERO) };
+}
 
-/// Totals since the process started (or their difference between two snapshots).
+fn count(more: GpuCounters) {
+    COUNTED.with(|c| {
+        let mut total = c.get();
+        total += more;
+        c.set(total);
+    });
+}
+
+/// This thread's totals since it started (or their difference between two snapshots).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GpuCounters {
     /// Compute dispatches (kernel launches).
@@ -23,6 +33,14 @@ pub struct GpuCounters {
     pub bytes_uploaded: u64,
     /// Bytes copied from device buffers to host memory.
     pub bytes_read_back: u64,
+}
+
+impl GpuCounters {
+    const ZERO: GpuCounters = GpuCounters {
+        dispatches: 0,
+        bytes_uploaded: 0,
+        bytes_read_back: 0,
+    };
 }
 
 impl Sub for GpuCounters {
@@ -44,13 +62,9 @@ impl AddAssign for GpuCounters {
     }
 }
 
-/// The totals so far.
+/// This thread's totals so far.
 pub fn snapshot() -> GpuCounters {
-    GpuCounters {
-        dispatches: DISPATCHES.load(Ordering::Relaxed),
-        bytes_uploaded: BYTES_UPLOADED.load(Ordering::Relaxed),
-        bytes_read_back: BYTES_READ_BACK.load(Ordering::Relaxed),
-    }
+    COUNTED.with(Cell::get)
 }
 
 /// `bytes` went from the host to `device` (nothing is counted for the CPU backend, whose
@@ -63,18 +77,24 @@ pub fn count_upload(device: &Device, bytes: usize) {
 
 /// `bytes` went from the host to the GPU (for kernels that write a buffer themselves).
 pub fn count_gpu_upload(bytes: usize) {
-    BYTES_UPLOADED.fetch_add(bytes as u64, Ordering::Relaxed);
+    count(GpuCounters {
+        bytes_uploaded: bytes as u64,
+        ..GpuCounters::ZERO
+    });
 }
 
 /// `bytes` came back from `device` to the host.
 pub fn count_read_back(device: &Device, bytes: usize) {
     if !super::is_host(device) {
-        BYTES_READ_BACK.fetch_add(bytes as u64, Ordering::Relaxed);
+        count(GpuCounters {
+            bytes_read_back: bytes as u64,
+            ..GpuCounters::ZERO
+        });
     }
 }
 
-/// Counts every kernel launch of the process from now on (called once, when the GPU opens).
-/// The observer costs each launch a relaxed atomic add under a read lock.
+/// Counts every kernel launch of the process from now on, on the thread that issues it
+/// (called once, when the GPU opens). The observer costs a launch a read lock and an add.
 #[cfg(feature = "gpu")]
 pub(super) fn observe_launches() {
     use cubecl::logging::{LaunchObservation, LaunchObserver};
@@ -82,7 +102,10 @@ pub(super) fn observe_launches() {
     struct CountLaunches;
     impl LaunchObserver for CountLaunches {
         fn launched(&self, _kernel: &'static str) {
-            DISPATCHES.fetch_add(1, Ordering::Relaxed);
+            count(GpuCounters {
+                dispatches: 1,
+                ..GpuCounters::ZERO
+            });
         }
     }
     // Installed for the life of the process: the guard would uninstall it when dropped.

@@ -372,18 +372,18 @@ impl TurnCancel {
 pub const PREFILL_CHUNK: usize = 512;
 
 /// Runs `tokens` (with their soft tokens) through `forward` in chunks of [`PREFILL_CHUNK`],
-/// soft-token positions re-based per chunk; returns the last chunk's logits.
-pub(crate) fn prefill_in_chunks(
+/// soft-token positions re-based per chunk; returns the last chunk's result (its logits).
+pub(crate) fn prefill_in_chunks<T>(
     tokens: &[u32],
     soft: SoftTokens<'_>,
-    mut forward: impl FnMut(&[u32], SoftTokens<'_>) -> Result<Vec<f32>>,
-) -> Result<Vec<f32>> {
+    mut forward: impl FnMut(&[u32], SoftTokens<'_>) -> Result<T>,
+) -> Result<T> {
     let hidden = if soft.positions.is_empty() {
         0
     } else {
         soft.values.len() / soft.positions.len()
     };
-    let mut logits = Vec::new();
+    let mut last = None;
     let mut done = 0;
     let mut next_soft = 0;
     for chunk in tokens.chunks(PREFILL_CHUNK) {
@@ -397,17 +397,37 @@ pub(crate) fn prefill_in_chunks(
             .map(|p| p - done)
             .collect();
         let values = &soft.values[next_soft * hidden..(next_soft + n) * hidden];
-        logits = forward(
+        last = Some(forward(
             chunk,
             SoftTokens {
                 positions: &positions,
                 values,
             },
-        )?;
+        )?);
         next_soft += n;
         done = end;
     }
-    Ok(logits)
+    last.ok_or_else(|| crate::error::GemmaError::InvalidArgument("nothing to prefill".into()))
+}
+
+/// What a pass leaves for the sampler: the logits of its last row, or (plain greedy decoding,
+/// `GemmaModel::forward_greedy`) the token the model already picked.
+enum Scores {
+    Logits(Vec<f32>),
+    Picked(u32),
+}
+
+impl Scores {
+    /// The logits, for a constraint to mask (a constrained generation never asks the model
+    /// to pick).
+    fn logits_mut(&mut self) -> Result<&mut Vec<f32>> {
+        match self {
+            Scores::Logits(logits) => Ok(logits),
+            Scores::Picked(_) => Err(crate::error::GemmaError::InvalidArgument(
+                "a constrained generation needs the logits, not a picked token".into(),
+            )),
+        }
+    }
 }
 
 /// One generation over a cache. `context` holds the ids already in `cache`; `new_tokens` are
@@ -478,23 +498,9 @@ pub(crate) fn generate(
     let (new_tokens, soft_tokens) = (input.ids, input.soft);
     let mut sampler = Sampler::new(options.sampling.clone())?;
     let start = Instant::now();
-    // Each pass returns its logits and, when `hidden` (the drafter asks), the target's hidden
-    // states of the same rows.
+    // A verify pass returns every row's logits and, when `hidden` (the drafter asks), the
+    // target's hidden states of the same rows.
     type Rows = (Vec<f32>, Option<Vec<f32>>);
-    let forward =
-        |cache: &mut KvCache, tokens: &[u32], soft: SoftTokens<'_>, hidden: bool| -> Result<Rows> {
-            let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
-            if hidden {
-                let (logits, h) =
-                    model.forward_with_hidden(cache, tokens, soft, LogitsFor::Last)?;
-                Ok((logits, Some(h)))
-            } else {
-                Ok((
-                    model.forward_with_soft_tokens(cache, tokens, soft, LogitsFor::Last)?,
-                    None,
-                ))
-            }
-        };
     let verify = |cache: &mut KvCache, tokens: &[u32], hidden: bool| -> Result<Rows> {
         let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
         if hidden {
@@ -519,6 +525,38 @@ pub(crate) fn generate(
     let mut guide = Guide::new(engine, options, tools, &stop_ids)?;
     let mut spec = Speculation::new(drafter(&options.draft, &|path| engine.assistant(path))?);
     let want_hidden = spec.needs_hidden();
+    // Plain greedy decoding (nothing reads the logits but the argmax): the model picks the
+    // token where the logits are, so a GPU step reads back a few hundred bytes, not the
+    // vocabulary's logits.
+    let pick_in_model = sampler.is_plain_greedy() && guide.is_none() && !spec.is_active();
+    // A pass returns its scores and, when `hidden`, the target's hidden state of its last row.
+    type Scored = (Scores, Option<Vec<f32>>);
+    let forward = |cache: &mut KvCache,
+                   tokens: &[u32],
+                   soft: SoftTokens<'_>,
+                   hidden: bool|
+     -> Result<Scored> {
+        let _turn = compute.lock().unwrap_or_else(|e| e.into_inner());
+        if hidden {
+            let (logits, h) = model.forward_with_hidden(cache, tokens, soft, LogitsFor::Last)?;
+            Ok((Scores::Logits(logits), Some(h)))
+        } else if pick_in_model {
+            Ok((
+                Scores::Picked(model.forward_greedy(cache, tokens, soft)?),
+                None,
+            ))
+        } else {
+            Ok((
+                Scores::Logits(model.forward_with_soft_tokens(
+                    cache,
+                    tokens,
+                    soft,
+                    LogitsFor::Last,
+                )?),
+                None,
+            ))
+        }
+    };
     if cancel.is_cancelled() {
         // Cancelled while waiting for the conversation: nothing runs.
         let stats = GenerationStats {
@@ -543,10 +581,10 @@ pub(crate) fn generate(
         });
     }
     let mut hidden = None;
-    let mut logits = prefill_in_chunks(new_tokens, soft_tokens, |tokens, soft| {
-        let (logits, h) = forward(cache, tokens, soft, want_hidden)?;
+    let mut scores = prefill_in_chunks(new_tokens, soft_tokens, |tokens, soft| {
+        let (scores, h) = forward(cache, tokens, soft, want_hidden)?;
         hidden = h;
-        Ok(logits)
+        Ok(scores)
     })?;
     context.extend_from_slice(new_tokens);
     let prompt_tokens = context.len();
@@ -565,14 +603,18 @@ pub(crate) fn generate(
         if generated.len() >= options.max_tokens {
             break StopReason::MaxTokens;
         }
-        let mut next = sampler.sample(&logits, context);
+        let mut next = match &scores {
+            Scores::Picked(id) => *id,
+            Scores::Logits(logits) => sampler.sample(logits, context),
+        };
         let mut forced = Vec::new();
         if let Some(guide) = &mut guide {
             // The sampled token is checked first; only a rejected one costs a full mask, and
             // the draw from the masked logits follows the constrained distribution.
             if !guide.allows(next)? {
-                guide.mask(&mut logits)?;
-                next = sampler.sample(&logits, context);
+                let logits = scores.logits_mut()?;
+                guide.mask(logits)?;
+                next = sampler.sample(logits, context);
                 if !guide.allows(next)? {
                     return Err(crate::error::GemmaError::InvalidConstraint(
                         "no token can continue the constrained text".into(),
@@ -623,7 +665,7 @@ pub(crate) fn generate(
         }
         if let Some((row, h)) = spec.take_accepted(&step) {
             // A draft the sampler agreed with: already in the cache, its logits verified.
-            logits = row;
+            scores = Scores::Logits(row);
             hidden = h;
             context.extend_from_slice(&step);
             continue;
@@ -641,12 +683,13 @@ pub(crate) fn generate(
         };
         if drafts.is_empty() {
             // Forced tokens go in with the sampled one: one pass, like a short prefill.
-            (logits, hidden) = forward(cache, &step, SoftTokens::NONE, want_hidden)?;
+            (scores, hidden) = forward(cache, &step, SoftTokens::NONE, want_hidden)?;
         } else {
             let fed: Vec<u32> = step.iter().chain(&drafts).copied().collect();
             let (rows, hidden_rows) = verify(cache, &fed, want_hidden)?;
-            (logits, hidden) =
+            let (logits, row_hidden) =
                 spec.start_round(&rows, hidden_rows.as_deref(), step.len(), drafts)?;
+            (scores, hidden) = (Scores::Logits(logits), row_hidden);
         }
         context.extend_from_slice(&step);
     };

@@ -35,6 +35,11 @@ impl Speculation {
         }
     }
 
+    /// Whether a drafter proposes tokens (verify passes need every row's logits).
+    pub(super) fn is_active(&self) -> bool {
+        self.drafter.is_some()
+    }
+
     /// Whether the drafter needs the target's hidden states.
     pub(super) fn needs_hidden(&self) -> bool {
         self.drafter.as_ref().is_some_and(|(d, _)| d.needs_hidden())

@@ -399,9 +399,48 @@ impl GemmaModel {
         tokens: &[u32],
         soft: SoftTokens<'_>,
         which: LogitsFor,
-        mut trace: Option<&mut Trace>,
+        trace: Option<&mut Trace>,
         hidden_out: Option<&mut Vec<f32>>,
     ) -> Result<Vec<f32>> {
+        let hidden = self.final_hidden(cache, tokens, soft, which, trace, hidden_out)?;
+        let mut logits = self.lm_head.forward_to_host(hidden)?;
+        if let Some(cap) = self.config.final_logit_softcapping {
+            crate::kernels::cpu::activation::softcap(&mut logits, cap);
+        }
+        Ok(logits)
+    }
+
+    /// The greedy next token after `tokens`: [`forward`](Self::forward)'s pass and the argmax
+    /// of its last logits (`kernels::cpu::activation::argmax`), picked where the logits are:
+    /// on a GPU only the maxima of blocks of the vocabulary come back (512 bytes for 262144
+    /// ids instead of 1 MiB), in the step's one read.
+    pub fn forward_greedy(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        soft: SoftTokens<'_>,
+    ) -> Result<u32> {
+        let hidden = self.final_hidden(cache, tokens, soft, LogitsFor::Last, None, None)?;
+        let picks = self
+            .lm_head
+            .argmax_rows(hidden, self.config.final_logit_softcapping)?;
+        picks
+            .last()
+            .copied()
+            .ok_or_else(|| GemmaError::Device("the LM head returned no row".into()))
+    }
+
+    /// The pass up to the final norm: its output rows `[rows, H]` (all, or the last), the LM
+    /// head's input.
+    fn final_hidden(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        soft: SoftTokens<'_>,
+        which: LogitsFor,
+        mut trace: Option<&mut Trace>,
+        hidden_out: Option<&mut Vec<f32>>,
+    ) -> Result<Tensor<2>> {
         let c = &self.config;
         let t = tokens.len();
         self.check_soft_tokens(t, &soft)?;
@@ -507,11 +546,7 @@ impl GemmaModel {
         if let Some(out) = hidden_out {
             *out = to_host(hidden.clone())?;
         }
-        let mut logits = self.lm_head.forward_to_host(hidden)?;
-        if let Some(cap) = c.final_logit_softcapping {
-            crate::kernels::cpu::activation::softcap(&mut logits, cap);
-        }
-        Ok(logits)
+        Ok(hidden)
     }
 }
 

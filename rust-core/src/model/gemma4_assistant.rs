@@ -25,6 +25,7 @@ use super::linear::Linear;
 use super::ops::{from_host, norm_weight, rms_norm, to_host};
 use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
+use crate::kernels::cpu::activation::argmax;
 use crate::weights::{MappedTensor, WeightStore};
 
 /// The centroid-masked ("ordered embeddings") head: the normed state scores the centroids,
@@ -327,17 +328,6 @@ impl AssistantModel {
         }
         Ok(drafts)
     }
-}
-
-/// The first index of the largest value (0 for an empty slice).
-pub fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// `values` as token ids, if they are a permutation of `0..vocab` (a hostile file's ordering

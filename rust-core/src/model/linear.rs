@@ -58,6 +58,28 @@ impl Linear {
         }
     }
 
+    /// The index of each token's largest output after the soft-capping `cap` (ties: the lower
+    /// index), as `kernels::cpu::activation::argmax` over the capped rows of
+    /// [`forward_to_host`](Self::forward_to_host). On the GPU it is found on the device, so
+    /// only a few bytes a token come back; capping is monotonic, so the device compares the
+    /// raw outputs (the two differ only where capping rounds two outputs to one f32).
+    pub fn argmax_rows(&self, x: Tensor<2>, cap: Option<f32>) -> Result<Vec<u32>> {
+        match self {
+            Linear::Mapped(w, _) => {
+                let mut logits = self.forward_to_host(x)?;
+                if let Some(cap) = cap {
+                    kernels::cpu::activation::softcap(&mut logits, cap);
+                }
+                Ok(logits
+                    .chunks_exact(w.rows().max(1))
+                    .map(kernels::cpu::activation::argmax)
+                    .collect())
+            }
+            #[cfg(feature = "gpu")]
+            Linear::Gpu(w) => w.argmax_rows(x),
+        }
+    }
+
     /// Like [`forward`](Self::forward) but returns `[tokens, out]` on the host, chunk by chunk,
     /// so a 262144-wide LM head never needs one device buffer for all logits.
     pub fn forward_to_host(&self, x: Tensor<2>) -> Result<Vec<f32>> {

@@ -95,6 +95,18 @@ pub fn softmax_rows_visible(values: &mut [f32], width: usize, visible: &[bool]) 
     }
 }
 
+/// The first index of the largest value, NaN never winning over a number (0 for an empty
+/// slice): greedy sampling's pick, the MTP assistant's draft and the LM head's `argmax_rows`.
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] || values[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

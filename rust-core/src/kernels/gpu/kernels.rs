@@ -839,3 +839,70 @@ pub fn gelu_tanh_mul(a: &[f32], b: &[f32], out: &mut [f32], n: u32) {
         out[idx as usize] = gelu * b[idx as usize];
     }
 }
+
+/// Each cube finds the largest of `block` logits of one token (`logits` `[tokens, rows]`, block
+/// `CUBE_POS_X` of row `CUBE_POS_Y`) and writes it with its index (`first_row` added, as f32:
+/// exact below 2²⁴) to `best[token, block_offset + block]` (pairs, `total_blocks` per token);
+/// ties go to the lower index, NaN never wins, and a block with nothing but NaN writes
+/// index −1. The host reads these few pairs instead of the logits.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn argmax_blocks(
+    logits: &[f32],
+    best: &mut [f32],
+    rows: u32,
+    first_row: u32,
+    block_offset: u32,
+    total_blocks: u32,
+    block: u32,
+    #[comptime] cube_size: usize,
+) {
+    let b = CUBE_POS_X;
+    let token = CUBE_POS_Y;
+    let unit = UNIT_POS;
+    let none = 0xffff_ffffu32;
+    let mut values = Shared::<[f32]>::new_slice(cube_size);
+    let mut indices = Shared::<[u32]>::new_slice(cube_size);
+    let start = b * block;
+    let end = select(start + block < rows, start + block, rows);
+    let mut bv = f32::new(0.0_f32);
+    let mut bi = u32::new(0xffff_ffff_i64);
+    let mut i = start + unit;
+    while i < end {
+        let v = logits[(token * rows + i) as usize];
+        // `v == v`: not NaN. Units scan upwards, so a tie keeps the earlier index.
+        if v == v && (bi == none || v > bv) {
+            bv = v;
+            bi = i;
+        }
+        i += CUBE_DIM;
+    }
+    values[unit as usize] = bv;
+    indices[unit as usize] = bi;
+    sync_cube();
+    let mut stride = CUBE_DIM / 2;
+    while stride > 0 {
+        if unit < stride {
+            let pv = values[(unit + stride) as usize];
+            let pi = indices[(unit + stride) as usize];
+            let ov = values[unit as usize];
+            let oi = indices[unit as usize];
+            if pi != none && (oi == none || pv > ov || (pv == ov && pi < oi)) {
+                values[unit as usize] = pv;
+                indices[unit as usize] = pi;
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+    if unit == 0u32 {
+        let at = ((token * total_blocks + block_offset + b) * 2u32) as usize;
+        let index = indices[0];
+        best[at] = values[0];
+        best[at + 1] = select(
+            index == none,
+            f32::new(-1.0_f32),
+            f32::cast_from(first_row + index),
+        );
+    }
+}

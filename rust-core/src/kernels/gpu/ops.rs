@@ -32,6 +32,20 @@ pub struct ChunkCall {
     pub out_stride: usize,
 }
 
+/// Logits one cube of [`GpuKernelOps::argmax_blocks_into`] scans.
+pub const ARGMAX_BLOCK: usize = 4096;
+
+/// Where one chunk of logits' block maxima go (see `kernels::argmax_blocks`).
+#[derive(Debug, Clone, Copy)]
+pub struct ArgmaxCall {
+    /// The chunk's first row in the whole output (added to the indices).
+    pub first_row: usize,
+    /// The chunk's first block among the token's blocks.
+    pub block_offset: usize,
+    /// Blocks per token over every chunk.
+    pub total_blocks: usize,
+}
+
 /// What [`GpuKernelOps::rms_norm`] computes besides the norm.
 #[derive(Debug, Clone, Copy)]
 pub struct NormCall {
@@ -100,6 +114,15 @@ pub trait GpuKernelOps: Backend {
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
         eps: f32,
+    ) -> FloatTensor<Self>;
+
+    /// The largest logit of each block of [`ARGMAX_BLOCK`] of each token's row of `logits`
+    /// `[tokens, rows]`, with its index, written into `best` `[tokens, total_blocks · 2]` (in
+    /// place; `kernels::argmax_blocks`) and returned.
+    fn argmax_blocks_into(
+        best: FloatTensor<Self>,
+        logits: FloatTensor<Self>,
+        call: ArgmaxCall,
     ) -> FloatTensor<Self>;
 
     /// `gelu_tanh(a) · b` for equal shapes (`kernels::gelu_tanh_mul`).
@@ -268,6 +291,29 @@ impl GpuKernelOps for CubeBackend {
             CUBE_SIZE,
         );
         out
+    }
+
+    fn argmax_blocks_into(best: CubeTensor, logits: CubeTensor, call: ArgmaxCall) -> CubeTensor {
+        check_f32("logits", &logits);
+        let logits = bindable(logits);
+        let dims = logits.meta.shape().clone();
+        let (tokens, rows) = (dims[0], dims[1]);
+        let blocks = rows.div_ceil(ARGMAX_BLOCK);
+        let client = logits.client.clone();
+        kernels::argmax_blocks::launch(
+            &client,
+            CubeCount::Static(blocks as u32, tokens as u32, 1),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(logits),
+            buffer(best.clone()),
+            rows as u32,
+            call.first_row as u32,
+            call.block_offset as u32,
+            call.total_blocks as u32,
+            ARGMAX_BLOCK as u32,
+            CUBE_SIZE,
+        );
+        best
     }
 
     fn gelu_tanh_mul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
@@ -619,6 +665,15 @@ pub fn rms_norm_rope(
         cos.clone().into_dispatch(),
         sin.clone().into_dispatch(),
         eps,
+    ))
+}
+
+/// [`GpuKernelOps::argmax_blocks_into`] on tensors.
+pub fn argmax_blocks_into(best: Tensor<2>, logits: Tensor<2>, call: ArgmaxCall) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::argmax_blocks_into(
+        best.into_dispatch(),
+        logits.into_dispatch(),
+        call,
     ))
 }
 

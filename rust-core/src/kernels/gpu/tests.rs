@@ -707,3 +707,63 @@ fn gpu_gelu_tanh_mul_matches_f64_including_large_inputs() {
     eprintln!("gelu_tanh_mul: worst error / |a·b| {worst:.1e}");
     assert!(worst < 1e-5);
 }
+
+#[test]
+fn gpu_argmax_rows_picks_the_f64_maximum_across_chunks_and_blocks() {
+    let Some(device) = gpu() else { return };
+    // 9000 rows: three argmax blocks of 4096, and chunks of 3000 rows that cut through them.
+    let (rows, cols, tokens) = (9000, 32, 3);
+    let w = random_weight(GgmlType::Q8_0, rows, cols, 31);
+    let layout = pack::layout_for(GgmlType::Q8_0, cols);
+    let row_bytes = pack::word_bytes_per_row(layout, cols);
+    let lin = GpuLinear::upload(&w, 3000 * row_bytes, &device.device).expect("upload");
+    assert_eq!(lin.chunk_count(), 3);
+    let packed = pack::pack_rows(&w, layout, 0, rows);
+    let weights: Vec<f64> = (0..rows)
+        .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
+        .collect();
+    let x = random_x(tokens, cols, 32);
+    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device);
+    let picks = lin.argmax_rows(xt).expect("argmax");
+    assert_eq!(picks.len(), tokens);
+    for (t, &pick) in picks.iter().enumerate() {
+        let dot = |r: usize| -> f64 {
+            (0..cols)
+                .map(|c| f64::from(x[t * cols + c]) * weights[r * cols + c])
+                .sum()
+        };
+        let best = (0..rows).map(dot).fold(f64::MIN, f64::max);
+        // The pick is the maximum up to the f32 products' rounding.
+        assert!(
+            (dot(pick as usize) - best).abs() <= 1e-5 * best.abs(),
+            "token {t}: row {pick} scores {} against the maximum {best}",
+            dot(pick as usize)
+        );
+    }
+}
+
+#[test]
+fn gpu_argmax_rows_breaks_ties_towards_the_lower_index() {
+    let Some(device) = gpu() else { return };
+    // f32 rows: row 7000 (block 1, chunk 2) and row 8000 equal the largest, row 2 a little
+    // less; then every row equal (every block ties: index 0 wins).
+    let (rows, cols) = (9000, 4);
+    let mut values = vec![0.0f32; rows * cols];
+    for r in [7000, 8000] {
+        values[r * cols..(r + 1) * cols].copy_from_slice(&[1.0, 2.0, 3.0, 4.0]);
+    }
+    values[2 * cols..3 * cols].copy_from_slice(&[1.0, 2.0, 3.0, 3.5]);
+    for (case, values, want) in [
+        ("two equal maxima", values, 7000u32),
+        ("all equal", vec![0.5f32; rows * cols], 0),
+    ] {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let w = mapped(GgmlType::F32, rows, cols, &bytes);
+        let lin = GpuLinear::upload(&w, 3000 * cols * 4, &device.device).expect("upload");
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32; cols], [1, cols]),
+            &device.device,
+        );
+        assert_eq!(lin.argmax_rows(x).expect("argmax"), vec![want], "{case}");
+    }
+}
