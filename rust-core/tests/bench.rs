@@ -76,6 +76,60 @@ fn bench_reports_sane_numbers_for_every_configuration() {
     assert_eq!(results[0].decode_tok_s, results[1].decode_tok_s);
 }
 
+/// On the GPU a result carries what the device was asked per decoded token, counted by the
+/// engine: the same whole number of dispatches for every token, a few bytes read back (the
+/// greedy pick's block maxima: 8 bytes per 4096 ids, not the 4 bytes per id of a logits row),
+/// and the device's bytes at least the packed weights'. The CPU run has none of it.
+#[test]
+fn bench_on_the_gpu_counts_dispatches_and_bytes() {
+    if !common::gpu_expected() {
+        return;
+    }
+    let options = BenchOptions {
+        model: tiny_gguf(),
+        n_prompt: vec![4],
+        n_gen: vec![3],
+        depths: vec![0],
+        threads: None,
+        cpu_cores: gemmakit::engine::CpuCores::Auto,
+        repetitions: 2,
+        backend: BackendChoice::Gpu,
+        cold_load: false,
+        cpu_activations: Activations::default(),
+        kv_type_k: None,
+        kv_type_v: None,
+    };
+    let results = run_bench(&options, &mut |_| {}).unwrap();
+    let gpu = results[0].gpu.as_ref().expect("GPU counts");
+    let model = ModelSource::open(&tiny_gguf()).unwrap();
+    let vocab = model.config().vocab_size;
+    eprintln!("{gpu:?}, vocab {vocab}");
+    assert!(gpu.dispatches_per_token >= 1.0 && gpu.dispatches_per_token.fract() == 0.0);
+    let blocks = vocab.div_ceil(4096) as f64;
+    assert!(
+        gpu.bytes_read_back_per_token >= 8.0 * blocks
+            && gpu.bytes_read_back_per_token < 4.0 * vocab as f64,
+        "{} bytes read back a token",
+        gpu.bytes_read_back_per_token
+    );
+    let file_bytes = std::fs::metadata(tiny_gguf()).unwrap().len();
+    assert!(
+        gpu.resident_bytes > file_bytes / 2,
+        "{} bytes on the device",
+        gpu.resident_bytes
+    );
+    let cpu = run_bench(
+        &BenchOptions {
+            backend: BackendChoice::Cpu,
+            ..options
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(cpu[0].gpu.is_none());
+    assert!(cpu[0].to_json()["gpu_dispatches_per_token"].is_null());
+}
+
 #[test]
 fn bench_rejects_bad_options() {
     let base = BenchOptions {

@@ -212,10 +212,11 @@ fn gemma3_270m_greedy_tokens_on_the_gpu_equal_the_cpu_reading_back_no_logits() {
             .generate_from_tokens(&prompt, &options, &mut |_| Flow::Continue)
             .expect("generate");
         let counted = gemmakit::device::counters::snapshot() - before;
-        (out.tokens, counted, engine.model().config().vocab_size)
+        let config = engine.model().config();
+        (out.tokens, counted, config.vocab_size, config.num_layers())
     };
-    let (cpu, _, _) = run(BackendChoice::Cpu);
-    let (gpu, counted, vocab) = run(BackendChoice::Gpu);
+    let (cpu, ..) = run(BackendChoice::Cpu);
+    let (gpu, counted, vocab, layers) = run(BackendChoice::Gpu);
     assert_eq!(cpu.len(), 32, "the CPU generation stopped early: {cpu:?}");
     assert_eq!(gpu, cpu, "greedy tokens: GPU vs CPU");
     // One pass for the prompt, one per token after the first.
@@ -231,4 +232,60 @@ fn gemma3_270m_greedy_tokens_on_the_gpu_equal_the_cpu_reading_back_no_logits() {
         "{per_pass} bytes read back a pass; a logits row is {} bytes",
         vocab * 4
     );
+    // Fused norms, RoPE and GELU: 19.4 dispatches a layer measured (76 with burn's ops for
+    // each); a regression to unfused operations shows here.
+    let dispatches = counted.dispatches / passes;
+    assert!(
+        dispatches <= 20 * layers as u64 + 10,
+        "{dispatches} dispatches a pass for {layers} layers"
+    );
+}
+
+/// `Engine::warm_up` runs a scratch generation (the GPU's kernels launched once, so their
+/// pipelines are compiled before the first message) and leaves the engine as it was: the
+/// next generation's tokens equal those of an engine that never warmed up, on either backend.
+#[test]
+fn warming_up_runs_the_graph_and_changes_no_generation() {
+    use gemmakit::engine::{BackendChoice, Engine, EngineOptions};
+    use gemmakit::generate::{Flow, GenerateOptions};
+    let path = fixture_file("tiny_gemma4_e2b", "model-f32.gguf");
+    let prompt = Reference::load("tiny_gemma4_e2b").ids("long.input_ids");
+    let options = GenerateOptions {
+        max_tokens: 6,
+        stop_token_ids: Vec::new(),
+        ..GenerateOptions::default()
+    };
+    let backends: &[BackendChoice] = if gpu_expected() {
+        &[BackendChoice::Cpu, BackendChoice::Gpu]
+    } else {
+        &[BackendChoice::Cpu]
+    };
+    for &backend in backends {
+        let load = || {
+            Engine::load(
+                &path,
+                EngineOptions {
+                    backend,
+                    context_len: 256,
+                    ..EngineOptions::default()
+                },
+            )
+            .expect("load")
+        };
+        let (cold, warm) = (load(), load());
+        let before = gemmakit::device::counters::snapshot();
+        let ms = warm.warm_up().expect("warm up");
+        let launched = (gemmakit::device::counters::snapshot() - before).dispatches;
+        eprintln!("{backend:?}: warmed up in {ms:.0} ms, {launched} dispatches");
+        if backend == BackendChoice::Gpu {
+            assert!(launched > 0, "the warm-up launched no kernel");
+        }
+        let generate = |engine: &Engine| {
+            engine
+                .generate_from_tokens(&prompt, &options, &mut |_| Flow::Continue)
+                .expect("generate")
+                .tokens
+        };
+        assert_eq!(generate(&warm), generate(&cold), "{backend:?}");
+    }
 }

@@ -70,6 +70,13 @@ impl Engine {
         guard(|| Ok(self.inner.prepare_constraints()?))
     }
 
+    /// Runs a short scratch generation so the first real one does not pay the backend's
+    /// first-use costs (GPU pipeline compilation: seconds on some phones). Returns the
+    /// milliseconds it took. Call it off the main thread after loading.
+    pub fn warm_up(&self) -> Result<f64, GemmaKitError> {
+        guard(|| Ok(self.inner.warm_up()?))
+    }
+
     /// Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt.
     pub fn caption(
         &self,

@@ -44,6 +44,15 @@ public final class GemmaEngine: @unchecked Sendable {
         try await runOffThread { try engine.prepareConstraints() }
     }
 
+    /// Runs a short scratch generation off the caller's thread so the first message does not
+    /// pay the backend's first-use costs (Metal pipeline compilation); returns the milliseconds
+    /// it took. Call it after loading.
+    @discardableResult
+    public func warmUp() async throws -> Double {
+        let engine = self.engine
+        return try await runOffThread { try engine.warmUp() }
+    }
+
     /// Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, off the caller's thread.
     public func caption(_ image: Data, options: GenerateOptions = GenerateOptions()) async throws -> GenerationResult {
         let engine = self.engine

@@ -533,6 +533,29 @@ impl Engine {
         self.inner.constraint_compiler().map(|_| ())
     }
 
+    /// Runs what a first request runs — a short prompt, a greedy step and a step that reads
+    /// its logits (sampled decoding) — on a scratch cache, so the backend's first-use costs are
+    /// paid now rather than by the first message: on a GPU, compiling every pipeline a
+    /// generation launches (seconds on some phones); on the CPU, paging in the weights. Returns
+    /// the milliseconds it took. An app calls it on a background thread after loading;
+    /// conversations are not touched. Compiled pipelines live as long as the process (the
+    /// driver's shader cache is what may persist across launches).
+    pub fn warm_up(&self) -> Result<f64> {
+        let start = std::time::Instant::now();
+        let model = &self.inner.model;
+        let _turn = self.inner.compute.lock().unwrap_or_else(|e| e.into_inner());
+        // Long enough for the tiled prefill kernels (8 tokens a tile on the GPU).
+        let vocab = model.config().vocab_size.max(1) as u32;
+        let prompt: Vec<u32> = (1..=12).map(|id| id % vocab).collect();
+        let mut cache = model.new_cache(prompt.len() + 2);
+        let next = model.forward_greedy(&mut cache, &prompt, SoftTokens::NONE)?;
+        let next = model.forward_greedy(&mut cache, &[next], SoftTokens::NONE)?;
+        model.forward(&mut cache, &[next], crate::model::LogitsFor::Last)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        log::info!("warmed up in {ms:.0} ms");
+        Ok(ms)
+    }
+
     /// Where image/audio input would be encoded, or why this model takes none.
     pub fn media_support(&self) -> std::result::Result<String, String> {
         match &self.inner.media {

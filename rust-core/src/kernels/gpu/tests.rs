@@ -640,24 +640,27 @@ fn gpu_rope_and_normed_rope_match_f64() {
     let inv_freq: Vec<f32> = (0..d / 2)
         .map(|j| 10000f32.powf(-(2.0 * j as f32) / d as f32))
         .collect();
-    let tables = crate::model::rope::RopeTables::new(&inv_freq, &positions, dev);
+    // The tables as the model builds them: f32 angles, `[tokens, 1, d/2]`.
+    let (cos, sin): (Vec<f32>, Vec<f32>) = positions
+        .iter()
+        .flat_map(|&p| {
+            inv_freq
+                .iter()
+                .map(move |&f| ((p as f32 * f).cos(), (p as f32 * f).sin()))
+        })
+        .unzip();
+    let cos = crate::device::from_host(cos, [tokens, 1, d / 2], dev);
+    let sin = crate::device::from_host(sin, [tokens, 1, d / 2], dev);
     let input = crate::device::from_host(x.clone(), [tokens, heads, d], dev);
 
-    let got = to_host(super::ops::rope(input.clone(), &tables.cos, &tables.sin)).unwrap();
+    let got = to_host(super::ops::rope(input.clone(), &cos, &sin)).unwrap();
     let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     let want = rotated_f64(&x64, heads, d, &positions, &inv_freq);
     assert!(worst_relative("rope", &got, &want) < 1e-5);
 
     let eps = 1e-6;
     let weight = crate::device::from_host(w.clone(), [1, 1, d], dev);
-    let got = to_host(super::ops::rms_norm_rope(
-        input,
-        &weight,
-        &tables.cos,
-        &tables.sin,
-        eps,
-    ))
-    .unwrap();
+    let got = to_host(super::ops::rms_norm_rope(input, &weight, &cos, &sin, eps)).unwrap();
     let normed: Vec<f64> = x64
         .chunks(d)
         .flat_map(|row| {

@@ -46,7 +46,6 @@ class GemmaEngine private constructor(private val engine: Engine) : AutoCloseabl
     /** Maximum positions per conversation. */
     val contextLen: Int get() = open().contextLen().toInt()
 
-    /** Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, on [Dispatchers.IO]. */
     /**
      * Prepares constrained decoding (JSON schema, regex, grammar, strict tools) for this model
      * off the caller's thread; otherwise the first constrained request pays for it (about a
@@ -54,6 +53,14 @@ class GemmaEngine private constructor(private val engine: Engine) : AutoCloseabl
      */
     suspend fun prepareConstraints() = withContext(Dispatchers.IO) { open().prepareConstraints() }
 
+    /**
+     * Runs a short scratch generation on [Dispatchers.IO] so the first message does not pay
+     * the backend's first-use costs (GPU pipeline compilation: seconds on some phones); returns
+     * the milliseconds it took. Call it after loading, e.g. while the chat screen appears.
+     */
+    suspend fun warmUp(): Double = withContext(Dispatchers.IO) { open().warmUp() }
+
+    /** Describes an image (JPEG/PNG/WebP bytes) with Google's captioning prompt, on [Dispatchers.IO]. */
     suspend fun caption(image: ByteArray, options: GenerateOptions = GenerateOptions()): GenerationResult =
         withContext(Dispatchers.IO) { open().caption(image, options, null) }
 

@@ -125,6 +125,15 @@ class GemmaKitTest {
     }
 
     @Test
+    fun `warming up takes time once and changes no answer`(): Unit = runBlocking {
+        val before = engine.conversation().use { it.send("Hello", long(6)).text }
+        val ms = engine.warmUp()
+        assertTrue(ms > 0.0, "warm-up took $ms ms")
+        val after = engine.conversation().use { it.send("Hello", long(6)).text }
+        assertEquals(before, after)
+    }
+
+    @Test
     fun `constrained answers follow their choice and regex, bad schemas throw`(): Unit = runBlocking {
         engine.prepareConstraints()
         val words = listOf("alpha", "beta", "gamma delta")

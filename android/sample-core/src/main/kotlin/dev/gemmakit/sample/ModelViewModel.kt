@@ -41,6 +41,8 @@ data class LoadedModel(
     val device: String,
     /** Why this backend runs (e.g. why the GPU was not used): shown next to the backend. */
     val backendReason: String,
+    /** The warm-up run while loading (GPU pipelines compiled before the first message). */
+    val warmUpMs: Double = 0.0,
 )
 
 data class ModelState(
@@ -156,6 +158,13 @@ class ModelViewModel(
         _state.update { it.copy(loading = path, message = null) }
         try {
             val engine = GemmaEngine.load(path, engineOptions)
+            // Part of loading, so the first message does not compile the GPU's pipelines.
+            val warmUpMs = try {
+                engine.warmUp()
+            } catch (e: Throwable) {
+                engine.close()
+                throw e
+            }
             val info = engine.info
             val backend = engine.backend
             _engine.value = engine
@@ -170,6 +179,7 @@ class ModelViewModel(
                         backend = backend.backend,
                         device = backend.device,
                         backendReason = backend.reason,
+                        warmUpMs = warmUpMs,
                     ),
                 )
             }
