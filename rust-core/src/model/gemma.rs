@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use super::attention::{MaskCache, Visibility, attend};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
-use super::linear::Linear;
+use super::linear::{GatedLinear, Linear};
 use super::names::TEXT_PREFIXES;
 use super::ops::{add_rms_norm, from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
@@ -85,8 +85,8 @@ pub(super) struct DecoderLayer {
     o: Linear,
     post_attention_norm: Tensor<2>,
     pre_feedforward_norm: Tensor<2>,
-    gate: Linear,
-    up: Linear,
+    /// `gelu_tanh(gate) ⊙ up`.
+    gate_up: GatedLinear,
     down: Linear,
     post_feedforward_norm: Tensor<2>,
     per_layer_input: Option<PerLayerInput>,
@@ -660,8 +660,11 @@ impl DecoderLayer {
             o: linear("self_attn.o_proj.weight", h, q_out)?,
             post_attention_norm: norm("post_attention_layernorm.weight", h)?,
             pre_feedforward_norm: norm("pre_feedforward_layernorm.weight", h)?,
-            gate: linear("mlp.gate_proj.weight", inter, h)?,
-            up: linear("mlp.up_proj.weight", inter, h)?,
+            gate_up: GatedLinear::load(
+                tensor("mlp.gate_proj.weight", &[inter, h])?,
+                tensor("mlp.up_proj.weight", &[inter, h])?,
+                device,
+            )?,
             down: linear("mlp.down_proj.weight", h, inter)?,
             post_feedforward_norm: norm("post_feedforward_layernorm.weight", h)?,
             per_layer_input,
@@ -717,7 +720,7 @@ impl DecoderLayer {
         let mut x = add_rms_norm(x, o, &self.post_attention_norm, eps, 1.0);
 
         let f = rms_norm(x.clone(), Some(&self.pre_feedforward_norm), eps);
-        let f = gelu_tanh_mul(self.gate.forward(f.clone())?, self.up.forward(f)?)?;
+        let f = self.gate_up.forward(f)?;
         let f = self.down.forward(f)?;
         // Gemma 4's layer scalar multiplies the layer's last sum.
         let per_layer = self.per_layer_input.as_ref().zip(per_layer_input);

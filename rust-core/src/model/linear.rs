@@ -18,16 +18,68 @@ pub enum Linear {
     Gpu(kernels::gpu::GpuLinear),
 }
 
+/// Only the assistant's token ordering is integer; a weight never is.
+fn check_weight(weight: &MappedTensor) -> Result<()> {
+    if crate::weights::quant::is_integer(weight.dtype()) {
+        return Err(GemmaError::UnsupportedDtype {
+            name: weight.name().to_string(),
+            dtype: format!("{} (a weight matrix)", weight.dtype()),
+        });
+    }
+    Ok(())
+}
+
+/// A gated GELU MLP's first half, `gelu_tanh(x · Gᵀ) ⊙ (x · Uᵀ)`: on a GPU one fused product
+/// where gate and up share a packed layout (`GpuLinear::upload_gated`: one dispatch, `x` read
+/// once), two products and the element-wise kernel otherwise.
+pub enum GatedLinear {
+    Separate {
+        gate: Linear,
+        up: Linear,
+    },
+    #[cfg(feature = "gpu")]
+    Fused(kernels::gpu::GpuLinear),
+}
+
+impl GatedLinear {
+    /// `gate` and `up` are `[out, in]`.
+    pub fn load(gate: &MappedTensor, up: &MappedTensor, device: &ComputeDevice) -> Result<Self> {
+        check_weight(gate)?;
+        check_weight(up)?;
+        #[cfg(feature = "gpu")]
+        if !device.is_host() {
+            let fused = kernels::gpu::GpuLinear::upload_gated(
+                gate,
+                up,
+                device.max_binding_bytes,
+                &device.device,
+            )?;
+            if let Some(fused) = fused {
+                return Ok(GatedLinear::Fused(fused));
+            }
+        }
+        Ok(GatedLinear::Separate {
+            gate: Linear::load(gate, device)?,
+            up: Linear::load(up, device)?,
+        })
+    }
+
+    /// `x`: `[tokens, in]` → `[tokens, out]` on `x`'s device.
+    pub fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        match self {
+            GatedLinear::Separate { gate, up } => {
+                super::ops::gelu_tanh_mul(gate.forward(x.clone())?, up.forward(x)?)
+            }
+            #[cfg(feature = "gpu")]
+            GatedLinear::Fused(w) => Ok(w.forward(x)),
+        }
+    }
+}
+
 impl Linear {
     /// `weight` is `[out, in]` (PyTorch layout).
     pub fn load(weight: &MappedTensor, device: &ComputeDevice) -> Result<Self> {
-        if crate::weights::quant::is_integer(weight.dtype()) {
-            // Only the assistant's token ordering is integer; a weight never is.
-            return Err(GemmaError::UnsupportedDtype {
-                name: weight.name().to_string(),
-                dtype: format!("{} (a weight matrix)", weight.dtype()),
-            });
-        }
+        check_weight(weight)?;
         if device.is_host() {
             return Ok(Linear::Mapped(weight.clone(), device.activations));
         }

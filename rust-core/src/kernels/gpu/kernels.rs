@@ -36,6 +36,10 @@ fn reduce_tiles(
 
 /// `out[tok, out_col + row] = Σ_k x[tok, k] · W[row, k]` with `W` in integer words (see
 /// `pack.rs`): `w = scale · (q − offset) − min` per block of `words_per_block` words.
+///
+/// With `glu`, `W` holds a gated MLP's gate and up rows interleaved (weight row `2·row` is the
+/// gate's row `row`, `2·row + 1` the up's) and the output is `gelu_tanh(gate) · up`: both
+/// products in one dispatch that reads `x` once, each summed exactly as alone.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn packed_matmul<N: Size>(
@@ -53,6 +57,7 @@ pub fn packed_matmul<N: Size>(
     #[comptime] words_per_block: u32,
     #[comptime] offset: u32,
     #[comptime] has_min: bool,
+    #[comptime] glu: bool,
     #[comptime] tile: usize,
     #[comptime] cube_size: usize,
 ) {
@@ -62,64 +67,72 @@ pub fn packed_matmul<N: Size>(
     let vecs = comptime!(elems / 4);
     let mask = comptime!((1u32 << bits) - 1);
     let x_row_vecs = words_per_row * vecs as u32;
+    // Weight rows per output: the gate's and the up's with `glu`.
+    let per_out = comptime!(if glu { 2usize } else { 1usize });
 
-    let mut acc = Array::<f32>::new(tile);
+    let mut acc = Array::<f32>::new(tile * per_out);
     let mut q = Array::<f32>::new(elems);
     // Rows past the end (the grid is rounded up) run no iterations.
     let limit = select(row < rows, words_per_row, 0u32);
     let mut w = UNIT_POS;
     while w < limit {
-        let idx = row * words_per_row + w;
-        let word = words[idx as usize];
-        let block = idx / words_per_block;
-        let scale = scales[block as usize];
-        let mut shift = scale * f32::new(comptime!(offset as f32));
-        if comptime!(has_min) {
-            shift += mins[block as usize];
-        }
         #[unroll]
-        for e in 0..elems {
-            let raw = (word >> (e as u32 * bits)) & mask;
-            if comptime!(bits == 8) {
-                // Sign-extend the byte.
-                q[e] = f32::cast_from(raw) - f32::cast_from((raw >> 7) * 256u32);
-            } else {
-                q[e] = f32::cast_from(raw);
+        for p in 0..per_out {
+            let idx = (row * per_out as u32 + p as u32) * words_per_row + w;
+            let word = words[idx as usize];
+            let block = idx / words_per_block;
+            let scale = scales[block as usize];
+            let mut shift = scale * f32::new(comptime!(offset as f32));
+            if comptime!(has_min) {
+                shift += mins[block as usize];
             }
-        }
-        #[unroll]
-        for t in 0..tile {
-            let tok = tok0 + t as u32;
-            if tok < tokens {
-                let mut dot = f32::new(0.0_f32);
-                let mut sum = f32::new(0.0_f32);
-                #[unroll]
-                for v in 0..vecs {
-                    let xv = x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
-                    #[unroll]
-                    for l in 0..4usize {
-                        let xl = xv.extract(l);
-                        dot += q[v * 4 + l] * xl;
-                        sum += xl;
-                    }
+            #[unroll]
+            for e in 0..elems {
+                let raw = (word >> (e as u32 * bits)) & mask;
+                if comptime!(bits == 8) {
+                    // Sign-extend the byte.
+                    q[e] = f32::cast_from(raw) - f32::cast_from((raw >> 7) * 256u32);
+                } else {
+                    q[e] = f32::cast_from(raw);
                 }
-                acc[t] += scale * dot - shift * sum;
+            }
+            #[unroll]
+            for t in 0..tile {
+                let tok = tok0 + t as u32;
+                if tok < tokens {
+                    let mut dot = f32::new(0.0_f32);
+                    let mut sum = f32::new(0.0_f32);
+                    #[unroll]
+                    for v in 0..vecs {
+                        let xv = x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
+                        #[unroll]
+                        for l in 0..4usize {
+                            let xl = xv.extract(l);
+                            dot += q[v * 4 + l] * xl;
+                            sum += xl;
+                        }
+                    }
+                    acc[p * tile + t] += scale * dot - shift * sum;
+                }
             }
         }
         w += CUBE_DIM;
     }
 
-    let mut partial = Shared::<[f32]>::new_slice(tile * cube_size);
+    let mut partial = Shared::<[f32]>::new_slice(tile * per_out * cube_size);
     #[unroll]
-    for t in 0..tile {
-        partial[t * cube_size + UNIT_POS as usize] = acc[t];
+    for i in 0..tile * per_out {
+        partial[i * cube_size + UNIT_POS as usize] = acc[i];
     }
-    reduce_tiles(&mut partial, tile, cube_size);
+    reduce_tiles(&mut partial, tile * per_out, cube_size);
     if (UNIT_POS as usize) < tile {
         let tok = tok0 + UNIT_POS;
         if tok < tokens && row < rows {
-            out[(tok * out_stride + out_col + row) as usize] =
-                partial[UNIT_POS as usize * cube_size];
+            let mut y = partial[UNIT_POS as usize * cube_size];
+            if comptime!(glu) {
+                y = gelu_tanh(y) * partial[(tile + UNIT_POS as usize) * cube_size];
+            }
+            out[(tok * out_stride + out_col + row) as usize] = y;
         }
     }
 }
@@ -830,14 +843,18 @@ pub fn rope_rows(
 pub fn gelu_tanh_mul(a: &[f32], b: &[f32], out: &mut [f32], n: u32) {
     let idx = ABSOLUTE_POS_Y * (CUBE_COUNT_X * CUBE_DIM_X) + ABSOLUTE_POS_X;
     if idx < n {
-        let x = a[idx as usize];
-        let cube = x * x * x;
-        let mut inner = (x + cube * f32::new(0.044715_f32)) * f32::new(0.7978846_f32);
-        inner = select(inner > f32::new(15.0_f32), f32::new(15.0_f32), inner);
-        inner = select(inner < f32::new(-15.0_f32), f32::new(-15.0_f32), inner);
-        let gelu = x * (inner.tanh() + f32::new(1.0_f32)) * f32::new(0.5_f32);
-        out[idx as usize] = gelu * b[idx as usize];
+        out[idx as usize] = gelu_tanh(a[idx as usize]) * b[idx as usize];
     }
+}
+
+/// `model::ops::gelu_tanh`'s formula, tanh's argument clamped to ±15 (see [`gelu_tanh_mul`]).
+#[cube]
+fn gelu_tanh(x: f32) -> f32 {
+    let cube = x * x * x;
+    let mut inner = (x + cube * f32::new(0.044715_f32)) * f32::new(0.7978846_f32);
+    inner = select(inner > f32::new(15.0_f32), f32::new(15.0_f32), inner);
+    inner = select(inner < f32::new(-15.0_f32), f32::new(-15.0_f32), inner);
+    x * (inner.tanh() + f32::new(1.0_f32)) * f32::new(0.5_f32)
 }
 
 /// Each cube finds the largest of `block` logits of one token (`logits` `[tokens, rows]`, block

@@ -31,6 +31,9 @@ pub struct GpuLinear {
     out_features: usize,
     chunks: Vec<Chunk>,
     device_bytes: usize,
+    /// Gate and up rows interleaved: the output is `gelu_tanh(gate) · up`
+    /// ([`upload_gated`](Self::upload_gated)).
+    gated: bool,
 }
 
 impl GpuLinear {
@@ -51,8 +54,65 @@ impl GpuLinear {
         max_binding_bytes: usize,
         device: &Device,
     ) -> Result<Self> {
+        Self::upload_chunks(
+            weight,
+            layout,
+            1,
+            max_binding_bytes,
+            device,
+            |first_row, rows| pack::pack_rows(weight, layout, first_row, rows),
+        )
+    }
+
+    /// A gated MLP's first half, `gelu_tanh(x · Gᵀ) ⊙ (x · Uᵀ)`, as one product: `gate` and
+    /// `up` (`[out, in]` each) packed with their rows interleaved, each kernel cube computing
+    /// one output from both rows and applying the GELU before it writes. `None` where the two
+    /// cannot share a layout (different types or shapes) or the layout is dense f32 (whose
+    /// kernel has no fused form): the caller multiplies them separately.
+    pub fn upload_gated(
+        gate: &MappedTensor,
+        up: &MappedTensor,
+        max_binding_bytes: usize,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        let layout = pack::layout_for(gate.dtype(), gate.cols());
+        let same = gate.dtype() == up.dtype()
+            && gate.rows() == up.rows()
+            && gate.cols() == up.cols()
+            && matches!(layout, Layout::Quant(_));
+        if !same {
+            return Ok(None);
+        }
+        let linear = Self::upload_chunks(
+            gate,
+            layout,
+            2,
+            max_binding_bytes,
+            device,
+            |first_row, rows| {
+                pack::PackedRows::interleave(
+                    &pack::pack_rows(gate, layout, first_row, rows),
+                    &pack::pack_rows(up, layout, first_row, rows),
+                    rows,
+                )
+            },
+        )?;
+        Ok(Some(linear))
+    }
+
+    /// Uploads `weight`'s output rows in chunks of at most `max_binding_bytes` of words, each
+    /// output taking `rows_per_output` weight rows (2 for a gated product), packed by `pack`
+    /// (first output row, output rows).
+    fn upload_chunks(
+        weight: &MappedTensor,
+        layout: Layout,
+        rows_per_output: usize,
+        max_binding_bytes: usize,
+        device: &Device,
+        pack: impl Fn(usize, usize) -> pack::PackedRows,
+    ) -> Result<Self> {
         let (out_features, in_features) = (weight.rows(), weight.cols());
-        let row_bytes = pack::word_bytes_per_row(layout, in_features).max(1);
+        let row_bytes = pack::word_bytes_per_row(layout, in_features).max(1) * rows_per_output;
         if row_bytes > max_binding_bytes {
             return Err(GemmaError::Unsupported(format!(
                 "`{}`: one row ({row_bytes} bytes) exceeds the GPU's binding limit",
@@ -65,7 +125,7 @@ impl GpuLinear {
         let mut first_row = 0;
         while first_row < out_features {
             let rows = rows_per_chunk.min(out_features - first_row);
-            let packed = pack::pack_rows(weight, layout, first_row, rows);
+            let packed = pack(first_row, rows);
             let bytes = (packed.words.len() + packed.scales.len() + packed.mins.len()) * 4;
             crate::device::counters::count_upload(device, bytes);
             device_bytes += bytes;
@@ -105,6 +165,7 @@ impl GpuLinear {
             out_features,
             chunks,
             device_bytes,
+            gated: rows_per_output == 2,
         })
     }
 
@@ -156,6 +217,7 @@ impl GpuLinear {
                 rows: chunk.rows,
                 out_col: chunk.first_row,
                 out_stride: self.out_features,
+                glu: self.gated,
             };
             out = self.run_chunk(chunk, out, x.clone(), call);
         }
@@ -182,6 +244,7 @@ impl GpuLinear {
                 rows: chunk.rows,
                 out_col: 0,
                 out_stride: chunk.rows,
+                glu: self.gated,
             };
             let out = Tensor::<2>::empty([tokens, chunk.rows], &device);
             let logits = self.run_chunk(chunk, out, x.clone(), call);
@@ -221,6 +284,7 @@ impl GpuLinear {
                 rows: chunk.rows,
                 out_col: 0,
                 out_stride: chunk.rows,
+                glu: self.gated,
             };
             let out = Tensor::<2>::empty([tokens, chunk.rows], &device);
             let part = to_host(self.run_chunk(chunk, out, x.clone(), call))?;

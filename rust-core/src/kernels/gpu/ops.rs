@@ -27,9 +27,13 @@ const OFFSET_ALIGN: u64 = 256;
 /// out_stride]` output.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkCall {
+    /// Output rows (with `glu`, half the chunk's weight rows).
     pub rows: usize,
     pub out_col: usize,
     pub out_stride: usize,
+    /// The chunk's rows are a gated MLP's gate and up rows interleaved; the output is
+    /// `gelu_tanh(gate) · up` (`kernels::packed_matmul`).
+    pub glu: bool,
 }
 
 /// Logits one cube of [`GpuKernelOps::argmax_blocks_into`] scans.
@@ -371,6 +375,7 @@ impl GpuKernelOps for CubeBackend {
             layout.words_per_block() as u32,
             layout.offset,
             layout.has_min,
+            call.glu,
             tile,
             CUBE_SIZE,
         );

@@ -91,6 +91,27 @@ pub struct PackedRows {
     pub mins: Vec<f32>,
 }
 
+impl PackedRows {
+    /// `a`'s and `b`'s rows (`rows` each, same layout) interleaved: `a`'s row `r` becomes row
+    /// `2r`, `b`'s row `2r + 1` (a gated MLP's gate and up rows for the fused product).
+    pub fn interleave(a: &PackedRows, b: &PackedRows, rows: usize) -> PackedRows {
+        let zip = |x: &[u32], y: &[u32]| -> Vec<u32> {
+            let per_row = x.len() / rows.max(1);
+            x.chunks(per_row.max(1))
+                .zip(y.chunks(per_row.max(1)))
+                .flat_map(|(x, y)| x.iter().chain(y).copied())
+                .collect()
+        };
+        let bits = |v: &[f32]| -> Vec<u32> { v.iter().map(|f| f.to_bits()).collect() };
+        let floats = |v: Vec<u32>| -> Vec<f32> { v.into_iter().map(f32::from_bits).collect() };
+        PackedRows {
+            words: zip(&a.words, &b.words),
+            scales: floats(zip(&bits(&a.scales), &bits(&b.scales))),
+            mins: floats(zip(&bits(&a.mins), &bits(&b.mins))),
+        }
+    }
+}
+
 /// Bytes one row takes on the GPU (words only; scales are a separate, smaller binding).
 pub fn word_bytes_per_row(layout: Layout, cols: usize) -> usize {
     match layout {

@@ -770,3 +770,76 @@ fn gpu_argmax_rows_breaks_ties_towards_the_lower_index() {
         assert_eq!(lin.argmax_rows(x).expect("argmax"), vec![want], "{case}");
     }
 }
+
+#[test]
+fn gpu_gated_product_matches_f64_gelu_of_gate_times_up() {
+    let Some(device) = gpu() else { return };
+    let gelu = |x: f64| {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+    };
+    for (dtype, cols) in [
+        (GgmlType::Q4_0, 96),
+        (GgmlType::Q4_K, 512),
+        (GgmlType::Q6_K, 256),
+        (GgmlType::Q8_0, 64),
+    ] {
+        let rows = 37;
+        let (gate, up) = (
+            random_weight(dtype, rows, cols, 41),
+            random_weight(dtype, rows, cols, 42),
+        );
+        let layout = pack::layout_for(dtype, cols);
+        // Chunks of 5 outputs (10 interleaved rows).
+        let row_bytes = pack::word_bytes_per_row(layout, cols);
+        let lin = GpuLinear::upload_gated(&gate, &up, 10 * row_bytes + 3, &device.device)
+            .expect("upload")
+            .expect("one layout");
+        assert_eq!(lin.chunk_count(), rows.div_ceil(5), "{dtype}: chunks");
+        let decode = |w: &MappedTensor| -> Vec<f64> {
+            let packed = pack::pack_rows(w, layout, 0, rows);
+            (0..rows)
+                .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
+                .collect()
+        };
+        let (g, u) = (decode(&gate), decode(&up));
+        for tokens in [1, 3, 11] {
+            let x = random_x(tokens, cols, 43 + tokens as u64);
+            let xt =
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device);
+            let y = to_host(lin.forward(xt)).expect("read back");
+            let mut worst = 0.0f64;
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let dot = |w: &[f64]| -> (f64, f64) {
+                        (0..cols).fold((0.0, 0.0), |(s, m), c| {
+                            let p = f64::from(x[t * cols + c]) * w[r * cols + c];
+                            (s + p, m + p.abs())
+                        })
+                    };
+                    let ((gv, gm), (uv, um)) = (dot(&g), dot(&u));
+                    let want = gelu(gv) * uv;
+                    // The f32 sums' rounding (relative to Σ|x·w|) carried through the product.
+                    let scale = (gm * uv.abs() + gelu(gv).abs().max(gm) * um).max(1e-12);
+                    let err = (f64::from(y[t * rows + r]) - want).abs() / scale;
+                    worst = worst.max(err);
+                    assert!(
+                        err <= 4e-6,
+                        "{dtype} token {t} row {r}: {} vs {want}",
+                        y[t * rows + r]
+                    );
+                }
+            }
+            eprintln!("{dtype} x {tokens}: worst {worst:.1e}");
+        }
+    }
+    // Different types: no fused form.
+    let (a, b) = (
+        random_weight(GgmlType::Q4_0, 8, 64, 1),
+        random_weight(GgmlType::Q8_0, 8, 64, 2),
+    );
+    assert!(
+        GpuLinear::upload_gated(&a, &b, 1 << 20, &device.device)
+            .unwrap()
+            .is_none()
+    );
+}
