@@ -207,6 +207,19 @@ impl GpuLinear {
         }
     }
 
+    /// One chunk's outputs alone, `[tokens, chunk.rows]`.
+    fn chunk_outputs(&self, chunk: &Chunk, x: Tensor<2>) -> Tensor<2> {
+        let [tokens, _] = x.dims();
+        let call = ChunkCall {
+            rows: chunk.rows,
+            out_col: 0,
+            out_stride: chunk.rows,
+            glu: self.gated,
+        };
+        let out = Tensor::<2>::empty([tokens, chunk.rows], &x.device());
+        self.run_chunk(chunk, out, x, call)
+    }
+
     /// `x`: `[tokens, in]` → `[tokens, out]` on the device (one output buffer, every chunk
     /// writing its columns).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
@@ -240,14 +253,7 @@ impl GpuLinear {
         let mut best = Tensor::<2>::empty([tokens, total_blocks * 2], &device);
         let mut block_offset = 0;
         for chunk in &self.chunks {
-            let call = ChunkCall {
-                rows: chunk.rows,
-                out_col: 0,
-                out_stride: chunk.rows,
-                glu: self.gated,
-            };
-            let out = Tensor::<2>::empty([tokens, chunk.rows], &device);
-            let logits = self.run_chunk(chunk, out, x.clone(), call);
+            let logits = self.chunk_outputs(chunk, x.clone());
             let call = ops::ArgmaxCall {
                 first_row: chunk.first_row,
                 block_offset,
@@ -277,17 +283,9 @@ impl GpuLinear {
     /// never needs one device buffer for all logits.
     pub fn forward_to_host(&self, x: Tensor<2>) -> Result<Vec<f32>> {
         let [tokens, _] = x.dims();
-        let device = x.device();
         let mut host = vec![0.0f32; tokens * self.out_features];
         for chunk in &self.chunks {
-            let call = ChunkCall {
-                rows: chunk.rows,
-                out_col: 0,
-                out_stride: chunk.rows,
-                glu: self.gated,
-            };
-            let out = Tensor::<2>::empty([tokens, chunk.rows], &device);
-            let part = to_host(self.run_chunk(chunk, out, x.clone(), call))?;
+            let part = to_host(self.chunk_outputs(chunk, x.clone()))?;
             for t in 0..tokens {
                 let dst = t * self.out_features + chunk.first_row;
                 host[dst..dst + chunk.rows]
