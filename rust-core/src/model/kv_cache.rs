@@ -154,8 +154,10 @@ impl LayerCache {
         }
         #[cfg(feature = "gpu")]
         if let Some((kc, vc)) = self.device.clone() {
-            let (k, v) = (gpu_kv::encode(&kc, k), gpu_kv::encode(&vc, v));
-            let (k, v, key_pos) = self.append_planes(|c| &mut c.words, k, v, positions);
+            // Encoded straight into their slots: one kernel a plane.
+            let new_k = Unencoded { codec: &kc, x: k };
+            let new_v = Unencoded { codec: &vc, x: v };
+            let (k, v, key_pos) = self.append_planes(|c| &mut c.words, &new_k, &new_v, positions);
             return Ok(StepKv {
                 rows: KvRows::Device {
                     k: DeviceRows {
@@ -170,7 +172,7 @@ impl LayerCache {
                 key_pos,
             });
         }
-        let (k, v, key_pos) = self.append_planes(|c| &mut c.dense, k, v, positions);
+        let (k, v, key_pos) = self.append_planes(|c| &mut c.dense, &k, &v, positions);
         Ok(StepKv {
             rows: KvRows::Dense { k, v },
             key_pos,
@@ -182,8 +184,8 @@ impl LayerCache {
     fn append_planes<K: Basic>(
         &mut self,
         which: fn(&mut Self) -> &mut Planes<K>,
-        k: Tensor<3, K>,
-        v: Tensor<3, K>,
+        k: &impl NewRows<K>,
+        v: &impl NewRows<K>,
         positions: &[usize],
     ) -> (Tensor<3, K>, Tensor<3, K>, Vec<Option<usize>>) {
         let (storage, kv_heads) = (self.storage.clone(), self.kv_heads);
@@ -374,9 +376,75 @@ impl LayerCache {
 }
 
 /// `[kv_heads, slots, width]` zeros of `like`'s width, dtype and device.
-fn zeros<K: Basic>(like: &Tensor<3, K>, kv_heads: usize, slots: usize) -> Tensor<3, K> {
-    let width = like.dims()[2];
-    Tensor::zeros([kv_heads, slots, width], (&like.device(), like.dtype()))
+/// A step's new keys or values `[kv_heads, T, width]` as a plane of element kind `K` takes them.
+trait NewRows<K: Basic> {
+    /// A zero plane of `slots` rows a head, of the rows' width.
+    fn zeros(&self, kv_heads: usize, slots: usize) -> Tensor<3, K>;
+    /// New rows `rows` written into slots `slot..slot + rows.len()` of `plane`.
+    fn write(&self, plane: Tensor<3, K>, slot: usize, rows: std::ops::Range<usize>)
+    -> Tensor<3, K>;
+    /// Every new row, as the plane holds them (a ring's longer step attends over them).
+    fn all(&self) -> Tensor<3, K>;
+}
+
+/// Rows already in the plane's form (f32 tensors, or encoded rows).
+impl<K: Basic> NewRows<K> for Tensor<3, K> {
+    fn zeros(&self, kv_heads: usize, slots: usize) -> Tensor<3, K> {
+        let width = self.dims()[2];
+        Tensor::zeros([kv_heads, slots, width], (&self.device(), self.dtype()))
+    }
+
+    fn write(
+        &self,
+        plane: Tensor<3, K>,
+        slot: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Tensor<3, K> {
+        let n = rows.len();
+        plane.slice_assign(
+            s![.., slot..slot + n, ..],
+            self.clone().slice(s![.., rows, ..]),
+        )
+    }
+
+    fn all(&self) -> Tensor<3, K> {
+        self.clone()
+    }
+}
+
+/// f32 rows for a GPU plane of encoded rows: encoded as they are written
+/// (`kernels::gpu::kv::encode_into`), one kernel where encoding and copying took two.
+#[cfg(feature = "gpu")]
+struct Unencoded<'a> {
+    codec: &'a crate::kernels::kv::KvCodec,
+    x: Tensor<3>,
+}
+
+#[cfg(feature = "gpu")]
+impl NewRows<Int> for Unencoded<'_> {
+    fn zeros(&self, kv_heads: usize, slots: usize) -> Tensor<3, Int> {
+        let d = self.x.dims()[2];
+        let words = gpu_kv::KvLayout::of(self.codec.ty).words_per_row(d);
+        Tensor::zeros([kv_heads, slots, words], &self.x.device())
+    }
+
+    fn write(
+        &self,
+        plane: Tensor<3, Int>,
+        slot: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Tensor<3, Int> {
+        let x = if rows == (0..self.x.dims()[1]) {
+            self.x.clone()
+        } else {
+            self.x.clone().slice(s![.., rows, ..])
+        };
+        gpu_kv::encode_into(self.codec, plane, x, slot)
+    }
+
+    fn all(&self) -> Tensor<3, Int> {
+        gpu_kv::encode(self.codec, self.x.clone())
+    }
 }
 
 /// A full layer's append: the buffer doubles (never beyond `max_len`) and the step sees every
@@ -385,8 +453,8 @@ fn append_growing<K: Basic>(
     planes: &mut Planes<K>,
     slot_pos: &mut Vec<Option<usize>>,
     kv_heads: usize,
-    k: Tensor<3, K>,
-    v: Tensor<3, K>,
+    k: &impl NewRows<K>,
+    v: &impl NewRows<K>,
     positions: &[usize],
     max_len: usize,
 ) -> (Tensor<3, K>, Tensor<3, K>, Vec<Option<usize>>) {
@@ -396,8 +464,8 @@ fn append_growing<K: Basic>(
     let capacity = planes.k.as_ref().map_or(0, |c| c.dims()[1]);
     if capacity < needed {
         let new_capacity = (capacity * 2).max(64).min(max_len).max(needed);
-        let mut grown_k = zeros(&k, kv_heads, new_capacity);
-        let mut grown_v = zeros(&v, kv_heads, new_capacity);
+        let mut grown_k = k.zeros(kv_heads, new_capacity);
+        let mut grown_v = v.zeros(kv_heads, new_capacity);
         if let (Some(old_k), Some(old_v)) = (planes.k.take(), planes.v.take()) {
             grown_k = grown_k.slice_assign(s![.., 0..len, ..], old_k.slice(s![.., 0..len, ..]));
             grown_v = grown_v.slice_assign(s![.., 0..len, ..], old_v.slice(s![.., 0..len, ..]));
@@ -405,16 +473,8 @@ fn append_growing<K: Basic>(
         planes.k = Some(grown_k);
         planes.v = Some(grown_v);
     }
-    let cache_k = planes
-        .k
-        .take()
-        .expect("allocated above")
-        .slice_assign(s![.., len..needed, ..], k);
-    let cache_v = planes
-        .v
-        .take()
-        .expect("allocated above")
-        .slice_assign(s![.., len..needed, ..], v);
+    let cache_k = k.write(planes.k.take().expect("allocated above"), len, 0..t);
+    let cache_v = v.write(planes.v.take().expect("allocated above"), len, 0..t);
     slot_pos.extend(positions.iter().map(|&p| Some(p)));
     let step = (
         cache_k.clone().slice(s![.., 0..needed, ..]),
@@ -433,13 +493,13 @@ fn append_ring<K: Basic>(
     slot_pos: &mut Vec<Option<usize>>,
     kv_heads: usize,
     window: usize,
-    k: Tensor<3, K>,
-    v: Tensor<3, K>,
+    k: &impl NewRows<K>,
+    v: &impl NewRows<K>,
     positions: &[usize],
 ) -> (Tensor<3, K>, Tensor<3, K>, Vec<Option<usize>>) {
     if planes.k.is_none() {
-        planes.k = Some(zeros(&k, kv_heads, window));
-        planes.v = Some(zeros(&v, kv_heads, window));
+        planes.k = Some(k.zeros(kv_heads, window));
+        planes.v = Some(v.zeros(kv_heads, window));
         *slot_pos = vec![None; window];
     }
     let t = positions.len();
@@ -452,8 +512,8 @@ fn append_ring<K: Basic>(
         let mut key_pos = slot_pos.clone();
         key_pos.extend(positions.iter().map(|&p| Some(p)));
         Some((
-            Tensor::cat(vec![planes.k.clone().expect("ring"), k.clone()], 1),
-            Tensor::cat(vec![planes.v.clone().expect("ring"), v.clone()], 1),
+            Tensor::cat(vec![planes.k.clone().expect("ring"), k.all()], 1),
+            Tensor::cat(vec![planes.v.clone().expect("ring"), v.all()], 1),
             key_pos,
         ))
     };
@@ -465,14 +525,8 @@ fn append_ring<K: Basic>(
         // Consecutive positions map to consecutive slots until the ring wraps.
         let slot = positions[i] % window;
         let run = (window - slot).min(t - i);
-        ring_k = ring_k.slice_assign(
-            s![.., slot..slot + run, ..],
-            k.clone().slice(s![.., i..i + run, ..]),
-        );
-        ring_v = ring_v.slice_assign(
-            s![.., slot..slot + run, ..],
-            v.clone().slice(s![.., i..i + run, ..]),
-        );
+        ring_k = k.write(ring_k, slot, i..i + run);
+        ring_v = v.write(ring_v, slot, i..i + run);
         for j in 0..run {
             slot_pos[slot + j] = Some(positions[i + j]);
         }

@@ -322,23 +322,36 @@ fn kv_element(
     x
 }
 
-/// f32 rows `[rows, d]` (read as bits) → encoded rows `[rows, words_per_row]` of kind
-/// [`KV_F32`] or [`KV_F16`] (two halves a word, the first in the low bits), one unit a word.
+/// Where encoded row `row` of `[kv_heads, tokens]` new rows goes in a cache plane of `slots`
+/// rows a head: slot `first_slot + row % tokens` of head `row / tokens`.
+#[cube]
+fn plane_row(row: u32, tokens: u32, slots: u32, first_slot: u32) -> u32 {
+    (row / tokens) * slots + first_slot + row % tokens
+}
+
+/// f32 rows `[kv_heads · tokens, d]` (read as bits) → encoded rows of kind [`KV_F32`] or
+/// [`KV_F16`] (two halves a word, the first in the low bits), one unit a word, written into
+/// slots `first_slot..first_slot + tokens` of a plane `[kv_heads, slots, words_per_row]`.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 pub fn encode_rows(
     x: &[u32],
     out: &mut [u32],
     words: u32,
     d: u32,
     words_per_row: u32,
+    tokens: u32,
+    slots: u32,
+    first_slot: u32,
     #[comptime] kind: u32,
 ) {
     let idx = ABSOLUTE_POS_Y * (CUBE_COUNT_X * CUBE_DIM_X) + ABSOLUTE_POS_X;
     if idx < words {
         let row = idx / words_per_row;
         let w = idx % words_per_row;
+        let at = (plane_row(row, tokens, slots, first_slot) * words_per_row + w) as usize;
         if comptime!(kind == KV_F32) {
-            out[idx as usize] = x[(row * d + w) as usize];
+            out[at] = x[(row * d + w) as usize];
         } else {
             let i = 2 * w;
             let lo = f32_to_half(x[(row * d + i) as usize]);
@@ -346,13 +359,14 @@ pub fn encode_rows(
             if i + 1 < d {
                 hi = f32_to_half(x[(row * d + i + 1) as usize]);
             }
-            out[idx as usize] = lo | (hi << 16);
+            out[at] = lo | (hi << 16);
         }
     }
 }
 
 /// f32 rows `[rows, d]` (read as bits; row `r` belongs to KV head `r / tokens`) → encoded rows
-/// `[rows, words_per_row]` of kind [`KV_Q8_0`] or [`KV_TQ`], one cube a row, with the CPU
+/// of kind [`KV_Q8_0`] or [`KV_TQ`] written into slots `first_slot..first_slot + tokens` of a
+/// plane `[kv_heads, slots, words_per_row]`, one cube a row, with the CPU
 /// codec's arithmetic step for step (`KvCodec::encode`), so the bytes are the codec's:
 ///
 /// - q8_0: per block of 32, `scale = amax / 127`, `q = round(x / scale)` half away from zero
@@ -374,6 +388,8 @@ pub fn encode_quantized_rows(
     rows: u32,
     tokens: u32,
     words_per_row: u32,
+    slots: u32,
+    first_slot: u32,
     hadamard_scale: f32,
     #[comptime] kind: u32,
     #[comptime] bits: u32,
@@ -555,7 +571,7 @@ pub fn encode_quantized_rows(
             }
         }
         if live {
-            out[(row * words_per_row + w) as usize] = word;
+            out[(plane_row(row, tokens, slots, first_slot) * words_per_row + w) as usize] = word;
         }
         w += CUBE_DIM;
     }

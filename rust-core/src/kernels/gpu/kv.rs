@@ -130,17 +130,34 @@ fn hadamard_matrix(d: usize, device: &Device) -> Tensor<2> {
 /// `x` `[kv_heads, tokens, d]` (normed, roped) as encoded rows of `codec`'s type, encoded on
 /// the device (no read-back).
 pub fn encode(codec: &KvCodec, x: Tensor<3>) -> Tensor<3, Int> {
+    let [kv_heads, tokens, d] = x.dims();
+    let words = KvLayout::of(codec.ty).words_per_row(d);
+    let plane = Tensor::<3, Int>::empty([kv_heads, tokens, words], &x.device());
+    encode_into(codec, plane, x, 0)
+}
+
+/// [`encode`] written straight into slots `first_slot..first_slot + tokens` of a cache plane
+/// `[kv_heads, slots, words]` (one dispatch where encoding and copying took two); the plane is
+/// written in place unless something else holds it (then a copy is written and returned).
+pub fn encode_into(
+    codec: &KvCodec,
+    plane: Tensor<3, Int>,
+    x: Tensor<3>,
+    first_slot: usize,
+) -> Tensor<3, Int> {
     let tables = codec.device_tables(&x.device());
     // Types without a rotation bind the levels in the signs' place.
     let signs = match &tables.signs {
         Some(signs) => signs.clone().into_dispatch(),
         None => tables.levels.clone().into_dispatch(),
     };
-    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::encode_kv_rows(
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::encode_kv_rows_into(
+        plane.into_dispatch(),
         x.into_dispatch(),
         signs,
         tables.levels.clone().into_dispatch(),
         KvLayout::of(codec.ty),
+        first_slot,
     ))
 }
 

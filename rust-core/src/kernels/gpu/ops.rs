@@ -81,15 +81,19 @@ pub trait GpuKernelOps: Backend {
         call: ChunkCall,
     ) -> FloatTensor<Self>;
 
-    /// f32 rows `[kv_heads, tokens, d]` → encoded KV rows `[kv_heads, tokens, words]` of any
-    /// layout (`kernels::encode_rows` for f32/f16, `kernels::encode_quantized_rows` for q8_0
-    /// and TurboQuant, which read the codec's `signs` `[kv_heads, d]` and `levels`; other
-    /// layouts ignore them).
-    fn encode_kv_rows(
+    /// f32 rows `[kv_heads, tokens, d]` encoded as KV rows of any layout
+    /// (`kernels::encode_rows` for f32/f16, `kernels::encode_quantized_rows` for q8_0 and
+    /// TurboQuant, which read the codec's `signs` `[kv_heads, d]` and `levels`; other layouts
+    /// ignore them) and written into slots `first_slot..first_slot + tokens` of `plane`
+    /// `[kv_heads, slots, words]` (in place where nothing else holds it, else into a copy),
+    /// which is returned.
+    fn encode_kv_rows_into(
+        plane: IntTensor<Self>,
         x: FloatTensor<Self>,
         signs: FloatTensor<Self>,
         levels: FloatTensor<Self>,
         layout: KvLayout,
+        first_slot: usize,
     ) -> IntTensor<Self>;
 
     /// RMS norm of each row of `x` over its last axis (`kernels::rms_norm_rows`), times `w`
@@ -414,26 +418,34 @@ impl GpuKernelOps for CubeBackend {
         out
     }
 
-    fn encode_kv_rows(
+    fn encode_kv_rows_into(
+        plane: CubeTensor,
         x: CubeTensor,
         signs: CubeTensor,
         levels: CubeTensor,
         layout: KvLayout,
+        first_slot: usize,
     ) -> CubeTensor {
         check_f32("x", &x);
         let x = bindable(x);
         let dims = x.meta.shape().clone();
-        let (rows, d) = (dims[0] * dims[1], dims[2]);
+        let (tokens, d) = (dims[1], dims[2]);
+        let rows = dims[0] * tokens;
         let words_per_row = layout.words_per_row(d);
         let words = rows * words_per_row;
-        let handle = x.client.empty(words.max(1) * 4);
-        let out = CubeTensor::new_contiguous(
-            x.client.clone(),
-            x.device.clone(),
-            Shape::new([dims[0], dims[1], words_per_row]),
-            handle,
-            DType::I32,
+        let slots = plane.meta.shape()[1];
+        assert!(
+            first_slot + tokens <= slots && plane.meta.shape()[2] == words_per_row,
+            "{tokens} rows of {words_per_row} words at slot {first_slot} of a plane {:?}",
+            plane.meta.shape()
         );
+        // Written in place only where nothing else holds the plane (a fork shares it until
+        // one side writes: copy on write, as burn's own in-place operations).
+        let plane = if plane.can_mut() {
+            bindable(plane)
+        } else {
+            copy_contiguous(plane)
+        };
         let client = x.client.clone();
         if layout.kind == kernels::KV_F32 || layout.kind == kernels::KV_F16 {
             kernels::encode_rows::launch(
@@ -441,10 +453,13 @@ impl GpuKernelOps for CubeBackend {
                 flat_grid(words),
                 CubeDim::new_1d(CUBE_SIZE as u32),
                 buffer(x),
-                buffer(out.clone()),
+                buffer(plane.clone()),
                 words as u32,
                 d as u32,
                 words_per_row as u32,
+                tokens as u32,
+                slots as u32,
+                first_slot as u32,
                 layout.kind,
             );
         } else {
@@ -455,10 +470,12 @@ impl GpuKernelOps for CubeBackend {
                 buffer(x),
                 buffer(bindable(signs)),
                 buffer(bindable(levels)),
-                buffer(out.clone()),
+                buffer(plane.clone()),
                 rows as u32,
-                dims[1] as u32,
+                tokens as u32,
                 words_per_row as u32,
+                slots as u32,
+                first_slot as u32,
                 // The CPU's `kv::hadamard` normalization, bit for bit.
                 1.0 / (d as f32).sqrt(),
                 layout.kind,
@@ -466,7 +483,7 @@ impl GpuKernelOps for CubeBackend {
                 d,
             );
         }
-        out
+        plane
     }
 
     fn encoded_attention(
