@@ -15,7 +15,7 @@ use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
 use super::linear::{GatedLinear, Linear};
 use super::names::TEXT_PREFIXES;
-use super::ops::{add_rms_norm, from_host, gelu_tanh_mul, norm_weight, rms_norm, to_host};
+use super::ops::{add_rms_norm, from_host, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
@@ -733,7 +733,7 @@ impl DecoderLayer {
             scalar(per_layer.is_none()),
         );
         if let Some((pli, ple)) = per_layer {
-            let g = gelu_tanh_mul(pli.gate.forward(x.clone())?, ple)?;
+            let g = pli.gate.forward_gelu_times(x.clone(), ple)?;
             let g = pli.projection.forward(g)?;
             x = add_rms_norm(x, g, &pli.post_norm, eps, scalar(true));
         }

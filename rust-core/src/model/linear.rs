@@ -132,6 +132,16 @@ impl Linear {
         }
     }
 
+    /// `gelu_tanh(x · Wᵀ) ⊙ mul` (`mul` `[tokens, out]`, on `x`'s device): on a GPU with
+    /// quantized rows one kernel (the GELU and product in the weight product's epilogue).
+    pub fn forward_gelu_times(&self, x: Tensor<2>, mul: Tensor<2>) -> Result<Tensor<2>> {
+        match self {
+            Linear::Mapped(..) => super::ops::gelu_tanh_mul(self.forward(x)?, mul),
+            #[cfg(feature = "gpu")]
+            Linear::Gpu(w) => Ok(w.forward_gelu_times(x, mul)),
+        }
+    }
+
     /// Like [`forward`](Self::forward) but returns `[tokens, out]` on the host, chunk by chunk,
     /// so a 262144-wide LM head never needs one device buffer for all logits.
     pub fn forward_to_host(&self, x: Tensor<2>) -> Result<Vec<f32>> {

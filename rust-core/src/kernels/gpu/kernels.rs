@@ -39,7 +39,9 @@ fn reduce_tiles(
 ///
 /// With `glu`, `W` holds a gated MLP's gate and up rows interleaved (weight row `2·row` is the
 /// gate's row `row`, `2·row + 1` the up's) and the output is `gelu_tanh(gate) · up`: both
-/// products in one dispatch that reads `x` once, each summed exactly as alone.
+/// products in one dispatch that reads `x` once, each summed exactly as alone. With
+/// `gelu_times`, the output is `gelu_tanh(y) · mul` with `mul` laid out as `out` (Gemma 4's
+/// per-layer input gate times the layer's per-layer embedding).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn packed_matmul<N: Size>(
@@ -47,6 +49,7 @@ pub fn packed_matmul<N: Size>(
     words: &[u32],
     scales: &[f32],
     mins: &[f32],
+    mul: &[f32],
     out: &mut [f32],
     rows: u32,
     tokens: u32,
@@ -58,6 +61,7 @@ pub fn packed_matmul<N: Size>(
     #[comptime] offset: u32,
     #[comptime] has_min: bool,
     #[comptime] glu: bool,
+    #[comptime] gelu_times: bool,
     #[comptime] tile: usize,
     #[comptime] cube_size: usize,
 ) {
@@ -129,10 +133,14 @@ pub fn packed_matmul<N: Size>(
         let tok = tok0 + UNIT_POS;
         if tok < tokens && row < rows {
             let mut y = partial[UNIT_POS as usize * cube_size];
+            let at = (tok * out_stride + out_col + row) as usize;
             if comptime!(glu) {
                 y = gelu_tanh(y) * partial[(tile + UNIT_POS as usize) * cube_size];
             }
-            out[(tok * out_stride + out_col + row) as usize] = y;
+            if comptime!(gelu_times) {
+                y = gelu_tanh(y) * mul[at];
+            }
+            out[at] = y;
         }
     }
 }

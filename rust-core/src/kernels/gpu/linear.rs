@@ -191,7 +191,15 @@ impl GpuLinear {
         self.chunks.len()
     }
 
-    fn run_chunk(&self, chunk: &Chunk, out: Tensor<2>, x: Tensor<2>, call: ChunkCall) -> Tensor<2> {
+    /// `mul`: with `call.gelu_times` (quantized chunks only), the tensor the GELU multiplies.
+    fn run_chunk(
+        &self,
+        chunk: &Chunk,
+        out: Tensor<2>,
+        x: Tensor<2>,
+        call: ChunkCall,
+        mul: Option<&Tensor<2>>,
+    ) -> Tensor<2> {
         match &chunk.weights {
             ChunkWeights::Dense(w) => ops::dense_matmul_into(out, x, w, call),
             ChunkWeights::Quant {
@@ -202,7 +210,7 @@ impl GpuLinear {
                 let Layout::Quant(layout) = self.layout else {
                     unreachable!("quantized chunk of a dense weight")
                 };
-                ops::quant_matmul_into(out, x, words, scales, mins, layout, call)
+                ops::quant_matmul_into(out, x, words, scales, mins, mul, layout, call)
             }
         }
     }
@@ -215,14 +223,28 @@ impl GpuLinear {
             out_col: 0,
             out_stride: chunk.rows,
             glu: self.gated,
+            gelu_times: false,
         };
         let out = Tensor::<2>::empty([tokens, chunk.rows], &x.device());
-        self.run_chunk(chunk, out, x, call)
+        self.run_chunk(chunk, out, x, call, None)
     }
 
     /// `x`: `[tokens, in]` → `[tokens, out]` on the device (one output buffer, every chunk
     /// writing its columns).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.forward_into_one(x, None)
+    }
+
+    /// `gelu_tanh(x · Wᵀ) ⊙ mul` (`mul` `[tokens, out]`): on quantized rows the GELU and the
+    /// product are the kernel's epilogue (one dispatch), on dense rows a second kernel.
+    pub fn forward_gelu_times(&self, x: Tensor<2>, mul: Tensor<2>) -> Tensor<2> {
+        match self.layout {
+            Layout::Quant(_) if !self.gated => self.forward_into_one(x, Some(&mul)),
+            _ => ops::gelu_tanh_mul(self.forward(x), mul),
+        }
+    }
+
+    fn forward_into_one(&self, x: Tensor<2>, gelu_times: Option<&Tensor<2>>) -> Tensor<2> {
         let [tokens, _] = x.dims();
         let mut out = Tensor::<2>::empty([tokens, self.out_features], &x.device());
         for chunk in &self.chunks {
@@ -231,8 +253,9 @@ impl GpuLinear {
                 out_col: chunk.first_row,
                 out_stride: self.out_features,
                 glu: self.gated,
+                gelu_times: gelu_times.is_some(),
             };
-            out = self.run_chunk(chunk, out, x.clone(), call);
+            out = self.run_chunk(chunk, out, x.clone(), call, gelu_times);
         }
         out
     }

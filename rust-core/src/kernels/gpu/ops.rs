@@ -34,6 +34,9 @@ pub struct ChunkCall {
     /// The chunk's rows are a gated MLP's gate and up rows interleaved; the output is
     /// `gelu_tanh(gate) · up` (`kernels::packed_matmul`).
     pub glu: bool,
+    /// The output is `gelu_tanh(x · Wᵀ) · mul`, `mul` laid out as the output (quantized
+    /// layouts; `kernels::packed_matmul`).
+    pub gelu_times: bool,
 }
 
 /// Logits one cube of [`GpuKernelOps::argmax_blocks_into`] scans.
@@ -63,12 +66,15 @@ pub struct NormCall {
 #[backend_extension(Cube)]
 pub trait GpuKernelOps: Backend {
     /// Writes `x · Wᵀ` for one chunk of quantized rows into `out` (in place) and returns it.
+    /// `mul` (the output's layout) is read only with `call.gelu_times`.
+    #[allow(clippy::too_many_arguments)]
     fn quant_matmul_into(
         out: FloatTensor<Self>,
         x: FloatTensor<Self>,
         words: IntTensor<Self>,
         scales: FloatTensor<Self>,
         mins: FloatTensor<Self>,
+        mul: FloatTensor<Self>,
         layout: QuantLayout,
         call: ChunkCall,
     ) -> FloatTensor<Self>;
@@ -349,6 +355,7 @@ impl GpuKernelOps for CubeBackend {
         words: CubeTensor,
         scales: CubeTensor,
         mins: CubeTensor,
+        mul: CubeTensor,
         layout: QuantLayout,
         call: ChunkCall,
     ) -> CubeTensor {
@@ -369,6 +376,7 @@ impl GpuKernelOps for CubeBackend {
             buffer(words),
             buffer(scales),
             buffer(mins),
+            buffer(bindable(mul)),
             buffer(out.clone()),
             call.rows as u32,
             tokens as u32,
@@ -380,6 +388,7 @@ impl GpuKernelOps for CubeBackend {
             layout.offset,
             layout.has_min,
             call.glu,
+            call.gelu_times,
             tile,
             CUBE_SIZE,
         );
@@ -602,21 +611,26 @@ impl DecodeAttentionOps for CubeBackend {
 }
 
 /// [`GpuKernelOps::quant_matmul_into`] on tensors.
+#[allow(clippy::too_many_arguments)]
 pub fn quant_matmul_into(
     out: Tensor<2>,
     x: Tensor<2>,
     words: &Tensor<1, Int>,
     scales: &Tensor<1>,
     mins: &Tensor<1>,
+    mul: Option<&Tensor<2>>,
     layout: QuantLayout,
     call: ChunkCall,
 ) -> Tensor<2> {
+    // Without `gelu_times` the binding is unread: `x` stands in.
+    let mul = mul.cloned().unwrap_or_else(|| x.clone());
     Tensor::from_dispatch(<Dispatch as GpuKernelOps>::quant_matmul_into(
         out.into_dispatch(),
         x.into_dispatch(),
         words.clone().into_dispatch(),
         scales.clone().into_dispatch(),
         mins.clone().into_dispatch(),
+        mul.into_dispatch(),
         layout,
         call,
     ))

@@ -843,3 +843,51 @@ fn gpu_gated_product_matches_f64_gelu_of_gate_times_up() {
             .is_none()
     );
 }
+
+#[test]
+fn gpu_product_with_a_gelu_times_epilogue_matches_f64() {
+    let Some(device) = gpu() else { return };
+    let gelu = |x: f64| {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+    };
+    // A quantized weight (the epilogue) and a dense one (a second kernel), split into chunks.
+    for (dtype, cols) in [
+        (GgmlType::Q4_0, 96),
+        (GgmlType::Q6_K, 256),
+        (GgmlType::F32, 18),
+    ] {
+        let rows = 37;
+        let w = random_weight(dtype, rows, cols, 51);
+        let layout = pack::layout_for(dtype, cols);
+        let row_bytes = pack::word_bytes_per_row(layout, cols);
+        let lin = GpuLinear::upload(&w, 5 * row_bytes + 3, &device.device).expect("upload");
+        let packed = pack::pack_rows(&w, layout, 0, rows);
+        let weights: Vec<f64> = (0..rows)
+            .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
+            .collect();
+        for tokens in [1, 3] {
+            let x = random_x(tokens, cols, 52);
+            let m = random_x(tokens, rows, 53);
+            let y = to_host(lin.forward_gelu_times(
+                Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device),
+                Tensor::<2>::from_data(TensorData::new(m.clone(), [tokens, rows]), &device.device),
+            ))
+            .expect("read back");
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let (dot, mag) = (0..cols).fold((0.0f64, 0.0f64), |(s, a), c| {
+                        let p = f64::from(x[t * cols + c]) * weights[r * cols + c];
+                        (s + p, a + p.abs())
+                    });
+                    let want = gelu(dot) * f64::from(m[t * rows + r]);
+                    let err = (f64::from(y[t * rows + r]) - want).abs() / mag.max(1e-12);
+                    assert!(
+                        err <= 4e-6,
+                        "{dtype} token {t} row {r}: {} vs {want}",
+                        y[t * rows + r]
+                    );
+                }
+            }
+        }
+    }
+}
