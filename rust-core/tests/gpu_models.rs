@@ -232,11 +232,11 @@ fn gemma3_270m_greedy_tokens_on_the_gpu_equal_the_cpu_reading_back_no_logits() {
         "{per_pass} bytes read back a pass; a logits row is {} bytes",
         vocab * 4
     );
-    // Fused norms, RoPE, gated product and KV encode-into-cache: 15.3 dispatches a layer
-    // measured (76 with burn's ops for each); a regression to unfused operations shows here.
+    // Fused norms, RoPE, gated and stacked products, KV encoded into the cache: 14.3
+    // dispatches a layer measured (76 with burn's ops for each); a regression shows here.
     let dispatches = counted.dispatches / passes;
     assert!(
-        dispatches <= 16 * layers as u64 + 10,
+        dispatches <= 15 * layers as u64 + 10,
         "{dispatches} dispatches a pass for {layers} layers"
     );
 }

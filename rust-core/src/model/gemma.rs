@@ -13,7 +13,7 @@ use burn::tensor::Tensor;
 use super::attention::{MaskCache, Visibility, attend};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
 use super::kv_cache::{KvCache, LayerCache, StepKv};
-use super::linear::{GatedLinear, Linear};
+use super::linear::{GatedLinear, Linear, SplitLinear};
 use super::names::TEXT_PREFIXES;
 use super::ops::{add_rms_norm, from_host, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
@@ -69,9 +69,9 @@ pub struct Trace {
     pub final_norm: Vec<f32>,
 }
 
+/// What a layer with its own cache has besides the query's: the key norm (the key and value
+/// products are in the layer's `qkv`).
 struct KvProjection {
-    k: Linear,
-    v: Linear,
     k_norm: Tensor<3>,
 }
 
@@ -79,7 +79,8 @@ pub(super) struct DecoderLayer {
     pub(super) spec: LayerSpec,
     rope: usize,
     input_norm: Tensor<2>,
-    q: Linear,
+    /// The query product, then (a layer with its own cache) the key and value products.
+    qkv: SplitLinear,
     q_norm: Tensor<3>,
     kv: Option<KvProjection>,
     o: Linear,
@@ -617,16 +618,18 @@ impl DecoderLayer {
         let d = spec.head_dim;
         let q_out = c.num_heads * d;
         let kv_out = spec.num_kv_heads * d;
+        let mut projections = vec![tensor("self_attn.q_proj.weight", &[q_out, h])?];
         let kv = if spec.kv_source.is_none() {
+            projections.push(tensor("self_attn.k_proj.weight", &[kv_out, h])?);
+            projections.push(tensor("self_attn.v_proj.weight", &[kv_out, h])?);
             Some(KvProjection {
-                k: linear("self_attn.k_proj.weight", kv_out, h)?,
-                v: linear("self_attn.v_proj.weight", kv_out, h)?,
                 k_norm: norm_weight(vector("self_attn.k_norm.weight", d)?, dev),
             })
         } else {
             // Released checkpoints still carry unused k/v projections here; ignore them.
             None
         };
+        let qkv = SplitLinear::load(&projections, device)?;
         let freqs = inverse_frequencies(c.rope(spec.kind), d);
         let rope = match rope_frequencies.iter().position(|f| *f == freqs) {
             Some(idx) => idx,
@@ -654,7 +657,7 @@ impl DecoderLayer {
             spec: spec.clone(),
             rope,
             input_norm: norm("input_layernorm.weight", h)?,
-            q: linear("self_attn.q_proj.weight", q_out, h)?,
+            qkv,
             q_norm: norm_weight(vector("self_attn.q_norm.weight", d)?, dev),
             kv,
             o: linear("self_attn.o_proj.weight", h, q_out)?,
@@ -688,15 +691,21 @@ impl DecoderLayer {
         let (d, eps) = (self.spec.head_dim, c.rms_norm_eps);
 
         let a = rms_norm(x.clone(), Some(&self.input_norm), eps);
-        let q = self.q.forward(a.clone())?.reshape([rows, c.num_heads, d]);
+        let mut qkv = self.qkv.forward(a)?.into_iter();
+        let mut next = || {
+            qkv.next().ok_or_else(|| {
+                GemmaError::InvalidArgument("a KV-shared layer was given a cache of its own".into())
+            })
+        };
+        let q = next()?.reshape([rows, c.num_heads, d]);
         let q = rope.apply_normed(q, &self.q_norm, eps);
         let kv = match (kv, &self.kv) {
             (LayerKv::Shared(kv), _) => kv,
             (LayerKv::Own(cache), Some(proj)) => {
                 let kvh = self.spec.num_kv_heads;
-                let k = proj.k.forward(a.clone())?.reshape([rows, kvh, d]);
+                let k = next()?.reshape([rows, kvh, d]);
                 let k = rope.apply_normed(k, &proj.k_norm, eps);
-                let v = proj.v.forward(a)?.reshape([rows, kvh, d]);
+                let v = next()?.reshape([rows, kvh, d]);
                 let v = if c.value_norm {
                     rms_norm(v, None, eps)
                 } else {

@@ -29,6 +29,64 @@ fn check_weight(weight: &MappedTensor) -> Result<()> {
     Ok(())
 }
 
+/// Products of one input with several weights (a layer's q, k and v), returned in order: on a
+/// GPU one product over their stacked rows where they share a type, its output split by
+/// columns (one dispatch, the input read once; for one token the split columns are contiguous
+/// views, so nothing is copied); separate products otherwise.
+pub enum SplitLinear {
+    Separate(Vec<Linear>),
+    #[cfg(feature = "gpu")]
+    Stacked {
+        stacked: kernels::gpu::GpuLinear,
+        widths: Vec<usize>,
+    },
+}
+
+impl SplitLinear {
+    /// `weights`: `[out_i, in]` each.
+    pub fn load(weights: &[&MappedTensor], device: &ComputeDevice) -> Result<Self> {
+        for w in weights {
+            check_weight(w)?;
+        }
+        #[cfg(feature = "gpu")]
+        if !device.is_host() && weights.len() > 1 {
+            let stacked = kernels::gpu::GpuLinear::upload_stacked(
+                weights,
+                device.max_binding_bytes,
+                &device.device,
+            )?;
+            if let Some(stacked) = stacked {
+                let widths = weights.iter().map(|w| w.rows()).collect();
+                return Ok(SplitLinear::Stacked { stacked, widths });
+            }
+        }
+        let separate = weights.iter().map(|w| Linear::load(w, device));
+        Ok(SplitLinear::Separate(separate.collect::<Result<_>>()?))
+    }
+
+    /// `x`: `[tokens, in]` → one `[tokens, out_i]` per weight, on `x`'s device.
+    pub fn forward(&self, x: Tensor<2>) -> Result<Vec<Tensor<2>>> {
+        match self {
+            SplitLinear::Separate(linears) => {
+                linears.iter().map(|l| l.forward(x.clone())).collect()
+            }
+            #[cfg(feature = "gpu")]
+            SplitLinear::Stacked { stacked, widths } => {
+                let y = stacked.forward(x);
+                let mut start = 0;
+                Ok(widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.clone().narrow(1, start, w);
+                        start += w;
+                        part
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
 /// A gated GELU MLP's first half, `gelu_tanh(x · Gᵀ) ⊙ (x · Uᵀ)`: on a GPU one fused product
 /// where gate and up share a packed layout (`GpuLinear::upload_gated`: one dispatch, `x` read
 /// once), two products and the element-wise kernel otherwise.

@@ -56,12 +56,60 @@ impl GpuLinear {
     ) -> Result<Self> {
         Self::upload_chunks(
             weight,
+            weight.rows(),
             layout,
             1,
             max_binding_bytes,
             device,
             |first_row, rows| pack::pack_rows(weight, layout, first_row, rows),
         )
+    }
+
+    /// Several weights of one input (`[out_i, in]`, e.g. a layer's q, k and v) as one product
+    /// over their stacked rows: the output's columns are the first weight's outputs, then the
+    /// second's, … `None` where they do not share a type and width: the caller multiplies them
+    /// separately.
+    pub fn upload_stacked(
+        weights: &[&MappedTensor],
+        max_binding_bytes: usize,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        let Some(first) = weights.first() else {
+            return Ok(None);
+        };
+        if weights
+            .iter()
+            .any(|w| w.dtype() != first.dtype() || w.cols() != first.cols())
+        {
+            return Ok(None);
+        }
+        let layout = pack::layout_for(first.dtype(), first.cols());
+        let total = weights.iter().map(|w| w.rows()).sum();
+        let linear = Self::upload_chunks(
+            first,
+            total,
+            layout,
+            1,
+            max_binding_bytes,
+            device,
+            |first_row, rows| {
+                // The stacked rows first_row..first_row + rows, weight by weight.
+                let mut packed = pack::PackedRows::default();
+                let mut start = 0;
+                for w in weights {
+                    let (lo, hi) = (
+                        first_row.max(start),
+                        (first_row + rows).min(start + w.rows()),
+                    );
+                    if lo < hi {
+                        packed.append(pack::pack_rows(w, layout, lo - start, hi - lo));
+                    }
+                    start += w.rows();
+                }
+                packed
+            },
+        )?;
+        Ok(Some(linear))
     }
 
     /// A gated MLP's first half, `gelu_tanh(x · Gᵀ) ⊙ (x · Uᵀ)`, as one product: `gate` and
@@ -85,6 +133,7 @@ impl GpuLinear {
         }
         let linear = Self::upload_chunks(
             gate,
+            gate.rows(),
             layout,
             2,
             max_binding_bytes,
@@ -100,18 +149,20 @@ impl GpuLinear {
         Ok(Some(linear))
     }
 
-    /// Uploads `weight`'s output rows in chunks of at most `max_binding_bytes` of words, each
-    /// output taking `rows_per_output` weight rows (2 for a gated product), packed by `pack`
-    /// (first output row, output rows).
+    /// Uploads `out_features` output rows of `weight`'s width in chunks of at most
+    /// `max_binding_bytes` of words, each output taking `rows_per_output` weight rows (2 for a
+    /// gated product), packed by `pack` (first output row, output rows).
+    #[allow(clippy::too_many_arguments)]
     fn upload_chunks(
         weight: &MappedTensor,
+        out_features: usize,
         layout: Layout,
         rows_per_output: usize,
         max_binding_bytes: usize,
         device: &Device,
         pack: impl Fn(usize, usize) -> pack::PackedRows,
     ) -> Result<Self> {
-        let (out_features, in_features) = (weight.rows(), weight.cols());
+        let in_features = weight.cols();
         let row_bytes = pack::word_bytes_per_row(layout, in_features).max(1) * rows_per_output;
         if row_bytes > max_binding_bytes {
             return Err(GemmaError::Unsupported(format!(

@@ -82,6 +82,7 @@ pub fn layout_for(dtype: GgmlType, cols: usize) -> Layout {
 }
 
 /// Rows `start..start + rows` of a weight in GPU layout, ready to upload.
+#[derive(Default)]
 pub struct PackedRows {
     /// Quantized: `[rows, cols / elems_per_word]` words. Dense: `[rows, cols]` f32 bit patterns.
     pub words: Vec<u32>,
@@ -92,6 +93,13 @@ pub struct PackedRows {
 }
 
 impl PackedRows {
+    /// `more`'s rows after these (same layout).
+    pub fn append(&mut self, more: PackedRows) {
+        self.words.extend(more.words);
+        self.scales.extend(more.scales);
+        self.mins.extend(more.mins);
+    }
+
     /// `a`'s and `b`'s rows (`rows` each, same layout) interleaved: `a`'s row `r` becomes row
     /// `2r`, `b`'s row `2r + 1` (a gated MLP's gate and up rows for the fused product).
     pub fn interleave(a: &PackedRows, b: &PackedRows, rows: usize) -> PackedRows {

@@ -891,3 +891,44 @@ fn gpu_product_with_a_gelu_times_epilogue_matches_f64() {
         }
     }
 }
+
+#[test]
+fn gpu_stacked_product_is_each_weights_product_side_by_side() {
+    let Some(device) = gpu() else { return };
+    let (dtype, cols) = (GgmlType::Q4_K, 256);
+    let sizes = [13, 5, 5];
+    let weights: Vec<MappedTensor> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &rows)| random_weight(dtype, rows, cols, 61 + i as u64))
+        .collect();
+    let refs: Vec<&MappedTensor> = weights.iter().collect();
+    let layout = pack::layout_for(dtype, cols);
+    let row_bytes = pack::word_bytes_per_row(layout, cols);
+    // Chunks of 4 rows: boundaries inside and across the weights.
+    let lin = GpuLinear::upload_stacked(&refs, 4 * row_bytes, &device.device)
+        .expect("upload")
+        .expect("one type");
+    assert_eq!((lin.out_features(), lin.chunk_count()), (23, 6));
+    let stacked: Vec<f64> = weights
+        .iter()
+        .flat_map(|w| {
+            let packed = pack::pack_rows(w, layout, 0, w.rows());
+            (0..w.rows())
+                .flat_map(|r| pack::unpack_row_f64(layout, &packed, r, cols))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for tokens in [1, 3] {
+        let x = random_x(tokens, cols, 64);
+        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [tokens, cols]), &device.device);
+        let y = to_host(lin.forward(xt)).expect("read back");
+        check_product(&format!("stacked x {tokens}"), &y, &x, &stacked, 23, cols);
+    }
+    let other = random_weight(GgmlType::Q8_0, 5, cols, 65);
+    assert!(
+        GpuLinear::upload_stacked(&[&weights[0], &other], 1 << 20, &device.device)
+            .unwrap()
+            .is_none()
+    );
+}
