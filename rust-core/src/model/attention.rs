@@ -3,7 +3,7 @@
 use burn::tensor::{Device, Tensor};
 
 use super::config::AttentionKind;
-use super::kv_cache::{KvRows, StepKv};
+use super::kv_cache::{KvRows, RowPrep, StepKv};
 use crate::kernels::attention::AttentionCall;
 use crate::kernels::cpu::attention::KvView;
 use crate::kernels::kv::EncodedRows;
@@ -85,13 +85,16 @@ impl MaskCache {
     }
 }
 
-/// Attention of `q` `[Tq, heads, d]` (normed, roped) over `kv`, returning `[Tq, heads·d]`.
-/// Query head `h` reads KV head `h / (heads / kv_heads)`; scores are multiplied by `scale`.
-/// The one entry point for the decoder: one query token goes through the fused decode kernel
-/// (kernels::attention, both devices); several go through the host kernel on the CPU and
-/// through burn's masked softmax on a GPU.
+/// Attention of the raw queries `q` `[Tq, heads, d]`, prepared by `q_prep` (norm, RoPE), over
+/// `kv`, returning `[Tq, heads·d]`. Query head `h` reads KV head `h / (heads / kv_heads)`;
+/// scores are multiplied by `scale`. The one entry point for the decoder: one query token
+/// goes through the fused decode kernel (kernels::attention, both devices); several go
+/// through the host kernel on the CPU and through burn's masked softmax on a GPU. A GPU
+/// cache of encoded rows prepares the queries in the attention kernel (unless its keys are
+/// rotated); elsewhere they are prepared first.
 pub fn attend(
     q: Tensor<3>,
+    q_prep: RowPrep<'_>,
     kv: &StepKv,
     visibility: Visibility<'_>,
     scale: f32,
@@ -103,22 +106,24 @@ pub fn attend(
         query_positions,
     } = visibility;
     let device = q.device();
-    match &kv.rows {
-        KvRows::Encoded { k, v } => {
-            return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
-        }
-        #[cfg(feature = "gpu")]
-        KvRows::Device { k, v } => {
-            use crate::kernels::gpu::kv::{Queries, attend};
-            let queries = Queries {
-                key_pos: &kv.key_pos,
-                q_pos: query_positions,
-                window: (kind == AttentionKind::Sliding).then_some(window),
-                scale,
-            };
-            return Ok(attend(q, (k, v), queries));
-        }
-        KvRows::Dense { .. } => {}
+    #[cfg(feature = "gpu")]
+    if let KvRows::Device { k, v } = &kv.rows {
+        use crate::kernels::gpu::kv::{Queries, attend};
+        let fused = !k.codec.is_rotated() && q_prep.is_norm_and_rope();
+        let prep = fused.then(|| q_prep.on_device());
+        let q = if fused { q } else { q_prep.apply(q) };
+        let queries = Queries {
+            key_pos: &kv.key_pos,
+            q_pos: query_positions,
+            window: (kind == AttentionKind::Sliding).then_some(window),
+            scale,
+            prep: prep.as_ref(),
+        };
+        return Ok(attend(q, (k, v), queries));
+    }
+    let q = q_prep.apply(q);
+    if let KvRows::Encoded { k, v } = &kv.rows {
+        return attend_encoded(q, (k, v), &kv.key_pos, visibility, scale);
     }
     if query_positions.len() == 1 {
         let visible = build_visibility(kind, window, query_positions[0], &kv.key_pos, &device);

@@ -12,10 +12,10 @@ use burn::tensor::Tensor;
 
 use super::attention::{MaskCache, Visibility, attend};
 use super::config::{AttentionKind, GemmaConfig, LayerSpec};
-use super::kv_cache::{KvCache, LayerCache, StepKv};
+use super::kv_cache::{KvCache, LayerCache, RowPrep, StepKv};
 use super::linear::{GatedLinear, Linear, SplitLinear};
 use super::names::TEXT_PREFIXES;
-use super::ops::{add_rms_norm, from_host, norm_weight, rms_norm, to_host};
+use super::ops::{add_rms_norm, add_rms_norm_then_norm, from_host, norm_weight, rms_norm, to_host};
 use super::rope::{RopeTables, inverse_frequencies};
 use crate::device::ComputeDevice;
 use crate::error::{GemmaError, Result};
@@ -500,12 +500,15 @@ impl GemmaModel {
         let mut pass = Pass::new(c, &positions, &self.rope_frequencies, dev);
         let first_shared = c.first_kv_shared_layer();
         let mut x = embeds;
+        // `x` under the next stage's input norm, from the layer that summed `x`.
+        let mut normed: Option<Tensor<2>> = None;
         let mut step_kv: Vec<Option<StepKv>> = vec![None; n_layers];
         for (i, layer) in self.layers.iter().enumerate() {
             let rows = pass.query_positions.len();
             if i == first_shared && which == LogitsFor::Last && rows > 1 {
                 // Shared layers write no cache: only the rows whose logits we keep matter.
                 x = x.narrow(0, rows - 1, 1);
+                normed = normed.map(|n| n.narrow(0, rows - 1, 1));
                 ple = ple.map(|ple| ple.narrow(0, rows - 1, 1));
                 pass.query_positions = &positions[positions.len() - 1..];
                 pass.ropes = pass.ropes.iter().map(|r| r.last(1)).collect();
@@ -522,8 +525,20 @@ impl GemmaModel {
             let per_layer_input = ple
                 .as_ref()
                 .map(|ple| ple.clone().narrow(1, i, 1).reshape([rows, p]));
-            let (out, kv) = layer.forward(x, kv, per_layer_input, &mut pass)?;
+            let next_norm = match self.layers.get(i + 1) {
+                Some(next) => &next.input_norm,
+                None => &self.final_norm,
+            };
+            let (out, out_normed, kv) = layer.forward(
+                x,
+                normed.take(),
+                kv,
+                per_layer_input,
+                Some(next_norm),
+                &mut pass,
+            )?;
             x = out;
+            normed = out_normed;
             if layer.spec.kv_source.is_none() {
                 step_kv[i] = Some(kv);
             }
@@ -533,14 +548,14 @@ impl GemmaModel {
         }
         cache.advance(t);
 
-        let x = match which {
-            LogitsFor::All => x,
+        let hidden = normed.unwrap_or_else(|| rms_norm(x, Some(&self.final_norm), c.rms_norm_eps));
+        let hidden = match which {
+            LogitsFor::All => hidden,
             LogitsFor::Last => {
-                let rows = x.dims()[0];
-                x.narrow(0, rows - 1, 1)
+                let rows = hidden.dims()[0];
+                hidden.narrow(0, rows - 1, 1)
             }
         };
-        let hidden = rms_norm(x, Some(&self.final_norm), c.rms_norm_eps);
         if let Some(trace) = trace.as_deref_mut() {
             trace.final_norm = to_host(hidden.clone())?;
         }
@@ -676,21 +691,30 @@ impl DecoderLayer {
     }
 
     /// One decoder layer on the residual stream `x` `[rows, H]`: sandwich-normed attention,
-    /// GeGLU MLP, Gemma 4's per-layer input and layer scalar. Returns the new stream and the
-    /// keys and values the layer attended over (later KV-shared layers reuse them).
+    /// GeGLU MLP, Gemma 4's per-layer input and layer scalar. `normed_input` is `x` under this
+    /// layer's input norm where the layer before computed it; with `next_norm` (the next
+    /// layer's input norm, or the final norm) the layer returns its output under that norm
+    /// too, from the kernel that sums it (on the GPU, one dispatch less each). Returns the new
+    /// stream, that normed stream, and the keys and values the layer attended over (later
+    /// KV-shared layers reuse them).
     pub(super) fn forward(
         &self,
         x: Tensor<2>,
+        normed_input: Option<Tensor<2>>,
         kv: LayerKv<'_>,
         per_layer_input: Option<Tensor<2>>,
+        next_norm: Option<&Tensor<2>>,
         pass: &mut Pass<'_>,
-    ) -> Result<(Tensor<2>, StepKv)> {
+    ) -> Result<(Tensor<2>, Option<Tensor<2>>, StepKv)> {
         let c = pass.config;
         let rows = pass.query_positions.len();
         let rope = &pass.ropes[self.rope];
         let (d, eps) = (self.spec.head_dim, c.rms_norm_eps);
 
-        let a = rms_norm(x.clone(), Some(&self.input_norm), eps);
+        let a = match normed_input {
+            Some(a) => a,
+            None => rms_norm(x.clone(), Some(&self.input_norm), eps),
+        };
         let mut qkv = self.qkv.forward(a)?.into_iter();
         let mut next = || {
             qkv.next().ok_or_else(|| {
@@ -698,20 +722,27 @@ impl DecoderLayer {
             })
         };
         let q = next()?.reshape([rows, c.num_heads, d]);
-        let q = rope.apply_normed(q, &self.q_norm, eps);
+        let q_prep = RowPrep {
+            norm: Some(eps),
+            weight: Some(&self.q_norm),
+            rope: Some(rope),
+        };
         let kv = match (kv, &self.kv) {
             (LayerKv::Shared(kv), _) => kv,
             (LayerKv::Own(cache), Some(proj)) => {
                 let kvh = self.spec.num_kv_heads;
                 let k = next()?.reshape([rows, kvh, d]);
-                let k = rope.apply_normed(k, &proj.k_norm, eps);
                 let v = next()?.reshape([rows, kvh, d]);
-                let v = if c.value_norm {
-                    rms_norm(v, None, eps)
-                } else {
-                    v
+                let k_prep = RowPrep {
+                    norm: Some(eps),
+                    weight: Some(&proj.k_norm),
+                    rope: Some(rope),
                 };
-                cache.append(k.swap_dims(0, 1), v.swap_dims(0, 1), pass.query_positions)?
+                let v_prep = RowPrep {
+                    norm: c.value_norm.then_some(eps),
+                    ..RowPrep::default()
+                };
+                cache.append_prepared(k, v, (k_prep, v_prep), pass.query_positions)?
             }
             (LayerKv::Own(_), None) => {
                 return Err(GemmaError::InvalidArgument(
@@ -724,28 +755,45 @@ impl DecoderLayer {
             window: c.sliding_window,
             query_positions: pass.query_positions,
         };
-        let attn = attend(q, &kv, visibility, c.attention_scale, &mut pass.masks)?;
+        let attn = attend(
+            q,
+            q_prep,
+            &kv,
+            visibility,
+            c.attention_scale,
+            &mut pass.masks,
+        )?;
         let o = self.o.forward(attn)?;
-        let mut x = add_rms_norm(x, o, &self.post_attention_norm, eps, 1.0);
-
-        let f = rms_norm(x.clone(), Some(&self.pre_feedforward_norm), eps);
+        let (x, f) = add_rms_norm_then_norm(
+            x,
+            o,
+            &self.post_attention_norm,
+            eps,
+            1.0,
+            &self.pre_feedforward_norm,
+        );
         let f = self.gate_up.forward(f)?;
         let f = self.down.forward(f)?;
-        // Gemma 4's layer scalar multiplies the layer's last sum.
+        // Gemma 4's layer scalar multiplies the layer's last sum, which also gives the next
+        // stage its normed input.
         let per_layer = self.per_layer_input.as_ref().zip(per_layer_input);
-        let scalar = |last: bool| if last { self.layer_scalar } else { 1.0 };
-        x = add_rms_norm(
-            x,
-            f,
-            &self.post_feedforward_norm,
-            eps,
-            scalar(per_layer.is_none()),
-        );
-        if let Some((pli, ple)) = per_layer {
-            let g = pli.gate.forward_gelu_times(x.clone(), ple)?;
-            let g = pli.projection.forward(g)?;
-            x = add_rms_norm(x, g, &pli.post_norm, eps, scalar(true));
-        }
-        Ok((x, kv))
+        let last_sum = |x: Tensor<2>, y: Tensor<2>, weight: &Tensor<2>| match next_norm {
+            Some(next) => {
+                let (x, normed) =
+                    add_rms_norm_then_norm(x, y, weight, eps, self.layer_scalar, next);
+                (x, Some(normed))
+            }
+            None => (add_rms_norm(x, y, weight, eps, self.layer_scalar), None),
+        };
+        let (x, normed) = match per_layer {
+            None => last_sum(x, f, &self.post_feedforward_norm),
+            Some((pli, ple)) => {
+                let x = add_rms_norm(x, f, &self.post_feedforward_norm, eps, 1.0);
+                let g = pli.gate.forward_gelu_times(x.clone(), ple)?;
+                let g = pli.projection.forward(g)?;
+                last_sum(x, g, &pli.post_norm)
+            }
+        };
+        Ok((x, normed, kv))
     }
 }

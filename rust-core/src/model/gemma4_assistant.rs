@@ -239,7 +239,7 @@ impl AssistantModel {
                 GemmaError::InvalidArgument("an assistant layer without a KV source".into())
             })?;
             let kv = LayerKv::Shared(cache.view(source)?);
-            x = layer.forward(x, kv, None, &mut pass)?.0;
+            x = layer.forward(x, None, kv, None, None, &mut pass)?.0;
         }
         let n = rms_norm(x, Some(&self.final_norm), c.rms_norm_eps);
         let h_next = self.post_projection.forward_to_host(n.clone())?;

@@ -20,7 +20,8 @@ use crate::error::Result;
 use crate::kernels::gpu::kv::{self as gpu_kv, DeviceRows};
 use crate::kernels::kv::{EncodedRows, KvCodec, KvType};
 
-use super::ops::to_host;
+use super::ops::{rms_norm, to_host};
+use super::rope::RopeTables;
 
 /// The keys and values one step attends over, with the absolute position of each key slot
 /// (`None`: an empty slot, always masked).
@@ -146,6 +147,30 @@ impl LayerCache {
         self
     }
 
+    /// Adds a step's raw keys and values `[T, kv_heads, head_dim]` for the consecutive
+    /// `positions` after preparing them (norm, RoPE), and returns what this step's queries
+    /// attend over. On a GPU cache of encoded rows the encode kernel prepares them as it
+    /// writes their slots (one dispatch a plane); elsewhere they are prepared first.
+    pub fn append_prepared(
+        &mut self,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        (k_prep, v_prep): (RowPrep<'_>, RowPrep<'_>),
+        positions: &[usize],
+    ) -> Result<StepKv> {
+        #[cfg(feature = "gpu")]
+        if self.encoded.is_none() && self.device.is_some() {
+            return self.append_on_device(
+                k.swap_dims(0, 1),
+                v.swap_dims(0, 1),
+                (k_prep.on_device(), v_prep.on_device()),
+                positions,
+            );
+        }
+        let (k, v) = (k_prep.apply(k), v_prep.apply(v));
+        self.append(k.swap_dims(0, 1), v.swap_dims(0, 1), positions)
+    }
+
     /// Adds `k`, `v` (`[kv_heads, T, head_dim]`, already normed and roped) for the consecutive
     /// `positions`, and returns what this step's queries attend over.
     pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>, positions: &[usize]) -> Result<StepKv> {
@@ -153,10 +178,43 @@ impl LayerCache {
             return self.append_encoded(k, v, positions);
         }
         #[cfg(feature = "gpu")]
-        if let Some((kc, vc)) = self.device.clone() {
-            // Encoded straight into their slots: one kernel a plane.
-            let new_k = Unencoded { codec: &kc, x: k };
-            let new_v = Unencoded { codec: &vc, x: v };
+        if self.device.is_some() {
+            let none = gpu_kv::RowPrep::default();
+            return self.append_on_device(k, v, (none.clone(), none), positions);
+        }
+        let (k, v, key_pos) = self.append_planes(|c| &mut c.dense, &k, &v, positions);
+        Ok(StepKv {
+            rows: KvRows::Dense { k, v },
+            key_pos,
+        })
+    }
+
+    /// [`append`](Self::append) to a GPU cache of encoded rows: `k`, `v` `[kv_heads, T,
+    /// head_dim]` are prepared and encoded straight into their slots, one kernel a plane.
+    #[cfg(feature = "gpu")]
+    fn append_on_device(
+        &mut self,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        (k_prep, v_prep): (gpu_kv::RowPrep, gpu_kv::RowPrep),
+        positions: &[usize],
+    ) -> Result<StepKv> {
+        {
+            let Some((kc, vc)) = self.device.clone() else {
+                return Err(crate::error::GemmaError::InvalidArgument(
+                    "not a GPU cache of encoded rows".into(),
+                ));
+            };
+            let new_k = Unencoded {
+                codec: &kc,
+                x: k,
+                prep: k_prep,
+            };
+            let new_v = Unencoded {
+                codec: &vc,
+                x: v,
+                prep: v_prep,
+            };
             let (k, v, key_pos) = self.append_planes(|c| &mut c.words, &new_k, &new_v, positions);
             return Ok(StepKv {
                 rows: KvRows::Device {
@@ -172,11 +230,6 @@ impl LayerCache {
                 key_pos,
             });
         }
-        let (k, v, key_pos) = self.append_planes(|c| &mut c.dense, &k, &v, positions);
-        Ok(StepKv {
-            rows: KvRows::Dense { k, v },
-            key_pos,
-        })
     }
 
     /// Appends to the dense or the word planes, returning the step's keys, values and key
@@ -375,7 +428,47 @@ impl LayerCache {
     }
 }
 
-/// `[kv_heads, slots, width]` zeros of `like`'s width, dtype and device.
+/// What a step's raw keys or values go through before they are cached: Gemma's RMS norm (a
+/// key's with its weight; a value's, where the model norms values, without) and a key's RoPE.
+#[derive(Clone, Copy, Default)]
+pub struct RowPrep<'a> {
+    /// The norm's epsilon, where rows are RMS-normed.
+    pub norm: Option<f32>,
+    /// The norm's weight `[1, 1, head_dim]`.
+    pub weight: Option<&'a Tensor<3>>,
+    pub rope: Option<&'a RopeTables>,
+}
+
+impl RowPrep<'_> {
+    /// A weighted norm and RoPE (a query's or a key's preparation).
+    pub fn is_norm_and_rope(&self) -> bool {
+        self.norm.is_some() && self.weight.is_some() && self.rope.is_some()
+    }
+
+    /// The prepared rows of `x` `[T, heads, head_dim]` (a fused kernel each on the GPU).
+    pub fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+        match (self.norm, self.rope) {
+            (Some(eps), Some(rope)) => match self.weight {
+                Some(w) => rope.apply_normed(x, w, eps),
+                None => rope.apply(rms_norm(x, None, eps)),
+            },
+            (Some(eps), None) => rms_norm(x, self.weight, eps),
+            (None, Some(rope)) => rope.apply(x),
+            (None, None) => x,
+        }
+    }
+
+    /// The same preparation for the GPU kernels.
+    #[cfg(feature = "gpu")]
+    pub fn on_device(&self) -> gpu_kv::RowPrep {
+        gpu_kv::RowPrep {
+            norm: self.norm,
+            weight: self.weight.cloned(),
+            rope: self.rope.map(|r| (r.cos.clone(), r.sin.clone())),
+        }
+    }
+}
+
 /// A step's new keys or values `[kv_heads, T, width]` as a plane of element kind `K` takes them.
 trait NewRows<K: Basic> {
     /// A zero plane of `slots` rows a head, of the rows' width.
@@ -418,6 +511,7 @@ impl<K: Basic> NewRows<K> for Tensor<3, K> {
 struct Unencoded<'a> {
     codec: &'a crate::kernels::kv::KvCodec,
     x: Tensor<3>,
+    prep: gpu_kv::RowPrep,
 }
 
 #[cfg(feature = "gpu")]
@@ -434,16 +528,15 @@ impl NewRows<Int> for Unencoded<'_> {
         slot: usize,
         rows: std::ops::Range<usize>,
     ) -> Tensor<3, Int> {
-        let x = if rows == (0..self.x.dims()[1]) {
-            self.x.clone()
-        } else {
-            self.x.clone().slice(s![.., rows, ..])
-        };
-        gpu_kv::encode_into(self.codec, plane, x, slot)
+        if rows == (0..self.x.dims()[1]) {
+            return gpu_kv::encode_into(self.codec, plane, self.x.clone(), &self.prep, slot);
+        }
+        let x = self.x.clone().slice(s![.., rows.clone(), ..]);
+        gpu_kv::encode_into(self.codec, plane, x, &self.prep.tokens(rows), slot)
     }
 
     fn all(&self) -> Tensor<3, Int> {
-        gpu_kv::encode(self.codec, self.x.clone())
+        gpu_kv::encode(self.codec, self.x.clone(), &self.prep)
     }
 }
 

@@ -57,6 +57,28 @@ pub fn add_rms_norm(
     if scale != 1.0 { x * scale } else { x }
 }
 
+/// [`add_rms_norm`], and its result RMS-normed with the next sub-layer's input norm `next`:
+/// `(stream, next input)`. One kernel on the GPU (where a dispatch is the cost), two passes
+/// on the CPU.
+pub fn add_rms_norm_then_norm(
+    residual: Tensor<2>,
+    y: Tensor<2>,
+    weight: &Tensor<2>,
+    eps: f32,
+    scale: f32,
+    next: &Tensor<2>,
+) -> (Tensor<2>, Tensor<2>) {
+    #[cfg(feature = "gpu")]
+    if !is_host(&y.device()) {
+        return crate::kernels::gpu::ops::add_rms_norm_then_norm(
+            residual, y, weight, eps, scale, next,
+        );
+    }
+    let x = add_rms_norm(residual, y, weight, eps, scale);
+    let normed = rms_norm(x.clone(), Some(next), eps);
+    (x, normed)
+}
+
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     // burn's gelu_approximate computes x³ with powf, which dominated E2B prefill profiles
     // (~17% of the time); two multiplications give the same value to an ulp.

@@ -1,12 +1,13 @@
 //! The KV cache on the GPU for every KV type but all-f32 (which stays f32 tensors): rows are the
 //! CPU codec's bytes (`kernels::kv`), little-endian in u32 words and padded to a whole word, in
 //! Int tensors `[kv_heads, slots, words]`, and attention reads them directly
-//! (`kernels::encoded_attention`); no decoded copy of the cache exists.
+//! (`kv_kernels::encoded_attention`); no decoded copy of the cache exists.
 //!
-//! - Rows are encoded on the device: f32/f16 by `kernels::encode_rows` (round to nearest even,
-//!   as `half::f16::from_f32`), q8_0 and TurboQuant by `kernels::encode_quantized_rows`, which
-//!   repeats the CPU codec's arithmetic step for step, so a row's bytes are the CPU's (tested
-//!   byte for byte); appending a token reads nothing back.
+//! - Rows are encoded on the device by `kv_kernels::encode_kv_rows` (f16: round to nearest even,
+//!   as `half::f16::from_f32`; q8_0 and TurboQuant: the CPU codec's arithmetic step for step),
+//!   so a row's bytes are the CPU's (tested byte for byte); appending a token reads nothing
+//!   back. The same kernel applies a key's norm and RoPE or a value's norm first
+//!   ([`RowPrep`]): one dispatch a plane and step.
 //! - TurboQuant keys: the query is rotated once per head (signs, then one shared normalized
 //!   Hadamard matrix per head dimension, as a matmul); TurboQuant values are summed in the
 //!   rotated domain and the sum rotated back once per head. The signs, codebook and Hadamard
@@ -17,8 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor};
 
-use super::kernels::{KV_F16, KV_F32, KV_Q8_0, KV_TQ};
-use super::ops::GpuKernelOps;
+use super::kv_kernels::{KV_F16, KV_F32, KV_Q8_0, KV_TQ};
+use super::ops::{EncodePrep, GpuKernelOps};
 use crate::device::from_host;
 use crate::kernels::kv::{KvCodec, KvType, hadamard};
 
@@ -26,7 +27,7 @@ use crate::kernels::kv::{KvCodec, KvType, hadamard};
 #[derive(Debug, Clone, Copy)]
 pub struct KvLayout {
     pub ty: KvType,
-    /// `kernels::KV_F32` … `KV_TQ`.
+    /// `kv_kernels::KV_F32` … `KV_TQ`.
     pub kind: u32,
     /// TurboQuant's bits a coordinate (0 otherwise).
     pub bits: u32,
@@ -60,6 +61,9 @@ pub struct EncodedCall {
     pub window: f32,
     pub k: KvLayout,
     pub v: KvLayout,
+    /// With the norm's epsilon, the kernel RMS-norms and rotates the raw queries itself (the
+    /// norm weight and RoPE tables are bound); without, the queries come prepared.
+    pub q_eps: Option<f32>,
 }
 
 /// One layer's encoded keys or values on the device, with their codec.
@@ -127,35 +131,74 @@ fn hadamard_matrix(d: usize, device: &Device) -> Tensor<2> {
     h
 }
 
-/// `x` `[kv_heads, tokens, d]` (normed, roped) as encoded rows of `codec`'s type, encoded on
-/// the device (no read-back).
-pub fn encode(codec: &KvCodec, x: Tensor<3>) -> Tensor<3, Int> {
+/// What a step's keys or values go through on their way into the cache, done by the encode
+/// kernel itself: Gemma's RMS norm (a key's with its weight, a value's without) and a key's
+/// RoPE. The default prepares nothing (the rows are already normed and roped).
+#[derive(Debug, Clone, Default)]
+pub struct RowPrep {
+    /// The norm's epsilon, where rows are RMS-normed.
+    pub norm: Option<f32>,
+    /// The norm's weight `[d]` (any shape of `d` elements).
+    pub weight: Option<Tensor<3>>,
+    /// RoPE tables `cos`, `sin` `[tokens, 1, d/2]` for the rows' tokens.
+    pub rope: Option<(Tensor<3>, Tensor<3>)>,
+}
+
+impl RowPrep {
+    /// The preparation of tokens `range` of the step alone.
+    pub fn tokens(&self, range: std::ops::Range<usize>) -> Self {
+        let narrow = |t: &Tensor<3>| t.clone().narrow(0, range.start, range.len());
+        RowPrep {
+            rope: self.rope.as_ref().map(|(c, s)| (narrow(c), narrow(s))),
+            ..self.clone()
+        }
+    }
+}
+
+/// `x` `[kv_heads, tokens, d]` prepared as `prep` says and encoded as rows of `codec`'s type,
+/// on the device (no read-back).
+pub fn encode(codec: &KvCodec, x: Tensor<3>, prep: &RowPrep) -> Tensor<3, Int> {
     let [kv_heads, tokens, d] = x.dims();
     let words = KvLayout::of(codec.ty).words_per_row(d);
     let plane = Tensor::<3, Int>::empty([kv_heads, tokens, words], &x.device());
-    encode_into(codec, plane, x, 0)
+    encode_into(codec, plane, x, prep, 0)
 }
 
 /// [`encode`] written straight into slots `first_slot..first_slot + tokens` of a cache plane
-/// `[kv_heads, slots, words]` (one dispatch where encoding and copying took two); the plane is
-/// written in place unless something else holds it (then a copy is written and returned).
+/// `[kv_heads, slots, words]` (one dispatch where norm, RoPE, encoding and copying took
+/// four); the plane is written in place unless something else holds it (then a copy is
+/// written and returned).
 pub fn encode_into(
     codec: &KvCodec,
     plane: Tensor<3, Int>,
     x: Tensor<3>,
+    prep: &RowPrep,
     first_slot: usize,
 ) -> Tensor<3, Int> {
     let tables = codec.device_tables(&x.device());
+    // Unused bindings (a kernel binds every argument) are the levels.
+    let unused = || tables.levels.clone().into_dispatch();
     // Types without a rotation bind the levels in the signs' place.
     let signs = match &tables.signs {
         Some(signs) => signs.clone().into_dispatch(),
-        None => tables.levels.clone().into_dispatch(),
+        None => unused(),
+    };
+    let bind = |t: Option<&Tensor<3>>| t.map_or_else(unused, |t| t.clone().into_dispatch());
+    let call = EncodePrep {
+        eps: prep.norm.unwrap_or(0.0),
+        normed: prep.norm.is_some(),
+        weighted: prep.norm.is_some() && prep.weight.is_some(),
+        roped: prep.rope.is_some(),
     };
     Tensor::from_dispatch(<Dispatch as GpuKernelOps>::encode_kv_rows_into(
         plane.into_dispatch(),
         x.into_dispatch(),
+        bind(prep.weight.as_ref()),
+        bind(prep.rope.as_ref().map(|(c, _)| c)),
+        bind(prep.rope.as_ref().map(|(_, s)| s)),
+        call,
         signs,
-        tables.levels.clone().into_dispatch(),
+        unused(),
         KvLayout::of(codec.ty),
         first_slot,
     ))
@@ -171,6 +214,10 @@ pub struct Queries<'a> {
     /// A sliding layer's window (`None`: every earlier key).
     pub window: Option<usize>,
     pub scale: f32,
+    /// The queries' norm and RoPE, for the attention kernel to apply to raw queries (a
+    /// [`RowPrep`] with a norm, its weight and RoPE tables); not with rotated (TurboQuant)
+    /// keys, whose queries are rotated after their norm and RoPE.
+    pub prep: Option<&'a RowPrep>,
 }
 
 /// Attention of `q` `[tokens, heads, d]` over encoded `k`, `v`; returns `[tokens, heads·d]`.
@@ -190,6 +237,7 @@ pub(crate) fn attend_in_blocks(
         q_pos,
         window,
         scale,
+        prep,
     } = queries;
     let [tokens, heads, d] = q.dims();
     let device = q.device();
@@ -200,8 +248,20 @@ pub(crate) fn attend_in_blocks(
         v.codec.device_tables(&device),
     );
     let q = match &kt.signs {
-        Some(signs) => rotate(q, signs, kv_heads, &hadamard_matrix(d, &device)),
+        Some(signs) => {
+            debug_assert!(prep.is_none(), "rotated keys take prepared queries");
+            rotate(q, signs, kv_heads, &hadamard_matrix(d, &device))
+        }
         None => q,
+    };
+    // The kernel's query norm weight and RoPE tables (unread without a preparation).
+    let (q_eps, q_norm, rope) = match prep {
+        Some(RowPrep {
+            norm: Some(eps),
+            weight: Some(w),
+            rope: Some((cos, sin)),
+        }) => (Some(*eps), w.clone(), Some((cos.clone(), sin.clone()))),
+        _ => (None, kt.levels.clone().reshape([1, 1, -1]), None),
     };
     let positions: Vec<f32> = key_pos
         .iter()
@@ -214,6 +274,7 @@ pub(crate) fn attend_in_blocks(
         window: window.map_or(f32::MAX, |w| w as f32),
         k: KvLayout::of(k.codec.ty),
         v: KvLayout::of(v.codec.ty),
+        q_eps,
     };
     // Query blocks bound the scores scratch (`[block·heads, slots]` f32).
     let block = (scores_bytes / (4 * heads * key_pos.dims()[0].max(1))).clamp(1, tokens.max(1));
@@ -221,9 +282,19 @@ pub(crate) fn attend_in_blocks(
     for start in (0..tokens).step_by(block) {
         let n = block.min(tokens - start);
         let at: Vec<f32> = q_pos[start..start + n].iter().map(|&p| p as f32).collect();
+        let (cos, sin) = match &rope {
+            Some((cos, sin)) => (
+                cos.clone().narrow(0, start, n),
+                sin.clone().narrow(0, start, n),
+            ),
+            None => (q_norm.clone(), q_norm.clone()),
+        };
         outs.push(Tensor::<3>::from_dispatch(
             <Dispatch as GpuKernelOps>::encoded_attention(
                 q.clone().narrow(0, start, n).into_dispatch(),
+                q_norm.clone().into_dispatch(),
+                cos.into_dispatch(),
+                sin.into_dispatch(),
                 k.words.clone().into_dispatch(),
                 v.words.clone().into_dispatch(),
                 key_pos.clone().into_dispatch(),

@@ -2,9 +2,11 @@
 //! single-token attention over the KV cache.
 //!
 //! - `pack`: GGUF blocks → GPU words (u32) + f32 block scales, once at load.
-//! - `kernels`: the `#[cube]` kernels (matrix-vector and token-tiled matrix-matrix products,
-//!   attention over f32 or encoded KV rows, the f32/f16 row encoder), shared-memory reductions
+//! - `kernels`: the `#[cube]` kernels (matrix-vector and token-tiled matrix-matrix products
+//!   with their epilogues, RMS norms, RoPE, GELU, the greedy pick), shared-memory reductions
 //!   only.
+//! - `kv_kernels`: the KV cache's kernels (rows encoded after their norm and RoPE, attention
+//!   over encoded rows that prepares its queries).
 //! - `ops`: the kernels as a burn backend extension, callable on ordinary `Tensor`s.
 //! - `kv`: the KV cache's encoded rows on the device (every KV type but all-f32) and attention
 //!   over them, TurboQuant's rotations around it.
@@ -18,6 +20,7 @@
 
 pub mod kernels;
 pub mod kv;
+pub mod kv_kernels;
 pub mod linear;
 pub mod ops;
 pub mod pack;

@@ -7,9 +7,9 @@ use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor, t
 use burn::tensor::{DType, Int, Shape, Tensor};
 use cubecl::prelude::*;
 
-use super::kernels;
 use super::kv::{EncodedCall, KvLayout};
 use super::pack::QuantLayout;
+use super::{kernels, kv_kernels};
 use crate::kernels::attention::{AttentionCall, DecodeAttentionOps};
 
 /// Units per cube: a power of two (the reductions halve it), small enough for every GPU and
@@ -53,6 +53,18 @@ pub struct ArgmaxCall {
     pub total_blocks: usize,
 }
 
+/// What [`GpuKernelOps::encode_kv_rows_into`] does to each row before encoding it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncodePrep {
+    pub eps: f32,
+    /// RMS-normed (a key's or a value's norm).
+    pub normed: bool,
+    /// Times the norm's weight (a key's norm has one).
+    pub weighted: bool,
+    /// Rotated by RoPE (keys).
+    pub roped: bool,
+}
+
 /// What [`GpuKernelOps::rms_norm`] computes besides the norm.
 #[derive(Debug, Clone, Copy)]
 pub struct NormCall {
@@ -61,6 +73,8 @@ pub struct NormCall {
     pub scale: f32,
     pub weighted: bool,
     pub add_residual: bool,
+    /// Also the result RMS-normed again with a second weight, as a second plane.
+    pub then_norm: bool,
 }
 
 #[backend_extension(Cube)]
@@ -87,15 +101,20 @@ pub trait GpuKernelOps: Backend {
         call: ChunkCall,
     ) -> FloatTensor<Self>;
 
-    /// f32 rows `[kv_heads, tokens, d]` encoded as KV rows of any layout
-    /// (`kernels::encode_rows` for f32/f16, `kernels::encode_quantized_rows` for q8_0 and
-    /// TurboQuant, which read the codec's `signs` `[kv_heads, d]` and `levels`; other layouts
-    /// ignore them) and written into slots `first_slot..first_slot + tokens` of `plane`
-    /// `[kv_heads, slots, words]` (in place where nothing else holds it, else into a copy),
-    /// which is returned.
+    /// f32 rows `[kv_heads, tokens, d]`, prepared as `prep` says (RMS norm with the weight
+    /// `norm_w` `[d]`, RoPE with tables `cos`, `sin` `[tokens, d/2]`; unused ones are not
+    /// read), encoded as KV rows of any layout (`kv_kernels::encode_kv_rows`; q8_0 and TurboQuant
+    /// read the codec's `signs` `[kv_heads, d]` and `levels`, other layouts ignore them) and
+    /// written into slots `first_slot..first_slot + tokens` of `plane` `[kv_heads, slots,
+    /// words]` (in place where nothing else holds it, else into a copy), which is returned.
+    #[allow(clippy::too_many_arguments)]
     fn encode_kv_rows_into(
         plane: IntTensor<Self>,
         x: FloatTensor<Self>,
+        norm_w: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        prep: EncodePrep,
         signs: FloatTensor<Self>,
         levels: FloatTensor<Self>,
         layout: KvLayout,
@@ -104,11 +123,13 @@ pub trait GpuKernelOps: Backend {
 
     /// RMS norm of each row of `x` over its last axis (`kernels::rms_norm_rows`), times `w`
     /// (the row's length) when `norm.weighted`, plus `residual` (`x`'s shape) when
-    /// `norm.add_residual`, times `norm.scale`; returns `x`'s shape.
+    /// `norm.add_residual`, times `norm.scale`; returns `x`'s shape, or with `norm.then_norm`
+    /// `[2, x's elements]`: that result, then it RMS-normed again with weight `w2`.
     fn rms_norm(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         residual: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
         norm: NormCall,
     ) -> FloatTensor<Self>;
 
@@ -143,10 +164,15 @@ pub trait GpuKernelOps: Backend {
     fn gelu_tanh_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Attention of `q` `[tokens, heads, d]` (or `[heads, d]`: one token) over encoded KV rows
-    /// `[kv_heads, slots, words]` (`kernels::encoded_attention`); returns `q`'s shape.
+    /// `[kv_heads, slots, words]` (`kv_kernels::encoded_attention`); returns `q`'s shape. With
+    /// `call.q_eps`, `q` is raw and the kernel applies the query norm `q_norm` `[d]` and RoPE
+    /// (`cos`, `sin` `[tokens, d/2]`) first; otherwise those three are not read.
     #[allow(clippy::too_many_arguments)]
     fn encoded_attention(
         q: FloatTensor<Self>,
+        q_norm: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
         k: IntTensor<Self>,
         v: IntTensor<Self>,
         key_pos: FloatTensor<Self>,
@@ -225,13 +251,23 @@ fn check_f32(name: &str, t: &CubeTensor) {
 }
 
 impl GpuKernelOps for CubeBackend {
-    fn rms_norm(x: CubeTensor, w: CubeTensor, residual: CubeTensor, norm: NormCall) -> CubeTensor {
+    fn rms_norm(
+        x: CubeTensor,
+        w: CubeTensor,
+        residual: CubeTensor,
+        w2: CubeTensor,
+        norm: NormCall,
+    ) -> CubeTensor {
         check_f32("x", &x);
-        let (x, w, residual) = (bindable(x), bindable(w), bindable(residual));
+        let (x, w, residual, w2) = (bindable(x), bindable(w), bindable(residual), bindable(w2));
         let shape = x.meta.shape().clone();
         let n = shape[shape.num_dims() - 1];
         let rows = shape.num_elements() / n.max(1);
-        let out = empty_f32(&x, shape);
+        let out = if norm.then_norm {
+            empty_f32(&x, Shape::new([2, shape.num_elements()]))
+        } else {
+            empty_f32(&x, shape)
+        };
         let client = x.client.clone();
         kernels::rms_norm_rows::launch(
             &client,
@@ -240,6 +276,7 @@ impl GpuKernelOps for CubeBackend {
             buffer(x),
             buffer(w),
             buffer(residual),
+            buffer(w2),
             buffer(out.clone()),
             rows as u32,
             n as u32,
@@ -247,6 +284,7 @@ impl GpuKernelOps for CubeBackend {
             norm.scale,
             norm.weighted,
             norm.add_residual,
+            norm.then_norm,
             CUBE_SIZE,
         );
         out
@@ -430,6 +468,10 @@ impl GpuKernelOps for CubeBackend {
     fn encode_kv_rows_into(
         plane: CubeTensor,
         x: CubeTensor,
+        norm_w: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
+        prep: EncodePrep,
         signs: CubeTensor,
         levels: CubeTensor,
         layout: KvLayout,
@@ -441,7 +483,6 @@ impl GpuKernelOps for CubeBackend {
         let (tokens, d) = (dims[1], dims[2]);
         let rows = dims[0] * tokens;
         let words_per_row = layout.words_per_row(d);
-        let words = rows * words_per_row;
         let slots = plane.meta.shape()[1];
         assert!(
             first_slot + tokens <= slots && plane.meta.shape()[2] == words_per_row,
@@ -456,47 +497,41 @@ impl GpuKernelOps for CubeBackend {
             copy_contiguous(plane)
         };
         let client = x.client.clone();
-        if layout.kind == kernels::KV_F32 || layout.kind == kernels::KV_F16 {
-            kernels::encode_rows::launch(
-                &client,
-                flat_grid(words),
-                CubeDim::new_1d(CUBE_SIZE as u32),
-                buffer(x),
-                buffer(plane.clone()),
-                words as u32,
-                d as u32,
-                words_per_row as u32,
-                tokens as u32,
-                slots as u32,
-                first_slot as u32,
-                layout.kind,
-            );
-        } else {
-            kernels::encode_quantized_rows::launch(
-                &client,
-                matmul_grid(rows, 1, 1),
-                CubeDim::new_1d(CUBE_SIZE as u32),
-                buffer(x),
-                buffer(bindable(signs)),
-                buffer(bindable(levels)),
-                buffer(plane.clone()),
-                rows as u32,
-                tokens as u32,
-                words_per_row as u32,
-                slots as u32,
-                first_slot as u32,
-                // The CPU's `kv::hadamard` normalization, bit for bit.
-                1.0 / (d as f32).sqrt(),
-                layout.kind,
-                layout.bits,
-                d,
-            );
-        }
+        kv_kernels::encode_kv_rows::launch(
+            &client,
+            matmul_grid(rows, 1, 1),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(x),
+            buffer(bindable(norm_w)),
+            buffer(bindable(cos)),
+            buffer(bindable(sin)),
+            buffer(bindable(signs)),
+            buffer(bindable(levels)),
+            buffer(plane.clone()),
+            rows as u32,
+            tokens as u32,
+            words_per_row as u32,
+            slots as u32,
+            first_slot as u32,
+            prep.eps,
+            // The CPU's `kv::hadamard` normalization, bit for bit.
+            1.0 / (d as f32).sqrt(),
+            prep.normed,
+            prep.weighted,
+            prep.roped,
+            layout.kind,
+            layout.bits,
+            d,
+            CUBE_SIZE,
+        );
         plane
     }
 
     fn encoded_attention(
         q: CubeTensor,
+        q_norm: CubeTensor,
+        cos: CubeTensor,
+        sin: CubeTensor,
         k: CubeTensor,
         v: CubeTensor,
         key_pos: CubeTensor,
@@ -518,11 +553,14 @@ impl GpuKernelOps for CubeBackend {
         let out = empty_f32(&q, shape);
         let scores = empty_f32(&q, Shape::new([tokens * heads, slots.max(1)]));
         let client = q.client.clone();
-        kernels::encoded_attention::launch(
+        kv_kernels::encoded_attention::launch(
             &client,
             CubeCount::Static(heads as u32, tokens as u32, 1),
             CubeDim::new_1d(CUBE_SIZE as u32),
             buffer(q),
+            buffer(bindable(q_norm)),
+            buffer(bindable(cos)),
+            buffer(bindable(sin)),
             buffer(k),
             buffer(v),
             buffer(bindable(key_pos)),
@@ -540,6 +578,8 @@ impl GpuKernelOps for CubeBackend {
             vs[1] as u32,
             call.window,
             call.scale,
+            call.q_eps.unwrap_or(0.0),
+            call.q_eps.is_some(),
             call.k.kind,
             call.k.bits,
             call.v.kind,
@@ -596,9 +636,13 @@ impl DecodeAttentionOps for CubeBackend {
             window: 1.0,
             k: f32_rows,
             v: f32_rows,
+            q_eps: None,
         };
         <Self as GpuKernelOps>::encoded_attention(
             q,
+            one.clone(),
+            one.clone(),
+            one.clone(),
             k,
             v,
             visible,
@@ -665,6 +709,7 @@ pub fn rms_norm<const D: usize>(
         scale,
         weighted: weight.is_some(),
         add_residual: residual.is_some(),
+        then_norm: false,
     };
     // Unused bindings (a kernel binds every argument) are `x` again.
     let w = weight.cloned().unwrap_or_else(|| x.clone());
@@ -672,9 +717,41 @@ pub fn rms_norm<const D: usize>(
     Tensor::from_dispatch(<Dispatch as GpuKernelOps>::rms_norm(
         x.into_dispatch(),
         w.into_dispatch(),
+        residual.clone().into_dispatch(),
         residual.into_dispatch(),
         norm,
     ))
+}
+
+/// `x = (residual + rms_norm(y) · w) · scale` and `rms_norm(x) · next` in one kernel
+/// ([`GpuKernelOps::rms_norm`] with `then_norm`): a sub-layer's output joining the residual
+/// stream, and the next sub-layer's normed input.
+pub fn add_rms_norm_then_norm(
+    residual: Tensor<2>,
+    y: Tensor<2>,
+    weight: &Tensor<2>,
+    eps: f32,
+    scale: f32,
+    next: &Tensor<2>,
+) -> (Tensor<2>, Tensor<2>) {
+    let dims = y.dims();
+    let norm = NormCall {
+        eps,
+        scale,
+        weighted: true,
+        add_residual: true,
+        then_norm: true,
+    };
+    let both: Tensor<2> = Tensor::from_dispatch(<Dispatch as GpuKernelOps>::rms_norm(
+        y.into_dispatch(),
+        weight.clone().into_dispatch(),
+        residual.into_dispatch(),
+        next.clone().into_dispatch(),
+        norm,
+    ));
+    let x = both.clone().narrow(0, 0, 1).reshape(dims);
+    let normed = both.narrow(0, 1, 1).reshape(dims);
+    (x, normed)
 }
 
 /// [`GpuKernelOps::rope`] on tensors: `x` `[tokens, heads, d]`, tables `[tokens, 1, d/2]`.

@@ -10,11 +10,13 @@ use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::GpuLinear;
 use super::pack::{self, Layout};
-use super::{AttentionCall, GpuLinear, decode_attention};
 use crate::device::to_host;
 use crate::device::{BackendKind, ComputeDevice};
 use crate::weights::{GgmlType, MappedTensor, ReadLog};
+
+mod kv;
 
 const EXACT: [GgmlType; 9] = [
     GgmlType::Q4_0,
@@ -153,7 +155,7 @@ fn requantized_layouts_stay_within_half_a_step() {
     }
 }
 
-fn gpu() -> Option<ComputeDevice> {
+pub(super) fn gpu() -> Option<ComputeDevice> {
     if std::env::var("GEMMAKIT_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
         return None;
     }
@@ -163,7 +165,7 @@ fn gpu() -> Option<ComputeDevice> {
     )
 }
 
-fn random_x(tokens: usize, cols: usize, seed: u64) -> Vec<f32> {
+pub(super) fn random_x(tokens: usize, cols: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..tokens * cols)
         .map(|_| rng.random_range(-1.0f32..1.0))
@@ -259,290 +261,6 @@ fn gpu_product_reads_a_row_offset_activation() {
     );
 }
 
-#[test]
-fn gpu_decode_attention_matches_f64_reference() {
-    let Some(device) = gpu() else { return };
-    check_decode_attention(&device);
-}
-
-#[test]
-fn cpu_decode_attention_matches_f64_reference() {
-    check_decode_attention(&ComputeDevice::open(BackendKind::Cpu).expect("cpu"));
-}
-
-/// kernels::attention on `device` (the CubeCL kernel or the host kernel).
-fn check_decode_attention(device: &ComputeDevice) {
-    let dev = &device.device;
-    let mut rng = ChaCha8Rng::seed_from_u64(21);
-    // (heads, kv_heads, head_dim, slots used, slots allocated, scale, first visible slot):
-    // GQA, Gemma 4's head sizes, slot counts around the cube size and the CPU kernel's
-    // 128-slot tasks, a cache view narrower than its buffer, and whole tasks that see nothing
-    // (a sliding window far into a long cache).
-    for (heads, kv_heads, d, slots, capacity, scale, first) in [
-        (8, 1, 256, 37, 64, 1.0f32, 0),
-        (8, 2, 512, 130, 130, 1.0, 0),
-        (4, 4, 16, 1, 8, 0.25, 0),
-        (6, 2, 96, 65, 100, 0.125, 0),
-        (8, 1, 512, 1000, 1100, 1.0, 300),
-    ] {
-        let mut values = |n: usize, amp: f32| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(-amp..amp)).collect()
-        };
-        let q = values(heads * d, 0.3);
-        let k_full = values(kv_heads * capacity * d, 0.3);
-        let v_full = values(kv_heads * capacity * d, 1.0);
-        let visible: Vec<f32> = (0..slots)
-            .map(|s| {
-                if s == first || (s > first && s % 5 != 3) {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let view = |full: &[f32]| -> Vec<f32> {
-            (0..kv_heads)
-                .flat_map(|h| full[h * capacity * d..(h * capacity + slots) * d].to_vec())
-                .collect()
-        };
-        let expected = crate::kernels::reference::attention(
-            &q,
-            &view(&k_full),
-            &view(&v_full),
-            &visible,
-            heads,
-            kv_heads,
-            slots,
-            d,
-            f64::from(scale),
-        );
-        let t3 = |v: Vec<f32>| {
-            Tensor::<3>::from_data(TensorData::new(v, [kv_heads, capacity, d]), dev).slice(s![
-                ..,
-                0..slots,
-                ..
-            ])
-        };
-        let out = decode_attention(
-            Tensor::<2>::from_data(TensorData::new(q, [heads, d]), dev),
-            t3(k_full),
-            t3(v_full),
-            Tensor::<1>::from_data(TensorData::new(visible, [slots]), dev),
-            AttentionCall {
-                groups: heads / kv_heads,
-                scale,
-            },
-        );
-        let got = to_host(out).expect("read back");
-        let worst = got
-            .iter()
-            .zip(&expected)
-            .map(|(g, e)| (f64::from(*g) - e).abs())
-            .fold(0.0, f64::max);
-        eprintln!(
-            "{:?} attention heads {heads}/{kv_heads} d {d} slots {slots}: max error {worst:.1e}",
-            device.kind
-        );
-        assert!(
-            worst < 1e-5,
-            "attention heads {heads} d {d} slots {slots}: {worst}"
-        );
-    }
-}
-
-/// The GPU's encoded rows as bytes (each row padded to whole words).
-fn words_as_bytes(words: burn::tensor::Tensor<3, burn::tensor::Int>) -> Vec<u8> {
-    let data = words.into_data();
-    data.convert::<i32>()
-        .try_into_vec::<i32>()
-        .expect("i32 words")
-        .into_iter()
-        .flat_map(i32::to_le_bytes)
-        .collect()
-}
-
-#[test]
-fn gpu_kv_encoding_is_the_cpu_codecs_bytes() {
-    use crate::kernels::kv::KvType;
-    use crate::kernels::reference::{encoded_rows, gaussians};
-    let Some(device) = gpu() else { return };
-    let dev = &device.device;
-    // f16's edges: subnormals, ties to even (1 + 2⁻¹¹, 1 + 3·2⁻¹¹), the largest finite,
-    // overflow, signed zero, underflow to zero and to the smallest subnormal.
-    let edges = [
-        1.0e-6f32,
-        -6.0e-8,
-        2.9802322e-8,
-        8.940697e-8,
-        1.0 + 1.0 / 2048.0,
-        1.0 + 3.0 / 2048.0,
-        65504.0,
-        65519.0,
-        65520.0,
-        1.0e5,
-        -0.0,
-        1.0e-9,
-        6.1035156e-5,
-        6.097555e-5,
-    ];
-    for (ty, d) in KvType::ALL
-        .into_iter()
-        .map(|t| (t, 64))
-        .chain([(KvType::F16, 18), (KvType::F32, 18), (KvType::Q8_0, 96)])
-        .chain([
-            (KvType::Tq(3), 256),
-            (KvType::Tq(4), 512),
-            (KvType::Q8_0, 512),
-        ])
-        .chain([(KvType::Q8_0, 16), (KvType::Q8_0, 48), (KvType::Tq(3), 16)])
-    {
-        let (kv_heads, tokens) = (3, 7);
-        let mut x: Vec<f32> = gaussians(kv_heads * tokens * d, 4)
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (v * 10f64.powi(i as i32 % 9 - 4)) as f32)
-            .collect();
-        x[..edges.len()].copy_from_slice(&edges);
-        // q8_0 halves round away from zero (Rust's `round`), not to even: a block of scale 1
-        // (amax 127) holding halves and quarters.
-        x[d..d + 6].copy_from_slice(&[127.0, 2.5, -3.5, 0.5, -0.5, 126.5]);
-        for (i, v) in x[d + 6..d + 32].iter_mut().enumerate() {
-            *v = (i as f32 - 13.0) * 0.25;
-        }
-        let cpu = encoded_rows(ty, kv_heads, d, 9, &x);
-        let t = Tensor::<3>::from_data(TensorData::new(x, [kv_heads, tokens, d]), dev);
-        let words = super::kv::encode(&cpu.codec, t);
-        let wpr = super::kv::KvLayout::of(ty).words_per_row(d);
-        assert_eq!(words.dims(), [kv_heads, tokens, wpr], "{ty} d {d}");
-        let got = words_as_bytes(words);
-        let rb = ty.row_bytes(d);
-        for h in 0..kv_heads {
-            for s in 0..tokens {
-                let at = (h * tokens + s) * wpr * 4;
-                assert_eq!(
-                    &got[at..at + rb],
-                    cpu.row(h, s),
-                    "{ty} d {d}: head {h} token {s}"
-                );
-                assert!(
-                    got[at + rb..at + wpr * 4].iter().all(|&b| b == 0),
-                    "{ty}: padding"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn gpu_encoded_attention_matches_f64_attention_over_decoded_rows() {
-    use super::kv::{DeviceRows, Queries, attend_in_blocks, encode};
-    use crate::kernels::kv::KvType;
-    use crate::kernels::reference::{attention, decoded, encoded_rows, gaussians};
-    let Some(device) = gpu() else { return };
-    let dev = &device.device;
-    let types: Vec<(KvType, KvType)> = KvType::ALL
-        .into_iter()
-        .map(|t| (t, t))
-        .chain([
-            (KvType::Tq(4), KvType::Tq(3)),
-            (KvType::F16, KvType::Tq(2)),
-            (KvType::F32, KvType::F16),
-            (KvType::Q8_0, KvType::F16),
-        ])
-        .collect();
-    // (heads, kv_heads, d, slots used, slots allocated, query tokens, sliding window,
-    // scores budget): decode and several query tokens, GQA, a view narrower than its buffer,
-    // slot counts around the cube size, and budgets that split the queries into blocks.
-    let cases = [
-        (8, 2, 64, 300, 300, 1, None, 64 << 20),
-        (4, 1, 256, 130, 150, 5, Some(37), 4 * 4 * 130 * 2),
-        (6, 2, 128, 65, 70, 3, None, 1),
-        (2, 2, 32, 1, 8, 1, None, 64 << 20),
-    ];
-    let as_f32 = |x: Vec<f64>, amp: f64| x.into_iter().map(|v| (v * amp) as f32).collect();
-    for (heads, kv_heads, d, slots, capacity, tokens, window, budget) in cases {
-        let scale = 1.0 / (d as f32).sqrt();
-        let keys: Vec<f32> = as_f32(gaussians(kv_heads * capacity * d, 2), 1.0);
-        let values: Vec<f32> = as_f32(gaussians(kv_heads * capacity * d, 3), 1.0);
-        let q: Vec<f32> = as_f32(gaussians(tokens * heads * d, 1), 1.0);
-        // Slot s holds position (s·7) mod slots (a wrapped ring's order); every ninth empty.
-        let key_pos: Vec<Option<usize>> = (0..slots)
-            .map(|s| (s % 9 != 4 || slots == 1).then_some(s * 7 % slots))
-            .collect();
-        let q_pos: Vec<usize> = (0..tokens).map(|t| slots - tokens + t).collect();
-        for &(kt, vt) in &types {
-            if d % 32 != 0 && matches!(kt, KvType::Tq(_)) {
-                continue;
-            }
-            let (k_rows, v_rows) = (
-                encoded_rows(kt, kv_heads, d, 5, &keys),
-                encoded_rows(vt, kv_heads, d, 6, &values),
-            );
-            let upload = |rows: &crate::kernels::kv::EncodedRows, x: &[f32]| DeviceRows {
-                codec: rows.codec.clone(),
-                words: encode(
-                    &rows.codec,
-                    Tensor::<3>::from_data(
-                        TensorData::new(x.to_vec(), [kv_heads, capacity, d]),
-                        dev,
-                    ),
-                )
-                .slice(s![.., 0..slots, ..]),
-            };
-            let (k_dev, v_dev) = (upload(&k_rows, &keys), upload(&v_rows, &values));
-            let queries = Queries {
-                key_pos: &key_pos,
-                q_pos: &q_pos,
-                window,
-                scale,
-            };
-            let out = attend_in_blocks(
-                Tensor::<3>::from_data(TensorData::new(q.clone(), [tokens, heads, d]), dev),
-                (&k_dev, &v_dev),
-                queries,
-                budget,
-            );
-            let got = to_host(out).expect("read back");
-            let view = |full: Vec<f32>| -> Vec<f32> {
-                (0..kv_heads)
-                    .flat_map(|h| full[h * capacity * d..(h * capacity + slots) * d].to_vec())
-                    .collect()
-            };
-            let (k_dec, v_dec) = (view(decoded(&k_rows)), view(decoded(&v_rows)));
-            let mut worst = 0.0f64;
-            for (t, &at) in q_pos.iter().enumerate() {
-                let visible: Vec<f32> = key_pos
-                    .iter()
-                    .map(|p| match p {
-                        Some(p) if *p <= at && window.is_none_or(|w| p + w > at) => 1.0,
-                        _ => 0.0,
-                    })
-                    .collect();
-                let span = t * heads * d..(t + 1) * heads * d;
-                let want = attention(
-                    &q[span.clone()],
-                    &k_dec,
-                    &v_dec,
-                    &visible,
-                    heads,
-                    kv_heads,
-                    slots,
-                    d,
-                    f64::from(scale),
-                );
-                for (g, w) in got[span].iter().zip(&want) {
-                    worst = worst.max((f64::from(*g) - w).abs());
-                }
-            }
-            eprintln!(
-                "{kt}/{vt} heads {heads}/{kv_heads} d {d} slots {slots} tokens {tokens}: \
-                 max error {worst:.1e}"
-            );
-            assert!(worst <= 1e-5, "{kt}/{vt} d {d} slots {slots}: {worst}");
-        }
-    }
-}
-
 /// Largest |got − want| / (|want| + 1e-3) over a pair of arrays.
 fn worst_relative(label: &str, got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "{label}: length");
@@ -602,6 +320,67 @@ fn gpu_rms_norm_matches_f64_on_rows_of_any_length_and_layout() {
         let label = format!("rms_norm weighted={weighted} residual={add} scale={scale}");
         assert!(worst_relative(&label, &got, &want) < 1e-5);
     }
+}
+
+#[test]
+fn gpu_residual_sum_and_the_next_norm_in_one_kernel_match_f64_and_the_two_calls() {
+    let Some(device) = gpu() else { return };
+    let dev = &device.device;
+    let (rows, n, eps, scale) = (3, 1000, 1e-6f32, 0.75f32);
+    let (y, residual) = (random_x(rows, n, 31), random_x(rows, n, 32));
+    let (w, next) = (random_x(1, n, 33), random_x(1, n, 34));
+    let t = |v: &Vec<f32>, r: usize| crate::device::from_host(v.clone(), [r, n], dev);
+    let (x, normed) = super::ops::add_rms_norm_then_norm(
+        t(&residual, rows),
+        t(&y, rows),
+        &t(&w, 1),
+        eps,
+        scale,
+        &t(&next, 1),
+    );
+    let (x, normed) = (to_host(x).unwrap(), to_host(normed).unwrap());
+    let rms = |row: &[f64]| {
+        let ms = row.iter().map(|v| v * v).sum::<f64>() / n as f64;
+        1.0 / (ms + f64::from(eps)).sqrt()
+    };
+    let (mut want_x, mut want_normed) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        let row: Vec<f64> = y[r * n..(r + 1) * n]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let inv = rms(&row);
+        let sum: Vec<f64> = (0..n)
+            .map(|i| {
+                (f64::from(residual[r * n + i]) + row[i] * inv * f64::from(w[i])) * f64::from(scale)
+            })
+            .collect();
+        let inv2 = rms(&sum);
+        want_normed.extend((0..n).map(|i| sum[i] * inv2 * f64::from(next[i])));
+        want_x.extend(sum);
+    }
+    // Relative to the larger of 1 and the value: the residual sum cancels in places (a value
+    // near zero from summands near 1 keeps their absolute rounding error).
+    let worst = |got: &[f32], want: &[f64]| {
+        got.iter()
+            .zip(want)
+            .map(|(&g, &w)| (f64::from(g) - w).abs() / w.abs().max(1.0))
+            .fold(0.0, f64::max)
+    };
+    let (ex, en) = (worst(&x, &want_x), worst(&normed, &want_normed));
+    eprintln!("residual sum {ex:.1e}, next norm {en:.1e}");
+    assert!(ex < 1e-6 && en < 1e-6, "{ex} {en}");
+    // The second plane is the separate norm call's result bit for bit (the same sums in the
+    // same order), so fusing changes no logit.
+    let separate = to_host(super::ops::rms_norm(
+        t(&x, rows),
+        Some(&t(&next, 1)),
+        None,
+        eps,
+        1.0,
+    ))
+    .unwrap();
+    assert_eq!(normed, separate);
 }
 
 /// f64 NeoX rotation of `x` `[tokens, heads, d]` by the angles `position · inv_freq` (the
