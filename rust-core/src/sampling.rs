@@ -123,6 +123,19 @@ impl Sampler {
             && o.frequency_penalty == 0.0
     }
 
+    /// A draw whose candidates are the raw logits' `top_k` largest, with nothing that adjusts
+    /// the logits (no bias, no penalty): `Some(top_k)`, and the model may hand over just those
+    /// logits (`GemmaModel::forward_top_k`, found on the device) for
+    /// [`sample_top`](Self::sample_top).
+    pub fn top_k_bound(&self) -> Option<usize> {
+        let o = &self.options;
+        let unadjusted = o.logit_bias.is_empty()
+            && o.repetition_penalty == 1.0
+            && o.presence_penalty == 0.0
+            && o.frequency_penalty == 0.0;
+        (o.temperature > 0.0 && o.top_k > 0 && unadjusted).then_some(o.top_k)
+    }
+
     /// Picks the next token. `history` is every token of the sequence so far (prompt included).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let adjusted = self.adjusted_logits(logits, history);
@@ -130,15 +143,37 @@ impl Sampler {
             return argmax(&adjusted);
         }
         let candidates = self.truncated_distribution(&adjusted);
+        self.draw(&candidates).unwrap_or_else(|| argmax(&adjusted))
+    }
+
+    /// [`sample`](Self::sample) for a sampler with a [`top_k_bound`](Self::top_k_bound), from
+    /// the `(token, logit)` pairs of the `top_k` largest logits (any order): the same
+    /// distribution and the same draw as from all the logits, since top-k keeps those
+    /// alone (up to logits that scaling by the temperature rounds to one value, which the
+    /// full path orders by token id).
+    pub fn sample_top(&mut self, top: &[(u32, f32)]) -> u32 {
+        let candidates = self.truncate(self.scaled(top.iter().copied()));
+        let best = top
+            .iter()
+            .fold(None, |b: Option<(u32, f32)>, &c| match b {
+                Some(b) if b.1 >= c.1 => Some(b),
+                _ => Some(c),
+            })
+            .map_or(0, |c| c.0);
+        self.draw(&candidates).unwrap_or(best)
+    }
+
+    /// One draw from a truncated distribution (`None` when it is empty).
+    fn draw(&mut self, candidates: &[(u32, f32)]) -> Option<u32> {
         let draw: f32 = self.rng.random::<f32>();
         let mut cumulative = 0.0;
-        for &(id, p) in &candidates {
+        for &(id, p) in candidates {
             cumulative += p;
             if draw < cumulative {
-                return id;
+                return Some(id);
             }
         }
-        candidates.last().map_or_else(|| argmax(&adjusted), |c| c.0)
+        candidates.last().map(|c| c.0)
     }
 
     /// Logits after bias and penalties.
@@ -182,14 +217,22 @@ impl Sampler {
     /// The distribution a draw is made from: `(token, probability)`, most likely first,
     /// probabilities summing to 1. Exposed so the truncation rules can be checked directly.
     pub fn truncated_distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
-        let o = &self.options;
-        let inv_t = 1.0 / o.temperature.max(f32::MIN_POSITIVE);
-        let mut candidates: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
+        let candidates = logits.iter().enumerate().map(|(i, &l)| (i as u32, l));
+        self.truncate(self.scaled(candidates))
+    }
+
+    /// The finite logits of `candidates`, divided by the temperature.
+    fn scaled(&self, candidates: impl Iterator<Item = (u32, f32)>) -> Vec<(u32, f32)> {
+        let inv_t = 1.0 / self.options.temperature.max(f32::MIN_POSITIVE);
+        candidates
             .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l * inv_t))
-            .collect();
+            .map(|(i, l)| (i, l * inv_t))
+            .collect()
+    }
+
+    /// Top-k, softmax, top-p and min-p over scaled candidates.
+    fn truncate(&self, mut candidates: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+        let o = &self.options;
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if o.top_k > 0 && o.top_k < candidates.len() {
             candidates.select_nth_unstable_by(o.top_k - 1, by_logit);
@@ -326,6 +369,59 @@ mod tests {
         let d = s.truncated_distribution(&logits_of(&[0.3, 0.0999, 0.4, 0.2, 0.0501]));
         let ids: Vec<u32> = d.iter().map(|c| c.0).collect();
         assert_eq!(ids, [2, 0, 3]);
+    }
+
+    #[test]
+    fn a_draw_from_the_top_k_logits_alone_is_the_draw_from_all_of_them() {
+        // Gemma's settings (top-k 64, top-p 0.95) and harsher ones, over 2000 logits with
+        // ties and non-finite values: the same seed draws the same tokens from the 64 (or k)
+        // largest logits, in any order, as from all of them.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut logits: Vec<f32> = (0..2000).map(|_| rng.random_range(-3.0f32..6.0)).collect();
+        logits[5] = f32::NAN;
+        logits[6] = f32::NEG_INFINITY;
+        for i in 0..20 {
+            logits[300 + i * 37] = 5.5;
+        }
+        for options in [
+            SamplingOptions {
+                seed: Some(11),
+                ..SamplingOptions::gemma_default()
+            },
+            SamplingOptions {
+                temperature: 0.7,
+                top_k: 5,
+                top_p: 0.5,
+                min_p: 0.1,
+                seed: Some(12),
+                ..Default::default()
+            },
+        ] {
+            let k = sampler(options.clone())
+                .top_k_bound()
+                .expect("a top-k draw");
+            let mut top = crate::kernels::cpu::activation::top_k(&logits, k);
+            top.reverse();
+            let (mut all, mut from_top) = (sampler(options.clone()), sampler(options));
+            let want: Vec<u32> = (0..200).map(|_| all.sample(&logits, &[])).collect();
+            let got: Vec<u32> = (0..200).map(|_| from_top.sample_top(&top)).collect();
+            assert_eq!(got, want);
+            assert!(want.iter().collect::<std::collections::HashSet<_>>().len() > 1);
+        }
+        // Greedy, a bias or a penalty: the draw needs every logit.
+        for options in [
+            SamplingOptions::greedy(),
+            SamplingOptions {
+                logit_bias: vec![(1, 0.0)],
+                ..SamplingOptions::gemma_default()
+            },
+            SamplingOptions {
+                repetition_penalty: 1.1,
+                ..SamplingOptions::gemma_default()
+            },
+        ] {
+            assert_eq!(sampler(options).top_k_bound(), None);
+        }
     }
 
     #[test]

@@ -178,6 +178,68 @@ fn gemma3_270m_q4_k_m_gpu_matches_cpu() {
     compare_loaded(&path, &gpu, &prompt, 2, false, 1e-3);
 }
 
+/// A top-k draw through the engine on the demo model (Gemma's top-k 64, top-p 0.95, a seed):
+/// the GPU hands the sampler the 64 largest logits found on the device
+/// (`GemmaModel::forward_top_k`), and the 24 tokens equal those drawn from the whole logits
+/// row on the same GPU (a zero logit bias, which changes no logit, makes the sampler ask for
+/// every logit), while each pass reads back ~520 bytes instead of 1 MiB.
+#[test]
+fn gemma3_270m_top_k_draws_on_the_gpu_equal_draws_from_every_logit() {
+    use gemmakit::engine::{BackendChoice, Engine, EngineOptions};
+    use gemmakit::generate::{Flow, GenerateOptions};
+    use gemmakit::sampling::SamplingOptions;
+    let path = demo_model_path();
+    if !gpu_expected() || !path.exists() {
+        eprintln!("skipped: needs a GPU adapter and {}", path.display());
+        return;
+    }
+    let engine = Engine::load(
+        &path,
+        EngineOptions {
+            backend: BackendChoice::Gpu,
+            context_len: 64,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("load");
+    let prompt = [2, 818, 5279, 529, 7001, 563];
+    let sampling = SamplingOptions {
+        seed: Some(5),
+        ..SamplingOptions::gemma_default()
+    };
+    let run = |sampling: SamplingOptions| {
+        let options = GenerateOptions {
+            max_tokens: 24,
+            stop_token_ids: Vec::new(),
+            sampling,
+            ..GenerateOptions::default()
+        };
+        let before = gemmakit::device::counters::snapshot();
+        let out = engine
+            .generate_from_tokens(&prompt, &options, &mut |_| Flow::Continue)
+            .expect("generate");
+        let counted = gemmakit::device::counters::snapshot() - before;
+        (out.tokens, counted.bytes_read_back)
+    };
+    let (top, top_bytes) = run(sampling.clone());
+    let (all, all_bytes) = run(SamplingOptions {
+        logit_bias: vec![(0, 0.0)],
+        ..sampling
+    });
+    assert_eq!(all.len(), 24, "the generation stopped early: {all:?}");
+    assert_eq!(
+        top, all,
+        "top-k draws from the device's picks vs from every logit"
+    );
+    let passes = top.len() as u64;
+    eprintln!(
+        "GPU: {} bytes read back a pass with the top-k picks, {} with the logits",
+        top_bytes / passes,
+        all_bytes / passes
+    );
+    assert!(top_bytes / passes <= 1024 && all_bytes / passes >= 1 << 20);
+}
+
 /// Greedy generation through the engine on the demo model: the GPU picks each token on the
 /// device (`GemmaModel::forward_greedy`) and reads back the blocks' maxima, not the logits;
 /// the 32 tokens equal the CPU's (which samples from its logits), and the bytes read back per

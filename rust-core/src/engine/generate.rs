@@ -371,6 +371,12 @@ impl TurnCancel {
 /// (8 heads × 4096² × 4 B = 512 MiB at 4k); chunks keep that to `[heads, 512, keys]`.
 pub const PREFILL_CHUNK: usize = 512;
 
+/// The largest top-k the GPU picks for a draw (`GemmaModel::forward_top_k`).
+#[cfg(feature = "gpu")]
+const MAX_DEVICE_TOP_K: usize = crate::kernels::gpu::ops::MAX_TOP_K;
+#[cfg(not(feature = "gpu"))]
+const MAX_DEVICE_TOP_K: usize = 0;
+
 /// Runs `tokens` (with their soft tokens) through `forward` in chunks of [`PREFILL_CHUNK`],
 /// soft-token positions re-based per chunk; returns the last chunk's result (its logits).
 pub(crate) fn prefill_in_chunks<T>(
@@ -411,10 +417,12 @@ pub(crate) fn prefill_in_chunks<T>(
 }
 
 /// What a pass leaves for the sampler: the logits of its last row, or (plain greedy decoding,
-/// `GemmaModel::forward_greedy`) the token the model already picked.
+/// `GemmaModel::forward_greedy`) the token the model already picked, or (a top-k draw on a
+/// GPU, `GemmaModel::forward_top_k`) the top-k tokens with their logits.
 enum Scores {
     Logits(Vec<f32>),
     Picked(u32),
+    Top(Vec<(u32, f32)>),
 }
 
 impl Scores {
@@ -423,7 +431,7 @@ impl Scores {
     fn logits_mut(&mut self) -> Result<&mut Vec<f32>> {
         match self {
             Scores::Logits(logits) => Ok(logits),
-            Scores::Picked(_) => Err(crate::error::GemmaError::InvalidArgument(
+            Scores::Picked(_) | Scores::Top(_) => Err(crate::error::GemmaError::InvalidArgument(
                 "a constrained generation needs the logits, not a picked token".into(),
             )),
         }
@@ -529,6 +537,11 @@ pub(crate) fn generate(
     // token where the logits are, so a GPU step reads back a few hundred bytes, not the
     // vocabulary's logits.
     let pick_in_model = sampler.is_plain_greedy() && guide.is_none() && !spec.is_active();
+    // A top-k draw on a GPU without constraint or drafter: only the top-k logits come back
+    // (the same draw; `Sampler::sample_top`). The CPU's logits are in host memory already.
+    let top_in_model = sampler.top_k_bound().filter(|&k| {
+        k <= MAX_DEVICE_TOP_K && guide.is_none() && !spec.is_active() && !model.device().is_host()
+    });
     // A pass returns its scores and, when `hidden`, the target's hidden state of its last row.
     type Scored = (Scores, Option<Vec<f32>>);
     let forward = |cache: &mut KvCache,
@@ -543,6 +556,11 @@ pub(crate) fn generate(
         } else if pick_in_model {
             Ok((
                 Scores::Picked(model.forward_greedy(cache, tokens, soft)?),
+                None,
+            ))
+        } else if let Some(k) = top_in_model {
+            Ok((
+                Scores::Top(model.forward_top_k(cache, tokens, soft, k)?),
                 None,
             ))
         } else {
@@ -605,6 +623,7 @@ pub(crate) fn generate(
         }
         let mut next = match &scores {
             Scores::Picked(id) => *id,
+            Scores::Top(top) => sampler.sample_top(top),
             Scores::Logits(logits) => sampler.sample(logits, context),
         };
         let mut forced = Vec::new();

@@ -431,6 +431,26 @@ impl GemmaModel {
             .ok_or_else(|| GemmaError::Device("the LM head returned no row".into()))
     }
 
+    /// The `k` most likely next tokens after `tokens` with their (soft-capped) logits, largest
+    /// first: [`forward`](Self::forward)'s pass and `kernels::cpu::activation::top_k` of its
+    /// last logits, found where the logits are: on a GPU only the picks come back (512 bytes
+    /// for `k` = 64 instead of 1 MiB), in the step's one read, for a sampler whose top-k
+    /// bounds its candidates (`Sampler::sample_top`).
+    pub fn forward_top_k(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        soft: SoftTokens<'_>,
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let hidden = self.final_hidden(cache, tokens, soft, LogitsFor::Last, None, None)?;
+        let mut rows = self
+            .lm_head
+            .top_k_rows(hidden, k, self.config.final_logit_softcapping)?;
+        rows.pop()
+            .ok_or_else(|| GemmaError::Device("the LM head returned no row".into()))
+    }
+
     /// The pass up to the final norm: its output rows `[rows, H]` (all, or the last), the LM
     /// head's input.
     fn final_hidden(
@@ -484,9 +504,17 @@ impl GemmaModel {
                 let tok = from_host(tok, [t, n_layers, p], dev);
                 let ctx = (pe.model_projection.forward(embeds.clone())?
                     * (h as f64).powf(-0.5) as f32)
-                    .reshape([t, n_layers, p]);
-                let ctx = rms_norm(ctx, Some(&pe.projection_norm), c.rms_norm_eps);
-                Some((ctx + tok) * (2f64.powf(-0.5) as f32))
+                    .reshape([t * n_layers, p]);
+                // (norm(ctx) + tok) · 2^-½ as one sum into the normed rows (one kernel on a
+                // GPU); the sum's operands commute exactly.
+                let rows = add_rms_norm(
+                    tok.reshape([t * n_layers, p]),
+                    ctx,
+                    &pe.projection_norm.clone().reshape([1, p]),
+                    c.rms_norm_eps,
+                    2f64.powf(-0.5) as f32,
+                );
+                Some(rows.reshape([t, n_layers, p]))
             }
             None => None,
         };

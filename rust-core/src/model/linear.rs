@@ -190,6 +190,46 @@ impl Linear {
         }
     }
 
+    /// The `k` largest outputs of each token's row after the soft-capping `cap`, with their
+    /// indices, largest first (ties: the lower index; non-finite outputs are skipped), as
+    /// `kernels::cpu::activation::top_k` over the capped rows of
+    /// [`forward_to_host`](Self::forward_to_host). On the GPU they are found on the device
+    /// (`k` ≤ `kernels::gpu::ops::MAX_TOP_K`), so only the picks come back; capping is
+    /// monotonic, so the device compares the raw outputs and the picks are capped here.
+    pub fn top_k_rows(
+        &self,
+        x: Tensor<2>,
+        k: usize,
+        cap: Option<f32>,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        match self {
+            Linear::Mapped(w, _) => {
+                let mut logits = self.forward_to_host(x)?;
+                if let Some(cap) = cap {
+                    kernels::cpu::activation::softcap(&mut logits, cap);
+                }
+                Ok(logits
+                    .chunks_exact(w.rows().max(1))
+                    .map(|row| kernels::cpu::activation::top_k(row, k))
+                    .collect())
+            }
+            #[cfg(feature = "gpu")]
+            Linear::Gpu(w) => {
+                let mut rows = w.top_k_rows(x, k)?;
+                if let Some(cap) = cap {
+                    for row in &mut rows {
+                        let mut values: Vec<f32> = row.iter().map(|p| p.1).collect();
+                        kernels::cpu::activation::softcap(&mut values, cap);
+                        for (pick, capped) in row.iter_mut().zip(values) {
+                            pick.1 = capped;
+                        }
+                    }
+                }
+                Ok(rows)
+            }
+        }
+    }
+
     /// `gelu_tanh(x · Wᵀ) ⊙ mul` (`mul` `[tokens, out]`, on `x`'s device): on a GPU with
     /// quantized rows one kernel (the GELU and product in the weight product's epilogue).
     pub fn forward_gelu_times(&self, x: Tensor<2>, mul: Tensor<2>) -> Result<Tensor<2>> {

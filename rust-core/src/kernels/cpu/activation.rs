@@ -107,6 +107,25 @@ pub fn argmax(values: &[f32]) -> u32 {
     best as u32
 }
 
+/// The `k` largest finite values with their indices, largest first; ties go to the lower
+/// index (the order `GpuLinear::top_k_rows` picks in on the device).
+pub fn top_k(values: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut picks: Vec<(u32, f32)> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(i, &v)| (i as u32, v))
+        .collect();
+    let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if k > 0 && k < picks.len() {
+        picks.select_nth_unstable_by(k - 1, order);
+        picks.truncate(k);
+    }
+    picks.sort_unstable_by(order);
+    picks.truncate(k);
+    picks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -404,6 +404,125 @@ fn gelu_tanh(x: f32) -> f32 {
     x * (inner.tanh() + f32::new(1.0_f32)) * f32::new(0.5_f32)
 }
 
+/// The best of the cube's (value, index) pairs into slot 0: the larger value, on a tie the
+/// lower index; index `0xffff_ffff` is none and never wins.
+#[cube]
+fn reduce_best(values: &mut Shared<[f32]>, indices: &mut Shared<[u32]>) {
+    let unit = UNIT_POS;
+    let none = 0xffff_ffffu32;
+    sync_cube();
+    let mut stride = CUBE_DIM / 2;
+    while stride > 0 {
+        if unit < stride {
+            let pv = values[(unit + stride) as usize];
+            let pi = indices[(unit + stride) as usize];
+            let ov = values[unit as usize];
+            let oi = indices[unit as usize];
+            if pi != none && (oi == none || pv > ov || (pv == ov && pi < oi)) {
+                values[unit as usize] = pv;
+                indices[unit as usize] = pi;
+            }
+        }
+        sync_cube();
+        stride /= 2;
+    }
+}
+
+/// The `k` largest finite candidates of each block of `per_unit · cube_size` (block
+/// `CUBE_POS_X` of token `CUBE_POS_Y`'s `n` candidates), largest first, as (value, id) pairs
+/// to `best[token, (block_offset + block) · k + r]` (`total_blocks · k` pairs a token; the
+/// id as f32, exact below 2²⁴). Ties go to the lower id; NaN and ±∞ are never picked; a
+/// block with fewer than `k` finite candidates pads with id −1. Candidates are `input`'s
+/// values with ids `first_id` + their index, or with `pairs` an earlier call's (value, id)
+/// pairs (id −1: none), so a second call merges the blocks' picks. Each unit keeps its
+/// `per_unit` candidates in registers; each of the `k` rounds reduces the units' best
+/// remaining one through shared memory and takes it out of its unit.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn top_k_blocks(
+    input: &[f32],
+    best: &mut [f32],
+    n: u32,
+    first_id: u32,
+    block_offset: u32,
+    total_blocks: u32,
+    k: u32,
+    #[comptime] pairs: bool,
+    #[comptime] per_unit: usize,
+    #[comptime] cube_size: usize,
+) {
+    let b = CUBE_POS_X;
+    let token = CUBE_POS_Y;
+    let unit = UNIT_POS;
+    let none = 0xffff_ffffu32;
+    let start = b * comptime!((per_unit * cube_size) as u32);
+    let mut mine_v = Array::<f32>::new(per_unit);
+    let mut mine_id = Array::<u32>::new(per_unit);
+    #[unroll]
+    for e in 0..per_unit {
+        let i = start + (e * cube_size) as u32 + unit;
+        let mut v = f32::new(0.0_f32);
+        let mut id = u32::new(0xffff_ffff_i64);
+        if i < n {
+            let mut at = token * n + i;
+            if comptime!(pairs) {
+                at *= 2u32;
+            }
+            let x = input[at as usize];
+            // Finite: not NaN (x == x) and not ±∞.
+            if x == x && x.abs() <= f32::reinterpret(0x7f7f_ffffu32) {
+                if comptime!(pairs) {
+                    let given = input[(at + 1u32) as usize];
+                    if given >= f32::new(0.0_f32) {
+                        id = u32::cast_from(given);
+                        v = x;
+                    }
+                } else {
+                    id = first_id + i;
+                    v = x;
+                }
+            }
+        }
+        mine_v[e] = v;
+        mine_id[e] = id;
+    }
+    let mut values = Shared::<[f32]>::new_slice(cube_size);
+    let mut indices = Shared::<[u32]>::new_slice(cube_size);
+    let out = (token * total_blocks + block_offset + b) * k;
+    for r in 0..k {
+        let mut bv = f32::new(0.0_f32);
+        let mut bi = u32::new(0xffff_ffff_i64);
+        #[unroll]
+        for e in 0..per_unit {
+            let id = mine_id[e];
+            let v = mine_v[e];
+            if id != none && (bi == none || v > bv || (v == bv && id < bi)) {
+                bv = v;
+                bi = id;
+            }
+        }
+        values[unit as usize] = bv;
+        indices[unit as usize] = bi;
+        reduce_best(&mut values, &mut indices);
+        let wv = values[0];
+        let wi = indices[0];
+        // Ids are unique: the winner leaves the unit that held it.
+        #[unroll]
+        for e in 0..per_unit {
+            if wi != none && mine_id[e] == wi {
+                mine_id[e] = none;
+            }
+        }
+        if unit == 0u32 {
+            let at = ((out + r) * 2u32) as usize;
+            best[at] = wv;
+            best[at + 1] = select(wi == none, f32::new(-1.0_f32), f32::cast_from(wi));
+        }
+        // Slot 0 is read by every unit before the next round writes it.
+        sync_cube();
+    }
+}
+
 /// Each cube finds the largest of `block` logits of one token (`logits` `[tokens, rows]`, block
 /// `CUBE_POS_X` of row `CUBE_POS_Y`) and writes it with its index (`first_row` added, as f32:
 /// exact below 2²⁴) to `best[token, block_offset + block]` (pairs, `total_blocks` per token);
@@ -443,22 +562,7 @@ pub fn argmax_blocks(
     }
     values[unit as usize] = bv;
     indices[unit as usize] = bi;
-    sync_cube();
-    let mut stride = CUBE_DIM / 2;
-    while stride > 0 {
-        if unit < stride {
-            let pv = values[(unit + stride) as usize];
-            let pi = indices[(unit + stride) as usize];
-            let ov = values[unit as usize];
-            let oi = indices[unit as usize];
-            if pi != none && (oi == none || pv > ov || (pv == ov && pi < oi)) {
-                values[unit as usize] = pv;
-                indices[unit as usize] = pi;
-            }
-        }
-        sync_cube();
-        stride /= 2;
-    }
+    reduce_best(&mut values, &mut indices);
     if unit == 0u32 {
         let at = ((token * total_blocks + block_offset + b) * 2u32) as usize;
         let index = indices[0];

@@ -353,6 +353,60 @@ impl GpuLinear {
             .collect())
     }
 
+    /// The `k` largest outputs of each token's row (`x` `[tokens, in]`) with their indices,
+    /// largest first, found on the device: each chunk's outputs are reduced to the `k` best of
+    /// each block of [`ops::TOP_K_BLOCK`] (`kernels::top_k_blocks`), merged by the same kernel
+    /// over those picks until `k` remain, and read back (8 bytes a pick: 512 for `k` = 64)
+    /// instead of the outputs. Ties go to the lower index; NaN and ±∞ are never picked (a row
+    /// with fewer than `k` finite outputs gives fewer). `k` ≤ [`ops::MAX_TOP_K`].
+    pub fn top_k_rows(&self, x: Tensor<2>, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        let k = k.clamp(1, ops::MAX_TOP_K);
+        let [tokens, _] = x.dims();
+        let device = x.device();
+        let blocks = |n: usize| n.div_ceil(ops::TOP_K_BLOCK);
+        let total_blocks: usize = self.chunks.iter().map(|c| blocks(c.rows)).sum();
+        let mut picks = Tensor::<2>::empty([tokens, total_blocks * k * 2], &device);
+        let mut block_offset = 0;
+        for chunk in &self.chunks {
+            let logits = self.chunk_outputs(chunk, x.clone());
+            let call = ops::TopKCall {
+                n: chunk.rows,
+                first_id: chunk.first_row,
+                block_offset,
+                total_blocks,
+                k,
+                pairs: false,
+            };
+            picks = ops::top_k_blocks_into(picks, logits, call);
+            block_offset += blocks(chunk.rows);
+        }
+        // Each pass leaves `k` picks a block of the previous picks (k ≤ TOP_K_BLOCK / 16).
+        let mut n = total_blocks * k;
+        while n > k {
+            let merged = Tensor::<2>::empty([tokens, blocks(n) * k * 2], &device);
+            let call = ops::TopKCall {
+                n,
+                first_id: 0,
+                block_offset: 0,
+                total_blocks: blocks(n),
+                k,
+                pairs: true,
+            };
+            picks = ops::top_k_blocks_into(merged, picks, call);
+            n = blocks(n) * k;
+        }
+        let pairs = to_host(picks)?;
+        Ok(pairs
+            .chunks_exact(n * 2)
+            .map(|row| {
+                row.chunks_exact(2)
+                    .filter(|pair| pair[1] >= 0.0)
+                    .map(|pair| (pair[1] as u32, pair[0]))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Like [`forward`](Self::forward) but read back chunk by chunk, so a 262144-row LM head
     /// never needs one device buffer for all logits.
     pub fn forward_to_host(&self, x: Tensor<2>) -> Result<Vec<f32>> {

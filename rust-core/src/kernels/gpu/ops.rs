@@ -42,6 +42,30 @@ pub struct ChunkCall {
 /// Logits one cube of [`GpuKernelOps::argmax_blocks_into`] scans.
 pub const ARGMAX_BLOCK: usize = 4096;
 
+/// Candidates one cube of [`GpuKernelOps::top_k_blocks_into`] keeps (in registers:
+/// `TOP_K_BLOCK / CUBE_SIZE` a unit).
+pub const TOP_K_BLOCK: usize = 1024;
+
+/// The largest `k` the device picks (`GpuLinear::top_k_rows`); a merge pass must shrink its
+/// candidates, so `k` stays well under [`TOP_K_BLOCK`].
+pub const MAX_TOP_K: usize = 64;
+
+/// Where one call's block picks go (see `kernels::top_k_blocks`).
+#[derive(Debug, Clone, Copy)]
+pub struct TopKCall {
+    /// Candidates a token.
+    pub n: usize,
+    /// Added to a candidate's index to give its id (without `pairs`).
+    pub first_id: usize,
+    /// The call's first block among the token's blocks.
+    pub block_offset: usize,
+    /// Blocks a token over every call writing `best`.
+    pub total_blocks: usize,
+    pub k: usize,
+    /// The candidates are (value, id) pairs from an earlier call.
+    pub pairs: bool,
+}
+
 /// Where one chunk of logits' block maxima go (see `kernels::argmax_blocks`).
 #[derive(Debug, Clone, Copy)]
 pub struct ArgmaxCall {
@@ -158,6 +182,16 @@ pub trait GpuKernelOps: Backend {
         best: FloatTensor<Self>,
         logits: FloatTensor<Self>,
         call: ArgmaxCall,
+    ) -> FloatTensor<Self>;
+
+    /// The `call.k` largest candidates of each block of [`TOP_K_BLOCK`] of each token's
+    /// `call.n` candidates in `input` (`[tokens, n]` values, or with `call.pairs` `[tokens,
+    /// n · 2]` (value, id) pairs), as pairs written into `best` `[tokens, total_blocks · k ·
+    /// 2]` (in place; `kernels::top_k_blocks`) and returned.
+    fn top_k_blocks_into(
+        best: FloatTensor<Self>,
+        input: FloatTensor<Self>,
+        call: TopKCall,
     ) -> FloatTensor<Self>;
 
     /// `gelu_tanh(a) · b` for equal shapes (`kernels::gelu_tanh_mul`).
@@ -363,6 +397,30 @@ impl GpuKernelOps for CubeBackend {
             call.block_offset as u32,
             call.total_blocks as u32,
             ARGMAX_BLOCK as u32,
+            CUBE_SIZE,
+        );
+        best
+    }
+
+    fn top_k_blocks_into(best: CubeTensor, input: CubeTensor, call: TopKCall) -> CubeTensor {
+        check_f32("input", &input);
+        let input = bindable(input);
+        let tokens = input.meta.shape()[0];
+        let blocks = call.n.div_ceil(TOP_K_BLOCK);
+        let client = input.client.clone();
+        kernels::top_k_blocks::launch(
+            &client,
+            CubeCount::Static(blocks as u32, tokens as u32, 1),
+            CubeDim::new_1d(CUBE_SIZE as u32),
+            buffer(input),
+            buffer(best.clone()),
+            call.n as u32,
+            call.first_id as u32,
+            call.block_offset as u32,
+            call.total_blocks as u32,
+            call.k as u32,
+            call.pairs,
+            TOP_K_BLOCK / CUBE_SIZE,
             CUBE_SIZE,
         );
         best
@@ -786,6 +844,15 @@ pub fn argmax_blocks_into(best: Tensor<2>, logits: Tensor<2>, call: ArgmaxCall) 
     Tensor::from_dispatch(<Dispatch as GpuKernelOps>::argmax_blocks_into(
         best.into_dispatch(),
         logits.into_dispatch(),
+        call,
+    ))
+}
+
+/// [`GpuKernelOps::top_k_blocks_into`] on tensors.
+pub fn top_k_blocks_into(best: Tensor<2>, input: Tensor<2>, call: TopKCall) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as GpuKernelOps>::top_k_blocks_into(
+        best.into_dispatch(),
+        input.into_dispatch(),
         call,
     ))
 }

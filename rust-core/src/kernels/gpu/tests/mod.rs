@@ -551,6 +551,56 @@ fn gpu_argmax_rows_breaks_ties_towards_the_lower_index() {
 }
 
 #[test]
+fn gpu_top_k_rows_are_the_sorted_largest_finite_outputs_across_chunks_and_blocks() {
+    let Some(device) = gpu() else { return };
+    // One f32 column, times x = ±1: the outputs are the rows' values exactly. 9000 rows in
+    // chunks of 3000 (blocks of 1024 cut by the chunks), with ties inside and across blocks
+    // and chunks, NaN and ±∞ (never picked), and a merge pass over the blocks' picks.
+    let rows = 9000;
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let mut values: Vec<f32> = (0..rows).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+    for (i, v) in [
+        (10, 9.0),
+        (5000, 9.0),
+        (8999, 9.0),
+        (1023, 8.5),
+        (1024, 8.5),
+        (2999, 8.5),
+    ] {
+        values[i] = v;
+    }
+    for i in [3, 4096, 7000] {
+        values[i] = f32::NAN;
+    }
+    values[17] = f32::INFINITY;
+    values[18] = f32::NEG_INFINITY;
+    // 40 equal values straddling the 64th place.
+    for i in 0..40 {
+        values[100 + i * 211] = 7.0;
+    }
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let w = mapped(GgmlType::F32, rows, 1, &bytes);
+    let lin = GpuLinear::upload(&w, 3000 * 4, &device.device).expect("upload");
+    assert_eq!(lin.chunk_count(), 3);
+    let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -1.0], [2, 1]), &device.device);
+    for k in [1, 7, 64] {
+        let picks = lin.top_k_rows(x.clone(), k).expect("top k");
+        for (t, sign) in [(0, 1.0f32), (1, -1.0)] {
+            // Reference: every finite output, ordered by value (largest first), then index.
+            let mut want: Vec<(u32, f32)> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u32, v * sign))
+                .filter(|(_, v)| v.is_finite())
+                .collect();
+            want.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+            want.truncate(k);
+            assert_eq!(picks[t], want, "k {k} token {t}");
+        }
+    }
+}
+
+#[test]
 fn gpu_gated_product_matches_f64_gelu_of_gate_times_up() {
     let Some(device) = gpu() else { return };
     let gelu = |x: f64| {
