@@ -1,7 +1,8 @@
-//! The CubeCL kernels. Each cube (workgroup) of `cube_size` units computes one output row for a
-//! tile of tokens: units stride over the row's words, keep per-token partial sums in registers,
-//! and reduce them through shared memory (no subgroup operations, which CPU adapters and many
-//! Android drivers lack). Activation loads are vectors of 4 f32 (wgpu's widest).
+//! The CubeCL kernels. Each cube (workgroup) of `cube_size` units computes a few output rows
+//! (four for one token, one for a tile of tokens): units stride over the rows' words, keep
+//! per-row, per-token partial sums in registers, and reduce them through shared memory (no
+//! subgroup operations, which CPU adapters and many Android drivers lack). Activation loads
+//! are vectors of 4 f32 (wgpu's widest).
 //!
 //! No unit leaves early: every unit of a cube reaches every barrier (out-of-range rows and
 //! tokens only skip their loads and stores).
@@ -37,6 +38,11 @@ pub fn reduce_tiles(
 /// `out[tok, out_col + row] = Σ_k x[tok, k] · W[row, k]` with `W` in integer words (see
 /// `pack.rs`): `w = scale · (q − offset) − min` per block of `words_per_block` words.
 ///
+/// Each cube computes `rows_per_cube` consecutive output rows (each unit striding over the
+/// words of every one of them, so an activation vector loaded for one word serves them all,
+/// and one tree reduction sums them all) for a tile of tokens. Every row is summed exactly as
+/// with one row a cube: the same words per unit in the same order, the same tree.
+///
 /// With `glu`, `W` holds a gated MLP's gate and up rows interleaved (weight row `2·row` is the
 /// gate's row `row`, `2·row + 1` the up's) and the output is `gelu_tanh(gate) · up`: both
 /// products in one dispatch that reads `x` once, each summed exactly as alone. With
@@ -63,9 +69,10 @@ pub fn packed_matmul<N: Size>(
     #[comptime] glu: bool,
     #[comptime] gelu_times: bool,
     #[comptime] tile: usize,
+    #[comptime] rows_per_cube: usize,
     #[comptime] cube_size: usize,
 ) {
-    let row = CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X;
+    let row0 = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) * rows_per_cube as u32;
     let tok0 = CUBE_POS_Z * tile as u32;
     let elems = comptime!((32 / bits) as usize);
     let vecs = comptime!(elems / 4);
@@ -73,69 +80,86 @@ pub fn packed_matmul<N: Size>(
     let x_row_vecs = words_per_row * vecs as u32;
     // Weight rows per output: the gate's and the up's with `glu`.
     let per_out = comptime!(if glu { 2usize } else { 1usize });
+    // Accumulators: [row of the cube][gate/up][token of the tile].
+    let sums = comptime!(rows_per_cube * per_out * tile);
 
-    let mut acc = Array::<f32>::new(tile * per_out);
+    let mut acc = Array::<f32>::new(sums);
+    #[unroll]
+    for i in 0..sums {
+        acc[i] = f32::new(0.0_f32);
+    }
     let mut q = Array::<f32>::new(elems);
-    // Rows past the end (the grid is rounded up) run no iterations.
-    let limit = select(row < rows, words_per_row, 0u32);
     let mut w = UNIT_POS;
-    while w < limit {
+    while w < words_per_row {
         #[unroll]
-        for p in 0..per_out {
-            let idx = (row * per_out as u32 + p as u32) * words_per_row + w;
-            let word = words[idx as usize];
-            let block = idx / words_per_block;
-            let scale = scales[block as usize];
-            let mut shift = scale * f32::new(comptime!(offset as f32));
-            if comptime!(has_min) {
-                shift += mins[block as usize];
-            }
-            #[unroll]
-            for e in 0..elems {
-                let raw = (word >> (e as u32 * bits)) & mask;
-                if comptime!(bits == 8) {
-                    // Sign-extend the byte.
-                    q[e] = f32::cast_from(raw) - f32::cast_from((raw >> 7) * 256u32);
-                } else {
-                    q[e] = f32::cast_from(raw);
-                }
-            }
-            #[unroll]
-            for t in 0..tile {
-                let tok = tok0 + t as u32;
-                if tok < tokens {
-                    let mut dot = f32::new(0.0_f32);
-                    let mut sum = f32::new(0.0_f32);
+        for r in 0..rows_per_cube {
+            let row = row0 + r as u32;
+            // Rows past the end (the grid is rounded up) add nothing.
+            if row < rows {
+                #[unroll]
+                for p in 0..per_out {
+                    let idx = (row * per_out as u32 + p as u32) * words_per_row + w;
+                    let word = words[idx as usize];
+                    let block = idx / words_per_block;
+                    let scale = scales[block as usize];
+                    let mut shift = scale * f32::new(comptime!(offset as f32));
+                    if comptime!(has_min) {
+                        shift += mins[block as usize];
+                    }
                     #[unroll]
-                    for v in 0..vecs {
-                        let xv = x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
-                        #[unroll]
-                        for l in 0..4usize {
-                            let xl = xv.extract(l);
-                            dot += q[v * 4 + l] * xl;
-                            sum += xl;
+                    for e in 0..elems {
+                        let raw = (word >> (e as u32 * bits)) & mask;
+                        if comptime!(bits == 8) {
+                            // Sign-extend the byte.
+                            q[e] = f32::cast_from(raw) - f32::cast_from((raw >> 7) * 256u32);
+                        } else {
+                            q[e] = f32::cast_from(raw);
                         }
                     }
-                    acc[p * tile + t] += scale * dot - shift * sum;
+                    #[unroll]
+                    for t in 0..tile {
+                        let tok = tok0 + t as u32;
+                        if tok < tokens {
+                            let mut dot = f32::new(0.0_f32);
+                            let mut sum = f32::new(0.0_f32);
+                            #[unroll]
+                            for v in 0..vecs {
+                                let xv =
+                                    x[(tok * x_row_vecs + w * vecs as u32 + v as u32) as usize];
+                                #[unroll]
+                                for l in 0..4usize {
+                                    let xl = xv.extract(l);
+                                    dot += q[v * 4 + l] * xl;
+                                    sum += xl;
+                                }
+                            }
+                            acc[(r * per_out + p) * tile + t] += scale * dot - shift * sum;
+                        }
+                    }
                 }
             }
         }
         w += CUBE_DIM;
     }
 
-    let mut partial = Shared::<[f32]>::new_slice(tile * per_out * cube_size);
+    let mut partial = Shared::<[f32]>::new_slice(sums * cube_size);
     #[unroll]
-    for i in 0..tile * per_out {
+    for i in 0..sums {
         partial[i * cube_size + UNIT_POS as usize] = acc[i];
     }
-    reduce_tiles(&mut partial, tile * per_out, cube_size);
-    if (UNIT_POS as usize) < tile {
-        let tok = tok0 + UNIT_POS;
+    reduce_tiles(&mut partial, sums, cube_size);
+    // Unit `r · tile + t` writes row `r`'s output for token `t`.
+    if (UNIT_POS as usize) < rows_per_cube * tile {
+        let r = UNIT_POS / tile as u32;
+        let t = UNIT_POS % tile as u32;
+        let row = row0 + r;
+        let tok = tok0 + t;
         if tok < tokens && row < rows {
-            let mut y = partial[UNIT_POS as usize * cube_size];
+            let first = (r * per_out as u32) * tile as u32 + t;
+            let mut y = partial[(first * cube_size as u32) as usize];
             let at = (tok * out_stride + out_col + row) as usize;
             if comptime!(glu) {
-                y = gelu_tanh(y) * partial[(tile + UNIT_POS as usize) * cube_size];
+                y = gelu_tanh(y) * partial[((first + tile as u32) * cube_size as u32) as usize];
             }
             if comptime!(gelu_times) {
                 y = gelu_tanh(y) * mul[at];

@@ -18,6 +18,8 @@ pub const CUBE_SIZE: usize = 64;
 /// Tokens one cube computes together in a prefill product (each weight word is decoded once
 /// per tile).
 pub const PREFILL_TILE: usize = 8;
+/// Output rows a cube of a one-token quantized product computes.
+pub const DECODE_ROWS_PER_CUBE: usize = 4;
 /// wgpu's limit on workgroups per grid dimension.
 const MAX_GRID_DIM: usize = 65535;
 /// Binding offsets must be multiples of this (Vulkan's worst-case minStorageBufferOffsetAlignment).
@@ -275,6 +277,14 @@ fn tile_for(tokens: usize) -> usize {
     if tokens == 1 { 1 } else { PREFILL_TILE }
 }
 
+/// Output rows a cube of a quantized product computes: several for one token (decode: the
+/// activation vector loaded for a word serves each, a quarter of the workgroups — 65,536
+/// instead of 262,144 for the LM head), one for a tile of tokens (whose accumulators
+/// already fill the registers).
+fn rows_per_cube(tokens: usize) -> usize {
+    if tokens == 1 { DECODE_ROWS_PER_CUBE } else { 1 }
+}
+
 fn check_f32(name: &str, t: &CubeTensor) {
     assert_eq!(
         t.dtype.size(),
@@ -462,10 +472,11 @@ impl GpuKernelOps for CubeBackend {
         let (tokens, k) = (dims[0], dims[1]);
         let words_per_row = k / layout.elems_per_word();
         let tile = tile_for(tokens);
+        let rows_per_cube = rows_per_cube(tokens);
         let client = x.client.clone();
         kernels::packed_matmul::launch(
             &client,
-            matmul_grid(call.rows, tokens, tile),
+            matmul_grid(call.rows.div_ceil(rows_per_cube), tokens, tile),
             CubeDim::new_1d(CUBE_SIZE as u32),
             4,
             buffer(x),
@@ -486,6 +497,7 @@ impl GpuKernelOps for CubeBackend {
             call.glu,
             call.gelu_times,
             tile,
+            rows_per_cube,
             CUBE_SIZE,
         );
         out
