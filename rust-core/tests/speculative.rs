@@ -225,6 +225,61 @@ fn greedy_and_seeded_sampling_with_prompt_lookup_equal_plain_decoding_on_tiny_mo
     }
 }
 
+/// The same losslessness on the GPU (the tiny E2B fixture: KV-shared layers, sliding rings
+/// that wrap inside a verify pass, the value norm, and the fused kernels that norm, rope and
+/// encode the 1 + k rows): drafted generation gives plain generation's tokens on the same
+/// device — greedy with the logits read back, greedy picked on the device (no bias), and a
+/// seeded top-k draw from the device's top-k picks — so the verify pass's rows equal the
+/// decode step's.
+#[test]
+fn prompt_lookup_on_the_gpu_equals_plain_decoding_on_the_gpu() {
+    if !gpu_expected() {
+        eprintln!("skipped: GEMMAKIT_SKIP_GPU_TESTS=1");
+        return;
+    }
+    let path = fixture_dir("tiny_gemma4_e2b").join("model-f32.gguf");
+    let engine = Engine::load(
+        &path,
+        EngineOptions {
+            backend: BackendChoice::Gpu,
+            context_len: 1024,
+            chat_format: ChatFormat::PlainText,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("load on the GPU");
+    let prompt = repetitive_prompt(4);
+    let with = |sampling: SamplingOptions| GenerateOptions {
+        sampling,
+        max_tokens: 40,
+        ..GenerateOptions::default()
+    };
+    let biased = same_with_draft(
+        &engine,
+        &prompt,
+        &with(on_alphabet(SamplingOptions::greedy())),
+        ngram(7, true),
+    );
+    assert!(
+        biased.stats.accepted > 0,
+        "no draft was accepted: {:?}",
+        biased.stats
+    );
+    same_with_draft(
+        &engine,
+        &prompt,
+        &with(SamplingOptions::greedy()),
+        ngram(4, false),
+    );
+    let top_k = SamplingOptions {
+        temperature: 0.8,
+        top_k: 8,
+        seed: Some(3),
+        ..SamplingOptions::default()
+    };
+    same_with_draft(&engine, &prompt, &with(top_k), ngram(7, true));
+}
+
 #[test]
 fn prompt_lookup_keeps_multi_turn_conversations_identical() {
     let engine = engine(&tiny_gguf(), ChatFormat::Auto);
