@@ -61,6 +61,10 @@ pub struct ComputeDevice {
     /// CPU activation numerics per phase (exact f32 unless the engine opts into 8-bit
     /// activations).
     pub activations: Activations,
+    /// The GPU's shaders may compute in f16 (wgpu's `shader-f16`; Vulkan `shaderFloat16`,
+    /// every Apple GPU, most 2020+ Adreno/Mali drivers). Reported; the kernels compute in
+    /// f32 on every adapter today.
+    pub shader_f16: bool,
 }
 
 impl fmt::Debug for ComputeDevice {
@@ -89,6 +93,7 @@ impl ComputeDevice {
                 software: false,
                 description: cpu_description(),
                 activations: Activations::EXACT,
+                shader_f16: false,
             }),
             BackendKind::Gpu => gpu(),
         }
@@ -127,14 +132,20 @@ fn gpu() -> Result<ComputeDevice> {
         counters::observe_launches();
         let limits = setup.device.limits();
         let info = setup.adapter.get_info();
+        let shader_f16 = setup
+            .adapter
+            .features()
+            .contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16);
+        let f16 = if shader_f16 { ", shader-f16" } else { "" };
         Ok(ComputeDevice {
             kind: BackendKind::Gpu,
             device,
             max_binding_bytes: (limits.max_storage_buffer_binding_size as usize)
                 .min(limits.max_buffer_size as usize),
             software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
-            description: format!("{} / {:?}", info.name, info.backend),
+            description: format!("{} / {:?}{f16}", info.name, info.backend),
             activations: Activations::EXACT,
+            shader_f16,
         })
     })
     .clone()
