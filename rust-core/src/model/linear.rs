@@ -175,19 +175,23 @@ impl Linear {
     /// raw outputs (the two differ only where capping rounds two outputs to one f32).
     pub fn argmax_rows(&self, x: Tensor<2>, cap: Option<f32>) -> Result<Vec<u32>> {
         match self {
-            Linear::Mapped(w, _) => {
-                let mut logits = self.forward_to_host(x)?;
-                if let Some(cap) = cap {
-                    kernels::cpu::activation::softcap(&mut logits, cap);
-                }
-                Ok(logits
-                    .chunks_exact(w.rows().max(1))
-                    .map(kernels::cpu::activation::argmax)
-                    .collect())
-            }
+            Linear::Mapped(w, _) => Ok(self
+                .capped_on_host(x, cap)?
+                .chunks_exact(w.rows().max(1))
+                .map(kernels::cpu::activation::argmax)
+                .collect()),
             #[cfg(feature = "gpu")]
             Linear::Gpu(w) => w.argmax_rows(x),
         }
+    }
+
+    /// [`forward_to_host`](Self::forward_to_host)'s outputs after the soft-capping `cap`.
+    fn capped_on_host(&self, x: Tensor<2>, cap: Option<f32>) -> Result<Vec<f32>> {
+        let mut logits = self.forward_to_host(x)?;
+        if let Some(cap) = cap {
+            kernels::cpu::activation::softcap(&mut logits, cap);
+        }
+        Ok(logits)
     }
 
     /// The `k` largest outputs of each token's row after the soft-capping `cap`, with their
@@ -203,16 +207,11 @@ impl Linear {
         cap: Option<f32>,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
         match self {
-            Linear::Mapped(w, _) => {
-                let mut logits = self.forward_to_host(x)?;
-                if let Some(cap) = cap {
-                    kernels::cpu::activation::softcap(&mut logits, cap);
-                }
-                Ok(logits
-                    .chunks_exact(w.rows().max(1))
-                    .map(|row| kernels::cpu::activation::top_k(row, k))
-                    .collect())
-            }
+            Linear::Mapped(w, _) => Ok(self
+                .capped_on_host(x, cap)?
+                .chunks_exact(w.rows().max(1))
+                .map(|row| kernels::cpu::activation::top_k(row, k))
+                .collect()),
             #[cfg(feature = "gpu")]
             Linear::Gpu(w) => {
                 let mut rows = w.top_k_rows(x, k)?;

@@ -119,13 +119,87 @@ fn plane_row(row: u32, tokens: u32, slots: u32, first_slot: u32) -> u32 {
     (row / tokens) * slots + first_slot + row % tokens
 }
 
+/// Row `base..base + d` of `x` into `out`: RMS-normed when `normed` (times `norm_w` when
+/// `weighted`), rotated by RoPE row `token` of `cos`, `sin` `[tokens, d/2]` when `roped`, with
+/// [`rms_norm_rows`](super::kernels::rms_norm_rows) /
+/// [`rms_norm_rope_rows`](super::kernels::rms_norm_rope_rows)'s arithmetic (the same values);
+/// zeros where not `live`. Every unit reaches every barrier; `out` is complete on return.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn prepare_row(
+    x: &[f32],
+    base: u32,
+    norm_w: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    token: u32,
+    eps: f32,
+    live: bool,
+    out: &mut Shared<[f32]>,
+    #[comptime] normed: bool,
+    #[comptime] weighted: bool,
+    #[comptime] roped: bool,
+    #[comptime] d: usize,
+    #[comptime] cube_size: usize,
+) {
+    let unit = UNIT_POS;
+    let mut inv = f32::new(1.0_f32);
+    if comptime!(normed) {
+        inv = inverse_rms(x, base, comptime!(d as u32), eps, live, cube_size);
+    }
+    if comptime!(roped) {
+        let half = comptime!((d / 2) as u32);
+        let mut j = unit;
+        while j < half {
+            let mut x1 = f32::new(0.0_f32);
+            let mut x2 = f32::new(0.0_f32);
+            let mut c = f32::new(1.0_f32);
+            let mut s = f32::new(0.0_f32);
+            if live {
+                x1 = x[(base + j) as usize];
+                x2 = x[(base + j + half) as usize];
+                if comptime!(normed) {
+                    x1 *= inv;
+                    x2 *= inv;
+                }
+                if comptime!(weighted) {
+                    x1 *= norm_w[j as usize];
+                    x2 *= norm_w[(j + half) as usize];
+                }
+                c = cos[(token * half + j) as usize];
+                s = sin[(token * half + j) as usize];
+            }
+            out[j as usize] = x1 * c - x2 * s;
+            out[(j + half) as usize] = x2 * c + x1 * s;
+            j += CUBE_DIM;
+        }
+    } else {
+        let mut i = unit;
+        while i < comptime!(d as u32) {
+            let mut v = f32::new(0.0_f32);
+            if live {
+                v = x[(base + i) as usize];
+                if comptime!(normed) {
+                    v *= inv;
+                }
+                if comptime!(weighted) {
+                    v *= norm_w[i as usize];
+                }
+            }
+            out[i as usize] = v;
+            i += CUBE_DIM;
+        }
+    }
+    sync_cube();
+}
+
 /// f32 rows `[rows, d]` (row `r` is token `r % tokens` of KV head `r / tokens`) → encoded rows
 /// of any kind [`KV_F32`] … [`KV_TQ`] written into slots `first_slot..first_slot + tokens` of a
 /// plane `[kv_heads, slots, words_per_row]`, one cube a row. Each row is first prepared in
 /// shared memory: RMS-normed when `normed` (times `norm_w` when `weighted`: a key's norm; a
 /// value's has no weight), rotated by the NeoX RoPE tables `cos`, `sin` `[tokens, d/2]` when
-/// `roped`, with [`rms_norm_rows`] / [`rms_norm_rope_rows`]'s arithmetic (so the bytes are those
-/// of the separate kernels' output encoded; one dispatch a plane where three were).
+/// `roped` ([`prepare_row`]: the separate kernels' arithmetic, so the bytes are those of their
+/// output encoded; one dispatch a plane where three were).
 ///
 /// Encoding repeats the CPU codec's arithmetic step for step (`KvCodec::encode`), so the bytes
 /// are the codec's:
@@ -174,55 +248,22 @@ pub fn encode_kv_rows(
 
     // The prepared row.
     let mut values = Shared::<[f32]>::new_slice(d);
-    let mut inv = f32::new(1.0_f32);
-    if comptime!(normed) {
-        inv = inverse_rms(x, base, comptime!(d as u32), eps, live, cube_size);
-    }
-    if comptime!(roped) {
-        let half = comptime!((d / 2) as u32);
-        let token = row % tokens;
-        let mut j = unit;
-        while j < half {
-            let mut x1 = f32::new(0.0_f32);
-            let mut x2 = f32::new(0.0_f32);
-            let mut c = f32::new(1.0_f32);
-            let mut s = f32::new(0.0_f32);
-            if live {
-                x1 = x[(base + j) as usize];
-                x2 = x[(base + j + half) as usize];
-                if comptime!(normed) {
-                    x1 *= inv;
-                    x2 *= inv;
-                }
-                if comptime!(weighted) {
-                    x1 *= norm_w[j as usize];
-                    x2 *= norm_w[(j + half) as usize];
-                }
-                c = cos[(token * half + j) as usize];
-                s = sin[(token * half + j) as usize];
-            }
-            values[j as usize] = x1 * c - x2 * s;
-            values[(j + half) as usize] = x2 * c + x1 * s;
-            j += CUBE_DIM;
-        }
-    } else {
-        let mut i = unit;
-        while i < comptime!(d as u32) {
-            let mut v = f32::new(0.0_f32);
-            if live {
-                v = x[(base + i) as usize];
-                if comptime!(normed) {
-                    v *= inv;
-                }
-                if comptime!(weighted) {
-                    v *= norm_w[i as usize];
-                }
-            }
-            values[i as usize] = v;
-            i += CUBE_DIM;
-        }
-    }
-    sync_cube();
+    prepare_row(
+        x,
+        base,
+        norm_w,
+        cos,
+        sin,
+        row % tokens,
+        eps,
+        live,
+        &mut values,
+        normed,
+        weighted,
+        roped,
+        d,
+        cube_size,
+    );
 
     // A row's bytes (q8_0: 34 a block of 32, the last block padded with zeros) or codebook
     // indices (TurboQuant).
@@ -470,34 +511,22 @@ pub fn encoded_attention(
     // (tables `[tokens, head_dim/2]`) as `rms_norm_rope_rows` does it: one dispatch a layer
     // less, the same values.
     let mut qs = Shared::<[f32]>::new_slice(head_dim);
-    if comptime!(prep_q) {
-        let half = comptime!((head_dim / 2) as u32);
-        let inv = inverse_rms(
-            q,
-            q_base as u32,
-            comptime!(head_dim as u32),
-            eps,
-            true,
-            cube_size,
-        );
-        let mut j = unit;
-        while j < half {
-            let x1 = q[q_base + j as usize] * inv * q_norm[j as usize];
-            let x2 = q[q_base + (j + half) as usize] * inv * q_norm[(j + half) as usize];
-            let c = cos[(token * half + j) as usize];
-            let s = sin[(token * half + j) as usize];
-            qs[j as usize] = x1 * c - x2 * s;
-            qs[(j + half) as usize] = x2 * c + x1 * s;
-            j += CUBE_DIM;
-        }
-    } else {
-        let mut i = unit;
-        while i < comptime!(head_dim as u32) {
-            qs[i as usize] = q[q_base + i as usize];
-            i += CUBE_DIM;
-        }
-    }
-    sync_cube();
+    prepare_row(
+        q,
+        q_base as u32,
+        q_norm,
+        cos,
+        sin,
+        token,
+        eps,
+        true,
+        &mut qs,
+        prep_q,
+        prep_q,
+        prep_q,
+        head_dim,
+        cube_size,
+    );
 
     // Pass 1: scores of this unit's slots, and their max.
     let mut local_max = f32::new(-1.0e30);
