@@ -153,14 +153,9 @@ impl Sampler {
     /// full path orders by token id).
     pub fn sample_top(&mut self, top: &[(u32, f32)]) -> u32 {
         let candidates = self.truncate(self.scaled(top.iter().copied()));
-        let best = top
-            .iter()
-            .fold(None, |b: Option<(u32, f32)>, &c| match b {
-                Some(b) if b.1 >= c.1 => Some(b),
-                _ => Some(c),
-            })
-            .map_or(0, |c| c.0);
-        self.draw(&candidates).unwrap_or(best)
+        let best = top.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+        self.draw(&candidates)
+            .unwrap_or_else(|| best.map_or(0, |c| c.0))
     }
 
     /// One draw from a truncated distribution (`None` when it is empty).
